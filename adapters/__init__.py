@@ -1,0 +1,1 @@
+"""Adapters: one module per vendor product, plus the base contract (:mod:`adapters.base`)."""

@@ -1,0 +1,212 @@
+"""The adapter contract: what a vendor plug-in offers the bus.
+
+An adapter is a class for one vendor product. A *system* in routes.yaml is one configured instance of it.
+It declares
+
+* ``settings_schema`` — a JSON Schema for its ``settings:`` block, checked by ``ironbus lint`` before
+  anything connects;
+* **operations** (outbound) — methods decorated with :func:`operation`, each taking a :class:`Call` and
+  returning an :class:`Outcome`, raising :class:`~bus.errors.TransientError` or
+  :class:`~bus.errors.PermanentError` (never a vendor library's exception);
+* **triggers** (inbound) — methods decorated with :func:`trigger`: ``poll`` triggers return the records
+  changed since a watermark, ``webhook`` triggers turn a verified HTTP request into payloads, ``schedule``
+  triggers produce payloads on a cron schedule.
+
+Lifecycle: ``open()`` before first use, ``health()`` any time, ``close()`` once at the end (it must be safe
+to call twice). Adapters are loaded lazily from the entry-point group ``ironbus.adapters``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from bus.envelope import Event
+
+__all__ = [
+    "Adapter",
+    "Call",
+    "Health",
+    "OperationSpec",
+    "Outcome",
+    "PollResult",
+    "TriggerSpec",
+    "WebhookRequest",
+    "operation",
+    "trigger",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Call:
+    """One delivery of one event to one operation.
+
+    ``payload`` is the event data after the route's (and the target's) mapping. ``idempotency_key`` is
+    stable across retries, redeliveries and replays of the same event to the same route and target: an
+    adapter whose vendor supports it passes it on (e.g. an ``Idempotency-Key`` header).
+    """
+
+    event: Event
+    payload: Any
+    idempotency_key: str
+    route: str = ""
+    attempt: int = 1
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation did. ``result`` becomes the data of a follow-up event when the route asks for one
+    (``emit:``); ``reference`` is the id the target gave the record (a PO number, a note id …)."""
+
+    result: Any = None
+    reference: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """Records found by a poll, and the watermark to store once they are safely journaled.
+
+    Each record is ``(dedup_key, payload)``: the dedup key (e.g. ``"42@2026-11-24T22:42:56.398358"``,
+    id plus write date) lets the bus drop records seen in the overlap window of the previous poll.
+    """
+
+    records: Sequence[tuple[str, Any]]
+    watermark: str | None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An inbound HTTP request as a webhook trigger sees it: raw body, lower-case headers, full URL."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    name: str
+    method: str
+    description: str = ""
+    bulk: bool = False  # the method takes a list of calls (the vendor has a bulk API)
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    name: str
+    method: str
+    kind: Literal["poll", "webhook", "schedule"]
+    description: str = ""
+    interval: float | None = None  # default poll interval in seconds
+
+
+def operation(name: str | None = None, *, description: str = "", bulk: bool = False) -> Callable[[F], F]:
+    """Mark a method as an outbound operation: ``def update_order(self, call: Call) -> Outcome``."""
+
+    def mark(fn: F) -> F:
+        fn.__ironbus_operation__ = OperationSpec(  # type: ignore[attr-defined]
+            name or fn.__name__, fn.__name__, description or (fn.__doc__ or "").strip().split("\n")[0], bulk)
+        return fn
+
+    return mark
+
+
+def trigger(name: str | None = None, *, kind: Literal["poll", "webhook", "schedule"], description: str = "",
+            interval: float | None = None) -> Callable[[F], F]:
+    """Mark a method as an inbound trigger.
+
+    * ``poll``: ``def changed_orders(self, watermark: str | None) -> PollResult``
+    * ``webhook``: ``def order_webhook(self, request: WebhookRequest) -> list[Any]`` (raises
+      :class:`~bus.errors.PermanentError` on a bad signature)
+    * ``schedule``: ``def nightly(self, watermark: str | None) -> PollResult``
+    """
+
+    def mark(fn: F) -> F:
+        fn.__ironbus_trigger__ = TriggerSpec(  # type: ignore[attr-defined]
+            name or fn.__name__, fn.__name__, kind, description or (fn.__doc__ or "").strip().split("\n")[0],
+            interval)
+        return fn
+
+    return mark
+
+
+class Adapter:
+    """Base class of every adapter. Subclasses set ``name``, ``settings_schema`` and decorate methods."""
+
+    #: Registry name, as used in routes.yaml ``adapter:``.
+    name: ClassVar[str] = ""
+    #: One line for ``ironbus adapters``.
+    summary: ClassVar[str] = ""
+    #: JSON Schema (2020-12) of the ``settings:`` block.
+    settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    #: Filled by ``__init_subclass__`` from the decorated methods.
+    operations: ClassVar[dict[str, OperationSpec]] = {}
+    triggers: ClassVar[dict[str, TriggerSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ops: dict[str, OperationSpec] = {}
+        trigs: dict[str, TriggerSpec] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                spec = getattr(value, "__ironbus_operation__", None)
+                if isinstance(spec, OperationSpec):
+                    ops[spec.name] = spec
+                tspec = getattr(value, "__ironbus_trigger__", None)
+                if isinstance(tspec, TriggerSpec):
+                    trigs[tspec.name] = tspec
+        cls.operations = ops
+        cls.triggers = trigs
+
+    def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
+        self.system = system
+        self.settings = dict(settings)
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect / log in. Called once before the first operation or trigger."""
+
+    def health(self) -> Health:
+        """Is the system reachable? Must not raise."""
+        return Health(True)
+
+    def close(self) -> None:
+        """Release connections. Safe to call more than once."""
+        self.closed = True
+
+    # -- dispatch --------------------------------------------------------------------------------------
+    def call(self, operation_name: str, call: Call) -> Outcome:
+        """Run one operation by name."""
+        spec = self.operations[operation_name]
+        outcome: Outcome = getattr(self, spec.method)(call)
+        return outcome
+
+    def call_bulk(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome]:
+        """Run a bulk operation on several calls at once (only for specs with ``bulk=True``)."""
+        spec = self.operations[operation_name]
+        outcomes: list[Outcome] = getattr(self, spec.method)(list(calls))
+        return outcomes
+
+    def poll(self, trigger_name: str, watermark: str | None) -> PollResult:
+        spec = self.triggers[trigger_name]
+        result: PollResult = getattr(self, spec.method)(watermark)
+        return result
+
+    def webhook(self, trigger_name: str, request: WebhookRequest) -> list[Any]:
+        spec = self.triggers[trigger_name]
+        payloads: list[Any] = getattr(self, spec.method)(request)
+        return payloads

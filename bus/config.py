@@ -1,0 +1,278 @@
+"""Loading ``routes.yaml`` into typed, validated configuration.
+
+Structural errors are caught by ``schemas/routes.schema.json`` (the same file editors use for completion)
+and reported at the offending ``file:line:column``. Cross-references that need the adapters, mappings and
+schemas (unknown adapter, missing mapping file …) are checked by :mod:`bus.lint`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import orjson
+
+from bus.errors import ConfigError, Location, UnknownNameError
+from bus.interpolate import interpolate
+from bus.yamlfile import load_yaml, locate
+
+__all__ = [
+    "BatchTiming",
+    "Config",
+    "RetryPolicy",
+    "RouteConfig",
+    "SystemConfig",
+    "TargetConfig",
+    "load_config",
+    "parse_duration",
+    "routes_schema",
+]
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or a string such as ``'500ms'``, ``'30s'``, ``'5m'``, ``'2h'``, ``'1d'``."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (expected e.g. '30s', '5m')")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a route retries a failed delivery: quick attempts with backoff, then park, then dead-letter."""
+
+    attempts: int = 5
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: float = 0.2
+    max_delay: float = 30.0
+    park: float = 60.0
+    max_parks: int = 20
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None, base: RetryPolicy | None = None) -> RetryPolicy:
+        base = base or cls()
+        if not doc:
+            return base
+        return cls(
+            attempts=int(doc.get("attempts", base.attempts)),
+            backoff=doc.get("backoff", base.backoff),
+            initial_delay=parse_duration(doc.get("initial_delay", base.initial_delay)),
+            max_delay=parse_duration(doc.get("max_delay", base.max_delay)),
+            park=parse_duration(doc.get("park", base.park)),
+            max_parks=int(doc.get("max_parks", base.max_parks)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Deliver in batches of up to ``size`` events or after ``window`` seconds, whichever comes first."""
+
+    size: int = 100
+    window: float = 30.0
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One target of a route: ``system.operation`` plus per-target options."""
+
+    system: str
+    operation: str
+    location: Location | None = None
+    map: str | None = None
+    emit: str | None = None
+    emit_map: str | None = None
+    when: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.system}.{self.operation}"
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One route: from an event type, through filter/map/validate, to one or more targets."""
+
+    name: str
+    source: str
+    targets: tuple[TargetConfig, ...]
+    location: Location | None = None
+    filter: str | None = None
+    map: str | None = None
+    validate: str | None = None
+    key: str | None = None
+    sequence: str | None = None
+    type: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timing: Literal["realtime"] | str | BatchTiming = "realtime"
+    mode: Literal["live", "shadow"] = "live"
+    locations: Mapping[str, Location] = field(default_factory=dict)
+
+    @property
+    def schedule(self) -> str | None:
+        """The cron expression when the route's timing is scheduled."""
+        return self.timing if isinstance(self.timing, str) and self.timing != "realtime" else None
+
+    @property
+    def batch(self) -> BatchTiming | None:
+        return self.timing if isinstance(self.timing, BatchTiming) else None
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """A configured adapter instance: ``crm``, ``scm`` … Settings are already interpolated."""
+
+    name: str
+    adapter: str
+    settings: Mapping[str, Any]
+    location: Location | None = None
+    rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+    circuit_breaker: tuple[int, float] | None = None  # (consecutive failures, reset seconds)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded ``routes.yaml``."""
+
+    path: Path
+    systems: Mapping[str, SystemConfig]
+    routes: tuple[RouteConfig, ...]
+    value_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in routes.yaml, resolved against the file's own folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def route(self, name: str) -> RouteConfig:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise UnknownNameError("route", name, [r.name for r in self.routes])
+
+    def system(self, name: str) -> SystemConfig:
+        try:
+            return self.systems[name]
+        except KeyError:
+            raise UnknownNameError("system", name, self.systems) from None
+
+    def routes_from(self, event_type: str) -> list[RouteConfig]:
+        return [r for r in self.routes if r.source == event_type]
+
+
+@cache
+def routes_schema() -> dict[str, Any]:
+    """The JSON Schema of routes.yaml (``schemas/routes.schema.json``)."""
+    loaded: dict[str, Any] = orjson.loads((SCHEMA_DIR / "routes.schema.json").read_bytes())
+    return loaded
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    # Pick the most specific sub-error of a oneOf/anyOf, which is usually the one the author meant.
+    best = jsonschema.exceptions.best_match([error]) if error.context else error
+    path = "/".join(str(p) for p in best.absolute_path)
+    what = best.message
+    if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+        allowed = list(best.schema.get("properties", {}))
+        extra = [k for k in best.instance if k not in allowed]
+        if extra:
+            err = UnknownNameError("field", extra[0], allowed)
+            what = err.message
+    return f"{path}: {what}" if path else what
+
+
+def _check_structure(doc: Any, file: str) -> None:
+    validator = jsonschema.Draft202012Validator(routes_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    error = errors[0]
+    best = jsonschema.exceptions.best_match([error]) if error.context else error
+    path = list(best.absolute_path)
+    if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+        allowed = best.schema.get("properties", {})
+        extra = [k for k in best.instance if k not in allowed]
+        if extra:
+            path.append(extra[0])
+    raise ConfigError(_describe(error), locate(doc, path, Location(file)))
+
+
+def _target(entry: Any, file: str) -> TargetConfig:
+    if isinstance(entry, str):
+        system, operation = entry.split(".", 1)
+        return TargetConfig(system, operation)
+    system, operation = entry["operation"].split(".", 1)
+    return TargetConfig(
+        system, operation, location=getattr(entry, "location", None), map=entry.get("map"), emit=entry.get("emit"),
+        emit_map=entry.get("emit_map"), when=entry.get("when"), args=dict(entry.get("args") or {}),
+    )
+
+
+def _timing(doc: Any) -> Literal["realtime"] | str | BatchTiming:
+    if doc is None or doc == "realtime":
+        return "realtime"
+    if "schedule" in doc:
+        return str(doc["schedule"])
+    batch = doc["batch"] or {}
+    return BatchTiming(size=int(batch.get("size", 100)), window=parse_duration(batch.get("window", 30)))
+
+
+def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None = None) -> Config:
+    """Load and structurally validate ``routes.yaml``; raises :class:`ConfigError` with a location."""
+    file = str(path)
+    raw = load_yaml(path)
+    if raw is None:
+        raise ConfigError("file is empty; expected 'systems:' and 'routes:'", Location(file, 1, 1))
+    _check_structure(raw, file)
+    doc = interpolate(raw, env)
+
+    systems: dict[str, SystemConfig] = {}
+    for name, body in (doc.get("systems") or {}).items():
+        rate = body.get("rate_limit")
+        breaker = body.get("circuit_breaker")
+        systems[name] = SystemConfig(
+            name=name, adapter=body["adapter"], settings=dict(body.get("settings") or {}),
+            location=locate(doc, ["systems", name]),
+            rate_limit=(int(rate["requests"]), parse_duration(rate.get("per", 1))) if rate else None,
+            circuit_breaker=(int(breaker.get("failures", 5)), parse_duration(breaker.get("reset", 30)))
+            if breaker else None,
+        )
+
+    defaults = doc.get("defaults") or {}
+    default_retry = RetryPolicy.from_dict(defaults.get("retry"))
+    routes: list[RouteConfig] = []
+    seen: dict[str, Location | None] = {}
+    for index, body in enumerate(doc.get("routes") or []):
+        where = locate(doc, ["routes", index])
+        name = body["name"]
+        if name in seen:
+            first = seen[name]
+            raise ConfigError(f"duplicate route name {name!r} (first defined at line {first.line if first else '?'})",
+                              locate(doc, ["routes", index, "name"], where))
+        seen[name] = where
+        routes.append(RouteConfig(
+            name=name, source=body["from"], location=where,
+            targets=tuple(_target(t, file) for t in body["to"]),
+            filter=body.get("filter"), map=body.get("map"), validate=body.get("validate"),
+            key=body.get("key"), sequence=body.get("sequence"), type=body.get("type"),
+            retry=RetryPolicy.from_dict(body.get("retry"), default_retry),
+            timing=_timing(body.get("timing", defaults.get("timing"))),
+            mode=body.get("mode", defaults.get("mode", "live")),
+            locations={k: loc for k in body if (loc := locate(doc, ["routes", index, k])) is not None},
+        ))
+    return Config(path=Path(path), systems=systems, routes=tuple(routes), value_maps=dict(doc.get("value_maps") or {}))

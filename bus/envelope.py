@@ -1,0 +1,126 @@
+"""The event envelope: CloudEvents 1.0 attributes plus the bus's own tracing and ordering attributes.
+
+An :class:`Event` is one message on the bus. Its wire form is the CloudEvents *structured JSON* form, with
+our extension attributes (``correlationid``, ``causationid``, ``key``, ``sequence``) as top-level members,
+which is what CloudEvents prescribes for extensions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bus.errors import DecodeError
+
+__all__ = ["Event", "new_event_id"]
+
+SPECVERSION = "1.0"
+_REQUIRED = ("id", "source", "type")
+_KNOWN = {
+    "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema",
+    "correlationid", "causationid", "key", "sequence", "data",
+}
+
+
+def new_event_id() -> str:
+    """A fresh, time-ordered-enough unique event id (UUID4, hex with dashes)."""
+    return str(uuid.uuid4())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message on the bus.
+
+    ``correlationid`` is shared by every event of one business transaction; ``causationid`` is the id of the
+    event that caused this one (None for an event that entered from outside). ``key`` is the business key
+    events are ordered by (e.g. the order number) and ``sequence`` that entity's version, when the source
+    has one; an event with an older sequence than the last one applied for its key is stale.
+    """
+
+    type: str
+    source: str
+    data: Any = None
+    id: str = field(default_factory=new_event_id)
+    subject: str | None = None
+    time: str = field(default_factory=_now)
+    correlationid: str = ""
+    causationid: str | None = None
+    key: str | None = None
+    sequence: int | None = None
+    datacontenttype: str = "application/json"
+    dataschema: str | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # An event that starts a transaction is its own correlation root.
+        if not self.correlationid:
+            object.__setattr__(self, "correlationid", self.id)
+
+    def caused(self, type: str, source: str, data: Any, **attrs: Any) -> Event:
+        """A follow-up event caused by this one: same correlation id, causation id = this event's id."""
+        return Event(type=type, source=source, data=data, correlationid=self.correlationid,
+                     causationid=self.id, key=attrs.pop("key", self.key), **attrs)
+
+    def with_(self, **changes: Any) -> Event:
+        """A copy with some attributes changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvents structured-mode dict (attributes that are None are left out)."""
+        out: dict[str, Any] = {"specversion": SPECVERSION, "id": self.id, "source": self.source, "type": self.type}
+        for name in ("subject", "time", "datacontenttype", "dataschema", "correlationid", "causationid", "key",
+                     "sequence"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extensions)
+        out["data"] = self.data
+        return out
+
+    def encode(self) -> bytes:
+        """Wire form: CloudEvents structured JSON, UTF-8."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Event:
+        """Build an event from its structured-mode dict; raises :class:`DecodeError` when it is not one."""
+        if not isinstance(doc, dict):
+            raise DecodeError(f"an event must be a JSON object, got {type(doc).__name__}")
+        missing = [name for name in _REQUIRED if not isinstance(doc.get(name), str) or not doc.get(name)]
+        if missing:
+            raise DecodeError(f"event is missing required attribute(s) {', '.join(missing)} (CloudEvents 1.0)")
+        spec = doc.get("specversion", SPECVERSION)
+        if spec != SPECVERSION:
+            raise DecodeError(f"unsupported CloudEvents specversion {spec!r}; expected '1.0'")
+        sequence = doc.get("sequence")
+        if sequence is not None:
+            try:
+                sequence = int(sequence)
+            except (TypeError, ValueError):
+                raise DecodeError(f"attribute 'sequence' must be an integer, got {sequence!r}") from None
+        key = doc.get("key")
+        return cls(
+            id=doc["id"], source=doc["source"], type=doc["type"], data=doc.get("data"),
+            subject=doc.get("subject"), time=doc.get("time") or _now(),
+            correlationid=doc.get("correlationid") or "", causationid=doc.get("causationid"),
+            key=None if key is None else str(key), sequence=sequence,
+            datacontenttype=doc.get("datacontenttype") or "application/json", dataschema=doc.get("dataschema"),
+            extensions={k: v for k, v in doc.items() if k not in _KNOWN},
+        )
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> Event:
+        """Parse the wire form; raises :class:`DecodeError` on malformed JSON or a non-event."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"event body is not valid JSON: {exc}") from None
+        return cls.from_dict(doc)
