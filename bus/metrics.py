@@ -1,0 +1,199 @@
+"""Prometheus metrics of one ironbus process.
+
+Every metric lives in a private :class:`~prometheus_client.CollectorRegistry` owned by a :class:`Metrics`
+object, so two buses in one process (tests, embedding) never see each other's counts and nothing leaks into
+``prometheus_client``'s global registry. The module-level functions (:func:`received`, :func:`delivery`,
+:func:`rejected` …) act on the process-wide instance returned by :func:`default`; that is what the worker and
+the webhook server call, and what ``GET /metrics`` renders.
+
+Metric names and labels (kept bounded on purpose: no event ids, no paths, no free text):
+
+===========================================  =========  ==============================
+name                                         type       labels
+===========================================  =========  ==============================
+``ironbus_events_received_total``            counter    system, trigger
+``ironbus_webhook_rejected_total``           counter    system, trigger, reason
+``ironbus_deliveries_total``                 counter    route, target, status
+``ironbus_delivery_seconds``                 histogram  route, target
+``ironbus_accept_to_delivered_seconds``      histogram  route
+``ironbus_queue_depth``                      gauge      state
+``ironbus_circuit_open``                     gauge      system
+``ironbus_rate_limited_total``               counter    system
+===========================================  =========  ==============================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DELIVERY_STATUSES",
+    "Metrics",
+    "circuit_open",
+    "default",
+    "delivery",
+    "latency",
+    "rate_limited",
+    "received",
+    "rejected",
+    "render",
+    "set_queue_depth",
+]
+
+#: The Content-Type of :meth:`Metrics.render`'s output (Prometheus text exposition format).
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: The values ``status`` may take in :meth:`Metrics.delivery`.
+DELIVERY_STATUSES = frozenset({"delivered", "retried", "parked", "dead", "stale", "shadow", "filtered"})
+
+# A single delivery to a SaaS API takes from a few ms to tens of seconds (timeouts); accept-to-delivered
+# additionally includes queueing, retries and parking, so its buckets reach into hours.
+_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+
+class Metrics:
+    """The metrics of one bus, in their own registry.
+
+    Label children are cached in plain dicts: ``Counter.labels()`` validates and locks on every call, and
+    the worker counts every event, so the cache keeps a count at roughly one dict lookup plus one add.
+    Every method is thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._received = Counter("ironbus_events_received", "Events accepted from a trigger (webhook, poll, "
+                                 "schedule, send).", ["system", "trigger"], registry=r)
+        self._rejected = Counter("ironbus_webhook_rejected", "Inbound webhook requests refused, by reason.",
+                                 ["system", "trigger", "reason"], registry=r)
+        self._deliveries = Counter("ironbus_deliveries", "Delivery outcomes per route and target.",
+                                   ["route", "target", "status"], registry=r)
+        self._delivery_seconds = Histogram("ironbus_delivery_seconds", "Duration of one delivery attempt.",
+                                           ["route", "target"], buckets=_DELIVERY_BUCKETS, registry=r)
+        self._latency = Histogram("ironbus_accept_to_delivered_seconds", "From accepting an event to its "
+                                  "successful delivery.", ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._queue_depth = Gauge("ironbus_queue_depth", "Messages in the work queue, by state.", ["state"],
+                                  registry=r)
+        self._circuit = Gauge("ironbus_circuit_open", "1 while the circuit breaker of a system is open.",
+                              ["system"], registry=r)
+        self._rate_limited = Counter("ironbus_rate_limited", "Calls a system's rate limit made wait, or the "
+                                     "system answered with a rate-limit response.", ["system"], registry=r)
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        cache_key = (id(metric), *labels)
+        child = self._children.get(cache_key)
+        if child is None:
+            with self._lock:
+                child = self._children.get(cache_key)
+                if child is None:
+                    child = metric.labels(*labels)
+                    self._children[cache_key] = child
+        return child
+
+    def received(self, system: str, trigger: str, n: int = 1) -> None:
+        """``n`` events entered the bus from ``system.trigger``."""
+        self._child(self._received, system, trigger).inc(n)
+
+    def rejected(self, system: str, trigger: str, reason: str) -> None:
+        """An inbound webhook request was refused; ``reason`` is a short code (``mismatch``, ``too_large`` …)."""
+        self._child(self._rejected, system, trigger, reason).inc()
+
+    def delivery(self, route: str, target: str, status: str, seconds: float | None = None) -> None:
+        """One delivery outcome; ``seconds`` (the attempt's duration) feeds ``ironbus_delivery_seconds``.
+
+        Raises :class:`ValueError` for a status outside :data:`DELIVERY_STATUSES`, so a typo in the worker
+        cannot silently create a new time series.
+        """
+        if status not in DELIVERY_STATUSES:
+            raise ValueError(f"unknown delivery status {status!r}; expected one of {sorted(DELIVERY_STATUSES)}")
+        self._child(self._deliveries, route, target, status).inc()
+        if seconds is not None:
+            self._child(self._delivery_seconds, route, target).observe(seconds)
+
+    def latency(self, route: str, seconds: float) -> None:
+        """Time from accepting an event to its successful delivery on ``route``."""
+        self._child(self._latency, route).observe(seconds)
+
+    def set_queue_depth(self, depth: Mapping[str, int]) -> None:
+        """Set the queue gauges from :meth:`bus.queue.base.Queue.depth` (``{"ready": 3, "leased": 1}``).
+
+        Negative values mean "unknown" in the queue contract and are not exported.
+        """
+        for state, count in depth.items():
+            if count >= 0:
+                self._child(self._queue_depth, state).set(count)
+
+    def circuit_open(self, system: str, is_open: bool) -> None:
+        """Record whether ``system``'s circuit breaker is open."""
+        self._child(self._circuit, system).set(1 if is_open else 0)
+
+    def rate_limited(self, system: str, n: int = 1) -> None:
+        """``system``'s rate limit held back ``n`` calls (or the vendor answered 429)."""
+        self._child(self._rate_limited, system).inc(n)
+
+    def render(self) -> bytes:
+        """Every metric in the Prometheus text exposition format (serve with :data:`CONTENT_TYPE`)."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Metrics:
+    """The process-wide metrics (created on first use)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Metrics()
+    return _default
+
+
+def received(system: str, trigger: str, n: int = 1) -> None:
+    """See :meth:`Metrics.received` (process-wide instance)."""
+    default().received(system, trigger, n)
+
+
+def rejected(system: str, trigger: str, reason: str) -> None:
+    """See :meth:`Metrics.rejected` (process-wide instance)."""
+    default().rejected(system, trigger, reason)
+
+
+def delivery(route: str, target: str, status: str, seconds: float | None = None) -> None:
+    """See :meth:`Metrics.delivery` (process-wide instance)."""
+    default().delivery(route, target, status, seconds)
+
+
+def latency(route: str, seconds: float) -> None:
+    """See :meth:`Metrics.latency` (process-wide instance)."""
+    default().latency(route, seconds)
+
+
+def set_queue_depth(depth: Mapping[str, int]) -> None:
+    """See :meth:`Metrics.set_queue_depth` (process-wide instance)."""
+    default().set_queue_depth(depth)
+
+
+def circuit_open(system: str, is_open: bool) -> None:
+    """See :meth:`Metrics.circuit_open` (process-wide instance)."""
+    default().circuit_open(system, is_open)
+
+
+def rate_limited(system: str, n: int = 1) -> None:
+    """See :meth:`Metrics.rate_limited` (process-wide instance)."""
+    default().rate_limited(system, n)
+
+
+def render() -> bytes:
+    """See :meth:`Metrics.render` (process-wide instance)."""
+    return default().render()
