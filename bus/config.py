@@ -246,7 +246,7 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
         rate = body.get("rate_limit")
         breaker = body.get("circuit_breaker")
         systems[name] = SystemConfig(
-            name=name, adapter=body["adapter"], settings=dict(body.get("settings") or {}),
+            name=name, adapter=body["adapter"], settings=body.get("settings") or {},
             location=locate(doc, ["systems", name]),
             rate_limit=(int(rate["requests"]), parse_duration(rate.get("per", 1))) if rate else None,
             circuit_breaker=(int(breaker.get("failures", 5)), parse_duration(breaker.get("reset", 30)))

@@ -1,0 +1,156 @@
+"""Commands for integrators writing routes and mappings: lint, map, test, adapters, graph."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bus.config import load_config
+from bus.console import dump_json, table
+from bus.errors import ConfigError, IronbusError, Location
+from bus.lint import lint as run_lint
+from bus.mapping import Mapping
+from bus.plugins import adapter_names, load_adapter_class
+from bus.schemas import default_registry
+from bus.testrun import run_paths
+from bus.xref import MemoryXref
+from bus.yamlfile import load_yaml, load_yaml_text
+
+__all__ = ["adapters", "graph", "lint", "map_", "read_document", "test"]
+
+
+def read_document(source: str) -> Any:
+    """A JSON or YAML document from a file path or ``-`` (stdin); errors name the file and position."""
+    if source == "-":
+        text = sys.stdin.read()
+        name = "<stdin>"
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("file not found", Location(source)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read file: {exc}", Location(source)) from None
+        name = source
+    if name.endswith((".yaml", ".yml")):
+        return load_yaml_text(text, name)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        line = text.count("\n", 0, exc.pos) + 1
+        col = exc.pos - (text.rfind("\n", 0, exc.pos) + 1) + 1
+        raise ConfigError(f"invalid JSON: {exc.msg}", Location(name, line, col)) from None
+
+
+def lint(args: argparse.Namespace) -> int:
+    issues = run_lint(args.routes)
+    errors = [i for i in issues if i.severity == "error"]
+    if args.json:
+        dump_json([{"severity": i.severity, "message": i.message, "location": str(i.location or "")}
+                   for i in issues])
+    else:
+        for issue in issues:
+            print(issue, file=sys.stderr if issue.severity == "error" else sys.stdout)
+        if not errors:
+            config = load_config(args.routes)
+            print(f"{args.routes}: OK — {len(config.systems)} systems, {len(config.routes)} routes"
+                  + (f", {len(issues)} warning(s)" if issues else ""))
+        else:
+            print(f"{args.routes}: {len(errors)} error(s); fix them and run 'ironbus lint' again", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def map_(args: argparse.Namespace) -> int:
+    xref = MemoryXref()
+    if args.xref:
+        seed = load_yaml(args.xref) if args.xref.suffix in (".yaml", ".yml") else read_document(str(args.xref))
+        xref = MemoryXref.from_dict({e: {s: {str(k): str(v) for k, v in ids.items()} for s, ids in systems.items()}
+                                     for e, systems in (seed or {}).items()})
+    mapping = Mapping.load(args.mapping, xref=xref)
+    doc = read_document(args.input)
+    result = mapping.apply(doc)
+    schema = args.validate or None
+    if schema:
+        default_registry().validate(schema, result)
+    dump_json(result)
+    return 0
+
+
+def test(args: argparse.Namespace) -> int:
+    routes = args.routes if args.routes.is_file() else None
+    outcomes = run_paths(list(args.paths), routes=routes)
+    failed = [o for o in outcomes if not o.passed]
+    if args.json:
+        dump_json([{"file": o.file, "name": o.name, "passed": o.passed, "location": str(o.location or ""),
+                    "details": o.details} for o in outcomes])
+    else:
+        for o in outcomes:
+            mark = "PASS" if o.passed else "FAIL"
+            print(f"{mark}  {o.location or o.file}  {o.name}")
+            for line in o.details:
+                print(f"      {line}")
+        print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
+    if not outcomes:
+        print("no tests found (files are named *.test.yaml)", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def adapters(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else adapter_names()
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            cls = load_adapter_class(name)
+        except IronbusError as exc:
+            rows.append({"name": name, "error": str(exc)})
+            continue
+        props = dict(cls.settings_schema).get("properties", {})
+        rows.append({
+            "name": name, "summary": cls.summary,
+            "triggers": {t.name: t.kind for t in cls.triggers.values()},
+            "operations": sorted(cls.operations) or (["(any)"] if getattr(cls, "accepts_any_operation", False)
+                                                      else ["(declared in settings)"]),
+            "settings": sorted(props), "required": sorted(dict(cls.settings_schema).get("required", [])),
+        })
+    if args.json:
+        dump_json(rows)
+        return 0
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']}: {row['error']}")
+            continue
+        print(f"{row['name']} — {row['summary']}")
+        triggers = ", ".join(f"{n} ({k})" for n, k in row["triggers"].items()) or "none"
+        print(f"  triggers:   {triggers}")
+        print(f"  operations: {', '.join(row['operations'])}")
+        settings = ", ".join(s + ("*" if s in row["required"] else "") for s in row["settings"]) or "none"
+        print(f"  settings:   {settings}   (* required)")
+    return 0
+
+
+def graph(args: argparse.Namespace) -> int:
+    config = load_config(args.routes)
+    lines = ["flowchart LR"]
+
+    def node(name: str) -> str:
+        return name.replace(".", "_").replace("-", "_")
+
+    for route in config.routes:
+        src = node(route.source)
+        lines.append(f'  {src}(["{route.source}"])')
+        for target in route.targets:
+            tgt = node(target.name)
+            label = route.name + (" (shadow)" if route.mode == "shadow" else "")
+            lines.append(f'  {src} -- "{label}" --> {tgt}["{target.name}"]')
+            if target.emit:
+                lines.append(f'  {tgt} -. emits .-> {node(target.emit)}(["{target.emit}"])')
+    table_rows = [(r.name, r.source, ", ".join(t.name for t in r.targets), r.mode) for r in config.routes]
+    print("\n".join(lines))
+    print()
+    table(table_rows, ["route", "from", "to", "mode"])
+    return 0

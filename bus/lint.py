@@ -1,0 +1,132 @@
+"""``ironbus lint``: check routes.yaml against adapters, mappings and schemas before anything connects.
+
+Every problem found is reported (not just the first), each with its ``file:line:column``; errors make the
+command exit 1, warnings do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from adapters.base import Adapter
+from bus.config import Config, RouteConfig, load_config
+from bus.errors import ConfigError, Location, UnknownNameError
+from bus.pipeline import Pipeline
+from bus.plugins import load_adapter_class
+from bus.schemas import SchemaRegistry, default_registry
+from bus.yamlfile import locate
+
+__all__ = ["Issue", "adapter_operations", "lint"]
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: Literal["error", "warning"]
+    message: str
+    location: Location | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{where}{self.severity}: {self.message}"
+
+
+def adapter_operations(cls: type[Adapter], settings: Any) -> list[str] | None:
+    """Operation names a system of this adapter offers; None when it accepts any."""
+    if getattr(cls, "accepts_any_operation", False) and not (isinstance(settings, dict) and settings.get("operations")):
+        return None
+    declared = getattr(cls, "declared_operations", None)
+    if callable(declared):
+        return sorted(declared(settings))
+    if getattr(cls, "accepts_any_operation", False):
+        return sorted(settings.get("operations") or [])
+    return sorted(cls.operations)
+
+
+def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
+    issues: list[Issue] = []
+    try:
+        validator = jsonschema.Draft202012Validator(dict(cls.settings_schema))
+        errors = list(validator.iter_errors(settings))
+    except jsonschema.SchemaError as exc:
+        return [Issue("error", f"adapter {cls.name!r} has an invalid settings schema: {exc.message}", fallback)]
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = list(error.schema.get("properties", {}))
+            for extra in [k for k in error.instance if k not in allowed]:
+                unknown = UnknownNameError("setting", extra, allowed)
+                issues.append(Issue("error", f"system {name!r}: {unknown.message}",
+                                    locate(settings, [*path, extra], fallback)))
+            continue
+        dotted = ".".join(str(p) for p in path) or "settings"
+        # never echo a value: settings may hold secrets from ${ENV}
+        message = error.message if error.validator in ("required", "additionalProperties") else \
+            f"{error.validator} check failed (expected {error.validator_value!r})" if error.validator in (
+                "type", "enum", "const", "format", "pattern", "minimum", "maximum") else error.message
+        issues.append(Issue("error", f"system {name!r}: settings.{dotted}: {message}",
+                            locate(settings, path, fallback)))
+    return issues
+
+
+def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Adapter]],
+                 emitted: set[str], schemas: SchemaRegistry) -> list[Issue]:
+    issues: list[Issue] = []
+    prefix, _, trigger = route.source.partition(".")
+    loc_from = route.locations.get("from", route.location)
+    if prefix in config.systems and trigger:
+        cls = classes.get(prefix)
+        if cls is not None and trigger not in cls.triggers:
+            unknown = UnknownNameError(f"trigger of system {prefix!r} (adapter {cls.name!r})", trigger, cls.triggers)
+            issues.append(Issue("error", unknown.message, loc_from))
+    elif route.source not in emitted and route.source not in schemas.names():
+        issues.append(Issue("warning", f"route {route.name!r}: nothing in routes.yaml produces event type "
+                            f"{route.source!r} (no trigger, no 'emit:'); only 'ironbus send' will feed it", loc_from))
+    for target in route.targets:
+        where = target.location or route.locations.get("to", route.location)
+        if target.system not in config.systems:
+            issues.append(Issue("error", UnknownNameError("system", target.system, config.systems).message, where))
+            continue
+        cls = classes.get(target.system)
+        if cls is None:
+            continue
+        offered = adapter_operations(cls, config.systems[target.system].settings)
+        if offered is not None and target.operation not in offered:
+            unknown = UnknownNameError(f"operation of system {target.system!r} (adapter {cls.name!r})",
+                                       target.operation, offered)
+            issues.append(Issue("error", unknown.message, where))
+    try:
+        Pipeline(replace(config, routes=(route,)), schemas=schemas)
+    except ConfigError as exc:
+        issues.append(Issue("error", exc.message, exc.location))
+    return issues
+
+
+def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = None,
+         env: dict[str, str] | None = None) -> list[Issue]:
+    """Every problem in ``path`` and the files it names; an empty list means it is good to deploy."""
+    try:
+        config = load_config(path, env=env)
+    except ConfigError as exc:
+        return [Issue("error", exc.message, exc.location)]
+    schemas = schemas or default_registry()
+    issues: list[Issue] = []
+    classes: dict[str, type[Adapter]] = {}
+    for name, system in config.systems.items():
+        adapter_loc = locate(system.settings, [], system.location)
+        try:
+            cls = load_adapter_class(system.adapter, system.location)
+        except ConfigError as exc:
+            issues.append(Issue("error", f"system {name!r}: {exc.message}", exc.location or adapter_loc))
+            continue
+        classes[name] = cls
+        issues.extend(_check_settings(name, cls, system.settings, system.location))
+    emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.triggers}
+    emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
+    emitted |= {r.type or r.validate or "" for r in config.routes}
+    for route in config.routes:
+        issues.extend(_check_route(config, route, classes, emitted, schemas))
+    return issues

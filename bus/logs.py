@@ -1,0 +1,44 @@
+"""Structured logging setup: structlog, JSON lines or console, secrets scrubbed.
+
+Library code logs with ``structlog.get_logger(__name__)`` and binds ``event_id`` / ``correlation_id``; this
+module only decides how the lines are rendered, and removes values that came from ``${ENV}`` interpolation.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from bus.interpolate import redact
+
+__all__ = ["configure_logging"]
+
+
+def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """Configure structlog for the CLI: ``fmt`` is ``console`` (humans, stderr) or ``json`` (one object a line)."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrub,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,179 @@
+"""The ``ironbus`` command: parses arguments and calls into :mod:`bus`. No logic lives here.
+
+Exit codes: 0 success, 1 a check failed (lint errors, failing tests, dead letters found by a strict check),
+2 usage or configuration error. User errors print one line with their location, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bus import commands
+from bus.errors import IronbusError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    def routes_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--routes", type=Path, default=Path("routes.yaml"), help="routes file (default routes.yaml)")
+
+    def journal_args(sp: argparse.ArgumentParser, broker: bool = False) -> None:
+        sp.add_argument("--journal", default=None,
+                        help="journal URL (default sqlite:///var/ironbus.sqlite, or $IRONBUS_JOURNAL)")
+        if broker:
+            sp.add_argument("--broker", default=None, help="amqp://... for RabbitMQ (default: embedded, or "
+                                                           "$IRONBUS_BROKER)")
+
+    sp = cmd("lint", commands.lint, "check routes.yaml against adapters, mappings and schemas")
+    sp.add_argument("routes", nargs="?", type=Path, default=Path("routes.yaml"))
+    sp.add_argument("--json", action="store_true")
+
+    sp = cmd("map", commands.map_, "apply a mapping file to an input document and print the result")
+    sp.add_argument("mapping", type=Path)
+    sp.add_argument("input", help="JSON or YAML file, or - for stdin")
+    sp.add_argument("--xref", type=Path, help="YAML/JSON file of cross references: entity -> system -> {id: canonical}")
+    sp.add_argument("--validate", help="also validate the result against this canonical schema")
+
+    sp = cmd("test", commands.test, "run YAML test files (*.test.yaml) for mappings and routes")
+    sp.add_argument("paths", nargs="*", type=Path, default=[Path("tests/mappings")])
+    routes_arg(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sp = cmd("adapters", commands.adapters, "list installed adapters with their triggers, operations and settings")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = cmd("graph", commands.graph, "print the routes as a Mermaid flowchart")
+    routes_arg(sp)
+
+    sp = cmd("run", commands.run, "run the bus: triggers, webhooks and workers")
+    routes_arg(sp)
+    journal_args(sp, broker=True)
+    sp.add_argument("--workers", type=int, default=4, help="worker threads in this process (default 4)")
+    sp.add_argument("--port", type=int, default=None, help="webhook/metrics port (default 8080; 0 = any free port)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--no-http", action="store_true", help="do not start the webhook/metrics server")
+    sp.add_argument("--no-triggers", action="store_true", help="do not run poll/schedule triggers in this process")
+    sp.add_argument("--until-idle", action="store_true", help="exit when the queue is empty (scripts and tests)")
+    sp.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+
+    sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
+    sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")
+    sp.add_argument("file")
+    sp.add_argument("--key")
+    sp.add_argument("--sequence", type=int)
+    sp.add_argument("--source", default="ironbus/cli")
+    routes_arg(sp)
+    journal_args(sp, broker=True)
+
+    sp = cmd("status", commands.status, "queue depths, parked and dead deliveries, per-route counts")
+    routes_arg(sp)
+    journal_args(sp, broker=True)
+    sp.add_argument("--json", action="store_true")
+
+    dlq = sub.add_parser("dlq", help="inspect and re-drive the dead-letter store")
+    dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    for action, help_text in (("list", "list dead letters"), ("show", "show one dead letter"),
+                              ("retry", "re-drive dead letters"), ("purge", "mark dead letters purged")):
+        sp = dsub.add_parser(action, help=help_text, description=help_text)
+        sp.set_defaults(handler=commands.dlq)
+        journal_args(sp, broker=action == "retry")
+        routes_arg(sp)
+        if action == "show":
+            sp.add_argument("id", type=int)
+        else:
+            sp.add_argument("ids", nargs="*", type=int, help="dead-letter ids (default: all matching the filters)")
+            sp.add_argument("--route")
+            sp.add_argument("--target")
+            sp.add_argument("--error", help="substring of the reason")
+            sp.add_argument("--since", help="e.g. 2h, 1d, or an ISO timestamp")
+            sp.add_argument("--limit", type=int, default=100)
+        sp.add_argument("--json", action="store_true")
+
+    sp = cmd("replay", commands.replay, "re-deliver journaled events (by id, route, key or time window)")
+    sp.add_argument("ids", nargs="*", help="event ids")
+    sp.add_argument("--route", help="only events that went through this route")
+    sp.add_argument("--to-route", help="deliver through this route instead of the original one")
+    sp.add_argument("--key")
+    sp.add_argument("--since")
+    sp.add_argument("--until")
+    sp.add_argument("--dry-run", action="store_true", help="print what would be delivered, deliver nothing")
+    sp.add_argument("--force", action="store_true", help="repeat deliveries that already succeeded")
+    sp.add_argument("--rate", type=float, default=200.0, help="events per second at most (default 200)")
+    sp.add_argument("--json", action="store_true")
+    routes_arg(sp)
+    journal_args(sp, broker=True)
+
+    sp = cmd("trace", commands.trace, "the causal chain of a business transaction across routes and systems")
+    sp.add_argument("id", nargs="?", help="an event id (any event of the transaction)")
+    sp.add_argument("--key", help="business key, e.g. an order number")
+    sp.add_argument("--json", action="store_true")
+    journal_args(sp)
+
+    xref = sub.add_parser("xref", help="master-data cross references")
+    xsub = xref.add_subparsers(dest="xref_command", required=True, metavar="ACTION")
+    sp = xsub.add_parser("get", help="look up an id")
+    sp.add_argument("entity")
+    sp.add_argument("system")
+    sp.add_argument("id")
+    sp = xsub.add_parser("set", help="link a system's id to a canonical id")
+    sp.add_argument("entity")
+    sp.add_argument("canonical")
+    sp.add_argument("system")
+    sp.add_argument("id")
+    sp = xsub.add_parser("import", help="import links from CSV (entity,canonical_id,system,system_id) or JSON")
+    sp.add_argument("file")
+    sp = xsub.add_parser("export", help="export links as CSV or JSON")
+    sp.add_argument("--entity")
+    sp.add_argument("--format", choices=["csv", "json"], default="csv")
+    sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked")
+    sp.add_argument("--entity", action="append", help="customer, material, supplier (default: all)")
+    routes_arg(sp)
+    for sp in xsub.choices.values():
+        sp.set_defaults(handler=commands.xref)
+        journal_args(sp)
+        sp.add_argument("--json", action="store_true")
+
+    sp = cmd("journal", commands.journal, "journal maintenance")
+    sp.add_argument("action", choices=["prune", "migrate"])
+    sp.add_argument("--older-than", default="30d", help="prune settled events older than this (default 30d)")
+    journal_args(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from bus.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    try:
+        code: int = args.handler(args)
+        return code
+    except IronbusError as exc:
+        from bus.interpolate import redact
+
+        print(f"ironbus: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
