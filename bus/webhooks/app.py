@@ -1,0 +1,251 @@
+"""The inbound HTTP application (raw ASGI): webhooks, liveness, readiness and metrics.
+
+``POST /hooks/{system}/{trigger}[/{token}]`` runs the endpoint's handler (verify + parse), turns every payload
+into an :class:`~bus.envelope.Event`, awaits ``ingest`` and only then answers ``202 {"accepted": [ids]}``.
+A vendor that gets a 202 may forget the delivery, so 202 must mean "durably journaled": an ingest failure
+answers 503, which makes the vendor retry.
+
+Every refusal is answered with ``{"error": reason, "detail": message}``, logged with the reason, the path
+(URL token masked) and the remote address, and counted in ``ironbus_webhook_rejected_total``. No input can
+crash the app: an unexpected handler exception answers 500 and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from adapters.base import WebhookRequest
+from bus.envelope import Event
+from bus.errors import DecodeError, PermanentError, TransientError
+from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bus.metrics import Metrics, default
+from bus.webhooks.base import Endpoint, Ingest, WebhookRejected, media_type_allowed
+from bus.webhooks.http import (
+    Receive,
+    Scope,
+    Send,
+    headers_of,
+    query_of,
+    redact_hook_path,
+    request_url,
+    respond,
+    respond_json,
+)
+
+__all__ = ["WebhookApp"]
+
+log = structlog.get_logger(__name__)
+
+_NO_LABEL = "-"  # metric label for requests that match no endpoint: never the raw path (unbounded cardinality)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was read; there is nobody to answer."""
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers
+
+
+class WebhookApp:
+    """The ASGI application serving webhooks, ``/ping``, ``/ready`` and ``/metrics``.
+
+    ``endpoints`` maps ``(system, trigger)`` to its :class:`Endpoint`; ``ingest`` is awaited with the events
+    of one request (it runs on the server's event loop, so it must not block it: hand blocking work to a
+    thread); ``ready()`` answers ``(ok, reason)`` for ``GET /ready``; ``max_body`` caps a request body in
+    bytes; ``trust_proxy`` honours ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when rebuilding the URL.
+    """
+
+    def __init__(self, endpoints: Mapping[tuple[str, str], Endpoint], ingest: Ingest,
+                 ready: Callable[[], tuple[bool, str]], max_body: int = 1_048_576, *, trust_proxy: bool = False,
+                 metrics: Metrics | None = None) -> None:
+        self.endpoints = dict(endpoints)
+        self.ingest = ingest
+        self.ready = ready
+        self.max_body = max_body
+        self.trust_proxy = trust_proxy
+        self.metrics = metrics or default()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        path = str(scope.get("path") or "/")
+        method = str(scope.get("method") or "GET").upper()
+        if path.startswith("/hooks/"):
+            await self._hook(scope, receive, send, path, method)
+        elif path in ("/ping", "/ready", "/metrics"):
+            await self._probe(send, path, method, scope)
+        else:
+            self._rejected(scope, path, _NO_LABEL, _NO_LABEL, "not_found", 404, "no such endpoint")
+            await respond_json(send, 404, {"error": "not_found", "detail": f"no endpoint at {path[:200]}"})
+
+    # -- probes ----------------------------------------------------------------------------------------
+    async def _probe(self, send: Send, path: str, method: str, scope: Scope) -> None:
+        if method not in ("GET", "HEAD"):
+            self._rejected(scope, path, _NO_LABEL, _NO_LABEL, "method_not_allowed", 405, f"{method} not allowed")
+            await respond_json(send, 405, {"error": "method_not_allowed", "detail": f"{path} answers GET only"},
+                               [(b"allow", b"GET, HEAD")])
+            return
+        if path == "/ping":
+            await respond(send, 200, b"pong", "text/plain; charset=utf-8")
+        elif path == "/metrics":
+            await respond(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE)
+        else:
+            try:
+                # ready() may look at a database or a broker: keep it off the event loop.
+                ok, reason = await asyncio.to_thread(self.ready)
+            except Exception as exc:  # a failing readiness check means "not ready", never a crash
+                ok, reason = False, f"readiness check failed: {type(exc).__name__}: {exc}"
+            status = 200 if ok else 503
+            await respond(send, status, (reason or ("ready" if ok else "not ready")).encode(),
+                          "text/plain; charset=utf-8")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- webhooks --------------------------------------------------------------------------------------
+    async def _hook(self, scope: Scope, receive: Receive, send: Send, path: str, method: str) -> None:
+        parts = path.split("/")  # ["", "hooks", system, trigger, token?]
+        endpoint = self.endpoints.get((parts[2], parts[3])) if len(parts) in (4, 5) else None
+        if endpoint is None:
+            self._rejected(scope, path, _NO_LABEL, _NO_LABEL, "not_found", 404, "no such webhook endpoint")
+            await respond_json(send, 404, {"error": "not_found",
+                                           "detail": f"no webhook endpoint at {redact_hook_path(path)}"})
+            return
+        try:
+            accepted = await self._accept(endpoint, scope, receive, method)
+        except _ClientGone:
+            log.info("webhook client disconnected", system=endpoint.system, trigger=endpoint.trigger,
+                     path=redact_hook_path(path), remote=_remote(scope))
+            return
+        except _Refusal as refusal:
+            self._rejected(scope, path, endpoint.system, endpoint.trigger, refusal.reason, refusal.status,
+                           refusal.detail)
+            await respond_json(send, refusal.status, {"error": refusal.reason, "detail": refusal.detail},
+                               refusal.headers)
+            return
+        await respond_json(send, 202, {"accepted": accepted})
+
+    async def _accept(self, endpoint: Endpoint, scope: Scope, receive: Receive, method: str) -> list[str]:
+        if method != "POST":
+            raise _Refusal(405, "method_not_allowed", f"{method} not allowed; webhooks are POSTed",
+                           [(b"allow", b"POST")])
+        headers = headers_of(scope)
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise _Refusal(400, "bad_request", "Content-Length is not a number") from None
+            if length > self.max_body:
+                raise _Refusal(413, "too_large", f"body of {length} bytes exceeds the limit of {self.max_body}")
+        if not media_type_allowed(headers.get("content-type"), endpoint.content_types):
+            raise _Refusal(415, "unsupported_media_type",
+                           f"Content-Type {headers.get('content-type', '')[:100]!r} not accepted here; "
+                           f"expected {', '.join(endpoint.content_types)}")
+        body = await self._read_body(receive)
+        request = WebhookRequest(method=method, url=request_url(scope, headers, self.trust_proxy), headers=headers,
+                                 body=body, query=query_of(scope))
+        payloads = await self._run_handler(endpoint, request)
+        events = self._events(endpoint, payloads)
+        if events:
+            try:
+                await self.ingest(events)
+            except Exception as exc:  # whatever failed, the vendor must not get a 202: it has to retry
+                log.error("webhook ingest failed", system=endpoint.system, trigger=endpoint.trigger,
+                          event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                raise _Refusal(503, "ingest_failed", "the bus could not store the events; retry later",
+                               [(b"retry-after", b"5")]) from None
+            self.metrics.received(endpoint.system, endpoint.trigger, len(events))
+        ids = [e.id for e in events]
+        log.debug("webhook accepted", system=endpoint.system, trigger=endpoint.trigger, event_ids=ids)
+        return ids
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        # Content-Length may be absent (chunked) or lie, so the limit is enforced while reading too.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body") or b""
+            size += len(chunk)
+            if size > self.max_body:
+                raise _Refusal(413, "too_large", f"body exceeds the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _run_handler(self, endpoint: Endpoint, request: WebhookRequest) -> list[Any]:
+        try:
+            if endpoint.blocking:
+                payloads = await asyncio.get_running_loop().run_in_executor(None, endpoint.handler, request)
+            else:
+                payloads = endpoint.handler(request)
+        except WebhookRejected as exc:
+            raise _Refusal(exc.status, exc.reason, str(exc)) from None
+        except (PermanentError, DecodeError) as exc:
+            raise _Refusal(400, "bad_request", str(exc)) from None
+        except TransientError as exc:
+            raise _Refusal(503, "unavailable", str(exc), [(b"retry-after", b"5")]) from None
+        except Exception as exc:  # a handler bug must cost one 500, not the server
+            log.error("webhook handler failed", system=endpoint.system, trigger=endpoint.trigger,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            raise _Refusal(500, "handler_error", "the webhook handler failed; see the bus log") from None
+        if not isinstance(payloads, list):
+            log.error("webhook handler returned a non-list", system=endpoint.system, trigger=endpoint.trigger,
+                      returned=type(payloads).__name__)
+            raise _Refusal(500, "handler_error", "the webhook handler returned no list of payloads")
+        return payloads
+
+    def _events(self, endpoint: Endpoint, payloads: list[Any]) -> list[Event]:
+        source = f"ironbus/{endpoint.system}"
+        events: list[Event] = []
+        for payload in payloads:
+            key: str | None = None
+            if endpoint.key is not None:
+                try:
+                    found = endpoint.key(payload)
+                except Exception as exc:  # the key expression does not fit this payload: the payload is bad
+                    raise _Refusal(400, "bad_request", f"cannot compute the business key: {exc}") from None
+                key = None if found is None else str(found)
+            events.append(Event(type=endpoint.event_type, source=source, data=payload, key=key))
+        return events
+
+    def _rejected(self, scope: Scope, path: str, system: str, trigger: str, reason: str, status: int,
+                  detail: str) -> None:
+        self.metrics.rejected(system, trigger, reason)
+        extra: dict[str, Any] = {}
+        if self.trust_proxy:
+            forwarded = headers_of(scope).get("x-forwarded-for")
+            if forwarded:
+                extra["forwarded_for"] = forwarded[:200]
+        log.warning("webhook rejected", reason=reason, status=status, detail=detail, path=redact_hook_path(path),
+                    method=scope.get("method"), remote=_remote(scope), system=system, trigger=trigger, **extra)
+
+
+def _remote(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
