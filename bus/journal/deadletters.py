@@ -1,0 +1,88 @@
+"""The dead-letter store: messages that need an operator, with their original bytes.
+
+States: ``dead`` (waiting), ``retried`` (an operator re-queued it), ``purged`` (an operator gave up on it).
+Rows are never deleted by the bus except by :meth:`Journal.prune`, and then only when no longer ``dead``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Engine
+
+from bus.journal import tables
+from bus.journal.engine import read, write
+from bus.journal.records import DEAD_LETTER_STATES, DeadLetter, DeadLetterRow
+from bus.journal.sql import chunks
+
+__all__ = ["DeadLetterStore"]
+
+log = structlog.get_logger(__name__)
+
+_D = tables.dead_letters
+
+
+def _row(r: Any) -> DeadLetterRow:
+    return DeadLetterRow(id=r.id, event_id=r.event_id, route=r.route, target=r.target, reason=r.reason,
+                         error_kind=r.error_kind, attempts=r.attempts, body=bytes(r.body),
+                         created_at=r.created_at, state=r.state)
+
+
+class DeadLetterStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        with write(self._engine) as conn:
+            conn.execute(_D.insert(), [
+                {"event_id": d.event_id, "route": d.route, "target": d.target, "reason": d.reason,
+                 "error_kind": d.error_kind, "attempts": d.attempts, "body": d.body, "created_at": d.created_at,
+                 "state": "dead"} for d in letters])
+        for d in letters:
+            log.warning("dead_letter", event_id=d.event_id, route=d.route, target=d.target, reason=d.reason,
+                        error_kind=d.error_kind, attempts=d.attempts)
+
+    def find(self, *, route: str | None = None, target: str | None = None, error: str | None = None,
+             since: float | None = None, state: str | None = "dead", limit: int | None = 100) -> list[DeadLetterRow]:
+        """Dead letters matching every given filter, oldest first. ``error`` matches a substring of the
+        reason (case-insensitive); ``state=None`` matches any state."""
+        query = sa.select(_D).order_by(_D.c.id)
+        if route is not None:
+            query = query.where(_D.c.route == route)
+        if target is not None:
+            query = query.where(_D.c.target == target)
+        if error is not None:
+            query = query.where(sa.func.lower(_D.c.reason).contains(error.lower(), autoescape=True))
+        if since is not None:
+            query = query.where(_D.c.created_at >= since)
+        if state is not None:
+            query = query.where(_D.c.state == state)
+        if limit is not None:
+            query = query.limit(limit)
+        with read(self._engine) as conn:
+            return [_row(r) for r in conn.execute(query)]
+
+    def by_id(self, id: int) -> DeadLetterRow | None:
+        with read(self._engine) as conn:
+            row = conn.execute(sa.select(_D).where(_D.c.id == id)).first()
+        return None if row is None else _row(row)
+
+    def mark(self, ids: Sequence[int], state: str) -> int:
+        """Set the state of the given dead letters; returns how many rows changed."""
+        if state not in DEAD_LETTER_STATES:
+            raise ValueError(f"dead-letter state {state!r} is not one of {sorted(DEAD_LETTER_STATES)}")
+        changed = 0
+        with write(self._engine) as conn:
+            for part in chunks(list(ids)):
+                changed += conn.execute(_D.update().where(_D.c.id.in_(part)).values(state=state)).rowcount
+        return changed
+
+    def count(self, state: str = "dead") -> int:
+        with read(self._engine) as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_D).where(_D.c.state == state)).scalar()
+                       or 0)

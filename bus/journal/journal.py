@@ -1,0 +1,261 @@
+"""The journal: the durable record of every event and every delivery attempt.
+
+It is the source of truth for dead letters, replay, trace and idempotency. One :class:`Journal` per process
+is shared by all its threads; any number of processes may share one database (SQLite on one host,
+PostgreSQL across hosts). Batch methods exist because the hot path must be lean: the worker settles a whole
+batch of deliveries in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from bus.envelope import Event
+from bus.journal import tables
+from bus.journal.deadletters import DeadLetterStore
+from bus.journal.engine import create_engine, read, write
+from bus.journal.migrations import migrate
+from bus.journal.records import (
+    ORIGINS,
+    SETTLED_STATUSES,
+    AttemptRow,
+    DeadLetter,
+    DeadLetterRow,
+    DeliveryRow,
+    DeliveryUpdate,
+)
+from bus.journal.sql import chunks, dumps, insert_for, loads
+from bus.journal.watermarks import Watermarks
+from bus.journal.xref import DurableXref
+
+__all__ = ["DEFAULT_URL", "Journal"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_URL = "sqlite:///var/ironbus.sqlite"
+PRUNE_BATCH = 2000
+
+_E, _D, _A, _K = tables.events, tables.deliveries, tables.attempts, tables.key_versions
+
+
+def _delivery(r: Any) -> DeliveryRow:
+    return DeliveryRow(idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route, target=r.target,
+                       status=r.status, attempts=r.attempts, parks=r.parks, next_attempt_at=r.next_attempt_at,
+                       last_error=r.last_error, reference=r.reference, payload=loads(r.payload),
+                       updated_at=r.updated_at, delivered_at=r.delivered_at)
+
+
+def _distinct_runs(updates: Sequence[DeliveryUpdate]) -> list[list[DeliveryUpdate]]:
+    """Split into consecutive runs without a repeated key: one upsert statement must not hit a row twice."""
+    runs: list[list[DeliveryUpdate]] = [[]]
+    keys: set[str] = set()
+    for update in updates:
+        if update.idempotency_key in keys:
+            runs.append([])
+            keys = set()
+        runs[-1].append(update)
+        keys.add(update.idempotency_key)
+    return [run for run in runs if run]
+
+
+class Journal(DeadLetterStore, Watermarks):
+    """The journal on SQLite (default) or PostgreSQL; migrates the schema when opened. Thread-safe."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.engine = create_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.dialect: str = self.engine.dialect.name
+        self.version = migrate(self.engine)
+        self.xref = DurableXref(self.engine)
+        DeadLetterStore.__init__(self, self.engine)
+        Watermarks.__init__(self, self.engine)
+
+    # -- events --------------------------------------------------------------------------------------------
+    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+        """Journal inbound events with their origin, in one transaction. Idempotent on the event id: a
+        re-sent event keeps its first record."""
+        if not events:
+            return
+        now = time.time()
+        rows = []
+        for event, origin in events:
+            if origin not in ORIGINS:
+                raise ValueError(f"event origin {origin!r} is not one of {sorted(ORIGINS)}")
+            rows.append({"id": event.id, "type": event.type, "source": event.source, "subject": event.subject,
+                         "key": event.key, "sequence": event.sequence, "correlationid": event.correlationid,
+                         "causationid": event.causationid, "time": event.time, "received_at": now,
+                         "origin": origin, "body": event.encode()})
+        with write(self.engine) as conn:
+            conn.execute(insert_for(conn, _E).on_conflict_do_nothing(index_elements=[_E.c.id]), rows)
+
+    def get_event(self, event_id: str) -> Event | None:
+        with read(self.engine) as conn:
+            body = conn.execute(sa.select(_E.c.body).where(_E.c.id == event_id)).scalar()
+        return None if body is None else Event.decode(bytes(body))
+
+    def events_for(self, *, event_ids: Sequence[str] | None = None, correlationid: str | None = None,
+                   key: str | None = None, route: str | None = None, since: float | None = None,
+                   until: float | None = None, limit: int | None = None) -> list[Event]:
+        """Journaled events matching every given filter, in the order they were received (replay, trace).
+        ``route`` selects events that have a delivery on that route; ``since``/``until`` bound received_at."""
+        query = sa.select(_E.c.body).order_by(_E.c.received_at, _E.c.id)
+        if event_ids is not None:
+            query = query.where(_E.c.id.in_(list(event_ids)))
+        if correlationid is not None:
+            query = query.where(_E.c.correlationid == correlationid)
+        if key is not None:
+            query = query.where(_E.c.key == key)
+        if route is not None:
+            query = query.where(_E.c.id.in_(sa.select(_D.c.event_id).where(_D.c.route == route)))
+        if since is not None:
+            query = query.where(_E.c.received_at >= since)
+        if until is not None:
+            query = query.where(_E.c.received_at < until)
+        if limit is not None:
+            query = query.limit(limit)
+        with read(self.engine) as conn:
+            return [Event.decode(bytes(body)) for body in conn.execute(query).scalars()]
+
+    # -- deliveries ----------------------------------------------------------------------------------------
+    def settle(self, outcomes: Sequence[DeliveryUpdate]) -> None:
+        """Record delivery outcomes: upsert each delivery's state and append to the attempt log, all in one
+        transaction. A delivery already ``delivered`` is never downgraded (its attempt is still logged)."""
+        if not outcomes:
+            return
+        now = time.time()
+        with write(self.engine) as conn:
+            for run in _distinct_runs(outcomes):
+                stmt = insert_for(conn, _D)
+                ex = stmt.excluded
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[_D.c.idempotency_key],
+                    set_={"status": ex.status,
+                          "attempts": sa.case((ex.attempts > _D.c.attempts, ex.attempts), else_=_D.c.attempts),
+                          "parks": _D.c.parks + ex.parks, "next_attempt_at": ex.next_attempt_at,
+                          "last_error": ex.last_error,
+                          "reference": sa.func.coalesce(ex.reference, _D.c.reference),
+                          "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
+                          "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
+                    where=_D.c.status != "delivered"),
+                    [{"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
+                      "target": u.target, "status": u.status, "attempts": u.attempt,
+                      "parks": 1 if u.status == "parked" else 0, "next_attempt_at": u.next_attempt_at,
+                      "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
+                      "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
+            conn.execute(_A.insert(), [
+                {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
+                 "attempt": u.attempt, "status": u.log_status, "error": u.error, "started_at": u.started_at,
+                 "duration_ms": u.duration_ms} for u in outcomes])
+
+    def delivery(self, idempotency_key: str) -> DeliveryRow | None:
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(_D).where(_D.c.idempotency_key == idempotency_key)).first()
+        return None if row is None else _delivery(row)
+
+    def delivered_keys(self, keys: Sequence[str]) -> set[str]:
+        """The idempotency keys among ``keys`` whose delivery already succeeded (skip them on redelivery)."""
+        found: set[str] = set()
+        with read(self.engine) as conn:
+            for part in chunks(list(keys)):
+                found.update(conn.execute(sa.select(_D.c.idempotency_key).where(
+                    _D.c.idempotency_key.in_(part), _D.c.status == "delivered")).scalars())
+        return found
+
+    def deliveries_for_events(self, event_ids: Sequence[str]) -> list[DeliveryRow]:
+        rows: list[DeliveryRow] = []
+        with read(self.engine) as conn:
+            for part in chunks(list(event_ids)):
+                rows.extend(_delivery(r) for r in conn.execute(
+                    sa.select(_D).where(_D.c.event_id.in_(part)).order_by(_D.c.updated_at, _D.c.idempotency_key)))
+        return rows
+
+    def attempts_for(self, idempotency_key: str) -> list[AttemptRow]:
+        with read(self.engine) as conn:
+            return [AttemptRow(id=r.id, idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route,
+                               target=r.target, attempt=r.attempt, status=r.status, error=r.error,
+                               started_at=r.started_at, duration_ms=r.duration_ms)
+                    for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
+                                          .order_by(_A.c.id))]
+
+    # -- ordering ------------------------------------------------------------------------------------------
+    def check_and_set_sequence(self, scope: str, key: str, sequence: int) -> bool:
+        """Atomically record ``sequence`` as the last applied for ``(scope, key)``; False (and no change)
+        when it is not newer than the one already recorded, i.e. the event is stale. Race-free across
+        processes: the compare and the set are one statement under the write lock / row lock."""
+        with write(self.engine) as conn:
+            stmt = insert_for(conn, _K)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[_K.c.scope, _K.c.key],
+                set_={"last_sequence": stmt.excluded.last_sequence, "updated_at": stmt.excluded.updated_at},
+                where=_K.c.last_sequence < stmt.excluded.last_sequence).returning(_K.c.last_sequence)
+            applied = conn.execute(stmt, {"scope": scope, "key": key, "last_sequence": sequence,
+                                          "updated_at": time.time()}).first()
+        return applied is not None
+
+    # -- dead letters (storage in DeadLetterStore) ---------------------------------------------------------
+    def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        self.add(letters)
+
+    def dead_letters(self, *, route: str | None = None, target: str | None = None, error: str | None = None,
+                     since: float | None = None, state: str | None = "dead", limit: int | None = 100,
+                     ) -> list[DeadLetterRow]:
+        return self.find(route=route, target=target, error=error, since=since, state=state, limit=limit)
+
+    def dead_letter_by_id(self, id: int) -> DeadLetterRow | None:
+        return self.by_id(id)
+
+    def mark_dead_letters(self, ids: Sequence[int], state: str) -> int:
+        return self.mark(ids, state)
+
+    # -- operations ----------------------------------------------------------------------------------------
+    def status_counts(self) -> dict[str, Any]:
+        """``{"deliveries": {route: {target: {status: n}}}, "dead_letters": n, "events": n}``."""
+        out: dict[str, Any] = {"deliveries": {}}
+        with read(self.engine) as conn:
+            for route, target, status, n in conn.execute(
+                    sa.select(_D.c.route, _D.c.target, _D.c.status, sa.func.count())
+                    .group_by(_D.c.route, _D.c.target, _D.c.status)):
+                out["deliveries"].setdefault(route, {}).setdefault(target, {})[status] = int(n)
+            out["events"] = int(conn.execute(sa.select(sa.func.count()).select_from(_E)).scalar() or 0)
+        out["dead_letters"] = self.count("dead")
+        return out
+
+    def prune(self, older_than_days: float) -> dict[str, int]:
+        """Delete what is older than ``older_than_days`` and needs no more work: settled events (every
+        delivery delivered/stale/filtered/shadow, or none at all) with their deliveries and attempts,
+        dead letters already retried or purged, and poll dedup keys. Never an event with an unsettled
+        delivery or a dead letter still ``dead``. Works in batches so the database stays responsive."""
+        cutoff = time.time() - older_than_days * 86400.0
+        unsettled = sa.select(_D.c.event_id).where(_D.c.event_id == _E.c.id,
+                                                   _D.c.status.not_in(sorted(SETTLED_STATUSES)))
+        dead = sa.select(tables.dead_letters.c.event_id).where(tables.dead_letters.c.event_id == _E.c.id,
+                                                               tables.dead_letters.c.state == "dead")
+        candidates = (sa.select(_E.c.id).where(_E.c.received_at < cutoff, ~unsettled.exists(), ~dead.exists())
+                      .limit(PRUNE_BATCH))
+        counts = {"events": 0, "deliveries": 0, "attempts": 0, "dead_letters": 0, "seen": 0}
+        while True:
+            with write(self.engine) as conn:
+                ids = list(conn.execute(candidates).scalars())
+                if not ids:
+                    break
+                counts["attempts"] += conn.execute(_A.delete().where(_A.c.event_id.in_(ids))).rowcount
+                counts["deliveries"] += conn.execute(_D.delete().where(_D.c.event_id.in_(ids))).rowcount
+                counts["events"] += conn.execute(_E.delete().where(_E.c.id.in_(ids))).rowcount
+        with write(self.engine) as conn:
+            dl = tables.dead_letters
+            counts["dead_letters"] = conn.execute(dl.delete().where(dl.c.state != "dead",
+                                                                    dl.c.created_at < cutoff)).rowcount
+            counts["seen"] = conn.execute(tables.seen.delete().where(tables.seen.c.seen_at < cutoff)).rowcount
+        log.info("journal.pruned", older_than_days=older_than_days, **counts)
+        return counts
+
+    def xref_rows(self, entity: str | None = None) -> list[Any]:
+        return list(self.xref.rows(entity))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,70 @@
+"""Versioned schema migrations, applied when a journal is opened.
+
+``ironbus_schema`` holds one row: the number of steps applied. At open, the steps not yet applied run in
+order inside one transaction; on PostgreSQL a transaction-scoped advisory lock serialises concurrent
+``ironbus run`` processes (SQLite's ``BEGIN IMMEDIATE`` does the same). A journal written by an earlier
+version therefore opens and is upgraded; one written by a *newer* version is refused rather than misread.
+
+Adding a step: append a function to :data:`MIGRATIONS` and change :mod:`bus.journal.tables` to match. Never
+edit a step that has shipped. Step 1 builds the tables from :mod:`bus.journal.tables`, so when a later step
+alters one of those tables, step 1 must first be given a frozen copy of that table's original definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, Engine
+
+from bus.errors import ConfigError
+from bus.journal import tables
+from bus.journal.engine import write
+
+__all__ = ["MIGRATIONS", "Step", "current_version", "migrate"]
+
+log = structlog.get_logger(__name__)
+
+Step = Callable[[Connection], None]
+
+# An arbitrary constant: the advisory lock id ironbus takes while migrating a PostgreSQL journal.
+_PG_LOCK_ID = 0x1B0B_5C4E
+
+
+def _v1_initial(conn: Connection) -> None:
+    tables.metadata.create_all(conn, tables=[t for t in tables.metadata.sorted_tables
+                                             if t is not tables.schema_version])
+
+
+MIGRATIONS: list[Step] = [_v1_initial]
+
+
+def current_version(conn: Connection) -> int:
+    """The number of steps applied to the database behind ``conn`` (0 for an empty database)."""
+    if not sa.inspect(conn).has_table(tables.schema_version.name):
+        return 0
+    value = conn.execute(sa.select(sa.func.max(tables.schema_version.c.version))).scalar()
+    return int(value or 0)
+
+
+def migrate(engine: Engine, steps: Sequence[Step] = MIGRATIONS) -> int:
+    """Apply the steps not yet applied; returns the resulting version.
+
+    Raises :class:`ConfigError` when the database was written by a newer ironbus than this one.
+    """
+    with write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+        tables.schema_version.create(conn, checkfirst=True)
+        version = current_version(conn)
+        if version > len(steps):
+            raise ConfigError(f"journal {engine.url.render_as_string(hide_password=True)} has schema version "
+                              f"{version}, newer than this ironbus knows ({len(steps)}); upgrade ironbus")
+        for number, step in enumerate(steps[version:], start=version + 1):
+            log.info("journal.migrate", step=number, name=step.__name__)
+            step(conn)
+        if version < len(steps):
+            conn.execute(tables.schema_version.delete())
+            conn.execute(tables.schema_version.insert().values(version=len(steps)))
+        return len(steps)

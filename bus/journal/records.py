@@ -1,0 +1,165 @@
+"""Plain records the journal reads and writes: what the worker tells it, and what it hands back.
+
+They are frozen dataclasses so they can cross threads safely and be compared in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ATTEMPT_STATUSES",
+    "DELIVERY_STATUSES",
+    "ORIGINS",
+    "SETTLED_STATUSES",
+    "AttemptRow",
+    "DeadLetter",
+    "DeadLetterRow",
+    "DeliveryRow",
+    "DeliveryUpdate",
+    "XrefRow",
+    "idempotency_key",
+]
+
+ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule"})
+DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid"})
+#: A delivery in one of these states needs no more work; an event whose deliveries are all settled may be pruned.
+SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow"})
+ATTEMPT_STATUSES = frozenset({"ok", "transient", "permanent", "stale", "shadow", "skipped"})
+DEAD_LETTER_STATES = frozenset({"dead", "retried", "purged"})
+
+# The attempt-log status implied by a delivery status, when the caller does not name one.
+_ATTEMPT_FOR = {
+    "delivered": "ok",
+    "stale": "stale",
+    "shadow": "shadow",
+    "filtered": "skipped",
+    "invalid": "permanent",
+    "dead": "permanent",
+    "parked": "transient",
+    "pending": "transient",
+}
+
+
+def idempotency_key(event_id: str, route: str, target: str) -> str:
+    """The key of one delivery (event × route × target), stable across retries, redeliveries and replays."""
+    return f"{event_id}:{route}:{target}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """The outcome of one delivery attempt, as the worker reports it to :meth:`Journal.settle`.
+
+    ``status`` is the delivery's new state (one of :data:`DELIVERY_STATUSES`); ``attempt`` its attempt number
+    (1-based). ``attempt_status`` overrides the attempt-log status derived from ``status``/``error_kind``.
+    ``payload`` is the mapped payload (any JSON value), kept for shadow mode, dry runs and trace.
+    """
+
+    idempotency_key: str
+    event_id: str
+    route: str
+    target: str
+    status: str
+    attempt: int = 1
+    error: str | None = None
+    error_kind: str | None = None  # 'transient' | 'permanent' | None
+    started_at: float = field(default_factory=time.time)
+    duration_ms: float = 0.0
+    next_attempt_at: float | None = None
+    reference: str | None = None
+    payload: Any = None
+    attempt_status: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in DELIVERY_STATUSES:
+            raise ValueError(f"delivery status {self.status!r} is not one of {sorted(DELIVERY_STATUSES)}")
+        if self.attempt_status is not None and self.attempt_status not in ATTEMPT_STATUSES:
+            raise ValueError(f"attempt status {self.attempt_status!r} is not one of {sorted(ATTEMPT_STATUSES)}")
+
+    @property
+    def log_status(self) -> str:
+        """The status written to the attempt log."""
+        if self.attempt_status is not None:
+            return self.attempt_status
+        if self.status in ("pending", "parked", "dead") and self.error_kind in ("transient", "permanent"):
+            return self.error_kind
+        return _ATTEMPT_FOR[self.status]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """The current state of one delivery."""
+
+    idempotency_key: str
+    event_id: str
+    route: str
+    target: str
+    status: str
+    attempts: int
+    parks: int
+    next_attempt_at: float | None
+    last_error: str | None
+    reference: str | None
+    payload: Any
+    updated_at: float
+    delivered_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One line of the append-only attempt log."""
+
+    id: int
+    idempotency_key: str
+    event_id: str
+    route: str
+    target: str
+    attempt: int
+    status: str
+    error: str | None
+    started_at: float
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that will not be delivered without an operator. ``body`` is the original bytes, even when
+    they could not be decoded (then ``event_id``, ``route`` and ``target`` may be None)."""
+
+    body: bytes
+    reason: str
+    event_id: str | None = None
+    route: str | None = None
+    target: str | None = None
+    error_kind: str = "permanent"
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A stored dead letter with its id and state ('dead' | 'retried' | 'purged')."""
+
+    id: int
+    event_id: str | None
+    route: str | None
+    target: str | None
+    reason: str
+    error_kind: str
+    attempts: int
+    body: bytes
+    created_at: float
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class XrefRow:
+    """One cross reference: ``system_id`` is this system's id of the canonical entity ``canonical_id``."""
+
+    entity: str
+    system: str
+    system_id: str
+    canonical_id: str
+    updated_at: float = 0.0

@@ -1,0 +1,156 @@
+"""The journal's tables (SQLAlchemy Core), as of the latest migration step.
+
+Every table name starts with ``ib_`` so the journal can share a database with other software. Times are
+float epoch seconds. These definitions are what queries use; :mod:`bus.journal.migrations` creates and
+evolves them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "attempts",
+    "dead_letters",
+    "deliveries",
+    "events",
+    "key_versions",
+    "metadata",
+    "queue",
+    "schema_version",
+    "seen",
+    "watermarks",
+    "xref",
+]
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "ironbus_schema", metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+events = sa.Table(
+    "ib_events", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text),
+    sa.Column("key", sa.Text),
+    sa.Column("sequence", sa.BigInteger),
+    sa.Column("correlationid", sa.Text),
+    sa.Column("causationid", sa.Text),
+    sa.Column("time", sa.Text),
+    sa.Column("received_at", sa.Double, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("ib_events_correlationid", "correlationid"),
+    sa.Index("ib_events_key", "key"),
+    sa.Index("ib_events_received_at", "received_at"),
+)
+
+deliveries = sa.Table(
+    "ib_deliveries", metadata,
+    sa.Column("idempotency_key", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("parks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Double),
+    sa.Column("last_error", sa.Text),
+    sa.Column("reference", sa.Text),
+    sa.Column("payload", sa.Text),  # JSON
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("delivered_at", sa.Double),
+    sa.Index("ib_deliveries_event_id", "event_id"),
+    sa.Index("ib_deliveries_route_target_status", "route", "target", "status"),
+)
+
+attempts = sa.Table(
+    "ib_attempts", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("duration_ms", sa.Double, nullable=False),
+    sa.Index("ib_attempts_idempotency_key", "idempotency_key"),
+    sa.Index("ib_attempts_event_id", "event_id"),
+)
+
+dead_letters = sa.Table(
+    "ib_dead_letters", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text),
+    sa.Column("route", sa.Text),
+    sa.Column("target", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("error_kind", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default="dead"),
+    sa.Index("ib_dead_letters_state_created", "state", "created_at"),
+    sa.Index("ib_dead_letters_event_id", "event_id"),
+)
+
+key_versions = sa.Table(
+    "ib_key_versions", metadata,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("last_sequence", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+xref = sa.Table(
+    "ib_xref", metadata,
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("system", sa.Text, nullable=False),
+    sa.Column("system_id", sa.Text, nullable=False),
+    sa.Column("canonical_id", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("entity", "system", "system_id", name="ib_xref_system_id"),
+    sa.Index("ib_xref_canonical", "entity", "canonical_id", "system"),
+)
+
+watermarks = sa.Table(
+    "ib_watermarks", metadata,
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("trigger", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+seen = sa.Table(
+    "ib_seen", metadata,
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("trigger", sa.Text, primary_key=True),
+    sa.Column("dedup_key", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.Double, nullable=False),
+    sa.Index("ib_seen_seen_at", "seen_at"),
+)
+
+# The embedded work queue (bus.queue.embedded) lives beside the journal so one file holds all durable state.
+queue = sa.Table(
+    "ib_queue", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("key", sa.Text),
+    sa.Column("route", sa.Text),
+    sa.Column("target", sa.Text),
+    sa.Column("parks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("headers", sa.Text),  # JSON object, or NULL when empty
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("available_at", sa.Double, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", sa.Double),
+    sa.Column("delivery_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("enqueued_at", sa.Double, nullable=False),
+    sa.Index("ib_queue_key_id", "key", "id"),
+    sa.Index("ib_queue_available", "available_at", "id"),
+)
