@@ -1,0 +1,190 @@
+"""The adapter contract suite: one set of tests every adapter runs.
+
+An adapter author subclasses :class:`AdapterContract` in a test module, provides two fixtures and a few
+hooks, and pytest collects the inherited tests::
+
+    import pytest
+    from bus.testing import AdapterContract
+
+    class TestAcmeContract(AdapterContract):
+        @pytest.fixture
+        def adapter_factory(self, acme_server):            # any fixtures of yours
+            return lambda settings: AcmeAdapter("acme", settings)
+
+        @pytest.fixture
+        def good_settings(self, acme_server):
+            return {"url": acme_server.url}
+
+        def arrange_success(self, adapter):                 # -> (operation, payload)
+            return "create_widget", {"name": "ok"}
+
+        def arrange_transient(self, adapter):
+            return "create_widget", {"name": "answer-503"}
+
+        def arrange_permanent(self, adapter):
+            return "create_widget", {"name": "answer-400"}
+
+        def observed_idempotency_key(self, adapter):
+            return acme_server.last_request.headers["idempotency-key"]
+
+The suite checks what the bus relies on: the settings schema is valid JSON Schema 2020-12, accepts the good
+settings and rejects junk; a successful call returns an :class:`~adapters.base.Outcome`; a transient failure
+raises :class:`~bus.errors.TransientError` (the bus retries it) and a permanent one
+:class:`~bus.errors.PermanentError` (the bus dead-letters it), never a vendor exception; the idempotency key
+reaches the system; ``close()`` can be called twice; the declared operations and triggers point at real
+methods. A hook an adapter cannot honour (no way to provoke a transient failure, say) may call
+``pytest.skip("why")``; the default hooks skip with a message, except :meth:`arrange_success`, which fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import jsonschema
+import pytest
+
+from adapters.base import Adapter, Call, Outcome
+from bus.config import RetryPolicy
+from bus.delivery import deliver_with_retries
+from bus.envelope import Event
+from bus.errors import PermanentError, TransientError
+
+__all__ = ["AdapterContract", "make_call"]
+
+# Two quick attempts without delay: enough to see the bus's decision, fast enough for a unit test.
+_QUICK = RetryPolicy(attempts=2, backoff="fixed", initial_delay=0.0, max_delay=0.5, park=60.0, max_parks=5)
+
+AdapterFactory = Callable[[Mapping[str, Any]], Adapter]
+
+
+def make_call(payload: Any, *, idempotency_key: str | None = None, route: str = "contract",
+              args: Mapping[str, Any] | None = None, event_type: str = "contract.test") -> Call:
+    """A :class:`Call` as the worker would build it, for adapter tests."""
+    event = Event(type=event_type, source="ironbus/contract", data=payload)
+    key = idempotency_key or f"{event.id}:contract.target"
+    return Call(event=event, payload=payload, idempotency_key=key, route=route, args=dict(args or {}))
+
+
+class AdapterContract:
+    """Inherit in a ``Test...`` class; see the module docstring. Hooks take the opened adapter."""
+
+    #: Settings documents that must be rejected, in addition to :meth:`junk_settings`.
+    junk_settings_values: ClassVar[tuple[Any, ...]] = ("not an object", 42, ["a", "list"], None)
+    #: A misspelt setting must be an error in ``ironbus lint``, not silently ignored
+    #: (``additionalProperties: false``). Set False only for an adapter that passes settings through.
+    rejects_unknown_settings: ClassVar[bool] = True
+
+    # -- what the author provides ----------------------------------------------------------------------
+    @pytest.fixture
+    def adapter_factory(self) -> AdapterFactory:
+        raise NotImplementedError("provide an 'adapter_factory' fixture: settings -> adapter instance")
+
+    @pytest.fixture
+    def good_settings(self) -> Mapping[str, Any]:
+        raise NotImplementedError("provide a 'good_settings' fixture: settings the adapter works with")
+
+    def junk_settings(self, good_settings: Mapping[str, Any]) -> list[Any]:
+        """Settings documents specific to this adapter that its schema must reject (override to add some)."""
+        return []
+
+    def arrange_success(self, adapter: Adapter) -> tuple[str, Any]:
+        """Return ``(operation, payload)`` that succeeds."""
+        raise NotImplementedError(f"{type(self).__name__} must implement arrange_success(adapter)")
+
+    def arrange_transient(self, adapter: Adapter) -> tuple[str, Any]:
+        """Return ``(operation, payload)`` that fails transiently (e.g. the local sink answers 503)."""
+        pytest.skip("arrange_transient not provided")
+
+    def arrange_permanent(self, adapter: Adapter) -> tuple[str, Any]:
+        """Return ``(operation, payload)`` that fails permanently (e.g. the local sink answers 400)."""
+        pytest.skip("arrange_permanent not provided")
+
+    def observed_idempotency_key(self, adapter: Adapter) -> str | None:
+        """After the success call: the idempotency key the system received."""
+        pytest.skip("observed_idempotency_key not provided")
+
+    # -- shared fixtures ---------------------------------------------------------------------------------
+    @pytest.fixture
+    def adapter(self, adapter_factory: AdapterFactory, good_settings: Mapping[str, Any]) -> Iterator[Adapter]:
+        instance = adapter_factory(good_settings)
+        instance.open()
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+    # -- the contract ------------------------------------------------------------------------------------
+    def test_settings_schema_is_valid_json_schema_2020_12(self, adapter: Adapter) -> None:
+        schema = type(adapter).settings_schema
+        jsonschema.Draft202012Validator.check_schema(dict(schema))
+        assert schema.get("type") == "object", "a settings schema must describe an object"
+
+    def test_settings_schema_accepts_good_settings(self, adapter: Adapter, good_settings: Mapping[str, Any]) -> None:
+        validator = jsonschema.Draft202012Validator(dict(type(adapter).settings_schema))
+        errors = [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+                  for e in validator.iter_errors(dict(good_settings))]
+        assert not errors, f"good_settings rejected by the adapter's own schema: {errors}"
+
+    def test_settings_schema_rejects_junk(self, adapter: Adapter, good_settings: Mapping[str, Any]) -> None:
+        validator = jsonschema.Draft202012Validator(dict(type(adapter).settings_schema))
+        extra = [{**good_settings, "surely_not_a_setting": True}] if self.rejects_unknown_settings else []
+        for junk in [*self.junk_settings_values, *extra, *self.junk_settings(good_settings)]:
+            assert not validator.is_valid(junk), f"settings schema accepted junk: {junk!r}"
+
+    def test_success_returns_an_outcome(self, adapter: Adapter) -> None:
+        operation, payload = self.arrange_success(adapter)
+        outcome = adapter.call(operation, make_call(payload))
+        assert isinstance(outcome, Outcome)
+        assert outcome.reference is None or isinstance(outcome.reference, str)
+
+    def test_transient_failure_raises_transient_error(self, adapter: Adapter) -> None:
+        operation, payload = self.arrange_transient(adapter)
+        with pytest.raises(TransientError) as info:
+            adapter.call(operation, make_call(payload))
+        # retry_after, when given, is a usable delay.
+        assert info.value.retry_after is None or info.value.retry_after >= 0
+        assert str(info.value), "a delivery error must say what went wrong"
+        # And the bus's delivery policy retries it, then parks it for later (never dead-letters it).
+        attempted = deliver_with_retries(lambda attempt: adapter.call(operation, make_call(payload)), _QUICK)
+        assert attempted.status == "park", attempted
+
+    def test_permanent_failure_raises_permanent_error(self, adapter: Adapter) -> None:
+        operation, payload = self.arrange_permanent(adapter)
+        # The bus dead-letters a PermanentError with its message as the reason.
+        with pytest.raises(PermanentError) as info:
+            adapter.call(operation, make_call(payload))
+        assert str(info.value), "a delivery error must say what went wrong"
+        attempted = deliver_with_retries(lambda attempt: adapter.call(operation, make_call(payload)), _QUICK)
+        assert attempted.status == "dead" and attempted.attempts == 1, attempted
+
+    def test_idempotency_key_reaches_the_system(self, adapter: Adapter) -> None:
+        operation, payload = self.arrange_success(adapter)
+        key = "contract-idem-7f3a9c"
+        adapter.call(operation, make_call(payload, idempotency_key=key))
+        assert self.observed_idempotency_key(adapter) == key
+
+    def test_close_is_idempotent(self, adapter_factory: AdapterFactory, good_settings: Mapping[str, Any]) -> None:
+        instance = adapter_factory(good_settings)
+        instance.open()
+        instance.close()
+        instance.close()
+
+    def test_health_does_not_raise(self, adapter: Adapter) -> None:
+        health = adapter.health()
+        assert isinstance(health.ok, bool)
+
+    def test_declared_operations_and_triggers_are_consistent(self, adapter: Adapter) -> None:
+        cls = type(adapter)
+        assert cls.name, "an adapter must set its registry name"
+        assert cls.operations or cls.triggers or getattr(cls, "accepts_any_operation", False), \
+            "an adapter offers at least one operation or trigger"
+        for name, op in cls.operations.items():
+            assert name == op.name and callable(getattr(adapter, op.method, None)), f"operation {name!r}"
+        for name, trig in cls.triggers.items():
+            assert name == trig.name and callable(getattr(adapter, trig.method, None)), f"trigger {name!r}"
+            assert trig.kind in ("poll", "webhook", "schedule")
+            assert trig.interval is None or trig.interval > 0, f"trigger {name!r} interval must be positive"
+        operation, _ = self.arrange_success(adapter)
+        assert operation in cls.operations or getattr(cls, "accepts_any_operation", False), \
+            f"arrange_success names undeclared operation {operation!r}"
