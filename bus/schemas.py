@@ -109,9 +109,22 @@ class SchemaRegistry:
             if name not in _NOT_DOCUMENTS:
                 self._schemas[name] = doc
                 self._files[name] = path
-        self._registry = jsonschema_rs.Registry(resources, retriever=_refuse_remote)
+        try:
+            self._registry = jsonschema_rs.Registry(resources, retriever=_refuse_remote)
+        except (jsonschema_rs.ReferencingError, ValueError) as exc:
+            raise ConfigError(f"unresolvable $ref: {exc}", self._file_mentioning(str(exc), ids)) from None
         self._validators: dict[str, Validator] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _file_mentioning(message: str, ids: dict[str, Path]) -> Location:
+        # The referencing error names the URI, not the file; find the file whose text holds that URI.
+        match = re.search(r"'([^']+)'", message)
+        if match:
+            for path in ids.values():
+                if match.group(1) in path.read_text(encoding="utf-8", errors="replace"):
+                    return Location(str(path))
+        return Location(str(next(iter(ids.values()), Path("schemas"))))
 
     def names(self) -> list[str]:
         """The canonical document types, sorted (``common`` and ``routes.schema`` are not among them)."""
