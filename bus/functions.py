@@ -28,7 +28,9 @@ from bus.envelope import Event
 from bus.errors import MappingError, UnknownNameError
 from bus.xref import XrefStore, normalise_id
 
-__all__ = ["CURRENT_EVENT", "FunctionError", "IronbusFunctions", "parse_moment", "to_number"]
+__all__ = [
+    "CURRENT_EVENT", "FunctionError", "IronbusFunctions", "iso_utc", "parse_moment", "to_decimal_text", "to_number",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,14 +99,13 @@ def _grouped_pattern(group: str, decimal: str) -> re.Pattern[str]:
     return _grouped[key]
 
 
-def _number_text(function: str, raw: str) -> int | float | None:
+def _number_text(function: str, raw: str) -> str | None:
+    """The number in ``raw`` as plain decimal text ('.' as the mark, no grouping), or None when blank."""
     text = raw.strip()
     if not text:
         return None
-    if _DIGITS.fullmatch(text):
-        return int(text)
     if _PLAIN_NUMBER.fullmatch(text):
-        return _narrow(float(text))
+        return text
     compact = _GROUP_SPACES.sub("", text)
     comma, dot = compact.rfind(","), compact.rfind(".")
     # The separator that comes last is the decimal one; a separator that repeats with no other is grouping.
@@ -118,7 +119,40 @@ def _number_text(function: str, raw: str) -> int | float | None:
             group, decimal = ".", "\0"
     if not _grouped_pattern(group, decimal).fullmatch(compact):
         raise _bad(function, raw, "a number such as 1234.5, '1.234,56', '1,5' or '1 234.5'")
-    return _narrow(float(compact.replace(group, "").replace(decimal, ".")))
+    return compact.replace(group, "").replace(decimal, ".")
+
+
+def _parse_number(function: str, raw: str) -> int | float | None:
+    text = _number_text(function, raw)
+    if text is None:
+        return None
+    if _DIGITS.fullmatch(text):
+        return int(text)
+    return _narrow(float(text))
+
+
+def to_decimal_text(value: Any, function: str = "decimal") -> str | None:
+    """An exact decimal string ('.' mark, e.g. '1234.56') from the same inputs :func:`to_number` reads."""
+    if type(value) is str:
+        text = _number_text(function, value)
+        if text is None or "e" in text or "E" in text:
+            return text if text is None else _decimal_repr(Decimal(text))
+        text = text.lstrip("+")
+        if text.startswith("."):
+            return "0" + text
+        if text.startswith("-."):
+            return "-0" + text[1:]
+        return text[:-1] if text.endswith(".") else text
+    if isinstance(value, dict) and value.get("__class__") == "Decimal":
+        return to_decimal_text(str(value.get("decimal", "")), function)
+    number = to_number(value, function)
+    if number is None:
+        return None
+    return str(number) if type(number) is int else _decimal_repr(Decimal(repr(number)))
+
+
+def _decimal_repr(value: Decimal) -> str:
+    return format(value, "f")  # fixed-point: '1E+3' would not match the canonical decimal pattern
 
 
 def to_number(value: Any, function: str = "number") -> int | float | None:
@@ -127,7 +161,7 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
     if kind is int:
         return value  # type: ignore[no-any-return]
     if kind is str:
-        return _number_text(function, value)
+        return _parse_number(function, value)
     if kind is float:
         if not math.isfinite(value):
             raise _bad(function, value, "a finite number")
@@ -135,7 +169,7 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
     if value is None:
         return None
     if isinstance(value, dict) and value.get("__class__") == "Decimal":
-        return _number_text(function, str(value.get("decimal", "")))
+        return _parse_number(function, str(value.get("decimal", "")))
     if isinstance(value, Decimal):
         try:
             return _narrow(float(value)) if value.is_finite() else to_number(float(value), function)
@@ -224,7 +258,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     """JMESPath's built-in functions plus ironbus's mapping functions (see ``docs/mapping.md``)."""
 
     #: Names added by ironbus (the others are JMESPath's own).
-    OWN = frozenset({"value_map", "xref", "xref_to", "date", "datetime", "number", "integer", "string",
+    OWN = frozenset({"value_map", "xref", "xref_to", "date", "datetime", "number", "decimal", "integer", "string",
                      "concat", "coalesce", "lower", "upper", "trim", "split", "now", "event"})
 
     def __init__(self, value_maps: Mapping[str, Mapping[Any, Any]] | None = None,
@@ -316,6 +350,10 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     @_sig(_ANY)
     def _func_number(self, value: Any) -> int | float | None:
         return to_number(value, "number")
+
+    @_sig(_ANY)
+    def _func_decimal(self, value: Any) -> str | None:
+        return to_decimal_text(value, "decimal")
 
     @_sig(_ANY)
     def _func_integer(self, value: Any) -> int | None:
