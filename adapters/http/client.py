@@ -1,0 +1,84 @@
+"""The HTTP client adapters build on: base URL, credentials, one retry on 401, error classification.
+
+One :class:`HttpClient` per configured system, shared by every worker thread. It never retries anything
+but a refused OAuth2 token: retries with backoff are the route's delivery policy, decided in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import structlog
+
+from adapters.http.auth import Auth
+from adapters.http.errors import ErrorPolicy, error_for_response
+from adapters.http.transport import Request, Response, Transport
+from bus.errors import DeliveryError
+
+__all__ = ["Classifier", "HttpClient", "join_url"]
+
+log = structlog.get_logger(__name__)
+
+#: A vendor's own reading of a failed response; None falls back to the generic :class:`ErrorPolicy`.
+Classifier = Callable[[Response], DeliveryError | None]
+
+_NO_JSON = object()
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``path`` under ``base_url`` (keeping the base's own path prefix); an absolute ``path`` wins."""
+    if path.startswith(("http://", "https://")):
+        return path
+    if not path:
+        return base_url
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+class HttpClient:
+    """Sends requests for one system and turns failures into Transient/PermanentError."""
+
+    def __init__(self, base_url: str, transport: Transport, auth: Auth | None = None,
+                 policy: ErrorPolicy | None = None, headers: Mapping[str, str] | None = None,
+                 classify: Classifier | None = None) -> None:
+        self.base_url = base_url
+        self.transport = transport
+        self.auth = auth or Auth()
+        self.policy = policy or ErrorPolicy()
+        self.headers = dict(headers or {})
+        self.classify = classify
+
+    def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                headers: Mapping[str, str] | None = None, json: Any = _NO_JSON, body: bytes | None = None,
+                success: Collection[int] | None = None, what: str | None = None) -> Response:
+        """Send one request and return the response when its status is a success.
+
+        ``success`` lists the accepted statuses (default: any 2xx). ``json`` is serialised as the body;
+        ``body`` sends raw bytes. Raises :class:`~bus.errors.TransientError` or
+        :class:`~bus.errors.PermanentError`; a 401 with a refreshable credential is sent once more.
+        """
+        merged = {**self.headers, **(headers or {})}
+        if json is not _NO_JSON:
+            body = orjson.dumps(json)
+            merged.setdefault("Content-Type", "application/json")
+        url = join_url(self.base_url, path)
+        what = what or f"{method} {url}"
+        for attempt in (1, 2):
+            send_headers = dict(merged)
+            send_params = dict(params or {})
+            tag = self.auth.apply(send_headers, send_params)
+            full = url + (("&" if "?" in url else "?") + urlencode(send_params) if send_params else "")
+            response = self.transport.send(Request(method, full, send_headers, body))
+            if response.status == 401 and attempt == 1 and self.auth.refresh(tag):
+                log.info("http_credential_refused_retrying", url=url)
+                continue
+            if (response.status in success) if success is not None else 200 <= response.status < 300:
+                return response
+            error = self.classify(response) if self.classify else None
+            raise error or error_for_response(response, self.policy, what)
+        raise AssertionError("unreachable: the second attempt always returns or raises")
+
+    def close(self) -> None:
+        self.transport.close()

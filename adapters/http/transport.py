@@ -1,0 +1,262 @@
+"""Sending one HTTP request: a small plug point with two implementations.
+
+* :class:`PooledTransport` (the default) keeps a bounded pool of keep-alive ``http.client`` connections per
+  origin, shared by every worker thread. Measured in ``bench/http_client.py`` it carries several times the
+  request rate of an ``httpx.Client`` shared by the same threads, which could not reach the 2,000
+  deliveries/s the bus needs (see docs/http-adapter.md for the figures).
+* :class:`HttpxTransport` wraps ``httpx.Client``: proxies from the environment, and mockable with respx.
+
+A transport raises :class:`~bus.errors.TransientError` for connect failures and timeouts, and returns every
+response whatever its status: classifying statuses is the client's job.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from bus.errors import TransientError
+
+__all__ = ["HttpxTransport", "PoolLimits", "PooledTransport", "Request", "Response", "Timeouts", "Transport"]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait: to connect, for each read of the response, and for a free pooled connection."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    pool: float = 30.0
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """At most ``max_connections`` open per origin; idle ones are closed after ``keepalive`` seconds."""
+
+    max_connections: int = 20
+    keepalive: float = 30.0
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str  # absolute
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete response. ``headers`` has lower-case names; repeated headers are joined with ``", "``."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> object:
+        """The body parsed as JSON; raises ``ValueError`` when it is not JSON."""
+        return orjson.loads(self.body)
+
+
+class Transport(Protocol):
+    def send(self, request: Request) -> Response:
+        """Send and read the whole response; TransientError on connect failures and timeouts."""
+
+    def close(self) -> None: ...
+
+
+def _join_headers(items: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+class _Origin:
+    """The connections to one scheme://host:port. LIFO reuse keeps the pool warm with few sockets."""
+
+    def __init__(self, scheme: str, host: str, port: int, limits: PoolLimits, timeouts: Timeouts,
+                 context: ssl.SSLContext | None) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.limits, self.timeouts, self.context = limits, timeouts, context
+        self.idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
+        self.opened = 0  # connections ever opened: exposed for tests and metrics
+
+    def acquire(self) -> tuple[http.client.HTTPConnection, bool]:
+        if not self.slots.acquire(timeout=self.timeouts.pool):
+            raise TransientError(f"no free connection to {self.host}:{self.port} within {self.timeouts.pool}s "
+                                 f"(pool of {self.limits.max_connections} busy)")
+        now = time.monotonic()
+        stale: list[http.client.HTTPConnection] = []
+        found: http.client.HTTPConnection | None = None
+        with self.lock:
+            while self.idle:
+                conn, since = self.idle.pop()
+                if now - since < self.limits.keepalive:
+                    found = conn
+                    break
+                stale.append(conn)
+            if found is None:
+                self.opened += 1
+        for conn in stale:
+            conn.close()
+        if found is not None:
+            return found, True
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeouts.connect,
+                                               context=self.context), False
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeouts.connect), False
+
+    def release(self, conn: http.client.HTTPConnection, reusable: bool) -> None:
+        if reusable:
+            with self.lock:
+                self.idle.append((conn, time.monotonic()))
+        else:
+            conn.close()
+        self.slots.release()
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn, _ in idle:
+            conn.close()
+
+
+# A reused keep-alive connection the server closed while it sat idle fails like this before any response
+# byte arrives. Sending once more on a fresh connection is what browsers and urllib3 do; every bus delivery
+# carries an Idempotency-Key, so even the rare case where the server did see the request is safe.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class PooledTransport:
+    """Thread-safe pooled HTTP/1.1 keep-alive transport on the standard library."""
+
+    def __init__(self, timeouts: Timeouts | None = None, limits: PoolLimits | None = None,
+                 verify: bool | str = True) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self.limits = limits or PoolLimits()
+        if verify is False:
+            self.context = ssl.create_default_context()
+            self.context.check_hostname = False
+            self.context.verify_mode = ssl.CERT_NONE
+        else:
+            self.context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._lock = threading.Lock()
+
+    def _origin(self, scheme: str, host: str, port: int) -> _Origin:
+        key = (scheme, host, port)
+        origin = self._origins.get(key)
+        if origin is None:
+            with self._lock:
+                origin = self._origins.setdefault(
+                    key, _Origin(scheme, host, port, self.limits, self.timeouts, self.context))
+        return origin
+
+    def connections_opened(self) -> int:
+        """How many connections this transport has opened so far (all origins)."""
+        return sum(o.opened for o in self._origins.values())
+
+    def send(self, request: Request) -> Response:
+        parts = urlsplit(request.url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an absolute http(s) URL: {request.url!r}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin = self._origin(scheme, parts.hostname, port)
+        where = f"{request.method} {scheme}://{parts.hostname}:{port}{parts.path}"
+        for attempt in (1, 2):
+            conn, reused = origin.acquire()
+            reusable = False
+            phase = "connect"
+            try:
+                if conn.sock is None:
+                    conn.connect()
+                    # http.client uses one timeout for everything; reads get their own, usually longer, one.
+                    if conn.sock is not None:
+                        conn.sock.settimeout(self.timeouts.read)
+                phase = "send"
+                conn.request(request.method, target, body=request.body, headers=dict(request.headers))
+                phase = "read"
+                response = conn.getresponse()
+                body = response.read()
+                reusable = not response.will_close
+                return Response(response.status, _join_headers(response.getheaders()), body, request.url)
+            except _STALE as exc:
+                if reused and attempt == 1:
+                    continue
+                raise TransientError(f"{where}: connection lost during {phase}: {exc!r}") from None
+            except TimeoutError:
+                raise TransientError(f"{where}: {phase} timed out after "
+                                     f"{self.timeouts.connect if phase == 'connect' else self.timeouts.read}s"
+                                     ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise TransientError(f"{where}: {phase} failed: {exc!r}") from None
+            finally:
+                origin.release(conn, reusable)
+        raise AssertionError("unreachable: the second attempt always returns or raises")
+
+    def close(self) -> None:
+        with self._lock:
+            origins = list(self._origins.values())
+        for origin in origins:
+            origin.close()
+
+
+class HttpxTransport:
+    """``httpx.Client`` behind the transport interface (proxies from the environment; respx in tests)."""
+
+    def __init__(self, timeouts: Timeouts | None = None, limits: PoolLimits | None = None,
+                 verify: bool | str = True, client: httpx.Client | None = None) -> None:
+        timeouts = timeouts or Timeouts()
+        limits = limits or PoolLimits()
+        self.client = client or httpx.Client(
+            timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.pool),
+            limits=httpx.Limits(max_connections=limits.max_connections,
+                                max_keepalive_connections=limits.max_connections,
+                                keepalive_expiry=limits.keepalive),
+            verify=verify)
+
+    def send(self, request: Request) -> Response:
+        where = f"{request.method} {request.url}"
+        try:
+            response = self.client.request(request.method, request.url, headers=dict(request.headers),
+                                           content=request.body)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{where}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from None
+        return Response(response.status_code, _join_headers(list(response.headers.multi_items())),
+                        response.content, str(response.url))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def probe(url: str, timeout: float) -> str | None:
+    """Open and close a TCP connection to the URL's host; None when that worked, else the reason."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {parts.hostname}:{port}: {exc}"
