@@ -50,6 +50,7 @@ __all__ = [
     "HUBSPOT_TIMESTAMP_HEADER",
     "HUBSPOT_V3_HEADER",
     "HUBSPOT_VERSION_HEADER",
+    "SCHEMES",
     "Clock",
     "SignatureError",
     "Verifier",
