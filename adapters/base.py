@@ -28,6 +28,7 @@ __all__ = [
     "Adapter",
     "Call",
     "Health",
+    "MasterRecord",
     "OperationSpec",
     "Outcome",
     "PollResult",
@@ -94,6 +95,16 @@ class WebhookRequest:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MasterRecord:
+    """One master-data record as a system holds it, for ``ironbus xref check``: the system's own id plus the
+    attributes that should agree across systems (a code such as a VAT number or SKU, and a name)."""
+
+    id: str
+    code: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,12 @@ class Adapter:
     def close(self) -> None:
         """Release connections. Safe to call more than once."""
         self.closed = True
+
+    # -- master data -------------------------------------------------------------------------------------
+    def master_data(self, entity: str) -> list[MasterRecord] | None:
+        """Every record of ``entity`` (``customer``, ``material``, ``supplier``) this system holds, or None when
+        the adapter cannot list that entity. Used by ``ironbus xref check``."""
+        return None
 
     # -- dispatch --------------------------------------------------------------------------------------
     def call(self, operation_name: str, call: Call) -> Outcome:

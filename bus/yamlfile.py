@@ -95,7 +95,8 @@ def load_yaml(path: str | Path) -> Any:
     return load_yaml_text(text, str(path))
 
 
-def locate(root: Any, path: list[str | int] | tuple[str | int, ...], default: Location | None = None) -> Location | None:
+def locate(root: Any, path: list[str | int] | tuple[str | int, ...],
+           default: Location | None = None) -> Location | None:
     """The location of the value at ``path`` inside a loaded document (the deepest one known)."""
     best = getattr(root, "location", default)
     node = root

@@ -1,0 +1,120 @@
+"""Delivering one dispatch: quick retries with tenacity, then a single decision — delivered, park, or dead.
+
+The retry policy is decided here and nowhere else. Quick retries stay short (they hold a worker thread);
+when they are spent, or when the system asks for a pause longer than the policy's ``max_delay``, the delivery
+is *parked* with a next-attempt time and the worker moves on, so one slow system cannot block the others.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from adapters.base import Outcome
+from bus.config import RetryPolicy
+from bus.errors import DeliveryError, PermanentError, TransientError
+
+__all__ = ["Attempted", "deliver_with_retries", "park_delay"]
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """How a delivery ended in this worker: ``delivered``, ``park`` (retry at ``next_attempt_at``) or ``dead``."""
+
+    status: Literal["delivered", "park", "dead"]
+    attempts: int
+    outcome: Outcome | None = None
+    error: DeliveryError | None = None
+    next_attempt_at: float | None = None
+    duration_ms: float = 0.0
+
+
+class _TooLongToWait(Exception):
+    """The system asked for a pause longer than quick retries may take: park instead."""
+
+    def __init__(self, error: TransientError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if policy.backoff == "fixed":
+            delay = policy.initial_delay
+        else:
+            # exponential with full jitter: spreads retries of many workers hitting one recovering system
+            delay = random.uniform(0, min(policy.max_delay, policy.initial_delay * 2 ** (state.attempt_number - 1)))
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)  # Retry-After is a floor, never shortened by jitter
+        return delay
+
+    return wait
+
+
+def park_delay(policy: RetryPolicy, parks: int, error: TransientError | None) -> float:
+    """How long a parked delivery waits: the policy's park interval growing with each park, capped at 1 day,
+    never less than the system's own Retry-After."""
+    delay = min(policy.park * (2 ** min(parks, 10)), 86400.0)
+    if error is not None and error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return delay
+
+
+def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *, parks: int = 0,
+                         stop: threading.Event | None = None) -> Attempted:
+    """Call ``send(attempt)`` with quick retries on :class:`TransientError`; decide what happens next.
+
+    ``send`` gets the 1-based attempt number. Any exception other than the bus's delivery errors is treated as
+    permanent: it is a bug or a vendor exception the adapter failed to translate, and retrying will not fix it.
+    """
+    started = time.monotonic()
+    attempts = 0
+    stop = stop or threading.Event()
+
+    def call() -> Outcome:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return send(attempts)
+        except TransientError as exc:
+            if exc.retry_after is not None and exc.retry_after > policy.max_delay:
+                raise _TooLongToWait(exc) from exc
+            raise
+        except DeliveryError:
+            raise
+        except Exception as exc:  # untranslated vendor/library exception: permanent, with its type for the operator
+            raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts), wait=_wait(policy),
+        retry=retry_if_exception_type(TransientError), reraise=True,
+        sleep=lambda seconds: None if stop.wait(seconds) else None,
+    )
+    try:
+        outcome = retrying(call)
+    except _TooLongToWait as exc:
+        return _park(policy, parks, exc.error, attempts, started)
+    except TransientError as exc:
+        return _park(policy, parks, exc, attempts, started)
+    except PermanentError as exc:
+        return Attempted("dead", attempts, error=exc, duration_ms=_ms(started))
+    return Attempted("delivered", attempts, outcome=outcome, duration_ms=_ms(started))
+
+
+def _park(policy: RetryPolicy, parks: int, error: TransientError, attempts: int, started: float) -> Attempted:
+    if parks >= policy.max_parks:
+        reason = PermanentError(f"gave up after {parks} parks: {error}")
+        return Attempted("dead", attempts, error=reason, duration_ms=_ms(started))
+    return Attempted("park", attempts, error=error, next_attempt_at=time.time() + park_delay(policy, parks, error),
+                     duration_ms=_ms(started))
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000.0

@@ -1,0 +1,220 @@
+"""``ironbus run``: the assembled bus — journal, queue, workers, parker, triggers and the webhook server.
+
+Stopping is graceful: the webhook server stops accepting, triggers stop polling, each worker finishes the
+batch it holds (its deliveries are settled and acked), and anything not yet taken stays in the queue for the
+next run. A process killed without warning loses nothing either: its leases expire and are handed out again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from adapters.base import Adapter
+from bus import metrics
+from bus.config import Config, load_config
+from bus.envelope import Event
+from bus.errors import ConfigError, IronbusError
+from bus.ingest import Ingestor
+from bus.journal import Journal
+from bus.parking import Parker
+from bus.pipeline import Pipeline
+from bus.plugins import load_adapter_class
+from bus.protection import Protections
+from bus.queue.base import Queue
+from bus.queue.open import open_queue
+from bus.worker import Worker
+
+__all__ = ["DEFAULT_JOURNAL", "Runtime", "RuntimeOptions", "journal_url", "broker_url"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_JOURNAL = "sqlite:///var/ironbus.sqlite"
+
+
+def journal_url(explicit: str | None) -> str:
+    """The journal URL: the flag, else ``$IRONBUS_JOURNAL``, else the embedded SQLite file."""
+    return explicit or os.environ.get("IRONBUS_JOURNAL") or DEFAULT_JOURNAL
+
+
+def broker_url(explicit: str | None) -> str | None:
+    """The broker URL: the flag, else ``$IRONBUS_BROKER``, else None (the embedded queue)."""
+    return explicit or os.environ.get("IRONBUS_BROKER") or None
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    workers: int = 4
+    host: str = "127.0.0.1"
+    port: int | None = 8080  # None: no HTTP server
+    triggers: bool = True
+    batch_size: int = 32
+
+
+def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
+    """One adapter instance per configured system (or per system in ``only``)."""
+    out: dict[str, Adapter] = {}
+    for name, system in config.systems.items():
+        if only is not None and name not in only:
+            continue
+        cls = load_adapter_class(system.adapter, system.location)
+        out[name] = cls(name, system.settings)
+    return out
+
+
+class Runtime:
+    """Everything ``ironbus run`` starts, in one object (also used by tests and the benchmark)."""
+
+    def __init__(self, config: Config | str | Path, *, journal: str | Journal | None = None,
+                 broker: str | None = None, options: RuntimeOptions | None = None,
+                 adapters: dict[str, Adapter] | None = None) -> None:
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.options = options or RuntimeOptions()
+        self.journal = journal if isinstance(journal, Journal) else Journal(journal_url(journal))
+        self.queue: Queue = open_queue(broker_url(broker), self.journal)
+        self.pipeline = Pipeline(self.config, xref=self.journal.xref)
+        self.adapters = adapters if adapters is not None else open_adapters(self.config)
+        self.protections = Protections.from_config(self.config.systems)
+        self.ingestor = Ingestor(self.journal, self.queue)
+        self.stop_event = threading.Event()
+        self.workers: list[Worker] = []
+        self._threads: list[threading.Thread] = []
+        self.parker = Parker(self.journal, self.queue, stop=self.stop_event)
+        self.triggers: Any = None
+        self.server: Any = None
+        self._ready = False
+
+    # -- ingress ------------------------------------------------------------------------------------------
+    def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
+        """Journal and queue events durably (returns once they would survive a crash)."""
+        self.ingestor.ingest([(self.pipeline.assign_key(e), origin) for e, origin in events])
+
+    async def ingest_webhook(self, events: list[Event]) -> None:
+        await self.ingestor.ingest_async([(self.pipeline.assign_key(e), "webhook") for e in events])
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "starting"
+        try:
+            self.queue.depth()
+            self.journal.status_counts()
+        except Exception as exc:  # readiness reports any failure as a reason; it must not raise
+            return False, f"journal or broker unreachable: {type(exc).__name__}"
+        return True, "ready"
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for name, adapter in self.adapters.items():
+            try:
+                adapter.open()
+            except IronbusError as exc:
+                # A system that is down at start is not fatal: deliveries to it retry and park until it is back.
+                log.warning("system not reachable at start; deliveries will wait", system=name, error=str(exc))
+        for i in range(self.options.workers):
+            worker = Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
+                            ingest=self.ingest, protections=self.protections, batch_size=self.options.batch_size,
+                            stop=self.stop_event, name=f"worker-{i}")
+            self.workers.append(worker)
+            self._spawn(worker.run, f"ironbus-worker-{i}")
+        self._spawn(self.parker.run, "ironbus-parker")
+        self._spawn(self._gauges, "ironbus-gauges")
+        if self.options.triggers:
+            self._start_triggers()
+        if self.options.port is not None:
+            self._start_http()
+        self._ready = True
+        log.info("ironbus running", workers=self.options.workers, journal=self.journal.url,
+                 routes=len(self.config.routes), port=self.port)
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_triggers(self) -> None:
+        from bus.triggers import TriggerRunner
+
+        runner = TriggerRunner.from_config(self.config, self.adapters, self.journal,
+                                           emit=lambda events: self.ingest([(e, "poll") for e in events]))
+        runner.start()
+        self.triggers = runner
+
+    def _start_http(self) -> None:
+        from bus.webhooks import WebhookApp, WebhookServer, endpoints_for
+
+        used = {r.source for r in self.config.routes}
+        endpoints = {}
+        for name, adapter in self.adapters.items():
+            for ident, endpoint in endpoints_for(name, adapter).items():
+                if endpoint.event_type in used:
+                    endpoints[ident] = endpoint
+        app = WebhookApp(endpoints, self.ingest_webhook, self.ready)
+        self.server = WebhookServer(app, self.options.host, self.options.port or 0)
+        self.server.start()
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
+    def _gauges(self) -> None:
+        while not self.stop_event.wait(2.0):
+            try:
+                metrics.set_queue_depth(self.queue.depth())
+                for system, snap in self.protections.snapshot().items():
+                    circuit = snap.get("circuit") or {}
+                    metrics.circuit_open(system, circuit.get("state") == "open")
+            except Exception as exc:  # gauges are best effort
+                log.debug("gauge update failed", error=str(exc))
+
+    def idle(self) -> bool:
+        """No message ready or leased, and no parked delivery due."""
+        depth = self.queue.depth()
+        return depth.get("ready", 0) <= 0 and depth.get("leased", 0) <= 0 and self.parker.due() == 0
+
+    def wait_idle(self, timeout: float, settle: float = 0.3) -> bool:
+        """Block until the bus has been idle for ``settle`` seconds, or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= settle:
+                    return True
+            else:
+                idle_since = None
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop: inbound first, then workers finish their batch, then connections close."""
+        self._ready = False
+        if self.server is not None:
+            self.server.stop()
+        if self.triggers is not None:
+            self.triggers.stop()
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.protections.close()
+        for adapter in self.adapters.values():
+            try:
+                adapter.close()
+            except Exception as exc:  # closing is best effort; the process is ending
+                log.warning("adapter close failed", system=adapter.system, error=str(exc))
+        self.ingestor.close()
+        self.queue.close()
+        self.journal.close()
+        log.info("ironbus stopped")
+
+
+def check_routes_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"routes file {path} not found; pass --routes or run from the folder that has routes.yaml")

@@ -1,0 +1,87 @@
+"""``ironbus trace``: the causal chain of a business transaction, read back from the journal.
+
+Events of one transaction share a ``correlationid``; each follow-up names its cause in ``causationid``. The
+trace is that tree, with every delivery (route, target, status, attempts, timing, the target's reference)
+hung under the event it delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bus.journal import Journal
+
+__all__ = ["build_trace", "render_trace"]
+
+
+def build_trace(journal: Journal, *, event_id: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+    """One chain per correlation id touched by the event or the business key."""
+    correlations: list[str] = []
+    if event_id:
+        event = journal.get_event(event_id)
+        if event is not None:
+            correlations.append(event.correlationid)
+    if key:
+        for event in journal.events_for(key=key):
+            if event.correlationid not in correlations:
+                correlations.append(event.correlationid)
+    chains = []
+    for cid in correlations:
+        events = sorted(journal.events_for(correlationid=cid), key=lambda e: e.time)
+        deliveries = journal.deliveries_for_events([e.id for e in events])
+        by_event: dict[str, list[dict[str, Any]]] = {}
+        for d in deliveries:
+            attempts = journal.attempts_for(d.idempotency_key)
+            by_event.setdefault(d.event_id, []).append({
+                "route": d.route, "target": d.target, "status": d.status, "attempts": d.attempts,
+                "parks": d.parks, "error": d.last_error, "reference": d.reference,
+                "duration_ms": round(sum(a.duration_ms for a in attempts), 1),
+                "first_attempt_at": min((a.started_at for a in attempts), default=None),
+                "delivered_at": d.delivered_at, "next_attempt_at": d.next_attempt_at,
+            })
+        chains.append({"correlationid": cid, "events": [{
+            "id": e.id, "type": e.type, "source": e.source, "key": e.key, "sequence": e.sequence,
+            "causationid": e.causationid, "time": e.time,
+            "deliveries": sorted(by_event.get(e.id, []), key=lambda d: (d["route"], d["target"])),
+        } for e in events]})
+    return chains
+
+
+def _fmt_time(epoch: float | None) -> str:
+    return "" if epoch is None else datetime.fromtimestamp(epoch).astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+def _walk(children: dict[str | None, list[dict[str, Any]]], parent: str | None, indent: str,
+          lines: list[str]) -> None:
+    items = children.get(parent, [])
+    for i, e in enumerate(items):
+        last = i == len(items) - 1
+        branch = "└─ " if last else "├─ "
+        key = f" key={e['key']}" if e["key"] else ""
+        seq = f" seq={e['sequence']}" if e["sequence"] is not None else ""
+        lines.append(f"{indent}{branch}{e['type']}  {e['id'][:8]}  {e['time']}{key}{seq}")
+        inner = indent + ("   " if last else "│  ")
+        for d in e["deliveries"]:
+            ref = f" ref={d['reference']}" if d["reference"] else ""
+            err = f" — {d['error']}" if d["error"] and d["status"] != "delivered" else ""
+            lines.append(f"{inner}• {d['route']} → {d['target']}: {d['status'].upper()} "
+                         f"attempts={d['attempts']} {d['duration_ms']}ms "
+                         f"at {_fmt_time(d['delivered_at'] or d['first_attempt_at'])}{ref}{err}")
+        _walk(children, e["id"], inner, lines)
+
+
+def render_trace(chains: list[dict[str, Any]]) -> str:
+    """A tree for humans: events by causation, deliveries under each event."""
+    lines: list[str] = []
+    for chain in chains:
+        events = chain["events"]
+        lines.append(f"transaction {chain['correlationid']}  ({len(events)} events)")
+        ids = {e["id"] for e in events}
+        children: dict[str | None, list[dict[str, Any]]] = {}
+        for e in events:
+            parent = e["causationid"] if e["causationid"] in ids else None
+            children.setdefault(parent, []).append(e)
+
+        _walk(children, None, "  ", lines)
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""The worker: consume -> route steps -> deliver to each target -> journal -> ack.
+
+A worker thread takes a batch of leases, works out every delivery, performs them, and then settles the batch
+in this order — follow-up events first (journal + queue), then the journal's delivery states and dead
+letters, then the queue acks. A crash anywhere before the ack means the batch is handed out again; the
+idempotency keys make the second pass skip what already succeeded, and follow-up events have ids derived
+from their delivery so a second pass cannot emit them twice. At-least-once, nothing lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from adapters.base import Adapter, Call, Outcome
+from bus import metrics
+from bus.delivery import Attempted, deliver_with_retries
+from bus.envelope import Event
+from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
+from bus.journal import Journal
+from bus.journal.records import DeadLetter, DeliveryUpdate
+from bus.ordering import SequenceGuard
+from bus.pipeline import Dispatch, Pipeline, RouteResult
+from bus.protection import Protections
+from bus.queue.base import Lease, Queue
+
+__all__ = ["Ingest", "Worker", "WorkerStats"]
+
+log = structlog.get_logger(__name__)
+_FOLLOWUP_NS = uuid.UUID("6f1c2a52-8a51-4d8e-9d1e-4b8f2b0c9e11")
+
+Ingest = Callable[[Sequence[tuple[Event, str]]], None]
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    events: int = 0
+    delivered: int = 0
+    parked: int = 0
+    dead: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _Batch:
+    updates: list[DeliveryUpdate] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    followups: list[tuple[Event, str]] = field(default_factory=list)
+    applied: list[tuple[str, str, int]] = field(default_factory=list)  # (scope, key, sequence) after success
+
+
+class Worker:
+    """One consumer loop. Run several in threads (``ironbus run --workers N``) and in several processes."""
+
+    def __init__(self, *, pipeline: Pipeline, adapters: Mapping[str, Adapter], journal: Journal, queue: Queue,
+                 ingest: Ingest, protections: Protections | None = None, batch_size: int = 32,
+                 stop: threading.Event | None = None, name: str = "worker") -> None:
+        self.pipeline = pipeline
+        self.adapters = adapters
+        self.journal = journal
+        self.queue = queue
+        self.ingest = ingest
+        self.protections = protections
+        self.batch_size = batch_size
+        self.stop = stop or threading.Event()
+        self.name = name
+        self.stats = WorkerStats()
+        self.sequences = SequenceGuard(journal)
+
+    # -- loop ---------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until ``stop`` is set. The batch in hand is finished before returning."""
+        while not self.stop.is_set():
+            try:
+                leases = self.queue.consume(self.batch_size, timeout=0.5)
+            except TransientError as exc:
+                log.warning("queue unavailable; waiting", worker=self.name, error=str(exc))
+                self.stop.wait(1.0)
+                continue
+            if leases:
+                self.handle(leases)
+
+    def handle(self, leases: Sequence[Lease]) -> None:
+        """Process one batch of leases completely, then settle and ack it."""
+        batch = _Batch()
+        work: list[tuple[Lease, Event, list[RouteResult]]] = []
+        for lease in leases:
+            event = self._decode(lease, batch)
+            if event is None:
+                continue
+            try:
+                results = self.pipeline.process(event, route=lease.message.route, target=lease.message.target)
+            except IronbusError as exc:  # e.g. a pinned route that no longer exists
+                batch.letters.append(DeadLetter(lease.message.body, str(exc), event.id, lease.message.route,
+                                                lease.message.target))
+                continue
+            work.append((lease, event, results))
+        keys = [d.idempotency_key for _, _, results in work for r in results for d in r.dispatches]
+        done = self.journal.delivered_keys(keys) if keys else set()
+        for lease, event, results in work:
+            log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
+            force = lease.message.headers.get("force") == "1"
+            for result in results:
+                self._route_result(lease, event, result, batch, done, force, log_)
+        self._settle(leases, batch)
+        self.stats.batches += 1
+        self.stats.events += len(leases)
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def _decode(self, lease: Lease, batch: _Batch) -> Event | None:
+        try:
+            return Event.decode(lease.message.body)
+        except DecodeError as exc:
+            log.error("undecodable message dead-lettered", worker=self.name, error=str(exc))
+            batch.letters.append(DeadLetter(lease.message.body, f"undecodable: {exc}", route=lease.message.route,
+                                            target=lease.message.target))
+            return None
+
+    def _route_result(self, lease: Lease, event: Event, result: RouteResult, batch: _Batch, done: set[str],
+                      force: bool, log_: Any) -> None:
+        route = result.route
+        if result.status == "filtered":
+            batch.updates.append(DeliveryUpdate(f"{event.id}:{route.name}:*", event.id, route.name, "*", "filtered"))
+            metrics.delivery(route.name, "*", "filtered")
+            return
+        if result.status == "invalid":
+            reason = str(result.error)
+            log_.warning("event invalid for route; dead-lettered", route=route.name, error=reason)
+            target = lease.message.target or "*"
+            batch.updates.append(DeliveryUpdate(f"{event.id}:{route.name}:{target}", event.id, route.name, target,
+                                                "invalid", error=reason, error_kind="permanent"))
+            batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, lease.message.target))
+            metrics.delivery(route.name, target, "dead")
+            self.stats.dead += 1
+            return
+        for dispatch in result.dispatches:
+            if dispatch.idempotency_key in done and not force:
+                self.stats.skipped += 1
+                continue
+            self._dispatch(lease, dispatch, batch, log_)
+
+    def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: _Batch, log_: Any) -> None:
+        route, target, mapped = dispatch.route, dispatch.target.config, dispatch.event
+        base = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id, route=route.name,
+                    target=target.name)
+        if mapped.key is not None and mapped.sequence is not None:
+            scope = f"{route.name}:{target.name}"
+            if self.sequences.is_stale(scope, mapped.key, mapped.sequence):
+                batch.updates.append(DeliveryUpdate(**base, status="stale", payload=dispatch.payload,
+                                                    error=f"sequence {mapped.sequence} is older than the last "
+                                                          f"applied for key {mapped.key!r}"))
+                metrics.delivery(route.name, target.name, "stale")
+                return
+            batch.applied.append((scope, mapped.key, mapped.sequence))
+        if route.config.mode == "shadow":
+            batch.updates.append(DeliveryUpdate(**base, status="shadow", payload=dispatch.payload))
+            metrics.delivery(route.name, target.name, "shadow")
+            return
+        adapter = self.adapters[target.system]
+        attempted = deliver_with_retries(lambda n: self._call(adapter, dispatch, n), route.config.retry,
+                                         parks=lease.message.parks, stop=self.stop)
+        self._record(lease, dispatch, attempted, batch, base, log_)
+
+    def _call(self, adapter: Adapter, dispatch: Dispatch, attempt: int) -> Outcome:
+        target = dispatch.target.config
+        call = Call(dispatch.event, dispatch.payload, dispatch.idempotency_key, route=dispatch.route.name,
+                    attempt=attempt, args=target.args)
+        guard = self.protections.get(target.system) if self.protections is not None else None
+        if guard is not None:
+            # waits briefly for a rate-limit token; an open circuit raises TransientError(retry_after) -> park
+            guard.admit(timeout=min(dispatch.route.config.retry.max_delay, 5.0))
+        error: BaseException | None = None
+        try:
+            return adapter.call(target.operation, call)
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, TransientError):
+                metrics.delivery(dispatch.route.name, target.name, "retried")
+            raise
+        finally:
+            if guard is not None:
+                guard.observe(error)
+
+    def _record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: _Batch,
+                base: dict[str, Any], log_: Any) -> None:
+        route, target = dispatch.route.name, dispatch.target.config.name
+        seconds = attempted.duration_ms / 1000.0
+        if attempted.status == "delivered":
+            outcome = attempted.outcome or Outcome()
+            batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
+                                                duration_ms=attempted.duration_ms, reference=outcome.reference,
+                                                payload=dispatch.payload))
+            follow = self.pipeline.follow_up(dispatch, outcome.result)
+            if follow is not None:
+                # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
+                follow = follow.with_(id=str(uuid.uuid5(_FOLLOWUP_NS, f"{dispatch.idempotency_key}>{follow.type}")))
+                batch.followups.append((follow, "followup"))
+            metrics.delivery(route, target, "delivered", seconds)
+            metrics.latency(route, max(time.time() - _event_epoch(dispatch.source), 0.0))
+            self.stats.delivered += 1
+            log_.info("delivered", route=route, target=target, attempts=attempted.attempts,
+                      reference=outcome.reference)
+            return
+        # The scope's sequence is only advanced by a delivery that succeeded.
+        batch.applied = [a for a in batch.applied if a[0] != f"{route}:{target}" or a[1] != dispatch.event.key]
+        error = str(attempted.error)
+        if attempted.status == "park":
+            batch.updates.append(DeliveryUpdate(**base, status="parked", attempt=attempted.attempts, error=error,
+                                                error_kind="transient", duration_ms=attempted.duration_ms,
+                                                next_attempt_at=attempted.next_attempt_at, payload=dispatch.payload))
+            metrics.delivery(route, target, "parked", seconds)
+            self.stats.parked += 1
+            log_.warning("delivery parked", route=route, target=target, error=error,
+                         retry_in=round((attempted.next_attempt_at or time.time()) - time.time(), 1))
+            return
+        kind = "permanent" if isinstance(attempted.error, PermanentError) else "transient"
+        batch.updates.append(DeliveryUpdate(**base, status="dead", attempt=attempted.attempts, error=error,
+                                            error_kind=kind, duration_ms=attempted.duration_ms,
+                                            payload=dispatch.payload))
+        batch.letters.append(DeadLetter(lease.message.body, error, dispatch.source.id, route,
+                                        dispatch.target.config.name, kind, attempted.attempts))
+        metrics.delivery(route, target, "dead", seconds)
+        self.stats.dead += 1
+        log_.error("delivery dead-lettered", route=route, target=target, error=error)
+
+    def _settle(self, leases: Sequence[Lease], batch: _Batch) -> None:
+        if batch.followups:
+            self.ingest(batch.followups)
+        if batch.updates:
+            self.journal.settle(batch.updates)
+        if batch.letters:
+            self.journal.dead_letter(batch.letters)
+        for scope, key, sequence in batch.applied:
+            self.sequences.applied(scope, key, sequence)
+        ack_many = getattr(self.queue, "ack_many", None)
+        if callable(ack_many):
+            ack_many(list(leases))
+        else:
+            for lease in leases:
+                lease.ack()
+
+
+def _event_epoch(event: Event) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
