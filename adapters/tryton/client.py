@@ -33,7 +33,7 @@ import structlog
 from adapters.tryton.codec import decode, encode
 from bus.errors import PermanentError, TransientError
 
-__all__ = ["TrytonClient", "classify_rpc_error"]
+__all__ = ["TrytonClient", "TrytonWarning", "classify_rpc_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,17 @@ LOGIN_LOCKOUT = 300.0
 _TRANSIENT_WORDS = ("concurren", "database is locked", "locked", "timeout", "timed out", "could not serialize",
                     "deadlock")
 _TRANSIENT_KINDS = {"ConcurrencyException", "RateLimitException", "TimeOutException"}
+
+
+class TrytonWarning(PermanentError):
+    """Tryton asked the user to confirm a warning (``UserWarning``); ``name`` identifies it.
+
+    Permanent by default: only a caller that knows the warning is harmless (see ``accept_warning``) retries.
+    """
+
+    def __init__(self, message: str, name: str) -> None:
+        self.name = name
+        super().__init__(message)
 
 
 def classify_rpc_error(method: str, error: Any) -> PermanentError | TransientError:
@@ -66,6 +77,8 @@ def classify_rpc_error(method: str, error: Any) -> PermanentError | TransientErr
     text = f"{method}: {kind + ': ' if kind in {'UserError', 'UserWarning', 'LoginException'} else ''}{message}"
     if kind in _TRANSIENT_KINDS or any(word in message.lower() for word in _TRANSIENT_WORDS):
         return TransientError(text)
+    if kind == "UserWarning" and isinstance(error[1], list | tuple) and error[1]:
+        return TrytonWarning(text, str(error[1][0]))
     if message.startswith("'") and message.endswith("'"):
         return PermanentError(f"{method}: unknown model or field {message}")
     return PermanentError(text)
@@ -102,6 +115,7 @@ class TrytonClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._auth: str | None = None
+        self._uid = 0
         self._session_gen = 0
         self._context: dict[str, Any] = {}
 
@@ -125,6 +139,7 @@ class TrytonClient:
             raise PermanentError(f"tryton {self.database}: login refused for user {self.user!r} "
                                  "(wrong user or password)") from None
         uid, token = result[0], result[1]
+        self._uid = int(uid)
         self._auth = "Session " + base64.b64encode(f"{self.user}:{uid}:{token}".encode()).decode("ascii")
         try:
             prefs = self._post(f"/{self.database}/rpc/", "model.res.user.get_preferences", [True, {}],
@@ -146,6 +161,10 @@ class TrytonClient:
             context["company"] = self.company
         with self._lock:
             self._context = context
+
+    def accept_warning(self, warning: TrytonWarning) -> None:
+        """Record that the user confirmed ``warning`` (what the GUI's "Yes" does); the retried call passes."""
+        self.create("res.user.warning", [{"user": self._uid, "name": warning.name, "always": False}])
 
     def logout(self) -> None:
         """End the session on the server (best effort); the next call logs in again."""

@@ -1,0 +1,141 @@
+"""The Tryton ERP adapter (registry name ``tryton``): one system = one Tryton database over JSON-RPC.
+
+Triggers poll on create/write dates (Tryton has no webhooks); operations take canonical payloads whose
+record references are Tryton ids already resolved by the mapping (``xref_to``). Payload shapes are in
+``docs/adapters/tryton.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from adapters.base import Adapter, Call, Health, Outcome, PollResult, operation, trigger
+from adapters.tryton import masterdata, purchases, sales
+from adapters.tryton.client import TrytonClient
+from adapters.tryton.inbound import Poller
+from bus.errors import DeliveryError
+
+__all__ = ["TrytonAdapter"]
+
+
+class TrytonAdapter(Adapter):
+    """Sales, supply planning, purchases and master data in one Tryton database."""
+
+    name: ClassVar[str] = "tryton"
+    summary: ClassVar[str] = "Tryton ERP over JSON-RPC: sales, supply planning, purchases, parties, products"
+    settings_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url", "database", "user", "password"],
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://", "description": "Server base URL, e.g. "
+                    "http://127.0.0.1:8000 (without the database)."},
+            "database": {"type": "string", "minLength": 1, "description": "Database name."},
+            "user": {"type": "string", "minLength": 1},
+            "password": {"type": "string"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 30,
+                        "description": "Seconds per HTTP request."},
+            "company": {"type": "integer", "minimum": 1,
+                        "description": "Company id to work in; default: the user's current company."},
+            "poll_overlap": {"type": "number", "minimum": 0, "default": 2,
+                             "description": "Seconds polls look back before the watermark (dedup drops repeats)."},
+        },
+    }
+
+    def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
+        super().__init__(system, settings)
+        self.client = TrytonClient(str(self.settings["url"]), str(self.settings["database"]),
+                                   str(self.settings["user"]), str(self.settings.get("password", "")),
+                                   timeout=float(self.settings.get("timeout", 30)),
+                                   company=self.settings.get("company"))
+        self.poller = Poller(self.client, float(self.settings.get("poll_overlap", 2)))
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        self.client.login()
+
+    def health(self) -> Health:
+        try:
+            version = self.client.server("common.server.version")
+        except DeliveryError as exc:
+            return Health(False, str(exc))
+        return Health(True, f"trytond {version}, database {self.client.database}")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.client.close()
+        super().close()
+
+    # -- triggers --------------------------------------------------------------------------------------
+    @trigger(kind="poll", interval=5.0)
+    def sales_changed(self, watermark: str | None) -> PollResult:
+        """Sales created or changed (with lines, party, dates, state, number, reference)."""
+        return self.poller.poll("sale.sale", Poller.SALE_FIELDS, watermark, self.poller.sales)
+
+    @trigger(kind="poll", interval=5.0)
+    def purchase_requests_changed(self, watermark: str | None) -> PollResult:
+        """Purchase requests created or changed (supply planning's output; origin sale included)."""
+        return self.poller.poll("purchase.request", Poller.REQUEST_FIELDS, watermark, self.poller.requests)
+
+    @trigger(kind="poll", interval=5.0)
+    def purchases_changed(self, watermark: str | None) -> PollResult:
+        """Purchase orders created or changed (with lines and delivery dates)."""
+        return self.poller.poll("purchase.purchase", Poller.PURCHASE_FIELDS, watermark, self.poller.purchases)
+
+    @trigger(kind="poll", interval=30.0)
+    def parties_changed(self, watermark: str | None) -> PollResult:
+        """Parties (customers, suppliers) created or changed, with addresses."""
+        return self.poller.poll("party.party", Poller.PARTY_FIELDS, watermark, self.poller.parties)
+
+    @trigger(kind="poll", interval=30.0)
+    def products_changed(self, watermark: str | None) -> PollResult:
+        """Products created or changed (variant or template), with suppliers."""
+        return self.poller.poll("product.product", Poller.PRODUCT_FIELDS, watermark, self.poller.products,
+                                dates=("create_date", "write_date", "template.write_date"))
+
+    # -- operations ------------------------------------------------------------------------------------
+    @operation()
+    def upsert_sale(self, call: Call) -> Outcome:
+        """Create or update a sale by reference (optionally quote and confirm it)."""
+        return sales.upsert_sale(self.client, call)
+
+    @operation()
+    def update_demand(self, call: Call) -> Outcome:
+        """SCM: make the sale(s) for a customer order match its demand and confirm them."""
+        return sales.update_demand(self.client, call)
+
+    @operation()
+    def add_sale_note(self, call: Call) -> Outcome:
+        """CRM: append a note to a sale's comment (once per idempotency key)."""
+        return sales.add_sale_note(self.client, call)
+
+    @operation()
+    def update_promised_date(self, call: Call) -> Outcome:
+        """CRM: record a new promised date on a sale."""
+        return sales.update_promised_date(self.client, call)
+
+    @operation()
+    def run_supply_planning(self, call: Call) -> Outcome:
+        """SCM: run stock supply planning (creates purchase requests for shortages)."""
+        return purchases.run_supply_planning(self.client, call)
+
+    @operation()
+    def create_purchase(self, call: Call) -> Outcome:
+        """SRM: create, quote and confirm a purchase order (once per reference)."""
+        return purchases.create_purchase(self.client, call)
+
+    @operation()
+    def update_purchase(self, call: Call) -> Outcome:
+        """SRM: move a purchase's delivery date, change quantities, or cancel it."""
+        return purchases.update_purchase(self.client, call)
+
+    @operation()
+    def upsert_party(self, call: Call) -> Outcome:
+        """Create or update a party by id or code."""
+        return masterdata.upsert_party(self.client, call)
+
+    @operation()
+    def upsert_product(self, call: Call) -> Outcome:
+        """Create or update a product by id or code, with its suppliers."""
+        return masterdata.upsert_product(self.client, call)
