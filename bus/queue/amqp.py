@@ -41,7 +41,7 @@ import kombu.exceptions as kombu_errors
 import structlog
 
 from bus.errors import ConfigError, TransientError
-from bus.queue.base import Message
+from bus.queue.base import Lease, Message
 
 # kombu ships partial, untyped annotations; treat it as dynamic rather than scatter ignores.
 kb: Any = _kombu
@@ -220,7 +220,7 @@ class AmqpQueue:
                          content_type="application/octet-stream", content_encoding="binary", serializer=None)
 
     # -- consuming -----------------------------------------------------------------------------------------
-    def consume(self, max_messages: int, timeout: float) -> list[AmqpLease]:
+    def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
         self._start_io()
         deadline = time.monotonic() + timeout
@@ -234,9 +234,9 @@ class AmqpQueue:
                     return leases
                 self._cond.wait(remaining)
 
-    def _take(self, limit: int) -> list[AmqpLease]:
+    def _take(self, limit: int) -> list[Lease]:
         """Hand out buffered messages whose key is free (caller holds the condition's lock)."""
-        taken: list[AmqpLease] = []
+        taken: list[Lease] = []
         kept: deque[Any] = deque()
         waiting: set[str] = set()
         generation = self._generation
@@ -323,6 +323,13 @@ class AmqpQueue:
                 raw.ack()
 
     # -- settling ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _own(leases: Sequence[Lease]) -> list[AmqpLease]:
+        for lease in leases:
+            if not isinstance(lease, AmqpLease):
+                raise TypeError(f"not a lease of a RabbitMQ queue: {lease!r}")
+        return list(leases)  # type: ignore[arg-type]
+
     def _settle(self, leases: Sequence[AmqpLease]) -> list[AmqpLease]:
         todo = []
         with self._cond:
@@ -344,13 +351,13 @@ class AmqpQueue:
             self._cond.notify_all()
         return todo
 
-    def ack_many(self, leases: Sequence[AmqpLease]) -> None:
+    def ack_many(self, leases: Sequence[Lease]) -> None:
         """Acknowledge (the I/O thread sends the acks within milliseconds; a lost ack means redelivery)."""
-        self._settle(leases)
+        self._settle(self._own(leases))
 
-    def release_many(self, leases: Sequence[AmqpLease], delay: float = 0.0, *, park: bool = False) -> None:
+    def release_many(self, leases: Sequence[Lease], delay: float = 0.0, *, park: bool = False) -> None:
         """Republish a copy to the delay tier covering ``delay`` (confirmed), then ack the original."""
-        pending = [lease for lease in leases if not lease.settled]
+        pending = [lease for lease in self._own(leases) if not lease.settled]
         due = time.time() + delay if delay > 0 else None
         with self._publisher() as producer:
             for lease in pending:

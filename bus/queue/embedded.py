@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from bus.journal import tables
 from bus.journal.engine import read, write
 from bus.journal.sql import chunks
-from bus.queue.base import Message
+from bus.queue.base import Lease, Message
 
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
 
@@ -96,7 +96,7 @@ class EmbeddedQueue:
         self._wake()
 
     # -- consuming -----------------------------------------------------------------------------------------
-    def consume(self, max_messages: int, timeout: float) -> list[EmbeddedLease]:
+    def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
         deadline = time.monotonic() + timeout
         backoff = 0.002
@@ -114,7 +114,7 @@ class EmbeddedQueue:
                 else:
                     backoff = 0.002
 
-    def _claim(self, limit: int) -> list[EmbeddedLease]:
+    def _claim(self, limit: int) -> list[Lease]:
         now = time.time()
         ready = _Q.c.available_at <= now
         # Cheap read first: an idle poll must not take SQLite's write lock away from publishers.
@@ -142,7 +142,7 @@ class EmbeddedQueue:
             delivery_count=r.delivery_count, id=r.id, owner=self.owner, _queue=self) for r in rows]
 
     # -- settling ------------------------------------------------------------------------------------------
-    def ack_many(self, leases: Sequence[EmbeddedLease]) -> None:
+    def ack_many(self, leases: Sequence[Lease]) -> None:
         """Acknowledge many leases in one transaction. A lease that had expired and was claimed again by
         someone else is left alone (that consumer owns it now) and logged."""
         todo = self._unsettled(leases)
@@ -160,7 +160,7 @@ class EmbeddedQueue:
             log.warning("queue.ack_lost_lease", count=lost, hint="lease expired before ack; raise lease_seconds")
         self._wake()
 
-    def release_many(self, leases: Sequence[EmbeddedLease], delay: float = 0.0, *, park: bool = False) -> None:
+    def release_many(self, leases: Sequence[Lease], delay: float = 0.0, *, park: bool = False) -> None:
         """Hand leases back in one transaction, visible again after ``delay`` seconds."""
         todo = self._unsettled(leases)
         if not todo:
@@ -183,9 +183,11 @@ class EmbeddedQueue:
         return bool(result.rowcount)
 
     @staticmethod
-    def _unsettled(leases: Sequence[EmbeddedLease]) -> list[EmbeddedLease]:
+    def _unsettled(leases: Sequence[Lease]) -> list[EmbeddedLease]:
         todo = []
         for lease in leases:
+            if not isinstance(lease, EmbeddedLease):
+                raise TypeError(f"not a lease of an embedded queue: {lease!r}")
             if lease.settled:
                 log.warning("queue.settled_twice", id=lease.id)
                 continue

@@ -1,0 +1,47 @@
+"""Choosing the work queue from a URL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from bus.errors import ConfigError
+from bus.queue.base import Queue
+
+if TYPE_CHECKING:
+    from bus.journal import Journal
+
+__all__ = ["open_queue"]
+
+
+def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0) -> Queue:
+    """The queue named by ``url``.
+
+    * ``None`` or ``"embedded"`` — the crash-safe lease queue in the journal's own database (SQLite file or
+      PostgreSQL), no server needed;
+    * ``amqp://user:pass@host:5672/vhost`` (or ``amqps://``) — RabbitMQ. Query parameters ``name``,
+      ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``.
+
+    Raises :class:`ConfigError` for any other scheme or a malformed parameter.
+    """
+    if url is None or url == "embedded":
+        from bus.queue.embedded import EmbeddedQueue
+
+        return EmbeddedQueue(journal.engine, lease_seconds=lease_seconds)
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps", "pyamqp"):
+        raise ConfigError(f"broker URL {url!r}: unsupported scheme {parts.scheme!r}; "
+                          "expected 'embedded' (default) or amqp://user:password@host:5672/vhost")
+    params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = sorted(set(params) - {"name", "partitions", "prefetch"})
+    if unknown:
+        raise ConfigError(f"broker URL: unknown parameter(s) {', '.join(unknown)}; known: name, partitions, prefetch")
+    try:
+        partitions = int(params.get("partitions", 8))
+        prefetch = int(params.get("prefetch", 64))
+    except ValueError as exc:
+        raise ConfigError(f"broker URL: partitions and prefetch must be integers ({exc})") from None
+    from bus.queue.amqp import AmqpQueue
+
+    return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
+                     partitions=partitions, prefetch=prefetch)
