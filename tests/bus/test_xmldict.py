@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,10 @@ def test_real_cxml_confirmation_request() -> None:
     assert items[1]["ConfirmationStatus"]["ItemIn"]["ItemID"]["SupplierPartID"] == "2271092"
     assert items[0]["ConfirmationStatus"]["ItemIn"]["ItemDetail"]["UnitPrice"]["Money"] == {
         "@currency": "USD", "#text": "0.5"}
+
+
+@pytest.mark.parametrize("converted", sorted((SAMPLES / "cxml").glob("*.xml.json")), ids=lambda p: p.name)
+def test_converted_fixtures_match_the_xml(converted: Path) -> None:
+    # Mapping tests read these JSON forms; they must stay exactly what xml_to_dict makes of the XML.
+    xml = converted.with_suffix("")
+    assert json.loads(converted.read_text(encoding="utf-8")) == xml_to_dict(xml.read_bytes(), source=str(xml))
