@@ -187,7 +187,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     best = jsonschema.exceptions.best_match([error]) if error.context else error
     path = "/".join(str(p) for p in best.absolute_path)
     what = best.message
-    if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+    if best.validator == "additionalProperties" and isinstance(best.instance, dict) \
+            and isinstance(best.schema, dict):
         allowed = list(best.schema.get("properties", {}))
         extra = [k for k in best.instance if k not in allowed]
         if extra:

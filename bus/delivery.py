@@ -61,7 +61,7 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 def park_delay(policy: RetryPolicy, parks: int, error: TransientError | None) -> float:
     """How long a parked delivery waits: the policy's park interval growing with each park, capped at 1 day,
     never less than the system's own Retry-After."""
-    delay = min(policy.park * (2 ** min(parks, 10)), 86400.0)
+    delay = min(policy.park * (2.0 ** min(parks, 10)), 86400.0)
     if error is not None and error.retry_after is not None:
         delay = max(delay, error.retry_after)
     return delay

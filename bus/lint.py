@@ -15,6 +15,7 @@ import jsonschema
 from adapters.base import Adapter
 from bus.config import Config, RouteConfig, load_config
 from bus.errors import ConfigError, Location, UnknownNameError
+from bus.interpolate import redact
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
 from bus.schemas import SchemaRegistry, default_registry
@@ -63,11 +64,16 @@ def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Loca
                                     locate(settings, [*path, extra], fallback)))
             continue
         dotted = ".".join(str(p) for p in path) or "settings"
-        # never echo a value: settings may hold secrets from ${ENV}
-        message = error.message if error.validator in ("required", "additionalProperties") else \
-            f"{error.validator} check failed (expected {error.validator_value!r})" if error.validator in (
-                "type", "enum", "const", "format", "pattern", "minimum", "maximum") else error.message
-        issues.append(Issue("error", f"system {name!r}: settings.{dotted}: {message}",
+        # never echo a value: settings may hold secrets from ${ENV}, and jsonschema's own messages start with
+        # the offending value ("'hunter2' is too short"), so only messages about keys are passed through
+        if error.validator in ("required", "dependentRequired"):
+            message = error.message
+        elif isinstance(error.validator_value, str | int | float | bool | list) and error.validator not in (
+                "oneOf", "anyOf", "allOf", "items", "prefixItems"):
+            message = f"{error.validator} check failed (expected {error.validator_value!r})"
+        else:
+            message = f"{error.validator} check failed"
+        issues.append(Issue("error", redact(f"system {name!r}: settings.{dotted}: {message}"),
                             locate(settings, path, fallback)))
     return issues
 
@@ -79,7 +85,7 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     loc_from = route.locations.get("from", route.location)
     if prefix in config.systems and trigger:
         cls = classes.get(prefix)
-        if cls is not None and trigger not in cls.triggers:
+        if cls is not None and trigger not in cls.triggers and not getattr(cls, "accepts_any_trigger", False):
             unknown = UnknownNameError(f"trigger of system {prefix!r} (adapter {cls.name!r})", trigger, cls.triggers)
             issues.append(Issue("error", unknown.message, loc_from))
     elif route.source not in emitted and route.source not in schemas.names():

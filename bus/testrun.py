@@ -31,6 +31,7 @@ __all__ = ["TestOutcome", "discover", "json_contains_diff", "json_equals_diff", 
 
 _TEST_KEYS = {"name", "mapping", "route", "routes", "input", "input_file", "event", "xref", "expect", "description"}
 _EXPECT_KEYS = {"json_contains", "json_equals", "valid", "error", "deliveries", "filtered", "no_deliveries"}
+_DELIVERY_KEYS = {"target", "json_contains", "json_equals", "valid"}
 
 
 @dataclass
@@ -169,8 +170,22 @@ class _Runner:
             self._configs[resolved] = load_config(resolved)
         return self._configs[resolved]
 
+    def shared_value_maps(self, test: YamlMap, base: Path) -> dict[str, Any]:
+        """The routes.yaml ``value_maps`` a mapping sees at run time; none when there is no routes.yaml."""
+        if "routes" in test:
+            path = base / str(test["routes"])
+        elif self.routes is not None:
+            path = self.routes
+        else:
+            try:
+                path = _find_routes(base)
+            except ConfigError:
+                return {}  # a mapping can be tested on its own, before any routes.yaml exists
+        return dict(self.config(path).value_maps)
+
     def mapping_test(self, test: YamlMap, base: Path, expect: dict[str, Any]) -> list[str]:
-        mapping = Mapping.load(base / str(test["mapping"]), xref=_xref(test))
+        mapping = Mapping.load(base / str(test["mapping"]), value_maps=self.shared_value_maps(test, base),
+                               xref=_xref(test))
         doc = _input(test, base)
         try:
             actual = mapping.apply(doc)
@@ -184,8 +199,12 @@ class _Runner:
         routes = base / str(test["routes"]) if "routes" in test else (self.routes or _find_routes(base))
         config = self.config(routes)
         pipeline = Pipeline(config, schemas=self.schemas, xref=_xref(test))
-        route = pipeline.routes_for("", str(test["route"]))[0]
-        event_doc = test.get("event") if isinstance(test.get("event"), dict) else {}
+        try:
+            route = pipeline.routes_for("", str(test["route"]))[0]
+        except UnknownNameError as exc:
+            raise UnknownNameError("route", exc.name, exc.known, locate(test, ["route"])) from None
+        given = test.get("event")
+        event_doc: dict[str, Any] = given if isinstance(given, dict) else {}
         event = Event(type=str(event_doc.get("type", route.config.source)), source="ironbus/test",
                       data=_input(test, base), key=event_doc.get("key"), sequence=event_doc.get("sequence"))
         result = pipeline.run_route(route, event)
@@ -205,16 +224,33 @@ class _Runner:
         problems: list[str] = []
         if expect.get("no_deliveries") and result.dispatches:
             problems.append(f"expected no deliveries, got {[d.target_name for d in result.dispatches]}")
-        for i, wanted in enumerate(expect.get("deliveries") or []):
-            target = str(wanted.get("target", ""))
-            stub = stubs.get(target)
-            if stub is None or not stub.calls:
+        for i, wanted in enumerate(_deliveries(test, expect)):
+            target = str(wanted["target"])
+            recorded = stubs.get(target)
+            if recorded is None or not recorded.calls:
                 sent = sorted(stubs) or ["nothing"]
                 problems.append(f"deliveries[{i}]: expected a delivery to {target!r}, got {', '.join(sent)}")
                 continue
-            _, call = stub.calls[0]
+            _, call = recorded.calls[0]
             problems += [f"{target}: {p}" for p in _check_output(wanted, call.payload, self.schemas)]
         return problems
+
+
+def _deliveries(test: YamlMap, expect: dict[str, Any]) -> list[dict[str, Any]]:
+    # A misspelt check would otherwise be ignored and the test could never fail, so every key is checked.
+    wanted = expect.get("deliveries") or []
+    where = locate(test, ["expect", "deliveries"])
+    if not isinstance(wanted, list):
+        raise ConfigError("expect.deliveries: expected a list of {target: system.operation, ...}", where)
+    for i, entry in enumerate(wanted):
+        here = locate(test, ["expect", "deliveries", i], where)
+        if not isinstance(entry, dict) or "target" not in entry:
+            raise ConfigError(f"expect.deliveries[{i}]: expected an object with 'target: system.operation'", here)
+        for key in entry:
+            if key not in _DELIVERY_KEYS:
+                raise UnknownNameError("delivery expectation", key, _DELIVERY_KEYS,
+                                       locate(test, ["expect", "deliveries", i, key], here))
+    return wanted
 
 
 def _expected_error(expect: dict[str, Any], exc: IronbusError) -> list[str]:
@@ -248,6 +284,8 @@ def run_file(file: Path, *, schemas: SchemaRegistry | None = None, routes: Path 
         name = str(test.get("name", f"test #{index + 1}"))
         expect = test.get("expect") or {}
         try:
+            if not isinstance(expect, dict):
+                raise ConfigError("'expect' must be an object of checks", locate(test, ["expect"]))
             unknown = [k for k in expect if k not in _EXPECT_KEYS]
             if unknown:
                 raise UnknownNameError("expectation", unknown[0], _EXPECT_KEYS, locate(test, ["expect", unknown[0]]))

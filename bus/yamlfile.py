@@ -40,19 +40,25 @@ def _make_loader(file: str) -> type[yaml.SafeLoader]:
         pass
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> YamlMap:
+        # Keys written in this mapping itself, as opposed to keys brought in by a '<<' merge: YAML lets an
+        # explicit key override a merged one, so only a clash between two written keys is a duplicate.
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         loader.flatten_mapping(node)
         out = YamlMap()
         out.location = _loc(file, node.start_mark)
         out.key_locations = {}
+        written: set[str] = set()
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 raise ConfigError("mapping keys must be plain scalars", _loc(file, key_node.start_mark))
             key = str(key) if not isinstance(key, str) else key
-            if key in out:
-                first = out.key_locations[key]
-                raise ConfigError(f"duplicate key {key!r} (first defined at line {first.line})",
-                                  _loc(file, key_node.start_mark))
+            if id(key_node) in own:
+                if key in written:
+                    first = out.key_locations[key]
+                    raise ConfigError(f"duplicate key {key!r} (first defined at line {first.line})",
+                                      _loc(file, key_node.start_mark))
+                written.add(key)
             out[key] = loader.construct_object(value_node, deep=True)
             out.key_locations[key] = _loc(file, key_node.start_mark)
         return out
