@@ -155,9 +155,9 @@ def build_template(*, force: bool = False) -> Path:
 
 
 def _seed_key() -> str:
-    from adapters.tryton import client, seed
+    from adapters.tryton import seed
 
-    return _digest(Path(seed.__file__).read_bytes(), Path(client.__file__).read_bytes())
+    return _digest(Path(seed.__file__).read_bytes())
 
 
 def build_seeded(*, force: bool = False) -> Path:
