@@ -40,13 +40,10 @@ CURRENT_EVENT: ContextVar[Event | None] = ContextVar("ironbus_current_event", de
 _EVENT_ATTRS = frozenset({"id", "type", "source", "subject", "time", "correlationid", "causationid", "key",
                           "sequence", "datacontenttype", "dataschema", "data"})
 _MOMENT = "an ISO 8601 date/time, epoch seconds or milliseconds, SAP /Date(ms)/ or a Tryton date dict"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MS_FROM = 100_000_000_000  # as seconds that is the year 5138; as milliseconds, 1973
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DIGITS = re.compile(r"[+-]?\d+")
-_EPOCH_TEXT = re.compile(r"-?\d+(?:\.\d+)?")
-_SAP_DATE = re.compile(r"\\?/Date\((-?\d+)([+-]\d{4})?\)\\?/")
-_GROUP_SPACES = re.compile(r"[\s\u00a0\u202f'\u2019]")
-_grouped: dict[tuple[str, str], re.Pattern[str]] = {}
+_GROUP_SPACES = (" ", "\u00a0", "\u202f", "'", "\u2019")
 
 
 class FunctionError(MappingError):
@@ -81,6 +78,7 @@ def _sig(*arguments: dict[str, Any], max_args: int | None = None) -> Callable[[F
 
 
 _ANY: dict[str, Any] = {"types": []}
+_MISSING: Any = object()
 _MORE: dict[str, Any] = {"types": [], "variadic": True}
 
 
@@ -91,44 +89,69 @@ def _narrow(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def _grouped_pattern(group: str, decimal: str) -> re.Pattern[str]:
-    key = (group, decimal)
-    if key not in _grouped:
-        g, d = re.escape(group), re.escape(decimal)
-        _grouped[key] = re.compile(rf"[+-]?(?:\d{{1,3}}(?:{g}\d{{3}})+|\d+)(?:{d}\d+)?")
-    return _grouped[key]
-
-
 def _number_text(function: str, raw: str) -> str | None:
     """The number in ``raw`` as plain decimal text ('.' as the mark, no grouping), or None when blank."""
     text = raw.strip()
     if not text:
         return None
-    if _PLAIN_NUMBER.fullmatch(text):
-        return text
-    compact = _GROUP_SPACES.sub("", text)
-    comma, dot = compact.rfind(","), compact.rfind(".")
-    # The separator that comes last is the decimal one; a separator that repeats with no other is grouping.
-    if comma > dot:
-        group, decimal = ".", ","
-        if dot < 0 and compact.count(",") > 1:
-            group, decimal = ",", "\0"
-    else:
-        group, decimal = ",", "."
-        if comma < 0 and compact.count(".") > 1:
-            group, decimal = ".", "\0"
-    if not _grouped_pattern(group, decimal).fullmatch(compact):
+    # Fast paths for the two forms nearly every system sends: '1234.5' and '1234,5'. float() is the
+    # cheapest validator, but it also reads '1_000', 'nan' and non-ASCII digits, which no vendor means.
+    if text.isascii() and "_" not in text:
+        candidate = text if "," not in text else text.replace(",", ".") if text.count(",") == 1 and \
+            "." not in text and " " not in text else ""
+        if candidate:
+            try:
+                if math.isfinite(float(candidate)):  # 'inf', 'nan', '1e999' are not numbers to us
+                    return candidate
+            except ValueError:
+                pass
+    grouped = _grouped_number(text)
+    if grouped is None:
         raise _bad(function, raw, "a number such as 1234.5, '1.234,56', '1,5' or '1 234.5'")
-    return compact.replace(group, "").replace(decimal, ".")
+    return grouped
+
+
+def _grouped_number(text: str) -> str | None:
+    """'1.234,56', '1,234,567.89', '1 234,5', "1'234.50" as plain text; None when it is not such a number.
+
+    The separator that comes last is the decimal mark, unless it is the only kind and repeats (then it
+    groups thousands). Plain string operations: this runs per field per message.
+    """
+    compact = text
+    for space in _GROUP_SPACES:
+        if space in compact:
+            compact = compact.replace(space, "")
+    sign = ""
+    if compact[:1] in ("+", "-"):
+        sign, compact = compact[0], compact[1:]
+    comma, dot = compact.rfind(","), compact.rfind(".")
+    group, decimal = (".", ",") if comma > dot else (",", ".")
+    if (group == "," and comma < 0 and compact.count(".") > 1) or (group == "." and dot < 0 and comma >= 0
+                                                                   and compact.count(",") > 1):
+        group, decimal = decimal, ""
+    whole, frac = compact, ""
+    if decimal and decimal in compact:
+        whole, _, frac = compact.rpartition(decimal)
+        if not (frac.isdigit() and frac.isascii()):
+            return None
+    parts = whole.split(group)
+    if not all(part.isdigit() and part.isascii() for part in parts):
+        return None
+    if len(parts) > 1 and (len(parts[0]) > 3 or any(len(part) != 3 for part in parts[1:])):
+        return None
+    return sign + "".join(parts) + ("." + frac if frac else "")
 
 
 def _parse_number(function: str, raw: str) -> int | float | None:
     text = _number_text(function, raw)
     if text is None:
         return None
-    if _DIGITS.fullmatch(text):
+    if text.isdigit():
         return int(text)
-    return _narrow(float(text))
+    number = float(text)
+    # Integral values beyond 2**53 are exact only as int.
+    return int(text) if number.is_integer() and abs(number) > 2**53 and _DIGITS.fullmatch(text) else \
+        _narrow(number)
 
 
 def to_decimal_text(value: Any, function: str = "decimal") -> str | None:
@@ -161,6 +184,8 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
     if kind is int:
         return value  # type: ignore[no-any-return]
     if kind is str:
+        if value.isdigit() and value.isascii():
+            return int(value)
         return _parse_number(function, value)
     if kind is float:
         if not math.isfinite(value):
@@ -183,7 +208,20 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
 
 def _epoch(value: float) -> datetime:
     seconds = value / 1000 if abs(value) >= _EPOCH_MS_FROM else value
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def _sap_date(text: str) -> datetime:
+    # '/Date(1130112000000)/' or '\\/Date(1130168212000+0000)\\/': milliseconds since the epoch in UTC; the
+    # optional offset only says which zone the sender displayed, so it does not move the instant.
+    inner = text[text.index("(") + 1:text.rindex(")")]
+    tail = text[text.rindex(")") + 1:]
+    if tail not in ("/", "\\/"):
+        raise ValueError(text)
+    millis = inner[:-5] if len(inner) > 5 and inner[-5] in "+-" and inner[-4:].isdigit() else inner
+    if not millis.lstrip("-").isdigit():
+        raise ValueError(text)
+    return _epoch(int(millis) / 1000)
 
 
 def parse_moment(value: Any, function: str = "datetime") -> datetime | date:
@@ -193,23 +231,26 @@ def parse_moment(value: Any, function: str = "datetime") -> datetime | date:
     (naive when the string has no offset), and a :class:`date` for date-only values.
     """
     try:
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             text = value.strip()
-            if _EPOCH_TEXT.fullmatch(text) and len(text.split(".")[0].lstrip("-")) > 8:
+            if text[4:5] == "-":  # ISO 8601 extended form, by far the most common
+                return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+            digits = text.lstrip("-").split(".")[0]
+            if digits.isdigit() and len(digits) > 8:  # shorter digit strings are ISO basic dates: 20240301
                 return _epoch(float(text))
-            sap = _SAP_DATE.fullmatch(text)
-            if sap:
-                return _epoch(int(sap.group(1)) / 1000)
+            if text.startswith(("/Date(", "\\/Date(")):
+                return _sap_date(text)
             if len(text) == 10:
                 return date.fromisoformat(text)
             return datetime.fromisoformat(text)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if kind is int or kind is float:
             return _epoch(value)
         if isinstance(value, dict):
-            kind = value.get("__class__")
-            if kind == "date":
+            tag = value.get("__class__")
+            if tag == "date":
                 return date(value["year"], value["month"], value["day"])
-            if kind == "datetime":
+            if tag == "datetime":
                 return datetime(value["year"], value["month"], value["day"], value.get("hour", 0),
                                 value.get("minute", 0), value.get("second", 0), value.get("microsecond", 0))
         if isinstance(value, datetime | date):
@@ -222,12 +263,16 @@ def parse_moment(value: Any, function: str = "datetime") -> datetime | date:
 def iso_utc(moment: datetime | date) -> str:
     """ISO 8601 in UTC with a ``Z``: seconds, or milli/microseconds when the value has them."""
     if not isinstance(moment, datetime):
-        moment = datetime(moment.year, moment.month, moment.day)
+        return f"{moment.isoformat()}T00:00:00Z"
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        moment = moment.astimezone(UTC)
+        text = moment.isoformat()[:-6]  # drop '+00:00'
+    else:
+        text = moment.isoformat()
     micro = moment.microsecond
-    spec = "seconds" if micro == 0 else "milliseconds" if micro % 1000 == 0 else "microseconds"
-    return moment.isoformat(timespec=spec) + "Z"
+    if micro and micro % 1000 == 0:
+        text = text[:-3]  # whole milliseconds: '.500' rather than '.500000'
+    return text + "Z"
 
 
 # --- text ------------------------------------------------------------------------------------------------
@@ -289,15 +334,14 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
             raise FunctionError("value_map", f"unknown value map {name!r} (known: {known})")
         if value is None:
             return None
-        key = value if type(value) is str else _text("value_map", value)
-        try:
-            return table[key]
-        except KeyError:
-            if default:
-                return default[0]
-            known = ", ".join(repr(k) for k in list(table)[:10])
-            raise FunctionError("value_map", f"value map {name!r} has no entry for {value!r} (known: {known}); "
-                                f"add it to value_maps.{name} or pass a default as third argument") from None
+        found = table.get(value if type(value) is str else _text("value_map", value), _MISSING)
+        if found is not _MISSING:
+            return found
+        if default:
+            return default[0]
+        known = ", ".join(repr(k) for k in list(table)[:10])
+        raise FunctionError("value_map", f"value map {name!r} has no entry for {value!r} (known: {known}); "
+                            f"add it to value_maps.{name} or pass a default as third argument")
 
     def _store(self, function: str) -> XrefStore:
         if self.xref is None:
@@ -308,11 +352,17 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     def _func_xref(self, entity: Any, system: Any, system_id: Any) -> str | None:
         if system_id is None:
             return None
-        entity, system = _need_str("xref", entity, "an entity name"), _need_str("xref", system, "a system name")
-        if isinstance(system_id, list | dict | bool):
+        if type(entity) is not str or type(system) is not str:
+            raise _bad("xref", entity if type(entity) is not str else system, "entity and system names (strings)")
+        kind = type(system_id)
+        if kind is str:
+            sid = system_id
+        elif kind is int or kind is float:
+            sid = normalise_id(system_id)
+        else:
             raise _bad("xref", system_id, "an id (string or number)")
-        sid = normalise_id(system_id)
-        found = self._store("xref").lookup(entity, system, sid)
+        store = self.xref if self.xref is not None else self._store("xref")
+        found = store.lookup(entity, system, sid)
         if found is None:
             raise FunctionError("xref", f"no cross-reference for {entity} {system}:{sid}; "
                                 f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
@@ -338,6 +388,12 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     def _func_date(self, value: Any) -> str | None:
         if value is None or value == "":
             return None
+        if type(value) is str and len(value) == 10 and value[4:5] == "-":
+            try:
+                date.fromisoformat(value)  # validates; the text is already the canonical form
+                return value
+            except ValueError:
+                pass
         moment = parse_moment(value, "date")
         return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
 

@@ -60,11 +60,15 @@ class MemoryXref:
 
     def lookup(self, entity: str, system: str, system_id: str) -> str | None:
         table = self._forward.get((entity, system))
-        return None if table is None else table.get(normalise_id(system_id))
+        if table is None:
+            return None
+        return table.get(system_id if type(system_id) is str else normalise_id(system_id))
 
     def reverse(self, entity: str, system: str, canonical_id: str) -> str | None:
         table = self._backward.get((entity, system))
-        return None if table is None else table.get(normalise_id(canonical_id))
+        if table is None:
+            return None
+        return table.get(canonical_id if type(canonical_id) is str else normalise_id(canonical_id))
 
     def link(self, entity: str, canonical_id: str, system: str, system_id: str) -> None:
         canonical_id, system_id = normalise_id(canonical_id), normalise_id(system_id)
