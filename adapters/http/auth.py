@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote_plus, urlencode
 
 import structlog
 
@@ -132,7 +132,7 @@ class OAuth2ClientCredentials(Auth):
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         if self.client_auth == "basic":
             # RFC 6749 §2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
-            raw = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}".encode()
+            raw = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
         else:
             form["client_id"] = self.client_id

@@ -193,6 +193,8 @@ class PooledTransport:
                     # http.client uses one timeout for everything; reads get their own, usually longer, one.
                     if conn.sock is not None:
                         conn.sock.settimeout(self.timeouts.read)
+                        # Requests are small and latency-bound: never hold a segment back for Nagle.
+                        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 phase = "send"
                 conn.request(request.method, target, body=request.body, headers=dict(request.headers))
                 phase = "read"
