@@ -115,6 +115,8 @@ class SchemaRegistry:
             raise ConfigError(f"unresolvable $ref: {exc}", self._file_mentioning(str(exc), ids)) from None
         self._validators: dict[str, Validator] = {}
         self._lock = threading.Lock()
+        # Violations are not logged here: the caller knows the event and logs them with its id.
+        log.debug("schemas loaded", directory=str(self.directory), schemas=len(self._schemas))
 
     @staticmethod
     def _file_mentioning(message: str, ids: dict[str, Path]) -> Location:
@@ -184,7 +186,6 @@ class SchemaRegistry:
                 errors.append(("$", "document is not valid"))
             # jsonschema_rs reports in schema order; sorting by path reads top-down like the document.
             errors.sort(key=lambda e: e[0])
-            log.debug("schema violation", schema=name, errors=len(errors))
             raise SchemaViolation(name, errors)
 
         return validate
