@@ -194,23 +194,49 @@ def _describe(error: jsonschema.ValidationError) -> str:
         if extra:
             err = UnknownNameError("field", extra[0], allowed)
             what = err.message
+    elif best.validator == "pattern" and best.validator_value in _PATTERN_HINTS:
+        # a raw regular expression means nothing to an integrator; say what a valid value looks like
+        what = f"{best.instance!r} is not {_PATTERN_HINTS[best.validator_value]}"
+    elif best.validator == "oneOf" and best.absolute_path and best.absolute_path[-1] == "timing":
+        what = f"{best.instance!r} is not a timing; expected 'realtime', {{schedule: '<cron>'}} or " \
+               "{batch: {size: N, window: DURATION}}"
     return f"{path}: {what}" if path else what
 
 
-def _check_structure(doc: Any, file: str) -> None:
-    validator = jsonschema.Draft202012Validator(routes_schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    if not errors:
-        return
-    error = errors[0]
+_PATTERN_HINTS = {
+    "^[a-z][a-z0-9_]*\\.[A-Za-z_][A-Za-z0-9_]*$": "a target; expected 'system.operation', e.g. 'scm.update_demand'",
+    "^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$": "a duration; expected seconds or e.g. '500ms', '30s', '5m', '2h', '1d'",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "a valid route name; expected letters, digits, '_', '.' and '-'",
+    "^[a-z][a-z0-9_]*$": "a valid system name; expected lower-case letters, digits and '_'",
+}
+
+
+def _error_path(error: jsonschema.ValidationError) -> list[str | int]:
+    """Where in the document an error is: the offending key itself for unknown or badly named keys."""
     best = jsonschema.exceptions.best_match([error]) if error.context else error
-    path = list(best.absolute_path)
-    if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+    path: list[str | int] = list(best.absolute_path)
+    if best.validator == "additionalProperties" and isinstance(best.instance, dict) \
+            and isinstance(best.schema, dict):
         allowed = best.schema.get("properties", {})
         extra = [k for k in best.instance if k not in allowed]
         if extra:
             path.append(extra[0])
-    raise ConfigError(_describe(error), locate(doc, path, Location(file)))
+    elif "propertyNames" in best.absolute_schema_path and isinstance(best.instance, str):
+        path.append(best.instance)
+    return path
+
+
+def _check_structure(doc: Any, file: str) -> None:
+    validator = jsonschema.Draft202012Validator(routes_schema())
+    found = []
+    for error in validator.iter_errors(doc):
+        where = locate(doc, _error_path(error), Location(file)) or Location(file)
+        found.append(((where.line or 0, where.column or 0), where, error))
+    if not found:
+        return
+    # report the first problem in reading order, so fixing top to bottom converges
+    _, where, error = min(found, key=lambda item: item[0])
+    raise ConfigError(_describe(error), where)
 
 
 def _target(entry: Any, file: str) -> TargetConfig:
