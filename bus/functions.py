@@ -43,7 +43,9 @@ _MOMENT = "an ISO 8601 date/time, epoch seconds or milliseconds, SAP /Date(ms)/ 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MS_FROM = 100_000_000_000  # as seconds that is the year 5138; as milliseconds, 1973
 _DIGITS = re.compile(r"[+-]?\d+")
-_GROUP_SPACES = (" ", "\u00a0", "\u202f", "'", "\u2019")
+_CANONICAL_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_EUROPEAN_DECIMAL = re.compile(r"(-?)([0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),([0-9]+)")
+_NO_GROUP_SPACES = str.maketrans("", "", " \u00a0\u202f'\u2019")
 
 
 class FunctionError(MappingError):
@@ -117,10 +119,7 @@ def _grouped_number(text: str) -> str | None:
     The separator that comes last is the decimal mark, unless it is the only kind and repeats (then it
     groups thousands). Plain string operations: this runs per field per message.
     """
-    compact = text
-    for space in _GROUP_SPACES:
-        if space in compact:
-            compact = compact.replace(space, "")
+    compact = text.translate(_NO_GROUP_SPACES)
     sign = ""
     if compact[:1] in ("+", "-"):
         sign, compact = compact[0], compact[1:]
@@ -135,11 +134,16 @@ def _grouped_number(text: str) -> str | None:
         if not (frac.isdigit() and frac.isascii()):
             return None
     parts = whole.split(group)
-    if not all(part.isdigit() and part.isascii() for part in parts):
+    digits = "".join(parts)
+    if not (digits.isdigit() and digits.isascii()):
         return None
-    if len(parts) > 1 and (len(parts[0]) > 3 or any(len(part) != 3 for part in parts[1:])):
-        return None
-    return sign + "".join(parts) + ("." + frac if frac else "")
+    if len(parts) > 1:
+        if len(parts[0]) > 3:
+            return None
+        for part in parts[1:]:
+            if len(part) != 3:
+                return None
+    return sign + digits + ("." + frac if frac else "")
 
 
 def _parse_number(function: str, raw: str) -> int | float | None:
@@ -157,6 +161,13 @@ def _parse_number(function: str, raw: str) -> int | float | None:
 def to_decimal_text(value: Any, function: str = "decimal") -> str | None:
     """An exact decimal string ('.' mark, e.g. '1234.56') from the same inputs :func:`to_number` reads."""
     if type(value) is str:
+        # The shapes amounts arrive in, cheapest check first: '1234.56', then '1.234,56' / '1234,56'.
+        if _CANONICAL_DECIMAL.fullmatch(value):
+            return value
+        european = _EUROPEAN_DECIMAL.fullmatch(value)
+        if european:
+            sign, whole, fraction = european.groups()
+            return f"{sign}{whole.replace('.', '')}.{fraction}"
         text = _number_text(function, value)
         if text is None or "e" in text or "E" in text:
             return text if text is None else _decimal_repr(Decimal(text))
@@ -186,6 +197,15 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
     if kind is str:
         if value.isdigit() and value.isascii():
             return int(value)
+        # Fast path for '12.5' and '12,5'; grouped forms ('1.234,56') and errors take _parse_number.
+        text = value.replace(",", ".") if "," in value and "." not in value and value.count(",") == 1 else value
+        if "_" not in text and text.isascii() and " " not in text.strip():
+            try:
+                number = float(text)
+            except ValueError:
+                return _parse_number(function, value)
+            if math.isfinite(number) and abs(number) < 2**53:
+                return int(number) if number.is_integer() else number
         return _parse_number(function, value)
     if kind is float:
         if not math.isfinite(value):
@@ -208,7 +228,10 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
 
 def _epoch(value: float) -> datetime:
     seconds = value / 1000 if abs(value) >= _EPOCH_MS_FROM else value
-    return _EPOCH + timedelta(seconds=seconds)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except OSError:  # some platforms refuse timestamps before 1970 or far ahead; the sum always works
+        return _EPOCH + timedelta(seconds=seconds)
 
 
 def _sap_date(text: str) -> datetime:
@@ -255,7 +278,7 @@ def parse_moment(value: Any, function: str = "datetime") -> datetime | date:
                                 value.get("minute", 0), value.get("second", 0), value.get("microsecond", 0))
         if isinstance(value, datetime | date):
             return value
-    except (ValueError, TypeError, KeyError, OverflowError):
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
         pass
     raise _bad(function, value, _MOMENT)
 
