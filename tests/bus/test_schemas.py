@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,19 @@ def test_unknown_name_suggests_the_closest(registry: SchemaRegistry) -> None:
 
 def test_validator_is_compiled_once(registry: SchemaRegistry) -> None:
     assert registry.validator("material") is registry.validator("material")
+
+
+def test_concurrent_first_use_compiles_one_validator() -> None:
+    registry = SchemaRegistry()
+    barrier = threading.Barrier(8)
+
+    def first_use() -> object:
+        barrier.wait(timeout=10)
+        return registry.validator("supplier.issue")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda _: first_use(), range(8)))
+    assert all(v is got[0] for v in got)
 
 
 def test_default_registry_is_shared() -> None:
