@@ -48,11 +48,12 @@ def current_version(conn: Connection) -> int:
     return int(value or 0)
 
 
-def migrate(engine: Engine, steps: Sequence[Step] = MIGRATIONS) -> int:
-    """Apply the steps not yet applied; returns the resulting version.
+def migrate(engine: Engine, steps: Sequence[Step] | None = None) -> int:
+    """Apply the steps not yet applied (default: :data:`MIGRATIONS`); returns the resulting version.
 
     Raises :class:`ConfigError` when the database was written by a newer ironbus than this one.
     """
+    steps = MIGRATIONS if steps is None else steps
     with write(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bus.envelope import Event
+from bus.journal import DeadLetter, DeliveryUpdate, Journal, idempotency_key, tables
+from bus.journal.engine import write
+
+
+def _event(key: str = "SO-1", sequence: int | None = None, **kw: object) -> Event:
+    return Event(type="order.changed", source="crm", data={"order": key}, key=key, sequence=sequence, **kw)  # type: ignore[arg-type]
+
+
+def _update(event: Event, status: str, attempt: int = 1, **kw: object) -> DeliveryUpdate:
+    return DeliveryUpdate(idempotency_key(event.id, "r1", "scm.update"), event.id, "r1", "scm.update", status,
+                          attempt, **kw)  # type: ignore[arg-type]
+
+
+def test_record_events_is_idempotent_and_round_trips(journal: Journal) -> None:
+    first = _event()
+    journal.record_events([(first, "webhook")])
+    # a re-sent event with the same id keeps its first record
+    journal.record_events([(first.with_(data={"changed": True}), "webhook"), (_event("SO-2"), "poll")])
+    assert journal.get_event(first.id) == first
+    assert journal.get_event("missing") is None
+    assert journal.status_counts()["events"] == 2
+    with pytest.raises(ValueError, match="origin 'carrier-pigeon'"):
+        journal.record_events([(_event(), "carrier-pigeon")])
+
+
+def test_settle_upserts_state_and_appends_attempts(journal: Journal) -> None:
+    event = _event()
+    key = idempotency_key(event.id, "r1", "scm.update")
+    journal.settle([_update(event, "parked", 1, error="503 busy", error_kind="transient", next_attempt_at=99.0)])
+    row = journal.delivery(key)
+    assert row is not None and (row.status, row.parks, row.last_error, row.next_attempt_at) == \
+        ("parked", 1, "503 busy", 99.0)
+    assert journal.delivered_keys([key]) == set()
+    journal.settle([_update(event, "delivered", 2, reference="PO-9", payload={"qty": 3})])
+    # a later redelivery reporting a failure must not undo the success
+    journal.settle([_update(event, "pending", 3, error="late duplicate", error_kind="transient")])
+    row = journal.delivery(key)
+    assert row is not None
+    assert (row.status, row.attempts, row.parks, row.reference, row.payload) == \
+        ("delivered", 2, 1, "PO-9", {"qty": 3})
+    assert row.delivered_at is not None
+    assert journal.delivered_keys([key, "other"]) == {key}
+    assert [(a.attempt, a.status) for a in journal.attempts_for(key)] == [(1, "transient"), (2, "ok"),
+                                                                          (3, "transient")]
+
+
+def test_settle_accepts_the_same_delivery_twice_in_one_batch(journal: Journal) -> None:
+    event = _event()
+    journal.settle([_update(event, "parked", 1, error="x", error_kind="transient"),
+                    _update(event, "parked", 2, error="y", error_kind="transient"), _update(event, "delivered", 3)])
+    row = journal.delivery(idempotency_key(event.id, "r1", "scm.update"))
+    assert row is not None and (row.status, row.parks, row.attempts) == ("delivered", 2, 3)
+
+
+def test_deliveries_and_events_queries_for_trace_and_replay(journal: Journal) -> None:
+    a, b = _event("SO-1", correlationid="corr-1"), _event("SO-2")
+    journal.record_events([(a, "webhook"), (b, "poll")])
+    journal.settle([_update(a, "delivered"), _update(b, "dead", error="400", error_kind="permanent")])
+    assert [e.id for e in journal.events_for(correlationid="corr-1")] == [a.id]
+    assert [e.id for e in journal.events_for(key="SO-2")] == [b.id]
+    assert {e.id for e in journal.events_for(route="r1")} == {a.id, b.id}
+    assert journal.events_for(route="other") == []
+    assert [e.id for e in journal.events_for(event_ids=[b.id])] == [b.id]
+    assert journal.events_for(since=time.time() + 60) == []
+    assert len(journal.events_for(limit=1)) == 1
+    assert {d.status for d in journal.deliveries_for_events([a.id, b.id])} == {"delivered", "dead"}
+    counts = journal.status_counts()
+    assert counts["deliveries"] == {"r1": {"scm.update": {"delivered": 1, "dead": 1}}}
+
+
+def test_stale_sequences_are_refused(journal: Journal) -> None:
+    assert journal.check_and_set_sequence("r1", "SO-1", 5)
+    assert not journal.check_and_set_sequence("r1", "SO-1", 5)  # equal: already applied
+    assert not journal.check_and_set_sequence("r1", "SO-1", 4)  # older
+    assert journal.check_and_set_sequence("r1", "SO-1", 6)
+    assert journal.check_and_set_sequence("r2", "SO-1", 1)  # scopes are independent
+
+
+def test_sequence_check_is_race_free_across_processes(journal: Journal, journal_url: str) -> None:
+    # Given four processes racing through the same sequences of one key
+    worker = Path(__file__).with_name("sequence_worker.py")
+    procs = [subprocess.Popen([sys.executable, str(worker), journal_url, "r1", "SO-1", "60"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    applied = [int(s) for out in outputs for s in out.split()]
+    # Then every sequence was applied at most once, and the last one was applied
+    assert len(applied) == len(set(applied))
+    assert 60 in applied
+    assert not journal.check_and_set_sequence("r1", "SO-1", 60)
+
+
+def test_prune_removes_only_settled_old_events(journal: Journal) -> None:
+    settled, unsettled, dead, fresh = _event("A"), _event("B"), _event("C"), _event("D")
+    journal.record_events([(e, "webhook") for e in (settled, unsettled, dead)])
+    journal.settle([_update(settled, "delivered"), _update(unsettled, "parked", error="x", error_kind="transient"),
+                    _update(dead, "dead", error="400", error_kind="permanent")])
+    journal.dead_letter([DeadLetter(body=dead.encode(), reason="400", event_id=dead.id, route="r1")])
+    journal.set_watermark("crm", "poll", "w", seen_keys=["k1"])
+    with write(journal.engine) as conn:  # age everything written so far by ten days
+        for table, column in ((tables.events, "received_at"), (tables.seen, "seen_at")):
+            conn.execute(table.update().values({column: table.c[column] - 10 * 86400}))
+    journal.record_events([(fresh, "webhook")])
+    journal.settle([_update(fresh, "delivered")])
+
+    counts = journal.prune(older_than_days=7)
+
+    assert counts["events"] == 1 and counts["deliveries"] == 1 and counts["attempts"] == 1
+    assert counts["seen"] == 1
+    assert journal.get_event(settled.id) is None
+    assert journal.delivery(idempotency_key(settled.id, "r1", "scm.update")) is None
+    for kept in (unsettled, dead, fresh):
+        assert journal.get_event(kept.id) is not None
+    assert journal.filter_unseen("crm", "poll", ["k1"]) == ["k1"]
+    # once the dead letter is purged its event is settled and goes too
+    [letter] = journal.dead_letters()
+    journal.mark_dead_letters([letter.id], "purged")
+    journal.settle([_update(dead, "filtered")])
+    assert journal.prune(older_than_days=7)["events"] == 1
+    with journal.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.events)).scalar() == 2

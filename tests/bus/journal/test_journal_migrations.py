@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bus.envelope import Event
+from bus.errors import ConfigError
+from bus.journal import Journal, migrations
+from bus.journal.engine import create_engine, normalise_url, read
+
+
+def _add_notes_table(conn: Connection) -> None:
+    conn.execute(sa.text("CREATE TABLE ib_notes (id INTEGER PRIMARY KEY, note TEXT)"))
+
+
+def test_a_v1_journal_opens_and_is_upgraded_by_a_later_step(journal_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a journal written by the first version, holding an event
+    v1 = Journal(journal_url)
+    event = Event(type="order.changed", source="crm", data={"n": 1})
+    v1.record_events([(event, "webhook")])
+    assert v1.version == 1
+    v1.close()
+    # When a release adds a migration step and opens the journal
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, _add_notes_table])
+    v2 = Journal(journal_url)
+    # Then the step ran once, the version moved on and the old data is intact
+    assert v2.version == 2
+    assert v2.get_event(event.id) == event
+    with read(v2.engine) as conn:
+        assert migrations.current_version(conn) == 2
+        assert sa.inspect(conn).has_table("ib_notes")
+    # and opening again runs nothing twice (a second CREATE TABLE would fail)
+    assert migrations.migrate(v2.engine) == 2
+    v2.close()
+
+
+def test_a_journal_from_a_newer_ironbus_is_refused(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, _add_notes_table])
+    Journal(journal_url).close()
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="schema version 2, newer than this ironbus knows"):
+        Journal(journal_url)
+
+
+def test_concurrent_opens_of_a_fresh_journal_both_succeed(journal_url: str) -> None:
+    errors: list[BaseException] = []
+    versions: list[int] = []
+
+    def open_it() -> None:
+        try:
+            j = Journal(journal_url)
+            versions.append(j.version)
+            j.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert versions == [1, 1, 1, 1]
+
+
+def test_postgres_urls_select_psycopg_and_bad_urls_are_config_errors() -> None:
+    assert normalise_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    with pytest.raises(ConfigError, match="unsupported database 'mysql'"):
+        normalise_url("mysql://u@h/db")
+    with pytest.raises(ConfigError, match="not a database URL"):
+        normalise_url("nonsense")
+    with pytest.raises(ConfigError, match="synchronous='sometimes'"):
+        create_engine("sqlite:////tmp/x.sqlite?synchronous=sometimes")
+
+
+def test_sqlite_journal_creates_its_directory_and_uses_wal(tmp_path: object) -> None:
+    j = Journal(f"sqlite:///{tmp_path}/deep/er/ironbus.sqlite")
+    with j.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    j.close()
