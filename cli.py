@@ -20,13 +20,16 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.")
-    p.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
-    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    # logging options are accepted before and after the subcommand
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="debug, info, warning (default), error")
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["console", "json"])
+    p = argparse.ArgumentParser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.",
+                                parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, parents=[common])
         sp.set_defaults(handler=handler)
         return sp
 
@@ -72,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-triggers", action="store_true", help="do not run poll/schedule triggers in this process")
     sp.add_argument("--until-idle", action="store_true", help="exit when the queue is empty (scripts and tests)")
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    sp.add_argument("--lease", type=float, default=30.0,
+                    help="seconds a claimed embedded-queue message stays claimed (default 30)")
+    sp.add_argument("--batch", type=int, default=32, help="messages a worker takes at once (default 32)")
 
     sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
     sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")
@@ -87,11 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     journal_args(sp, broker=True)
     sp.add_argument("--json", action="store_true")
 
-    dlq = sub.add_parser("dlq", help="inspect and re-drive the dead-letter store")
+    dlq = sub.add_parser("dlq", help="inspect and re-drive the dead-letter store", parents=[common])
     dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     for action, help_text in (("list", "list dead letters"), ("show", "show one dead letter"),
                               ("retry", "re-drive dead letters"), ("purge", "mark dead letters purged")):
-        sp = dsub.add_parser(action, help=help_text, description=help_text)
+        sp = dsub.add_parser(action, help=help_text, description=help_text, parents=[common])
         sp.set_defaults(handler=commands.dlq)
         journal_args(sp, broker=action == "retry")
         routes_arg(sp)
@@ -126,23 +132,23 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     journal_args(sp)
 
-    xref = sub.add_parser("xref", help="master-data cross references")
+    xref = sub.add_parser("xref", help="master-data cross references", parents=[common])
     xsub = xref.add_subparsers(dest="xref_command", required=True, metavar="ACTION")
-    sp = xsub.add_parser("get", help="look up an id")
+    sp = xsub.add_parser("get", help="look up an id", parents=[common])
     sp.add_argument("entity")
     sp.add_argument("system")
     sp.add_argument("id")
-    sp = xsub.add_parser("set", help="link a system's id to a canonical id")
+    sp = xsub.add_parser("set", help="link a system's id to a canonical id", parents=[common])
     sp.add_argument("entity")
     sp.add_argument("canonical")
     sp.add_argument("system")
     sp.add_argument("id")
-    sp = xsub.add_parser("import", help="import links from CSV (entity,canonical_id,system,system_id) or JSON")
+    sp = xsub.add_parser("import", help="import links from CSV (entity,canonical_id,system,system_id) or JSON", parents=[common])
     sp.add_argument("file")
-    sp = xsub.add_parser("export", help="export links as CSV or JSON")
+    sp = xsub.add_parser("export", help="export links as CSV or JSON", parents=[common])
     sp.add_argument("--entity")
     sp.add_argument("--format", choices=["csv", "json"], default="csv")
-    sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked")
+    sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked", parents=[common])
     sp.add_argument("--entity", action="append", help="customer, material, supplier (default: all)")
     routes_arg(sp)
     for sp in xsub.choices.values():
@@ -162,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from bus.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(getattr(args, "log_level", "warning"), getattr(args, "log_format", "console"))
     try:
         code: int = args.handler(args)
         return code

@@ -32,6 +32,8 @@ class StubAdapter(Adapter):
         },
     }
     accepts_any_operation: ClassVar[bool] = True
+    #: Routes may consume any ``system.trigger`` of a stub system: events arrive by ``ironbus send``.
+    accepts_any_trigger: ClassVar[bool] = True
 
     def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
         super().__init__(system, settings)

@@ -56,6 +56,9 @@ class RuntimeOptions:
     port: int | None = 8080  # None: no HTTP server
     triggers: bool = True
     batch_size: int = 32
+    #: How long a worker's claim on an embedded-queue message lasts; a killed worker's messages come back
+    #: after this. Must exceed the longest batch (quick retries included).
+    lease_seconds: float = 30.0
 
 
 def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
@@ -78,7 +81,7 @@ class Runtime:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.options = options or RuntimeOptions()
         self.journal = journal if isinstance(journal, Journal) else Journal(journal_url(journal))
-        self.queue: Queue = open_queue(broker_url(broker), self.journal)
+        self.queue: Queue = open_queue(broker_url(broker), self.journal, lease_seconds=self.options.lease_seconds)
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         self.protections = Protections.from_config(self.config.systems)
@@ -139,9 +142,19 @@ class Runtime:
         self._threads.append(thread)
 
     def _start_triggers(self) -> None:
+        from dataclasses import replace
+
         from bus.triggers import TriggerRunner
 
-        runner = TriggerRunner.from_config(self.config, self.adapters, self.journal,
+        # Only routes whose source is a trigger the adapter declares need a runner; a stub system's events
+        # arrive by `ironbus send` (lint has already reported any unknown trigger).
+        def polled(source: str) -> bool:
+            system, _, trigger = source.partition(".")
+            adapter = self.adapters.get(system)
+            return adapter is not None and trigger in type(adapter).triggers
+
+        config = replace(self.config, routes=tuple(r for r in self.config.routes if polled(r.source)))
+        runner = TriggerRunner.from_config(config, self.adapters, self.journal,
                                            emit=lambda events: self.ingest([(e, "poll") for e in events]))
         runner.start()
         self.triggers = runner
@@ -176,7 +189,8 @@ class Runtime:
     def idle(self) -> bool:
         """No message ready or leased, and no parked delivery due."""
         depth = self.queue.depth()
-        return depth.get("ready", 0) <= 0 and depth.get("leased", 0) <= 0 and self.parker.due() == 0
+        busy = sum(max(depth.get(k, 0), 0) for k in ("ready", "leased", "delayed"))
+        return busy == 0 and self.parker.due() == 0
 
     def wait_idle(self, timeout: float, settle: float = 0.3) -> bool:
         """Block until the bus has been idle for ``settle`` seconds, or ``timeout`` passed."""

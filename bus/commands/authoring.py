@@ -113,8 +113,9 @@ def adapters(args: argparse.Namespace) -> int:
         rows.append({
             "name": name, "summary": cls.summary,
             "triggers": {t.name: t.kind for t in cls.triggers.values()},
-            "operations": sorted(cls.operations) or (["(any)"] if getattr(cls, "accepts_any_operation", False)
-                                                      else ["(declared in settings)"]),
+            "operations": sorted(cls.operations) or (
+                ["(declared in settings)"] if callable(getattr(cls, "declared_operations", None))
+                else ["(any)"] if getattr(cls, "accepts_any_operation", False) else ["none"]),
             "settings": sorted(props), "required": sorted(dict(cls.settings_schema).get("required", [])),
         })
     if args.json:

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     port = None if args.no_http else (8080 if args.port is None else args.port)
     runtime = Runtime(args.routes, journal=args.journal, broker=args.broker,
                       options=RuntimeOptions(workers=args.workers, host=args.host, port=port,
-                                             triggers=not args.no_triggers))
+                                             triggers=not args.no_triggers, lease_seconds=args.lease,
+                                             batch_size=args.batch))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -115,14 +116,19 @@ def status(args: argparse.Namespace) -> int:
         dump_json({"queue": depth, **counts})
         return 0
     print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
-    totals = counts.get("totals", {})
-    print("deliveries: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none yet"))
-    print(f"dead letters: {counts.get('dead_letters', 0)}")
-    rows = [(r["route"], r["target"], *(r.get(s, 0) for s in ("delivered", "parked", "dead", "stale", "shadow",
-                                                               "filtered", "invalid", "pending")))
-            for r in counts.get("routes", [])]
-    table(rows, ["route", "target", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid",
-                 "pending"])
+    statuses = ("delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid", "pending")
+    rows = []
+    totals: dict[str, int] = {}
+    for route, targets in sorted(counts.get("deliveries", {}).items()):
+        for target, by_status in sorted(targets.items()):
+            rows.append((route, target, *(by_status.get(s, 0) for s in statuses)))
+            for s, n in by_status.items():
+                totals[s] = totals.get(s, 0) + n
+    print(f"events journaled: {counts.get('events', 0)}; deliveries: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none yet"))
+    print(f"dead letters: {counts.get('dead_letters', 0)}" + ("  (see 'ironbus dlq list')" if
+                                                             counts.get("dead_letters") else ""))
+    table(rows, ["route", "target", *statuses])
     return 0
 
 

@@ -1,0 +1,103 @@
+"""A real HTTP sink for delivery tests: records what arrives, can fail on purpose.
+
+It runs a threaded ``http.server`` on 127.0.0.1 in the test process. ``mode`` decides the answers:
+``ok`` (200), ``permanent`` (400), ``random`` (a mix of 503, 429 with Retry-After, slow replies past the
+client's timeout, and 200). Every 2xx is recorded per ``Idempotency-Key`` so tests can assert that each
+delivery arrived, and how often.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Sink:
+    def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0) -> None:
+        self.mode = mode
+        self.slow = slow
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.delivered: Counter[str] = Counter()
+        self.bodies: dict[str, Any] = {}
+        self.failures: Counter[str] = Counter()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                key = self.headers.get("Idempotency-Key", "")
+                status, headers, delay = sink.decide()
+                if delay:
+                    time.sleep(delay)  # the client's timeout fires first: a real timeout, on purpose
+                if status < 300:
+                    with sink.lock:
+                        sink.delivered[key] += 1
+                        sink.bodies[key] = json.loads(body or b"null")
+                else:
+                    with sink.lock:
+                        sink.failures[str(status)] += 1
+                reply = json.dumps({"id": f"R-{key[-12:]}"}).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_PUT = do_POST  # noqa: N815
+            do_PATCH = do_POST  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def decide(self) -> tuple[int, dict[str, str], float]:
+        if self.mode == "permanent":
+            return 400, {}, 0.0
+        if self.mode == "random":
+            with self.lock:
+                roll = self.random.random()
+            if roll < 0.15:
+                return 503, {}, 0.0
+            if roll < 0.25:
+                return 429, {"Retry-After": "0"}, 0.0
+            if roll < 0.30:
+                return 200, {}, 0.6  # slower than the adapter's read timeout
+        return 200, {}, self.slow
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Sink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def keys(self) -> set[str]:
+        with self.lock:
+            return set(self.delivered)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.keys()) >= count:
+                return True
+            time.sleep(0.05)
+        return False
