@@ -28,7 +28,7 @@ class Payload:
         self.path = path
 
     def _fail(self, name: str, expected: str, value: Any) -> PermanentError:
-        return PermanentError(f"tryton.{self.op}: field {self.path}{name!r} must be {expected}, got {value!r:.80}")
+        return PermanentError(f"tryton.{self.op}: field {self.path + name!r} must be {expected}, got {value!r:.80}")
 
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None

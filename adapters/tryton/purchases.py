@@ -36,10 +36,11 @@ def run_supply_planning(client: TrytonClient, call: Call) -> Outcome:
 
 
 def _supplier_price(client: TrytonClient, product: int, party: int) -> Decimal | None:
+    template = client.read("product.product", [product], ["template"])[0]["template"]
     rows = client.search_read("purchase.product_supplier.price",
-                              [["product_supplier.party", "=", party], "OR",
-                               ["product_supplier.product", "=", product],
-                               ["product_supplier.template.products", "=", product]],
+                              [["product_supplier.party", "=", party], ["product_supplier.template", "=", template],
+                               ["OR", ["product_supplier.product", "=", None],
+                                ["product_supplier.product", "=", product]]],
                               ["unit_price"], limit=1, order=[("quantity", "ASC")])
     price = rows[0]["unit_price"] if rows else None
     return Decimal(price) if price is not None else None
