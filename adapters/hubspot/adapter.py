@@ -175,14 +175,18 @@ class HubspotAdapter(Adapter):
 
     def _batch(self, calls: Sequence[Call]) -> list[Outcome | DeliveryError]:
         ids = [_deal_id(c.payload) for c in calls]
-        inputs = [{"id": deal, "properties": hubspot_properties(call.payload.get("properties"))}
-                  for deal, call in zip(ids, calls, strict=True)]
+        # objectWriteTraceId comes back on each result: it ties a result to its call even when the payload
+        # names a deal twice, and shows the idempotency key in HubSpot's own traces.
+        inputs = [{"id": deal, "properties": hubspot_properties(call.payload.get("properties")),
+                   "objectWriteTraceId": call.idempotency_key} for deal, call in zip(ids, calls, strict=True)]
         response = self.client.request("POST", f"{DEALS}/batch/update", json={"inputs": inputs},
                                        headers=self._headers(calls[0]), success={200, 207},
                                        what=f"{self.system}.batch_update_deals ({len(inputs)} deals)")
         doc = response.json()
         doc = doc if isinstance(doc, dict) else {}
-        by_id = {str(r.get("id")): r for r in doc.get("results") or [] if isinstance(r, dict)}
+        results = [r for r in doc.get("results") or [] if isinstance(r, dict)]
+        by_trace = {str(r["objectWriteTraceId"]): r for r in results if r.get("objectWriteTraceId")}
+        by_id = {str(r.get("id")): r for r in results}
         errors: dict[str, DeliveryError] = {}
         for error in doc.get("errors") or []:
             message = f"HubSpot batch item: {error.get('message')} (category={error.get('category')})"
@@ -190,9 +194,10 @@ class HubspotAdapter(Adapter):
             for deal in (error.get("context") or {}).get("id") or []:
                 errors[str(deal)] = kind(message)
         out: list[Outcome | DeliveryError] = []
-        for deal in ids:
-            if deal in by_id:
-                out.append(Outcome(result=by_id[deal], reference=deal))
+        for deal, call in zip(ids, calls, strict=True):
+            found = by_trace.get(call.idempotency_key) or by_id.get(deal)
+            if found is not None:
+                out.append(Outcome(result=found, reference=str(found.get("id", deal))))
             else:
                 out.append(errors.get(deal) or PermanentError(f"HubSpot batch answer does not mention deal {deal}"))
         return out

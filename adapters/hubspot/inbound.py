@@ -40,9 +40,8 @@ def search_body(watermark_ms: int, properties: list[str], limit: int, after: str
         "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
         "properties": sorted(set(properties) | {"hs_lastmodifieddate"}),
         "limit": limit,
+        "after": after or "0",  # the v3 spec lists 'after' as required
     }
-    if after is not None:
-        body["after"] = after
     return body
 
 
