@@ -1,0 +1,58 @@
+"""Queue fixtures: one test body over the embedded queue on SQLite and on PostgreSQL, and over RabbitMQ."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This folder mirrors the package bus/queue; unless the project root is on sys.path (pytest's
+# `pythonpath = ["."]`), Python would resolve `bus.queue` to this test folder as a namespace package.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from queue_backends import Backend  # noqa: E402
+
+
+def _pg_schema(postgres_url: str) -> Iterator[str]:
+    schema = f"ibq_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if kind == "sqlite":
+        backend = Backend(kind, f"sqlite:///{tmp_path}/ironbus.sqlite")
+        yield backend
+        backend.teardown()
+    elif kind == "postgresql":
+        for url in _pg_schema(request.getfixturevalue("postgres_url")):
+            backend = Backend(kind, url)
+            yield backend
+            backend.teardown()
+    else:
+        backend = Backend(kind, request.getfixturevalue("rabbitmq_url"))
+        yield backend
+        backend.teardown()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "rabbitmq"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from _backend(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "rabbitmq"])
+def crash_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from _backend(request.param, request, tmp_path)

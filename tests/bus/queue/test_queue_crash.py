@@ -1,0 +1,79 @@
+"""Crash safety: consumers SIGKILLed at random moments while messages flow lose nothing."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from queue_backends import Backend
+
+from bus.queue.base import Message
+
+TOTAL = 2000
+CONSUMER = Path(__file__).with_name("crash_consumer.py")
+
+
+def processed(out: Path) -> tuple[int, set[str]]:
+    """(rows recorded, distinct bodies recorded) by the consumers so far."""
+    if not out.exists():
+        return 0, set()
+    with sqlite3.connect(out, timeout=10) as db:
+        try:
+            bodies = [row[0] for row in db.execute("SELECT body FROM processed")]
+        except sqlite3.OperationalError:  # the first child has not created the table yet
+            return 0, set()
+    return len(bodies), set(bodies)
+
+
+def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: Path) -> None:
+    rng = random.Random()
+    out = tmp_path / "processed.sqlite"
+    queue = crash_backend.open()
+
+    def produce() -> None:  # paced, so messages keep flowing across several kills
+        for start in range(0, TOTAL, 50):
+            queue.publish([Message(str(n).encode(), key=f"K{n % 37}" if n % 3 else None)
+                           for n in range(start, start + 50)])
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    command = [sys.executable, str(CONSUMER), *crash_backend.child_args(), "--out", str(out), "--lease", "1.5"]
+    kills = 0
+    try:
+        for _ in range(5):
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            target = processed(out)[0] + rng.randint(60, 300)
+            wait_for(lambda t=target: processed(out)[0] >= t, 60, f"the consumer to record {target} messages")  # type: ignore[misc]
+            time.sleep(rng.uniform(0, 0.03))  # a random moment: mid-batch, between record and ack …
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+            kills += 1
+        producer.join(timeout=60)
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_for(lambda: len(processed(out)[1]) >= TOTAL, 90, f"all {TOTAL} messages to be processed")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        producer.join(timeout=60)
+    rows, distinct = processed(out)
+    assert kills == 5
+    assert distinct == {str(n) for n in range(TOTAL)}  # at least once: nothing lost
+    assert rows >= TOTAL
