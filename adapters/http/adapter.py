@@ -94,8 +94,8 @@ class HttpAdapter(Adapter):
             return Health(reason is None, reason or "reachable")
         try:
             response = self.client.request("GET", path)
-        except DeliveryError as exc:
-            return Health(False, str(exc))
+        except Exception as exc:  # health() must never raise, whatever went wrong
+            return Health(False, str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}")
         return Health(True, f"GET {path}: HTTP {response.status}")
 
     def close(self) -> None:

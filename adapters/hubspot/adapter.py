@@ -121,8 +121,8 @@ class HubspotAdapter(Adapter):
     def health(self) -> Health:
         try:
             self.client.request("GET", DEALS, params={"limit": "1"}, what="HubSpot health check")
-        except DeliveryError as exc:
-            return Health(False, str(exc))
+        except Exception as exc:  # health() must never raise, whatever went wrong
+            return Health(False, str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}")
         return Health(True, "deals readable")
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,12 @@ import orjson
 import pytest
 import respx
 
-from adapters.base import Call, WebhookRequest
+from adapters.base import Adapter, Call, WebhookRequest
 from adapters.hubspot import BulkFailure, HubspotAdapter, hubspot_properties
 from adapters.signatures import hubspot_v3_signature
 from bus.envelope import Event
 from bus.errors import ConfigError, PermanentError, TransientError
+from bus.testing import AdapterContract
 from bus.webhooks.base import WebhookRejected
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hubspot"
@@ -303,3 +304,32 @@ def test_hubspot_properties_conversion() -> None:
         "a": "1", "b": "true", "c": "", "d": "x;2", "e": "2.5"}
     with pytest.raises(PermanentError):
         hubspot_properties(["not", "a", "mapping"])
+
+
+class TestHubspotContract(AdapterContract):
+    @pytest.fixture
+    def adapter_factory(self, api: respx.MockRouter) -> Callable[[Mapping[str, Any]], Adapter]:
+        api.get("/crm/v3/objects/deals").respond(200, json={"results": []})
+        self.ok = api.patch("/crm/v3/objects/deals/1").respond(200, json={"id": "1", "properties": {}})
+        api.patch("/crm/v3/objects/deals/2").respond(429, json=fixture("error_429_secondly.json"))
+        api.patch("/crm/v3/objects/deals/3").respond(400, json=fixture("openapi_example_Error_400.json"))
+        return lambda settings: HubspotAdapter("crm", settings)
+
+    @pytest.fixture
+    def good_settings(self) -> Mapping[str, Any]:
+        return {"token": "pat-1", "transport": "httpx", "client_secret": SECRET}
+
+    def junk_settings(self, good_settings: Mapping[str, Any]) -> list[Any]:
+        return [{"client_secret": SECRET}, {**good_settings, "poll": {"page_size": 500}}]
+
+    def arrange_success(self, adapter: Adapter) -> tuple[str, Any]:
+        return "update_deal", {"id": "1", "properties": {"dealstage": "closedwon"}}
+
+    def arrange_transient(self, adapter: Adapter) -> tuple[str, Any]:
+        return "update_deal", {"id": "2", "properties": {"dealstage": "closedwon"}}
+
+    def arrange_permanent(self, adapter: Adapter) -> tuple[str, Any]:
+        return "update_deal", {"id": "3", "properties": {"dealstage": "closedwon"}}
+
+    def observed_idempotency_key(self, adapter: Adapter) -> str | None:
+        return self.ok.calls.last.request.headers.get("idempotency-key")
