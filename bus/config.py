@@ -139,6 +139,7 @@ class SystemConfig:
     location: Location | None = None
     rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
     circuit_breaker: tuple[int, float] | None = None  # (consecutive failures, reset seconds)
+    locations: Mapping[str, Location] = field(default_factory=dict)  # of each key of the system's block
 
 
 @dataclass(frozen=True)
@@ -239,13 +240,13 @@ def _check_structure(doc: Any, file: str) -> None:
     raise ConfigError(_describe(error), where)
 
 
-def _target(entry: Any, file: str) -> TargetConfig:
+def _target(entry: Any, where: Location | None) -> TargetConfig:
     if isinstance(entry, str):
         system, operation = entry.split(".", 1)
-        return TargetConfig(system, operation)
+        return TargetConfig(system, operation, location=where)
     system, operation = entry["operation"].split(".", 1)
     return TargetConfig(
-        system, operation, location=getattr(entry, "location", None), map=entry.get("map"), emit=entry.get("emit"),
+        system, operation, location=getattr(entry, "location", where), map=entry.get("map"), emit=entry.get("emit"),
         emit_map=entry.get("emit_map"), when=entry.get("when"), args=dict(entry.get("args") or {}),
     )
 
@@ -275,6 +276,7 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
         systems[name] = SystemConfig(
             name=name, adapter=body["adapter"], settings=body.get("settings") or {},
             location=locate(doc, ["systems", name]),
+            locations={k: loc for k in body if (loc := locate(doc, ["systems", name, k])) is not None},
             rate_limit=(int(rate["requests"]), parse_duration(rate.get("per", 1))) if rate else None,
             circuit_breaker=(int(breaker.get("failures", 5)), parse_duration(breaker.get("reset", 30)))
             if breaker else None,
@@ -294,7 +296,8 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
         seen[name] = where
         routes.append(RouteConfig(
             name=name, source=body["from"], location=where,
-            targets=tuple(_target(t, file) for t in body["to"]),
+            targets=tuple(_target(t, locate(doc, ["routes", index, "to", i], where))
+                          for i, t in enumerate(body["to"])),
             filter=body.get("filter"), map=body.get("map"), validate=body.get("validate"),
             key=body.get("key"), sequence=body.get("sequence"), type=body.get("type"),
             retry=RetryPolicy.from_dict(body.get("retry"), default_retry),

@@ -86,8 +86,8 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     if prefix in config.systems and trigger:
         cls = classes.get(prefix)
         if cls is not None and trigger not in cls.triggers and not getattr(cls, "accepts_any_trigger", False):
-            unknown = UnknownNameError(f"trigger of system {prefix!r} (adapter {cls.name!r})", trigger, cls.triggers)
-            issues.append(Issue("error", unknown.message, loc_from))
+            unknown = UnknownNameError("trigger", trigger, cls.triggers)
+            issues.append(Issue("error", f"system {prefix!r} (adapter {cls.name!r}): {unknown.message}", loc_from))
     elif route.source not in emitted and route.source not in schemas.names():
         issues.append(Issue("warning", f"route {route.name!r}: nothing in routes.yaml produces event type "
                             f"{route.source!r} (no trigger, no 'emit:'); only 'ironbus send' will feed it", loc_from))
@@ -101,13 +101,11 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
             continue
         offered = adapter_operations(cls, config.systems[target.system].settings)
         if offered is not None and target.operation not in offered:
-            unknown = UnknownNameError(f"operation of system {target.system!r} (adapter {cls.name!r})",
-                                       target.operation, offered)
-            issues.append(Issue("error", unknown.message, where))
-    try:
-        Pipeline(replace(config, routes=(route,)), schemas=schemas)
-    except ConfigError as exc:
-        issues.append(Issue("error", exc.message, exc.location))
+            unknown = UnknownNameError("operation", target.operation, offered)
+            issues.append(Issue("error", f"system {target.system!r} (adapter {cls.name!r}): {unknown.message}",
+                                where))
+    for problem in Pipeline(replace(config, routes=()), schemas=schemas).check_route(route):
+        issues.append(Issue("error", problem.message, problem.location or route.location))
     return issues
 
 
@@ -122,17 +120,24 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
     issues: list[Issue] = []
     classes: dict[str, type[Adapter]] = {}
     for name, system in config.systems.items():
-        adapter_loc = locate(system.settings, [], system.location)
+        adapter_loc = system.locations.get("adapter", system.location)
         try:
-            cls = load_adapter_class(system.adapter, system.location)
+            cls = load_adapter_class(system.adapter, adapter_loc)
         except ConfigError as exc:
             issues.append(Issue("error", f"system {name!r}: {exc.message}", exc.location or adapter_loc))
             continue
         classes[name] = cls
-        issues.extend(_check_settings(name, cls, system.settings, system.location))
+        issues.extend(_check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
     emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.triggers}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}
     for route in config.routes:
         issues.extend(_check_route(config, route, classes, emitted, schemas))
-    return issues
+    # reading order, so an integrator can fix routes.yaml top to bottom; problems in other files come after it
+    main = str(path)
+
+    def reading_order(issue: Issue) -> tuple[bool, str, int, int]:
+        loc = issue.location or Location(main)
+        return (loc.file != main, loc.file, loc.line or 0, loc.column or 0)
+
+    return sorted(issues, key=reading_order)

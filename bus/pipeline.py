@@ -121,12 +121,7 @@ class Pipeline:
         validate = None
         schema_id = None
         if route.validate is not None:
-            try:
-                validate = self.schemas.validator(route.validate)
-                schema_id = self.schemas.schema_id(route.validate)
-            except UnknownNameError as exc:
-                raise UnknownNameError("schema", route.validate, exc.known,
-                                       route.locations.get("validate", route.location)) from None
+            validate, schema_id = self._schema(route)
         targets = tuple(
             CompiledTarget(
                 config=t,
@@ -143,6 +138,39 @@ class Pipeline:
             key=self._expr(route.key, route, "key"), sequence=self._expr(route.sequence, route, "sequence"),
             targets=targets, out_type=route.type or route.validate or route.source,
         )
+
+    def check_route(self, route: RouteConfig) -> list[ConfigError]:
+        """Every compile problem of one route, each step checked on its own (for ``ironbus lint``).
+
+        Compiling stops at the first problem; an integrator fixing a file wants them all at once.
+        """
+        problems: list[ConfigError] = []
+
+        def attempt(step: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+            try:
+                step(*args, **kwargs)
+            except ConfigError as exc:
+                problems.append(exc)
+
+        for attr in ("filter", "key", "sequence"):
+            attempt(self._expr, getattr(route, attr), route, attr)
+        attempt(self._mapping, route.map, route, "map")
+        if route.validate is not None:
+            attempt(self._schema, route)
+        for t in route.targets:
+            if t.when:
+                attempt(compile_expression, t.when, f"route {route.name!r} target {t.name} when", location=t.location)
+            attempt(self._mapping, t.map, route, "map", t)
+            attempt(self._mapping, t.emit_map, route, "emit_map", t)
+        return problems
+
+    def _schema(self, route: RouteConfig) -> tuple[Callable[[Any], None], str]:
+        assert route.validate is not None
+        try:
+            return self.schemas.validator(route.validate), self.schemas.schema_id(route.validate)
+        except UnknownNameError as exc:
+            raise UnknownNameError("schema", route.validate, exc.known,
+                                   route.locations.get("validate", route.location)) from None
 
     # -- per event -----------------------------------------------------------------------------------------
     def routes_for(self, event_type: str, route: str | None = None) -> list[CompiledRoute]:
