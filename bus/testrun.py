@@ -20,10 +20,11 @@ from adapters.base import Call
 from adapters.stub import StubAdapter
 from bus.config import Config, load_config
 from bus.envelope import Event
-from bus.errors import ConfigError, IronbusError, Location, UnknownNameError
+from bus.errors import ConfigError, DecodeError, IronbusError, Location, UnknownNameError
 from bus.mapping import Mapping
 from bus.pipeline import Pipeline
 from bus.schemas import SchemaRegistry, default_registry
+from bus.xmldict import xml_to_dict
 from bus.xref import MemoryXref
 from bus.yamlfile import YamlMap, load_yaml, locate
 
@@ -118,6 +119,11 @@ def _input(test: YamlMap, base: Path) -> Any:
                               locate(test, ["input_file"])) from None
         if file.suffix in (".yaml", ".yml"):
             return load_yaml(file)
+        if file.suffix == ".xml":
+            try:
+                return xml_to_dict(raw, source=str(file))
+            except DecodeError as exc:
+                raise ConfigError(str(exc), locate(test, ["input_file"])) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
