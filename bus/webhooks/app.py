@@ -62,13 +62,15 @@ class WebhookApp:
     ``endpoints`` maps ``(system, trigger)`` to its :class:`Endpoint`; ``ingest`` is awaited with the events
     of one request (it runs on the server's event loop, so it must not block it: hand blocking work to a
     thread); ``ready()`` answers ``(ok, reason)`` for ``GET /ready``; ``max_body`` caps a request body in
-    bytes; ``trust_proxy`` honours ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when rebuilding the URL.
+    bytes and ``max_header_bytes`` all header names and values together (431 beyond it); ``trust_proxy``
+    honours ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when rebuilding the URL.
     """
 
     def __init__(self, endpoints: Mapping[tuple[str, str], Endpoint], ingest: Ingest,
                  ready: Callable[[], tuple[bool, str]], max_body: int = 1_048_576, *, trust_proxy: bool = False,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, max_header_bytes: int = 65_536) -> None:
         self.endpoints = dict(endpoints)
+        self.max_header_bytes = max_header_bytes
         self.ingest = ingest
         self.ready = ready
         self.max_body = max_body
@@ -86,6 +88,13 @@ class WebhookApp:
             return
         path = str(scope.get("path") or "/")
         method = str(scope.get("method") or "GET").upper()
+        header_bytes = sum(len(name) + len(value) for name, value in scope.get("headers") or ())
+        if header_bytes > self.max_header_bytes:
+            # uvicorn's httptools parser sets no limit of its own; h11 stops at 16 KiB before we see anything.
+            self._rejected(scope, path, _NO_LABEL, _NO_LABEL, "headers_too_large", 431, f"{header_bytes} bytes")
+            await respond_json(send, 431, {"error": "headers_too_large",
+                                           "detail": f"request headers exceed {self.max_header_bytes} bytes"})
+            return
         if path.startswith("/hooks/"):
             await self._hook(scope, receive, send, path, method)
         elif path in ("/ping", "/ready", "/metrics"):
