@@ -48,6 +48,8 @@ class _Failure(Exception):
 
 
 def _join(key: str, path: str) -> str:
+    if not path:
+        return key
     return key + path if path.startswith("[") else f"{key}.{path}"
 
 
@@ -106,6 +108,15 @@ def _each_builder(source: Compiled, element: _Builder, text: str) -> Compiled:
     return each
 
 
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (not the located YAML kinds), so results serialise and copy like JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _constant(value: Any) -> Compiled:
     if isinstance(value, list | dict):
         return lambda doc: copy.deepcopy(value)
@@ -141,11 +152,11 @@ def _compile_field(spec: Any, target: str, where: Location, ctx: _Context, prefi
     if len(forms) != 1:
         raise ConfigError(f"{label}: give exactly one of 'expr', 'value' or 'each' (got "
                           f"{', '.join(forms) or 'none'})", where)
-    default = spec.get("default", _NO_DEFAULT)
+    default = _plain(spec["default"]) if "default" in spec else _NO_DEFAULT
     if "value" in spec:
         if "fields" in spec or "default" in spec:
             raise ConfigError(f"{label}: a constant {{value: …}} takes no other option", where)
-        return _constant(spec["value"]), _NO_DEFAULT, repr(spec["value"])
+        return _constant(_plain(spec["value"])), _NO_DEFAULT, repr(spec["value"])
     if "expr" in spec:
         if "fields" in spec:
             raise ConfigError(f"{label}: 'fields' belongs with 'each', not 'expr'", where)
@@ -250,7 +261,7 @@ class Mapping:
             if not isinstance(table, dict):
                 raise ConfigError(f"value_maps.{name}: expected an object of {{from: to}}, got {table!r}",
                                   _where(own, name, file))
-            maps[name] = table
+            maps[name] = _plain(table)
         omit_null = doc.get("omit_null", True)
         if not isinstance(omit_null, bool):
             raise ConfigError(f"omit_null: expected true or false, got {omit_null!r}", _where(doc, "omit_null", file))
