@@ -327,7 +327,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dbs", nargs="*", default=list(DEFAULT_DBS))
     parser.add_argument("--dir", type=Path, default=REPO / "var" / "tryton", help="run directory")
     parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     run_dir: Path = args.dir
     pid_file = run_dir / "trytond.pid"
     if args.command == "build":
