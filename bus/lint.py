@@ -63,7 +63,7 @@ def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Loca
                 issues.append(Issue("error", f"system {name!r}: {unknown.message}",
                                     locate(settings, [*path, extra], fallback)))
             continue
-        dotted = ".".join(str(p) for p in path) or "settings"
+        dotted = "".join(f".{p}" for p in path)
         # never echo a value: settings may hold secrets from ${ENV}, and jsonschema's own messages start with
         # the offending value ("'hunter2' is too short"), so only messages about keys are passed through
         if error.validator in ("required", "dependentRequired"):
@@ -73,7 +73,7 @@ def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Loca
             message = f"{error.validator} check failed (expected {error.validator_value!r})"
         else:
             message = f"{error.validator} check failed"
-        issues.append(Issue("error", redact(f"system {name!r}: settings.{dotted}: {message}"),
+        issues.append(Issue("error", redact(f"system {name!r}: settings{dotted}: {message}"),
                             locate(settings, path, fallback)))
     return issues
 
