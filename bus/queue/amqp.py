@@ -46,7 +46,7 @@ from bus.queue.base import Lease, Message
 # kombu ships partial, untyped annotations; treat it as dynamic rather than scatter ignores.
 kb: Any = _kombu
 
-__all__ = ["DELAY_TIERS", "AmqpLease", "AmqpQueue"]
+__all__ = ["DELAY_TIERS", "AmqpLease", "AmqpQueue", "partition_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,12 @@ _BROKER_ERRORS = (kombu_errors.OperationalError, kombu_errors.ConnectionError, a
 def _tier_label(seconds: int) -> str:
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m" if seconds % 60 == 0 \
         else f"{seconds}s"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a business key: crc32, not hash(), because every process must agree (hash() is
+    salted per process)."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 @contextmanager
@@ -195,8 +201,7 @@ class AmqpQueue:
         if key is None:
             self._round_robin = (self._round_robin + 1) % self.partitions
             return f"p{self._round_robin}"
-        # crc32, not hash(): it must agree across processes (hash() is salted per process).
-        return f"p{zlib.crc32(key.encode()) % self.partitions}"
+        return f"p{partition_for(key, self.partitions)}"
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish persistently; each message is confirmed by the broker before this returns."""

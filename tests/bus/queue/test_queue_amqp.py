@@ -1,0 +1,70 @@
+"""RabbitMQ specifics: partitioning, delay tiers, error translation at the edge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from bus.errors import ConfigError, TransientError
+from bus.queue.amqp import AmqpQueue, partition_for
+from bus.queue.base import Message
+
+
+@pytest.fixture
+def name() -> str:
+    return f"ibtest-{uuid.uuid4().hex[:10]}"
+
+
+def test_a_key_maps_to_the_same_partition_in_every_process() -> None:
+    keys = [f"SO-{n}" for n in range(300)]
+    mine = [partition_for(k, 8) for k in keys]
+    script = f"from bus.queue.amqp import partition_for; print([partition_for(k, 8) for k in {keys!r}])"
+    theirs = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
+    assert json.loads(theirs) == mine
+    assert set(mine) == set(range(8))  # and keys spread over every partition
+
+
+def test_long_delays_wait_in_the_largest_tier_until_due(rabbitmq_url: str, name: str) -> None:
+    queue = AmqpQueue(rabbitmq_url, name=name, partitions=2, delay_tiers=(1, 2))
+    try:
+        queue.publish([Message(b"later", key="K")])
+        [lease] = queue.consume(1, 5)
+        lease.release(2.5)  # longer than the largest tier: goes round the 2 s tier twice
+        assert queue.depth()["delayed"] == 1
+        assert queue.consume(1, 1.5) == []
+        leases = []
+        for _ in range(20):
+            leases = queue.consume(1, 0.5)
+            if leases:
+                break
+        assert [x.message.body for x in leases] == [b"later"]
+        leases[0].ack()
+    finally:
+        queue.close()
+        queue.delete_topology()
+
+
+def test_an_unreachable_broker_is_a_transient_error(name: str) -> None:
+    with pytest.raises(TransientError, match="RabbitMQ unavailable"):
+        AmqpQueue("amqp://guest:guest@127.0.0.1:1//", name=name)
+
+
+def test_a_clashing_queue_declaration_is_a_config_error(rabbitmq_url: str, name: str) -> None:
+    import kombu
+
+    with kombu.Connection(rabbitmq_url) as conn:  # a queue of our name without single-active-consumer
+        kombu.Queue(f"{name}.p0", kombu.Exchange(name, type="direct"), routing_key="p0").bind(conn.channel()).declare()
+    try:
+        with pytest.raises(ConfigError, match="exists with other arguments"):
+            AmqpQueue(rabbitmq_url, name=name, partitions=1)
+    finally:
+        with kombu.Connection(rabbitmq_url) as conn:
+            channel = conn.channel()
+            channel.queue_delete(f"{name}.p0")
+            channel.exchange_delete(name)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bus.envelope import Event
+from bus.errors import TransientError
+from bus.ingest import Ingestor
+from bus.journal import Journal
+from bus.queue.base import Message
+from bus.queue.embedded import EmbeddedQueue
+
+
+class CountingJournal(Journal):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.calls = 0
+
+    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+        self.calls += 1
+        super().record_events(events)
+
+
+class FailingQueue:
+    def publish(self, messages: Sequence[Message]) -> None:
+        raise TransientError("broker down")
+
+
+def _drain(queue: EmbeddedQueue, count: int) -> list[Event]:
+    events: list[Event] = []
+    while len(events) < count:
+        leases = queue.consume(500, 5.0)
+        assert leases, "queue ran dry before every event arrived"
+        events.extend(Event.decode(lease.message.body) for lease in leases)
+        queue.ack_many(leases)
+    return events
+
+
+def test_concurrent_async_callers_share_group_commits(tmp_path: Path) -> None:
+    journal = CountingJournal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = EmbeddedQueue(journal.engine)
+    ingestor = Ingestor(journal, queue, max_wait=0.005)
+    events = [Event(type="order.changed", source="crm", data={"n": n}, key=f"SO-{n % 7}") for n in range(300)]
+
+    async def main() -> None:
+        await asyncio.gather(*(ingestor.ingest_async([(event, "webhook")]) for event in events))
+
+    asyncio.run(main())
+    # every caller resolved only after its event was journaled and queued …
+    assert all(journal.get_event(event.id) == event for event in events)
+    received = _drain(queue, len(events))
+    assert sorted(e.id for e in received) == sorted(e.id for e in events)
+    assert all(Event.decode(event.encode()).key == event.key for event in received)
+    # … and they were written in far fewer transactions than callers
+    assert journal.calls < len(events) / 5
+    ingestor.close()
+
+
+def test_sync_ingest_from_threads(tmp_path: Path) -> None:
+    journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = EmbeddedQueue(journal.engine)
+    ingestor = Ingestor(journal, queue)
+    events = [Event(type="t", source="s", data=n) for n in range(40)]
+    threads = [threading.Thread(target=ingestor.ingest, args=([(e, "poll")],)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(_drain(queue, 40)) == 40
+    ingestor.ingest([])  # nothing to do, returns at once
+    ingestor.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ingestor.ingest([(events[0], "poll")])
+
+
+def test_a_failed_publish_fails_every_caller_in_the_batch(tmp_path: Path) -> None:
+    journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    ingestor = Ingestor(journal, FailingQueue(), max_wait=0.01)  # type: ignore[arg-type]
+
+    async def main() -> list[BaseException | None]:
+        return await asyncio.gather(*(ingestor.ingest_async([(Event(type="t", source="s"), "webhook")])
+                                      for _ in range(10)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, TransientError) and "broker down" in str(r) for r in results)
+    ingestor.close()
