@@ -131,9 +131,13 @@ class RateLimiter:
         if seconds <= 0:
             return
         with self._cond:
-            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-            # A throttled vendor also forgets the burst we were allowed: start the bucket empty afterwards.
-            self._tokens = min(self._tokens, 0.0)
+            now = self._clock()
+            self._refill(now)
+            self._blocked_until = max(self._blocked_until, now + seconds)
+            # After the pause, one call, then the configured rate: no whole burst at a vendor that just throttled
+            # us. Derived from the deadline, not accumulated, so many threads reporting the same 429 do not
+            # stack their penalties.
+            self._tokens = min(self._tokens, 1.0 - (self._blocked_until - now) * self._rate)
             self._cond.notify_all()
 
     def close(self) -> None:

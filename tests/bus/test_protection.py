@@ -67,9 +67,14 @@ def test_penalise_blocks_every_thread_for_the_given_time() -> None:
     assert not limiter.try_acquire()
     assert limiter.wait_time() == pytest.approx(7)
     limiter.penalise(2)  # a shorter penalty does not shorten a longer one
+    limiter.penalise(7)  # nor do many threads reporting the same 429 stack up
     assert limiter.wait_time() == pytest.approx(7)
     clock.advance(7)
+    # After the pause: one call, then the configured rate (no burst at the vendor that throttled us).
     assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    clock.advance(0.0505)  # 5.05 tokens' worth (a hair over 5, clear of float rounding)
+    assert sum(limiter.try_acquire() for _ in range(100)) == 5
 
 
 def test_threads_together_never_exceed_the_rate() -> None:
