@@ -162,6 +162,8 @@ class EmailAdapter(Adapter):
                      "description": "Default 587 for starttls, 465 for ssl, 25 for none."},
             "security": {"enum": ["starttls", "ssl", "none"], "default": "starttls"},
             "verify_tls": {"type": "boolean", "default": True, "description": "Check the relay's certificate."},
+            "ca_file": {"type": "string", "description": "PEM bundle of the CA(s) that signed the relay's "
+                                                         "certificate (an internal CA); default: the system's."},
             "username": {"type": "string"},
             "password": {"type": "string", "description": "Use ${SMTP_PASSWORD}; never commit it."},
             "from": {"type": "string", "pattern": "@", "description": "Sender, e.g. 'Orders <orders@example.com>'."},
@@ -189,7 +191,7 @@ class EmailAdapter(Adapter):
 
     # -- SMTP ---------------------------------------------------------------------------------------------
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=self.settings.get("ca_file"))
         if not self.settings.get("verify_tls", True):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

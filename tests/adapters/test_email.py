@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +231,55 @@ def test_text_template_single_placeholder_keeps_the_raw_value() -> None:
     assert TextTemplate("{{ a }}").render_value({"a": [1, 2]}) == [1, 2]
     assert TextTemplate("n={{ a }}").render_value({"a": [1, 2]}) == "n=1, 2"
     assert TextTemplate("{ literal }").render({}) == "{ literal }"
+
+
+# -- TLS: STARTTLS and implicit TLS against a relay with a self-signed certificate ---------------------------
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture(scope="module", params=["starttls", "ssl"])
+def tls_smtp(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> Iterator[tuple[str, Smtp, Path]]:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    recorder = Recorder()
+    port = free_port()
+    if request.param == "starttls":
+        controller = Controller(recorder, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    else:
+        controller = Controller(recorder, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        yield request.param, Smtp(recorder, port), cert
+    finally:
+        controller.stop()
+
+
+def test_tls_relay_with_its_ca_trusted(tls_smtp: tuple[str, Smtp, Path]) -> None:
+    security, server, cert = tls_smtp
+    adapter = EmailAdapter("mail", settings_for(server, security=security, ca_file=str(cert)))
+    adapter.call("send", make_call({"to": "a@example.com", "subject": f"over {security}", "body": "b"}))
+    assert server.recorder.last()["Subject"] == f"over {security}"
+
+
+def test_tls_relay_with_an_untrusted_certificate_is_refused(tls_smtp: tuple[str, Smtp, Path]) -> None:
+    security, server, _ = tls_smtp
+    adapter = EmailAdapter("mail", settings_for(server, security=security))
+    before = len(server.recorder.messages)
+    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        adapter.call("send", make_call({"to": "a@example.com", "subject": "s", "body": "b"}))
+    assert len(server.recorder.messages) == before
+    unverified = EmailAdapter("mail", settings_for(server, security=security, verify_tls=False))
+    unverified.call("send", make_call({"to": "a@example.com", "subject": "s", "body": "b"}))
+    assert len(server.recorder.messages) == before + 1
