@@ -43,6 +43,15 @@ class _TooLongToWait(Exception):
         super().__init__(str(error))
 
 
+class _Stopping(Exception):
+    """The worker is stopping while a delivery waits for its next quick retry."""
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    if stop.wait(seconds):
+        raise _Stopping
+
+
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -76,14 +85,16 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
     """
     started = time.monotonic()
     attempts = 0
+    last: TransientError | None = None
     stop = stop or threading.Event()
 
     def call() -> Outcome:
-        nonlocal attempts
+        nonlocal attempts, last
         attempts += 1
         try:
             return send(attempts)
         except TransientError as exc:
+            last = exc
             if exc.retry_after is not None and exc.retry_after > policy.max_delay:
                 raise _TooLongToWait(exc) from exc
             raise
@@ -95,10 +106,14 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts), wait=_wait(policy),
         retry=retry_if_exception_type(TransientError), reraise=True,
-        sleep=lambda seconds: None if stop.wait(seconds) else None,
+        sleep=lambda seconds: _pause(stop, seconds),
     )
     try:
         outcome = retrying(call)
+    except _Stopping:
+        # shutting down mid-backoff: park rather than fire the remaining retries back to back
+        assert last is not None
+        return _park(policy, parks, last, attempts, started)
     except _TooLongToWait as exc:
         return _park(policy, parks, exc.error, attempts, started)
     except TransientError as exc:
