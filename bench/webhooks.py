@@ -94,7 +94,7 @@ def _load(port: int, path: str, connections: int, seconds: float, batch: int) ->
 
 
 # -- server (this process) -----------------------------------------------------------------------------
-def _serve() -> tuple[Any, dict[str, int]]:
+def _serve(http: str, loop: str) -> tuple[Any, dict[str, int]]:
     from adapters.webhook import WebhookAdapter
     from bus.envelope import Event
     from bus.metrics import Metrics
@@ -111,7 +111,8 @@ def _serve() -> tuple[Any, dict[str, int]]:
     threaded = endpoints[("crm", "received")]
     endpoints[("crm", "inline")] = Endpoint("crm", "inline", threaded.handler, "crm.inline", key=threaded.key,
                                             content_types=threaded.content_types, blocking=False)
-    server = WebhookServer(WebhookApp(endpoints, ingest, lambda: (True, "ok"), metrics=Metrics()), port=0)
+    server = WebhookServer(WebhookApp(endpoints, ingest, lambda: (True, "ok"), metrics=Metrics()), port=0,
+                           http=http, loop=loop)
     server.start()
     return server, counts
 
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1, help="events per request")
+    parser.add_argument("--http", default="auto", help="uvicorn HTTP implementation: auto, h11, httptools")
+    parser.add_argument("--loop", default="auto", help="uvicorn event loop: auto, asyncio, uvloop")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best run counts")
     parser.add_argument("--load", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,10 +161,10 @@ def main() -> None:
 
     # The benchmark measures the server, not the console renderer of rejected requests (there are none).
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    server, counts = _serve()
+    server, counts = _serve(args.http, args.loop)
     figures: dict[str, Any] = {"connections": args.connections, "batch": args.batch, "seconds": args.seconds,
-                               "http_parser": _installed("httptools") or "h11", "loop": _installed("uvloop") or
-                               "asyncio"}
+                               "http": args.http if args.http != "auto" else _installed("httptools") or "h11",
+                               "loop": args.loop if args.loop != "auto" else _installed("uvloop") or "asyncio"}
     scenarios = [("ping", "/ping"), ("hook", "/hooks/crm/received"), ("hook_inline", "/hooks/crm/inline")]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in scenarios}
     try:

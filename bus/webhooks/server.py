@@ -31,8 +31,11 @@ class WebhookServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8080, *, graceful_timeout: float = 10.0,
-                 backlog: int = 2048) -> None:
+                 backlog: int = 2048, http: str = "auto", loop: str = "auto") -> None:
         self.app = app
+        # "auto" picks httptools and uvloop when installed (several times cheaper per request than h11).
+        self.http = http
+        self.loop = loop
         self.host = host
         self._requested_port = port
         self.graceful_timeout = graceful_timeout
@@ -69,7 +72,8 @@ class WebhookServer:
             raise RuntimeError("WebhookServer is already running")
         sock = self._bind()
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-                                timeout_graceful_shutdown=math.ceil(self.graceful_timeout), backlog=self.backlog)
+                                timeout_graceful_shutdown=math.ceil(self.graceful_timeout), backlog=self.backlog,
+                                http=self.http, loop=self.loop)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=self._serve, args=(server, sock), name="ironbus-webhooks", daemon=True)
         self._socket, self._server, self._thread = sock, server, thread
