@@ -502,6 +502,8 @@ def _describe_runtime(exc: Exception) -> str:
 
 
 def _describe_syntax(exc: jexc.JMESPathError) -> str:
+    if isinstance(exc, jexc.IncompleteExpressionError):
+        return "it ends too early; is a bracket, parenthesis or quote left open?"
     if isinstance(exc, jexc.ParseError | jexc.LexerError):
         position = getattr(exc, "lex_position", None)
         message = getattr(exc, "msg", None) or getattr(exc, "message", None) or str(exc)

@@ -137,11 +137,15 @@ def test_random_expressions_agree_with_jmespath(text: str, doc: dict[str, Any]) 
 def test_syntax_error_names_the_expression_and_position() -> None:
     where = Location("mappings/x.yaml", 4, 3)
     with pytest.raises(ConfigError) as info:
-        compile_expression("a.[", "field 'x'", location=where)
+        compile_expression("a[?b==]", "field 'x'", location=where)
     assert info.value.location == where
-    message = str(info.value)
-    assert message.startswith("mappings/x.yaml:4:3: field 'x': expression 'a.[' does not compile")
-    assert "column" in message
+    assert str(info.value) == ("mappings/x.yaml:4:3: field 'x': expression 'a[?b==]' does not compile: "
+                               "invalid token at column 7 near ']'")
+
+
+def test_unfinished_expression_says_what_is_likely_open() -> None:
+    with pytest.raises(ConfigError, match=r"'number\(quantity' does not compile: it ends too early; is a bracket"):
+        compile_expression("number(quantity")
 
 
 def test_unknown_function_is_a_compile_error_with_suggestion() -> None:
