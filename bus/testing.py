@@ -44,11 +44,12 @@ from typing import Any, ClassVar
 import jsonschema
 import pytest
 
-from adapters.base import Adapter, Call, Outcome
+from adapters.base import Adapter, Call, Outcome, PollResult
 from bus.config import RetryPolicy
 from bus.delivery import deliver_with_retries
 from bus.envelope import Event
 from bus.errors import PermanentError, TransientError
+from bus.triggers import MemoryWatermarkStore, TriggerPlan, TriggerRunner
 
 __all__ = ["AdapterContract", "make_call"]
 
@@ -103,6 +104,12 @@ class AdapterContract:
     def observed_idempotency_key(self, adapter: Adapter) -> str | None:
         """After the success call: the idempotency key the system received."""
         pytest.skip("observed_idempotency_key not provided")
+
+    def arrange_poll(self, adapter: Adapter) -> str:
+        """Make at least one record available to a poll/schedule trigger and return the trigger's name."""
+        if any(t.kind != "webhook" for t in type(adapter).triggers.values()):
+            pytest.skip("arrange_poll not provided: the adapter's poll triggers are not exercised")
+        pytest.skip("the adapter has no poll or schedule trigger")
 
     # -- shared fixtures ---------------------------------------------------------------------------------
     @pytest.fixture
@@ -163,6 +170,25 @@ class AdapterContract:
         key = "contract-idem-7f3a9c"
         adapter.call(operation, make_call(payload, idempotency_key=key))
         assert self.observed_idempotency_key(adapter) == key
+
+    def test_poll_returns_records_and_the_runner_does_not_repeat_them(self, adapter: Adapter) -> None:
+        name = self.arrange_poll(adapter)
+        spec = type(adapter).triggers[name]
+        assert spec.kind in ("poll", "schedule"), f"trigger {name!r} is a {spec.kind} trigger, not a poll"
+        result = adapter.poll(name, None)
+        assert isinstance(result, PollResult)
+        assert result.records, "arrange_poll must leave at least one record for the poll to find"
+        assert all(isinstance(key, str) and key for key, _ in result.records), "dedup keys are non-empty strings"
+        assert result.watermark is None or isinstance(result.watermark, str)
+        # Through the bus's own runner: a second poll after the watermark was stored emits nothing again.
+        emitted: list[Event] = []
+        plan = TriggerPlan(adapter.system, name)
+        runner = TriggerRunner({adapter.system: adapter}, [plan], MemoryWatermarkStore(), emitted.extend)
+        runner.run_once(plan)
+        first = [e.id for e in emitted]
+        assert first, "the runner emitted nothing for the arranged records"
+        runner.run_once(plan)
+        assert [e.id for e in emitted] == first, "records were emitted twice"
 
     def test_close_is_idempotent(self, adapter_factory: AdapterFactory, good_settings: Mapping[str, Any]) -> None:
         instance = adapter_factory(good_settings)

@@ -229,3 +229,7 @@ class TestFileContract(AdapterContract):
     def observed_idempotency_key(self, adapter: Adapter) -> str | None:
         (written,) = os.listdir(self.tmp / "out")
         return written.removesuffix(".json")
+
+    def arrange_poll(self, adapter: Adapter) -> str:
+        drop(self.tmp / "in", "orders.csv", "order,qty\nSO-1,2\nSO-2,3\n")
+        return "dropped"
