@@ -99,9 +99,9 @@ class Harness:
         return self.client.post(path, content=body, headers=head)
 
 
-def start(bus: Bus, metrics: Metrics, **kwargs: Any) -> WebhookServer:
+def start(bus: Bus, metrics: Metrics, http: str = "auto", **kwargs: Any) -> WebhookServer:
     app = WebhookApp(build_endpoints(), bus.ingest, lambda: bus.ready, metrics=metrics, **kwargs)
-    server = WebhookServer(app, "127.0.0.1", 0, graceful_timeout=5.0)
+    server = WebhookServer(app, "127.0.0.1", 0, graceful_timeout=5.0, http=http)
     server.start()
     return server
 
@@ -315,7 +315,17 @@ def raw_exchange(port: int, data: bytes) -> bytes:
     return received
 
 
-def test_fuzzed_requests_never_crash(h: Harness) -> None:
+def _parsers() -> list[str]:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return ["h11"]
+    return ["h11", "httptools"]
+
+
+@pytest.mark.parametrize("http", _parsers())
+def test_fuzzed_requests_never_crash(make_harness: Callable[..., Harness], http: str) -> None:
+    h = make_harness(max_body=4096, http=http)
     rng = random.Random(1234)
     port = h.server.port
     statuses = set()
