@@ -330,3 +330,53 @@ def test_load_mapping_does_not_share_across_stores(tmp_path: Path) -> None:
     one = load_mapping(path, xref=MemoryXref.from_dict({"c": {"s": {"1": "A"}}}))
     two = load_mapping(path, xref=MemoryXref.from_dict({"c": {"s": {"1": "B"}}}))
     assert (one.apply({"x": 1}), two.apply({"x": 1})) == ({"a": "A"}, {"a": "B"})
+
+
+# --- generated code keeps jmespath's semantics ----------------------------------------------------------------
+
+INLINE_CASES = {
+    "plain": "a", "path": "a.b.c", "into_list": "l.b", "into_text": "s.b", "missing": "x.y.z",
+    "fn_on_path": "number(a.b.n)", "fn_literals": "concat('x', a.b.c, 'y')", "fn_null": "upper(x.y)",
+    "fn_nested": "lower(upper(s))", "fn_list_literal": "coalesce(x, `[1]`)", "builtin": "length(l)",
+    "projection": "l[*].b", "or": "x || s",
+}
+
+
+@pytest.mark.parametrize("doc", [
+    {"a": {"b": {"c": "C", "n": "1,5"}}, "l": [{"b": 1}, {"b": 2}], "s": "Text"},
+    {"a": {"b": None}, "l": [], "s": "t"},
+    {"a": "flat", "l": [{"b": None}], "s": "T"},
+])
+def test_generated_fields_equal_jmespath(doc: dict[str, Any]) -> None:
+    import jmespath
+
+    from bus.functions import IronbusFunctions
+
+    body = "\n".join(f"  {key}: {text!r}" for key, text in INLINE_CASES.items())
+    mapping = Mapping.from_text(f"omit_null: false\nfields:\n{body}\n", "m.yaml")
+    options = jmespath.Options(custom_functions=IronbusFunctions())
+    expected = {key: jmespath.search(text, doc, options=options) for key, text in INLINE_CASES.items()}
+    assert mapping.apply(doc) == expected
+
+
+def test_inputs_that_are_dict_subclasses_are_read_like_dicts() -> None:
+    from collections import OrderedDict
+
+    mapping = load_text("""\
+        fields:
+          name: party.name
+          n: number(party.n)
+        """)
+    assert mapping.apply(OrderedDict(party=OrderedDict(name="A", n="2"))) == {"name": "A", "n": 2}
+
+
+def test_unusual_target_names_are_kept_verbatim() -> None:
+    mapping = load_text("""\
+        fields:
+          "it's": a
+          'say "hi"': a
+          doc: a
+          out.v: a
+          "f": {expr: missing, default: 1}
+        """)
+    assert mapping.apply({"a": 7}) == {"it's": 7, 'say "hi"': 7, "doc": 7, "out": {"v": 7}, "f": 1}
