@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,12 +287,13 @@ def test_errors_never_echo_secret_or_signature(hubspot: dict[str, Any]) -> None:
     secret = "very-secret-value"
     sig = hmac_signature("other", b"x")
     messages = []
-    for call in (
+    calls: list[Callable[[], None]] = [
         lambda: verify_hmac({"s": sig}, b"x", secret, header="s"),
         lambda: verify_token(secret, "guess"),
         lambda: verify_hubspot({"x-hubspot-signature-v3": sig, "x-hubspot-request-timestamp": "1"}, "POST",
                                "https://h/", b"x", secret, clock=lambda: 0.0),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(SignatureError) as exc:
             call()
         messages.append(str(exc.value))
