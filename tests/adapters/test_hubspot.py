@@ -310,6 +310,7 @@ class TestHubspotContract(AdapterContract):
     @pytest.fixture
     def adapter_factory(self, api: respx.MockRouter) -> Callable[[Mapping[str, Any]], Adapter]:
         api.get("/crm/v3/objects/deals").respond(200, json={"results": []})
+        self.api = api
         self.ok = api.patch("/crm/v3/objects/deals/1").respond(200, json={"id": "1", "properties": {}})
         api.patch("/crm/v3/objects/deals/2").respond(429, json=fixture("error_429_secondly.json"))
         api.patch("/crm/v3/objects/deals/3").respond(400, json=fixture("openapi_example_Error_400.json"))
@@ -333,3 +334,9 @@ class TestHubspotContract(AdapterContract):
 
     def observed_idempotency_key(self, adapter: Adapter) -> str | None:
         return self.ok.calls.last.request.headers.get("idempotency-key")
+
+    def arrange_poll(self, adapter: Adapter) -> str:
+        # The same deal on every search: with '>=' the boundary deal comes back, and the runner must drop it.
+        self.api.post("/crm/v3/objects/deals/search").respond(
+            200, json={"results": [deal("5", "2026-11-24T10:00:00.000Z")]})
+        return "deals_changed"
