@@ -190,6 +190,9 @@ class _Runner:
         return dict(self.config(path).value_maps)
 
     def mapping_test(self, test: YamlMap, base: Path, expect: dict[str, Any]) -> list[str]:
+        for key in ("deliveries", "filtered", "no_deliveries"):
+            if key in expect:
+                raise ConfigError(f"expect.{key} only applies to route tests ('route:')", locate(test, ["expect", key]))
         mapping = Mapping.load(base / str(test["mapping"]), value_maps=self.shared_value_maps(test, base),
                                xref=_xref(test))
         doc = _input(test, base)
@@ -202,6 +205,7 @@ class _Runner:
         return _check_output(expect, actual, self.schemas)
 
     def route_test(self, test: YamlMap, base: Path, expect: dict[str, Any]) -> list[str]:
+        wanted_deliveries = _deliveries(test, expect)  # checked first: a typo must fail even if nothing is sent
         routes = base / str(test["routes"]) if "routes" in test else (self.routes or _find_routes(base))
         config = self.config(routes)
         pipeline = Pipeline(config, schemas=self.schemas, xref=_xref(test))
@@ -230,7 +234,7 @@ class _Runner:
         problems: list[str] = []
         if expect.get("no_deliveries") and result.dispatches:
             problems.append(f"expected no deliveries, got {[d.target_name for d in result.dispatches]}")
-        for i, wanted in enumerate(_deliveries(test, expect)):
+        for i, wanted in enumerate(wanted_deliveries):
             target = str(wanted["target"])
             recorded = stubs.get(target)
             if recorded is None or not recorded.calls:
@@ -302,7 +306,12 @@ def run_file(file: Path, *, schemas: SchemaRegistry | None = None, routes: Path 
             else:
                 raise ConfigError("a test needs 'mapping:' or 'route:'", test.location)
         except ConfigError as exc:
-            outcomes.append(TestOutcome(str(file), name, False, exc.location or test.location, [exc.message]))
+            # a problem in the test file points at its line; one in a file the test uses (a mapping, routes.yaml)
+            # keeps that file's location in the message and the outcome points at the test
+            if exc.location is not None and exc.location.file == str(file):
+                outcomes.append(TestOutcome(str(file), name, False, exc.location, [exc.message]))
+            else:
+                outcomes.append(TestOutcome(str(file), name, False, test.location, [str(exc)]))
             continue
         outcomes.append(TestOutcome(str(file), name, not problems, test.location, problems))
     return outcomes
