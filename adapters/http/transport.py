@@ -126,7 +126,8 @@ class _Origin:
         self.slots = threading.BoundedSemaphore(limits.max_connections)
         self.opened = 0  # connections ever opened: exposed for tests and metrics
 
-    def acquire(self) -> tuple[http.client.HTTPConnection, bool]:
+    def acquire(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection and whether it was reused; ``fresh`` skips (and closes) the idle ones."""
         if not self.slots.acquire(timeout=self.timeouts.pool):
             raise TransientError(f"no free connection to {self.host}:{self.port} within {self.timeouts.pool}s "
                                  f"(pool of {self.limits.max_connections} busy)")
@@ -136,7 +137,7 @@ class _Origin:
         with self.lock:
             while self.idle:
                 conn, since = self.idle.pop()
-                if now - since < self.limits.keepalive:
+                if not fresh and now - since < self.limits.keepalive:
                     found = conn
                     break
                 stale.append(conn)
@@ -210,7 +211,8 @@ class PooledTransport:
         origin = self._origin(scheme, parts.hostname, port)
         where = f"{request.method} {scheme}://{parts.hostname}:{port}{parts.path}"
         for attempt in (1, 2):
-            conn, reused = origin.acquire()
+            # A server that dropped one idle connection has usually dropped them all: retry on a new one.
+            conn, reused = origin.acquire(fresh=attempt == 2)
             reusable = False
             phase = "connect"
             try:

@@ -355,3 +355,25 @@ def test_health_with_and_without_health_path(sink: Sink, make_adapter: Any) -> N
     assert make_adapter(settings(sink)).health().ok
     assert make_adapter(settings(sink, health="/ping")).health().ok
     assert not make_adapter(settings(sink, health="/missing")).health().ok
+
+
+def test_every_idle_connection_dropped_by_the_server_costs_no_failure(sink: Sink, make_adapter: Any) -> None:
+    # Three connections in flight at once, each silently closed by the server after its answer.
+    sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "1"}, delay=0.3, drop_connection=True))
+    adapter = make_adapter(settings(sink, pool={"max_connections": 3}))
+    gate = threading.Barrier(3)
+
+    def work() -> None:
+        gate.wait()
+        adapter.call("update_order", make_call())
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(sink.requests) == 3 and sink.connections >= 2  # several stale connections now sit idle
+    sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "2"}))
+
+    assert adapter.call("update_order", make_call()).reference == "2"
+    assert len(sink.requests) == 4
