@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import jmespath.exceptions
 import orjson
 import structlog
 
@@ -33,7 +34,7 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
-from bus.errors import DeliveryError, UnknownNameError
+from bus.errors import DeliveryError, PermanentError, UnknownNameError
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
 
@@ -50,11 +51,15 @@ def outcome_from_response(response: Response, result: Any | None = None, referen
             doc, is_json = response.json(), True
         except ValueError:
             doc = response.body.decode("utf-8", errors="replace")
-    value = result.search(doc) if (result is not None and is_json) else doc
-    ref: str | None = None
-    if reference is not None and is_json:
-        found = reference.search(doc)
-        ref = None if found is None else str(found)
+    try:
+        value = result.search(doc) if (result is not None and is_json) else doc
+        found = reference.search(doc) if (reference is not None and is_json) else None
+    except jmespath.exceptions.JMESPathError as exc:
+        # The target has acted; dead-lettering makes the broken expression visible, and a replay after the
+        # fix is safe because it carries the same idempotency key.
+        raise PermanentError(f"HTTP {response.status} received, but the result/reference expression failed on "
+                             f"the answer: {exc}") from None
+    ref = None if found is None else str(found)
     if ref is None:
         ref = response.header("location")
     return Outcome(result=value, reference=ref, detail=f"HTTP {response.status}")
@@ -113,10 +118,13 @@ class HttpAdapter(Adapter):
         headers["X-Correlation-Id"] = call.event.correlationid
         params = {k: t.render(payload) for k, t in op.query.items()}
         body: bytes | None = None
-        if op.body == "payload":
-            body = orjson.dumps(payload)
-        elif not isinstance(op.body, str):
-            body = orjson.dumps(op.body.search(payload))
+        try:
+            if op.body == "payload":
+                body = orjson.dumps(payload)
+            elif not isinstance(op.body, str):
+                body = orjson.dumps(op.body.search(payload))
+        except (TypeError, jmespath.exceptions.JMESPathError) as exc:  # orjson.JSONEncodeError is a TypeError
+            raise PermanentError(f"{self.system}.{operation_name}: cannot build the request body: {exc}") from None
         if body is not None:
             headers.setdefault("Content-Type", "application/json")
         path = op.path.render_path(payload)

@@ -91,7 +91,11 @@ class Template:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = part.expression.search(payload)
+            try:
+                value = part.expression.search(payload)
+            except jmespath.exceptions.JMESPathError as exc:
+                raise PermanentError(
+                    f"template {self.text!r}: {{{part.source}}} failed on the payload: {exc}") from None
             if value is None:
                 raise PermanentError(f"template {self.text!r}: {{{part.source}}} is null or missing in the payload")
             text = _scalar(value)

@@ -377,3 +377,17 @@ def test_every_idle_connection_dropped_by_the_server_costs_no_failure(sink: Sink
 
     assert adapter.call("update_order", make_call()).reference == "2"
     assert len(sink.requests) == 4
+
+
+def test_expression_failures_are_permanent(sink: Sink, make_adapter: Any) -> None:
+    sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "x"}))
+    doc = settings(sink)
+    doc["operations"]["bad_result"] = {"method": "PATCH", "path": "/orders/{order_id}", "result": "abs(id)"}
+    doc["operations"]["bad_path"] = {"method": "PATCH", "path": "/orders/{abs(order_id)}"}
+    adapter = make_adapter(doc)
+
+    with pytest.raises(PermanentError, match="HTTP 200 received, but the result/reference expression failed"):
+        adapter.call("bad_result", make_call())
+    with pytest.raises(PermanentError, match="failed on the payload"):
+        adapter.call("bad_path", make_call())
+    assert len(sink.requests) == 1
