@@ -9,6 +9,7 @@ same version and is let through (the idempotency key keeps it from repeating an 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,23 +36,43 @@ class SequenceGuard:
         last = self.last(scope, key)
         return last is not None and sequence < last
 
+    def last_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The last applied sequence of every ``(scope, key)`` that has one, in one query."""
+        if not pairs:
+            return {}
+        t = tables.key_versions
+        wanted = set(pairs)
+        keys = sorted({k for _, k in wanted})
+        out: dict[tuple[str, str], int] = {}
+        with read(self.engine) as conn:
+            for scope, key, last in conn.execute(
+                    sa.select(t.c.scope, t.c.key, t.c.last_sequence).where(t.c.key.in_(keys))):
+                if (scope, key) in wanted:
+                    out[(scope, key)] = int(last)
+        return out
+
     def applied(self, scope: str, key: str, sequence: int) -> None:
         """Record that ``sequence`` was applied; never moves the mark backwards (safe under races)."""
+        self.applied_many([(scope, key, sequence)])
+
+    def applied_many(self, marks: Sequence[tuple[str, str, int]]) -> None:
+        """Record several applied sequences in one transaction."""
+        if not marks:
+            return
         t = tables.key_versions
         now = time.time()
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+
+            greatest: Any = sa.func.greatest
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+
+            greatest = sa.func.max
+        stmt = insert(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.scope, t.c.key],
+            set_={"last_sequence": greatest(t.c.last_sequence, stmt.excluded.last_sequence), "updated_at": now})
+        rows = [{"scope": s, "key": k, "last_sequence": n, "updated_at": now} for s, k, n in sorted(marks)]
         with write(self.engine) as conn:
-            if self.engine.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                stmt = pg_insert(t).values(scope=scope, key=key, last_sequence=sequence, updated_at=now)
-            else:
-                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-                stmt = sqlite_insert(t).values(scope=scope, key=key, last_sequence=sequence, updated_at=now)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[t.c.scope, t.c.key],
-                set_={"last_sequence": sa.func.max(t.c.last_sequence, stmt.excluded.last_sequence)
-                      if self.engine.dialect.name == "sqlite"
-                      else sa.func.greatest(t.c.last_sequence, stmt.excluded.last_sequence),
-                      "updated_at": now},
-            ))
+            conn.execute(stmt, rows)

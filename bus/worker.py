@@ -54,6 +54,7 @@ class _Batch:
     letters: list[DeadLetter] = field(default_factory=list)
     followups: list[tuple[Event, str]] = field(default_factory=list)
     applied: list[tuple[str, str, int]] = field(default_factory=list)  # (scope, key, sequence) after success
+    last_applied: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Worker:
@@ -102,8 +103,13 @@ class Worker:
                                                 lease.message.target))
                 continue
             work.append((lease, event, results))
-        keys = [d.idempotency_key for _, _, results in work for r in results for d in r.dispatches]
+        dispatches = [d for _, _, results in work for r in results for d in r.dispatches]
+        keys = [d.idempotency_key for d in dispatches]
         done = self.journal.delivered_keys(keys) if keys else set()
+        # one read for every ordering mark this batch needs
+        batch.last_applied = self.sequences.last_many(
+            [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+             if d.event.key is not None and d.event.sequence is not None])
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
             force = lease.message.headers.get("force") == "1"
@@ -152,7 +158,8 @@ class Worker:
                     target=target.name)
         if mapped.key is not None and mapped.sequence is not None:
             scope = f"{route.name}:{target.name}"
-            if self.sequences.is_stale(scope, mapped.key, mapped.sequence):
+            last = batch.last_applied.get((scope, mapped.key))
+            if last is not None and mapped.sequence < last:
                 batch.updates.append(DeliveryUpdate(**base, status="stale", payload=dispatch.payload,
                                                     error=f"sequence {mapped.sequence} is older than the last "
                                                           f"applied for key {mapped.key!r}"))
@@ -205,7 +212,7 @@ class Worker:
             metrics.delivery(route, target, "delivered", seconds)
             metrics.latency(route, max(time.time() - _event_epoch(dispatch.source), 0.0))
             self.stats.delivered += 1
-            log_.info("delivered", route=route, target=target, attempts=attempted.attempts,
+            log_.debug("delivered", route=route, target=target, attempts=attempted.attempts,
                       reference=outcome.reference)
             return
         # The scope's sequence is only advanced by a delivery that succeeded.
@@ -237,8 +244,7 @@ class Worker:
             self.journal.settle(batch.updates)
         if batch.letters:
             self.journal.dead_letter(batch.letters)
-        for scope, key, sequence in batch.applied:
-            self.sequences.applied(scope, key, sequence)
+        self.sequences.applied_many(batch.applied)
         ack_many = getattr(self.queue, "ack_many", None)
         if callable(ack_many):
             ack_many(list(leases))
