@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, PollResult, WebhookRequest, operation, trigger
-from adapters.http import BearerAuth, HttpClient, auth_from_settings
+from adapters.http import BearerAuth, HttpClient, Response, auth_from_settings
 from adapters.http.settings import (
     AUTH_SCHEMA,
     SETTINGS_SCHEMA,
@@ -60,6 +60,16 @@ def hubspot_properties(properties: Any) -> dict[str, str]:
     if not isinstance(properties, Mapping) or not properties:
         raise PermanentError("payload 'properties' must be a non-empty object of HubSpot property values")
     return {str(k): _string(v) for k, v in properties.items()}
+
+
+def _object(response: Response) -> dict[str, Any]:
+    """The JSON object of a successful answer; {} when HubSpot (or a proxy) sent something else."""
+    try:
+        doc = response.json()
+    except ValueError:
+        log.warning("hubspot_answer_not_json", status=response.status, url=response.url)
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _deal_id(payload: Any) -> str:
@@ -141,8 +151,8 @@ class HubspotAdapter(Adapter):
         body = {"properties": hubspot_properties(call.payload.get("properties"))}
         response = self.client.request("PATCH", f"{DEALS}/{deal_id}", json=body, headers=self._headers(call),
                                        what=f"{self.system}.update_deal {deal_id}")
-        doc = response.json()
-        return Outcome(result=doc, reference=str(doc.get("id", deal_id)) if isinstance(doc, dict) else deal_id)
+        doc = _object(response)
+        return Outcome(result=doc or None, reference=str(doc.get("id", deal_id)))
 
     @operation(description="Create a note on a deal; payload {deal_id, body, timestamp?}")
     def create_note(self, call: Call) -> Outcome:
@@ -158,8 +168,8 @@ class HubspotAdapter(Adapter):
         }
         response = self.client.request("POST", "/crm/v3/objects/notes", json=body, headers=self._headers(call),
                                        what=f"{self.system}.create_note on deal {deal_id}")
-        doc = response.json()
-        return Outcome(result=doc, reference=str(doc["id"]) if isinstance(doc, dict) and "id" in doc else None)
+        doc = _object(response)
+        return Outcome(result=doc or None, reference=str(doc["id"]) if "id" in doc else None)
 
     @operation(description="Update many deals with batch/update (100 per request)", bulk=True)
     def batch_update_deals(self, calls: Sequence[Call]) -> list[Outcome]:
@@ -182,8 +192,7 @@ class HubspotAdapter(Adapter):
         response = self.client.request("POST", f"{DEALS}/batch/update", json={"inputs": inputs},
                                        headers=self._headers(calls[0]), success={200, 207},
                                        what=f"{self.system}.batch_update_deals ({len(inputs)} deals)")
-        doc = response.json()
-        doc = doc if isinstance(doc, dict) else {}
+        doc = _object(response)
         results = [r for r in doc.get("results") or [] if isinstance(r, dict)]
         by_trace = {str(r["objectWriteTraceId"]): r for r in results if r.get("objectWriteTraceId")}
         by_id = {str(r.get("id")): r for r in results}
@@ -213,9 +222,8 @@ class HubspotAdapter(Adapter):
         after: str | None = None
         while len(records) < cap:
             body = search_body(since, list(poll.get("properties") or []), min(page_size, cap - len(records)), after)
-            doc = self.client.request("POST", f"{DEALS}/search", json=body,
-                                      what=f"{self.system}.deals_changed search").json()
-            doc = doc if isinstance(doc, dict) else {}
+            doc = _object(self.client.request("POST", f"{DEALS}/search", json=body,
+                                              what=f"{self.system}.deals_changed search"))
             for deal in doc.get("results") or []:
                 modified = (deal.get("properties") or {}).get("hs_lastmodifieddate") or deal.get("updatedAt")
                 ms = to_epoch_ms(modified)

@@ -116,6 +116,14 @@ def test_server_error_and_network_failure_are_transient(api: respx.MockRouter, a
         adapter.call("update_deal", make_call({"id": "2", "properties": {"a": "b"}}))
 
 
+def test_update_deal_answer_without_json_still_succeeds(api: respx.MockRouter, adapter: HubspotAdapter) -> None:
+    api.patch("/crm/v3/objects/deals/77").respond(204)
+
+    outcome = adapter.call("update_deal", make_call({"id": 77, "properties": {"a": "b"}}))
+
+    assert outcome.reference == "77" and outcome.result is None
+
+
 def test_update_deal_rejects_payload_without_id_or_properties(adapter: HubspotAdapter) -> None:
     with pytest.raises(PermanentError, match="no deal 'id'"):
         adapter.call("update_deal", make_call({"properties": {"a": "b"}}))
