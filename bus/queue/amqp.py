@@ -282,8 +282,8 @@ class AmqpQueue:
             try:
                 self._consume_connection()
                 backoff = 0.2
-            except _BROKER_ERRORS as exc:
-                log.warning("queue.amqp_reconnect", error=str(exc), retry_in=backoff)
+            except Exception as exc:  # noqa: BLE001 - the consumer must outlive any broker hiccup; it reconnects
+                log.warning("queue.amqp_reconnect", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
                 with self._cond:
                     self._io_error = str(exc)
                     self._generation += 1  # leases of the dead channel cannot be acked; the broker requeues them

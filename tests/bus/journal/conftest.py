@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-# This folder mirrors the package bus/journal; unless the project root is on sys.path (pytest's
-# `pythonpath = ["."]`), Python would resolve `bus.journal` to this test folder as a namespace package.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import pytest
+import sqlalchemy as sa
 
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from bus.journal import Journal  # noqa: E402
+from bus.journal import Journal
 
 
 def pg_schema_url(postgres_url: str) -> Iterator[str]:

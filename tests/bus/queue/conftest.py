@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-# This folder mirrors the package bus/queue; unless the project root is on sys.path (pytest's
-# `pythonpath = ["."]`), Python would resolve `bus.queue` to this test folder as a namespace package.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import pytest
+import sqlalchemy as sa
 
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+# The backend helper sits beside this file; make it importable under any pytest import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pytest  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 from queue_backends import Backend  # noqa: E402
 
 

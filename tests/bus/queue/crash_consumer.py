@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from bus.journal import Journal  # noqa: E402
-from bus.queue.amqp import AmqpQueue  # noqa: E402
-from bus.queue.embedded import EmbeddedQueue  # noqa: E402
+from bus.journal import Journal
+from bus.queue.amqp import AmqpQueue
+from bus.queue.embedded import EmbeddedQueue
 
 
 def main() -> None:
