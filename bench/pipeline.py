@@ -93,15 +93,15 @@ MAPPING_YAML = textwrap.dedent("""\
 def sample_order() -> dict[str, Any]:
     """A CRM order as a webhook/poll would deliver it (about 1 KB of JSON)."""
     lines = [
-        {"sequence": 10 * (i + 1), "product": {"id": 100 + i, "code": f"MAT-{100 + i}"},
-         "description": f"Hydraulic pump HP-{200 + i}", "quantity": f"{i + 1}2,5", "unit": ("kg", "u", "m")[i % 3],
-         "unit_price": f"1.04{i},20", "delivery_date": f"2024-03-{20 + i}"}
+        {"sequence": 10 * (i + 1), "product": {"id": 100 + i}, "description": f"Pump HP-{200 + i}",
+         "quantity": f"{i + 1}2,5", "unit": ("kg", "u", "m")[i % 3], "unit_price": f"1.04{i},20",
+         "delivery_date": f"2024-03-{20 + i}"}
         for i in range(5)
     ]
     return {
         "id": 4711, "number": "SO-2024-004711", "reference": "ACME-PO-88917", "state": "processing", "revision": 7,
         "write_date": "2024-03-05T14:22:10+0100", "sale_date": "2024-03-01", "shipping_date": "/Date(1711929600000)/",
-        "party": {"id": 42, "code": "C0042", "name": "ACME Industrial GmbH"},
+        "party": {"id": 42, "name": "ACME Industrial GmbH"},
         "shipment_address": {"name": "ACME Werk 2", "street": "Hauptstraße 12", "postal_code": "80331",
                              "city": "München", "country": "de"},
         "currency": "eur", "untaxed_amount": "12.345,60", "tax_amount": "2.345,66", "total_amount": "14.691,26",
@@ -123,9 +123,14 @@ def wire_message() -> bytes:
 
 
 def naive_pipeline(mapping_doc: dict[str, Any], schema: dict[str, Any], registry: Registry[Any],
-                   functions: IronbusFunctions) -> Callable[[bytes], bytes]:
-    """What a straightforward implementation does: interpret everything per message."""
+                   functions: IronbusFunctions, reuse_validator: bool = False) -> Callable[[bytes], bytes]:
+    """What a straightforward implementation does: interpret everything per message.
+
+    ``reuse_validator`` builds the python-jsonschema validator once instead of calling ``validate()`` (which
+    checks the schema itself against the meta-schema on every call): a second, kinder baseline.
+    """
     options = jmespath.Options(custom_functions=functions)
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
 
     def map_fields(fields: dict[str, Any], doc: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -153,7 +158,10 @@ def naive_pipeline(mapping_doc: dict[str, Any], schema: dict[str, Any], registry
     def run(body: bytes) -> bytes:
         message = json.loads(body)
         data = map_fields(routes[message["type"]], message["data"])
-        jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator, registry=registry)
+        if reuse_validator:
+            validator.validate(data)
+        else:
+            jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator, registry=registry)
         out = dict(message, type="order.changed", data=data)
         return json.dumps(out).encode()
 
@@ -298,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         base = rate(naive, body, args.seconds, args.rounds)
         results.update(naive_msg_s=round(base.wall), naive_cpu_msg_s=round(base.cpu))
         print(f"naive baseline    {base.line()}")
+        kinder = rate(naive_pipeline(mapping_doc, schema, ref_registry, mapping.functions, reuse_validator=True),
+                      body, args.seconds, args.rounds)
+        results.update(naive_reused_validator_msg_s=round(kinder.wall),
+                       naive_reused_validator_cpu_msg_s=round(kinder.cpu))
+        print(f"naive, validator built once  {kinder.line()}")
         fast = rate(ours, body, args.seconds, args.rounds)
         results.update(ironbus_msg_s=round(fast.wall), ironbus_cpu_msg_s=round(fast.cpu),
                        ratio_vs_naive=round(fast.wall / base.wall, 1), cpu_ratio_vs_naive=round(fast.cpu / base.cpu, 1))

@@ -369,10 +369,10 @@ class _Compiler:
             functions.check_static(name, literals)
         except ConfigError as exc:
             raise _CompileError(exc.message) from None
-        impl = spec["function"].__get__(functions)
         args = tuple(self.compile(child) for child in children)
         if name not in IronbusFunctions.OWN:
-            return self._checked_call(name, impl, args, signature)
+            return self._checked_call(name, spec["function"].__get__(functions), args, signature)
+        impl = functions.implementation(name)
         # ironbus's own functions check their input themselves, with messages meant for integrators.
         if count == 1 and children[0]["type"] == "field":
             key = children[0]["value"]
@@ -593,6 +593,5 @@ def inline_source(expr: Expression, var: str, bind: Callable[[Any], str], temp: 
                 args.append(bind(child["value"]))
             else:
                 return f"{bind(expr.fn)}({var})"
-        impl = expr.functions.FUNCTION_TABLE[node["value"]]["function"].__get__(expr.functions)
-        return f"{bind(impl)}({', '.join(args)})"
+        return f"{bind(expr.functions.implementation(node['value']))}({', '.join(args)})"
     return f"{bind(expr.fn)}({var})"
