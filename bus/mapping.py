@@ -67,18 +67,18 @@ class _Leaf:
     expr: Expression | None = None
 
 
-_TEMPLATE = """
-def {name}(doc):
+_TEMPLATE = """def {name}(doc):
     out = {{}}
-    f = ""
     try:
 {body}
     except _Failure as exc:
-        raise _Failure(_join(f, exc.path), exc.reason) from None
+        raise _Failure(_join(_paths[exc.__traceback__.tb_lineno], exc.path), exc.reason) from None
     except _ERRORS as exc:
+        f = _paths[exc.__traceback__.tb_lineno]
         raise _Failure(f, _reason(exc, _texts.get(f, f))) from None
     return out
 """
+_FIRST_BODY_LINE = _TEMPLATE.split("{body}")[0].count("\n") + 1
 
 
 class _Generator:
@@ -86,7 +86,7 @@ class _Generator:
 
     A loop over field descriptors costs a tuple unpack, a closure call and a few branches per field; for a
     typical order mapping of 60 fields that overhead alone exceeded the time the expressions took. The
-    generated function assigns each field in turn and names it in ``f`` so a failure can say which.
+    generated function assigns each field in turn; a failure finds its field from the line it failed on.
     """
 
     def __init__(self, omit_null: bool) -> None:
@@ -109,29 +109,32 @@ class _Generator:
 
     def function(self, tree: dict[str, Any]) -> _Builder:
         texts: dict[str, str] = {}
-        lines: list[str] = []
+        lines: list[tuple[str, str]] = []
         self._object(tree, "out", "", lines, texts)
         name = self.temp().replace("_t", "_build")
-        body = "\n".join("        " + line for line in lines) or "        pass"
-        namespace = dict(self.namespace, _texts=texts)
+        body = "\n".join("        " + code for code, _ in lines) or "        pass"
+        # Which target a failing line fills, found from the traceback's line number: naming the field costs
+        # nothing until something fails.
+        paths = {_FIRST_BODY_LINE + index: path for index, (_, path) in enumerate(lines)}
+        namespace = dict(self.namespace, _texts=texts, _paths=paths)
         # The source comes from our own template; user text only appears as repr() literals or bound names.
         exec(compile(_TEMPLATE.format(name=name, body=body), f"<mapping {name}>", "exec"), namespace)
         built: _Builder = namespace[name]
         return built
 
-    def _object(self, tree: dict[str, Any], out: str, prefix: str, lines: list[str], texts: dict[str, str]) -> None:
+    def _object(self, tree: dict[str, Any], out: str, prefix: str, lines: list[tuple[str, str]],
+                texts: dict[str, str]) -> None:
         for key, node in tree.items():
             path = prefix + key
             if isinstance(node, dict):
                 inner = self.temp()
-                lines.append(f"{inner} = {{}}")
+                lines.append((f"{inner} = {{}}", path))
                 self._object(node, inner, path + ".", lines, texts)
                 # A nested object whose fields all came out null is left out like a null field.
-                lines.append(f"if {inner}: {out}[{key!r}] = {inner}" if self.omit_null else
-                             f"{out}[{key!r}] = {inner}")
+                lines.append((f"if {inner}: {out}[{key!r}] = {inner}" if self.omit_null else
+                              f"{out}[{key!r}] = {inner}", path))
                 continue
             texts[path] = node.text
-            lines.append(f"f = {path!r}")
             if node.expr is not None:
                 source = inline_source(node.expr, "doc", self.bind, self.temp)
             else:
@@ -140,13 +143,13 @@ class _Generator:
                 fallback = self.bind(node.default)
                 if isinstance(node.default, list | dict):
                     fallback = f"_copy({fallback})"
-                lines.append(f"v = {source}")
-                lines.append(f"{out}[{key!r}] = {fallback} if v is None else v")
+                lines.append((f"v = {source}", path))
+                lines.append((f"{out}[{key!r}] = {fallback} if v is None else v", path))
             elif self.omit_null:
-                lines.append(f"v = {source}")
-                lines.append(f"if v is not None: {out}[{key!r}] = v")
+                lines.append((f"v = {source}", path))
+                lines.append((f"if v is not None: {out}[{key!r}] = v", path))
             else:
-                lines.append(f"{out}[{key!r}] = {source}")
+                lines.append((f"{out}[{key!r}] = {source}", path))
 
 
 def _each_builder(source: Compiled, element: _Builder, text: str) -> Compiled:
