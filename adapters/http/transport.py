@@ -263,7 +263,8 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=limits.max_connections,
                                 max_keepalive_connections=limits.max_connections,
                                 keepalive_expiry=limits.keepalive),
-            verify=verify)
+            # httpx 0.28 deprecates a CA bundle path for verify; an SSL context says the same thing.
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify)
 
     def send(self, request: Request) -> Response:
         where = f"{request.method} {request.url}"
