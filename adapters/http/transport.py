@@ -238,6 +238,10 @@ class PooledTransport:
                 raise TransientError(f"{where}: {phase} timed out after "
                                      f"{self.timeouts.connect if phase == 'connect' else self.timeouts.read}s"
                                      ) from None
+            except ssl.SSLCertVerificationError as exc:
+                # Transient on purpose: deliveries park until the certificate or verify_tls is fixed, then flow.
+                raise TransientError(f"{where}: TLS certificate not trusted ({exc.verify_message}); fix the "
+                                     "server certificate, or set verify_tls to a CA bundle") from None
             except (OSError, http.client.HTTPException) as exc:
                 raise TransientError(f"{where}: {phase} failed: {exc!r}") from None
             finally:

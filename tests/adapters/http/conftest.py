@@ -6,6 +6,8 @@ function of the recorded request, and read back every request and the number of 
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ Responder = Callable[[Recorded], Reply]
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.requests: list[Recorded] = []
         self.connections = 0
         self.routes: dict[tuple[str, str], list[Reply | Responder]] = {}
@@ -89,7 +91,13 @@ class Sink:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
                                        daemon=True)
 
@@ -109,9 +117,7 @@ class Sink:
             return [r for r in self.requests if r.path.split("?")[0] == path]
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink()
+def _serve(server: Sink) -> Iterator[Sink]:
     server.thread.start()
     try:
         yield server
@@ -119,3 +125,24 @@ def sink() -> Iterator[Sink]:
         server.stopping.set()
         server.server.shutdown()
         server.server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    yield from _serve(Sink())
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def tls_sink(tls_cert: tuple[str, str]) -> Iterator[Sink]:
+    yield from _serve(Sink(tls_cert))

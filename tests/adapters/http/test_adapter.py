@@ -391,3 +391,17 @@ def test_expression_failures_are_permanent(sink: Sink, make_adapter: Any) -> Non
     with pytest.raises(PermanentError, match="failed on the payload"):
         adapter.call("bad_path", make_call())
     assert len(sink.requests) == 1
+
+
+@pytest.mark.parametrize("transport", ["pooled", "httpx"])
+def test_tls_verification(tls_sink: Sink, tls_cert: tuple[str, str], make_adapter: Any, transport: str) -> None:
+    tls_sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "tls-1"}))
+    untrusted = make_adapter(settings(tls_sink, transport))
+    own_ca = make_adapter(settings(tls_sink, transport, verify_tls=tls_cert[0]))
+    unchecked = make_adapter(settings(tls_sink, transport, verify_tls=False))
+
+    with pytest.raises(TransientError, match="(?i)certificate"):
+        untrusted.call("update_order", make_call())
+    assert own_ca.call("update_order", make_call()).reference == "tls-1"
+    assert unchecked.call("update_order", make_call()).reference == "tls-1"
+    assert len(tls_sink.requests) == 2
