@@ -282,7 +282,10 @@ class FileAdapter(Adapter):
             except FileNotFoundError:
                 continue  # moved by an operator, or by another process sharing the folder
             if stat.st_mtime_ns == mtime_ns and stat.st_size == size:
-                _move_aside(path, self._folder("processed"))
+                try:
+                    _move_aside(path, self._folder("processed"))
+                except FileNotFoundError:
+                    pass  # another process sharing the inbox moved it first
             # else: rewritten since it was read; the scan below reads the new version
 
     def _fail(self, path: Path, error: MalformedFile) -> None:
@@ -305,8 +308,13 @@ class FileAdapter(Adapter):
             for path, stat in self._candidates():
                 try:
                     payloads = parse_file(path.name, path.read_bytes(), self.encoding, self.delimiter)
+                except FileNotFoundError:
+                    continue  # taken away since the listing (an operator, or another process on this inbox)
                 except MalformedFile as exc:
-                    self._fail(path, exc)
+                    try:
+                        self._fail(path, exc)
+                    except FileNotFoundError:
+                        pass
                     continue
                 label = "item" if path.name.lower().endswith(".json") else "line"
                 for position, payload in payloads:

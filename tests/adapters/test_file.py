@@ -233,3 +233,16 @@ class TestFileContract(AdapterContract):
     def arrange_poll(self, adapter: Adapter) -> str:
         drop(self.tmp / "in", "orders.csv", "order,qty\nSO-1,2\nSO-2,3\n")
         return "dropped"
+
+
+def test_a_file_taken_away_by_another_process_is_skipped(inbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drop(inbox, "a.json", '{"a": 1}')
+    drop(inbox, "b.json", '{"b": 2}')
+    adapter = inbox_adapter(inbox)
+    first = adapter.poll("dropped", None)
+    listed = adapter._candidates()
+    (inbox / "a.json").rename(inbox / "elsewhere.txt")  # gone between the listing and the read
+    monkeypatch.setattr(adapter, "_candidates", lambda: listed)
+    result = adapter.poll("dropped", first.watermark)  # also settles a.json, which is no longer there
+    assert [p for _, p in result.records] == []
+    assert (inbox / "processed" / "b.json").exists()
