@@ -561,34 +561,38 @@ def _field_names(node: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def _chain_source(names: list[str], var: str, temp: Callable[[], str]) -> str:
+def _chain_source(names: list[str], var: str, temp: Callable[[], str], known_dict: bool) -> str:
     # Conditional expressions evaluate the test first, so the walrus binds the temporary before either
     # branch reads it: each step costs a type check and a dict.get, no Python call.
-    source = f"({var}.get({names[0]!r}) if type({var}) is dict else _field_get({var}, {names[0]!r}))"
+    if known_dict:
+        source = f"{var}.get({names[0]!r})"
+    else:
+        source = f"({var}.get({names[0]!r}) if type({var}) is dict else _field_get({var}, {names[0]!r}))"
     for name in names[1:]:
         t = temp()
         source = f"({t}.get({name!r}) if type({t} := {source}) is dict else _field_get({t}, {name!r}))"
     return source
 
 
-def inline_source(expr: Expression, var: str, bind: Callable[[Any], str], temp: Callable[[], str]) -> str:
+def inline_source(expr: Expression, var: str, bind: Callable[[Any], str], temp: Callable[[], str],
+                  known_dict: bool = False) -> str:
     """Python source that evaluates ``expr`` on the local variable ``var``, with jmespath's semantics.
 
     Field paths (``a.b.c``) and ironbus function calls whose arguments are literals or field paths become
     straight-line code; anything else calls the compiled closure. ``bind(obj)`` returns the name under which
     ``obj`` will be visible to the generated code (``_field_get`` must be bound by the caller); ``temp()``
-    returns a fresh local variable name.
+    returns a fresh local variable name. ``known_dict`` says ``var`` is certainly a plain dict.
     """
     node = expr.ast
     names = _field_names(node)
     if names is not None:
-        return _chain_source(names, var, temp)
+        return _chain_source(names, var, temp, known_dict)
     if node["type"] == "function_expression" and node["value"] in IronbusFunctions.OWN:
         args: list[str] = []
         for child in node["children"]:
             child_names = _field_names(child)
             if child_names is not None:
-                args.append(_chain_source(child_names, var, temp))
+                args.append(_chain_source(child_names, var, temp, known_dict))
             elif child["type"] == "literal" and not isinstance(child["value"], list | dict):
                 args.append(bind(child["value"]))
             else:

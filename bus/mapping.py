@@ -68,7 +68,7 @@ class _Leaf:
 
 
 _TEMPLATE = """def {name}(doc):
-    out = {{}}
+{guard}    out = {{}}
     try:
 {body}
     except _Failure as exc:
@@ -78,7 +78,9 @@ _TEMPLATE = """def {name}(doc):
         raise _Failure(f, _reason(exc, _texts.get(f, f))) from None
     return out
 """
-_FIRST_BODY_LINE = _TEMPLATE.split("{body}")[0].count("\n") + 1
+# Inputs are nearly always plain dicts (that is what JSON decodes to): the fast version reads their fields
+# with a bare .get() and hands anything else to the general version.
+_GUARD = "    if type(doc) is not dict:\n        return _general(doc)\n"
 
 
 class _Generator:
@@ -108,35 +110,41 @@ class _Generator:
         return f"_t{self._count}"
 
     def function(self, tree: dict[str, Any]) -> _Builder:
+        general = self._emit(tree, known_dict=False, guard="", extra={})
+        return self._emit(tree, known_dict=True, guard=_GUARD, extra={"_general": general})
+
+    def _emit(self, tree: dict[str, Any], known_dict: bool, guard: str, extra: dict[str, Any]) -> _Builder:
         texts: dict[str, str] = {}
         lines: list[tuple[str, str]] = []
-        self._object(tree, "out", "", lines, texts)
+        self._object(tree, "out", "", lines, texts, known_dict)
         name = self.temp().replace("_t", "_build")
         body = "\n".join("        " + code for code, _ in lines) or "        pass"
+        source = _TEMPLATE.format(name=name, guard=guard, body=body)
         # Which target a failing line fills, found from the traceback's line number: naming the field costs
         # nothing until something fails.
-        paths = {_FIRST_BODY_LINE + index: path for index, (_, path) in enumerate(lines)}
-        namespace = dict(self.namespace, _texts=texts, _paths=paths)
+        first = source.split("\n").index(body.split("\n")[0]) + 1
+        paths = {first + index: path for index, (_, path) in enumerate(lines)}
+        namespace = dict(self.namespace, _texts=texts, _paths=paths, **extra)
         # The source comes from our own template; user text only appears as repr() literals or bound names.
-        exec(compile(_TEMPLATE.format(name=name, body=body), f"<mapping {name}>", "exec"), namespace)
+        exec(compile(source, f"<mapping {name}>", "exec"), namespace)
         built: _Builder = namespace[name]
         return built
 
     def _object(self, tree: dict[str, Any], out: str, prefix: str, lines: list[tuple[str, str]],
-                texts: dict[str, str]) -> None:
+                texts: dict[str, str], known_dict: bool) -> None:
         for key, node in tree.items():
             path = prefix + key
             if isinstance(node, dict):
                 inner = self.temp()
                 lines.append((f"{inner} = {{}}", path))
-                self._object(node, inner, path + ".", lines, texts)
+                self._object(node, inner, path + ".", lines, texts, known_dict)
                 # A nested object whose fields all came out null is left out like a null field.
                 lines.append((f"if {inner}: {out}[{key!r}] = {inner}" if self.omit_null else
                               f"{out}[{key!r}] = {inner}", path))
                 continue
             texts[path] = node.text
             if node.expr is not None:
-                source = inline_source(node.expr, "doc", self.bind, self.temp)
+                source = inline_source(node.expr, "doc", self.bind, self.temp, known_dict)
             else:
                 source = f"{self.bind(node.fn)}(doc)"
             if node.default is not _NO_DEFAULT:

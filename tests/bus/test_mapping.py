@@ -380,3 +380,16 @@ def test_unusual_target_names_are_kept_verbatim() -> None:
           "f": {expr: missing, default: 1}
         """)
     assert mapping.apply({"a": 7}) == {"it's": 7, 'say "hi"': 7, "doc": 7, "out": {"v": 7}, "f": 1}
+
+
+def test_errors_are_named_for_inputs_that_are_not_plain_dicts() -> None:
+    from collections import OrderedDict
+
+    mapping = load_text("""\
+        fields:
+          a: x
+          b.c: number(y)
+        """)
+    with pytest.raises(MappingError, match=r"field 'b.c': number\(\) cannot read 'zz'"):
+        mapping.apply(OrderedDict(x=1, y="zz"))
+    assert mapping.apply(["not", "an", "object"]) == {}
