@@ -11,7 +11,7 @@ record that was emitted twice. A crash can therefore repeat an emit, but never l
 Where the timing comes from, first match wins:
 
 1. the route's ``timing: {schedule: "*/15 * * * *"}`` (cron, 5 fields; several routes on one trigger: the
-   earliest next fire of any);
+   earliest next fire of any; cron times are UTC);
 2. the system's settings ``triggers: {<trigger>: {schedule: "...", interval: "30s"}}``;
 3. the ``interval`` the adapter declared on the trigger;
 4. :data:`DEFAULT_INTERVAL`.
