@@ -179,7 +179,10 @@ def ironbus_pipeline(mapping: Mapping, validate: Callable[[Any], None], schema_i
         route_mapping, route_validate = routes[event.type]
         data = route_mapping.apply(event.data, event=event)
         route_validate(data)
-        return event.with_(type="order.changed", data=data, dataschema=schema_id).encode()
+        return Event(type="order.changed", source=event.source, data=data, id=event.id, subject=event.subject,
+                     time=event.time, correlationid=event.correlationid, causationid=event.causationid,
+                     key=event.key, sequence=event.sequence, dataschema=schema_id,
+                     extensions=event.extensions).encode()
 
     return run
 
