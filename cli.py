@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("input", help="JSON or YAML file, or - for stdin")
     sp.add_argument("--xref", type=Path, help="YAML/JSON file of cross references: entity -> system -> {id: canonical}")
     sp.add_argument("--validate", help="also validate the result against this canonical schema")
+    routes_arg(sp)
 
     sp = cmd("test", commands.test, "run YAML test files (*.test.yaml) for mappings and routes")
     sp.add_argument("paths", nargs="*", type=Path, default=[Path("tests/mappings")])
@@ -143,12 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("canonical")
     sp.add_argument("system")
     sp.add_argument("id")
-    sp = xsub.add_parser("import", help="import links from CSV (entity,canonical_id,system,system_id) or JSON", parents=[common])
+    sp = xsub.add_parser("import", help="import links from CSV (entity,canonical_id,system,system_id) or JSON",
+                         parents=[common])
     sp.add_argument("file")
     sp = xsub.add_parser("export", help="export links as CSV or JSON", parents=[common])
     sp.add_argument("--entity")
     sp.add_argument("--format", choices=["csv", "json"], default="csv")
-    sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked", parents=[common])
+    sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked",
+                         parents=[common])
     sp.add_argument("--entity", action="append", help="customer, material, supplier (default: all)")
     routes_arg(sp)
     for sp in xsub.choices.values():

@@ -29,9 +29,9 @@ def check_master_data(adapters: Mapping[str, Adapter], links: Sequence[XrefRow],
     for entity in entities or ENTITIES:
         held: dict[str, dict[str, MasterRecord]] = {}
         for system, adapter in adapters.items():
-            records = adapter.master_data(entity)
-            if records is not None:
-                held[system] = {r.id: r for r in records}
+            listed = adapter.master_data(entity)
+            if listed is not None:
+                held[system] = {r.id: r for r in listed}
         linked = [r for r in links if r.entity == entity and r.system in held]
         by_system_id = {(r.system, r.system_id): r.canonical_id for r in linked}
         canon: dict[str, dict[str, MasterRecord | None]] = {}

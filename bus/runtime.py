@@ -19,6 +19,7 @@ import structlog
 
 from adapters.base import Adapter
 from bus import metrics
+from bus.bulk import BulkLanes
 from bus.config import Config, load_config
 from bus.envelope import Event
 from bus.errors import ConfigError, IronbusError
@@ -86,6 +87,7 @@ class Runtime:
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         self.protections = Protections.from_config(self.config.systems)
         self.ingestor = Ingestor(self.journal, self.queue)
+        self.lanes = BulkLanes(self.config, self.adapters, self.queue, self.options.lease_seconds)
         self.stop_event = threading.Event()
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
@@ -123,8 +125,10 @@ class Runtime:
         for i in range(self.options.workers):
             worker = Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
                             ingest=self.ingest, protections=self.protections, batch_size=self.options.batch_size,
-                            stop=self.stop_event, name=f"worker-{i}")
+                            stop=self.stop_event, name=f"worker-{i}", lanes=self.lanes or None)
             self.workers.append(worker)
+            if self.lanes and self.lanes.recorder is None:
+                self.lanes.recorder = worker
             self._spawn(worker.run, f"ironbus-worker-{i}")
         self._spawn(self.parker.run, "ironbus-parker")
         self._spawn(self._gauges, "ironbus-gauges")
@@ -217,6 +221,7 @@ class Runtime:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.lanes.close()
         self.protections.close()
         for adapter in self.adapters.values():
             try:

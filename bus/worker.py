@@ -20,6 +20,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Outcome
 from bus import metrics
+from bus.bulk import BulkItem, BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
@@ -30,7 +31,7 @@ from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections
 from bus.queue.base import Lease, Queue
 
-__all__ = ["Ingest", "Worker", "WorkerStats"]
+__all__ = ["Batch", "Ingest", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
 _FOLLOWUP_NS = uuid.UUID("6f1c2a52-8a51-4d8e-9d1e-4b8f2b0c9e11")
@@ -49,7 +50,7 @@ class WorkerStats:
 
 
 @dataclass
-class _Batch:
+class Batch:
     updates: list[DeliveryUpdate] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     followups: list[tuple[Event, str]] = field(default_factory=list)
@@ -62,7 +63,7 @@ class Worker:
 
     def __init__(self, *, pipeline: Pipeline, adapters: Mapping[str, Adapter], journal: Journal, queue: Queue,
                  ingest: Ingest, protections: Protections | None = None, batch_size: int = 32,
-                 stop: threading.Event | None = None, name: str = "worker") -> None:
+                 stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None) -> None:
         self.pipeline = pipeline
         self.adapters = adapters
         self.journal = journal
@@ -74,6 +75,7 @@ class Worker:
         self.name = name
         self.stats = WorkerStats()
         self.sequences = SequenceGuard(journal)
+        self.lanes = lanes
 
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -90,7 +92,7 @@ class Worker:
 
     def handle(self, leases: Sequence[Lease]) -> None:
         """Process one batch of leases completely, then settle and ack it."""
-        batch = _Batch()
+        batch = Batch()
         work: list[tuple[Lease, Event, list[RouteResult]]] = []
         for lease in leases:
             event = self._decode(lease, batch)
@@ -120,7 +122,7 @@ class Worker:
         self.stats.events += len(leases)
 
     # -- steps --------------------------------------------------------------------------------------------
-    def _decode(self, lease: Lease, batch: _Batch) -> Event | None:
+    def _decode(self, lease: Lease, batch: Batch) -> Event | None:
         try:
             return Event.decode(lease.message.body)
         except DecodeError as exc:
@@ -129,7 +131,7 @@ class Worker:
                                             target=lease.message.target))
             return None
 
-    def _route_result(self, lease: Lease, event: Event, result: RouteResult, batch: _Batch, done: set[str],
+    def _route_result(self, lease: Lease, event: Event, result: RouteResult, batch: Batch, done: set[str],
                       force: bool, log_: Any) -> None:
         route = result.route
         if result.status == "filtered":
@@ -152,10 +154,10 @@ class Worker:
                 continue
             self._dispatch(lease, dispatch, batch, log_)
 
-    def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: _Batch, log_: Any) -> None:
+    def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: Batch, log_: Any) -> None:
         route, target, mapped = dispatch.route, dispatch.target.config, dispatch.event
-        base = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id, route=route.name,
-                    target=target.name)
+        base: dict[str, Any] = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id,
+                                    route=route.name, target=target.name)
         if mapped.key is not None and mapped.sequence is not None:
             scope = f"{route.name}:{target.name}"
             last = batch.last_applied.get((scope, mapped.key))
@@ -171,9 +173,16 @@ class Worker:
             metrics.delivery(route.name, target.name, "shadow")
             return
         adapter = self.adapters[target.system]
+        lanes = self.lanes
+        lane = lanes.lane(route.name, target.name) if lanes is not None else None
+        if lanes is not None and lane is not None:
+            # batch timing on a bulk operation: the lane delivers it with others and settles it later
+            lanes.hold(lease)
+            lane.add(BulkItem(dispatch, lease, lease.message.parks))
+            return
         attempted = deliver_with_retries(lambda n: self._call(adapter, dispatch, n), route.config.retry,
                                          parks=lease.message.parks, stop=self.stop)
-        self._record(lease, dispatch, attempted, batch, base, log_)
+        self.record(lease, dispatch, attempted, batch, base, log_)
 
     def _call(self, adapter: Adapter, dispatch: Dispatch, attempt: int) -> Outcome:
         target = dispatch.target.config
@@ -195,7 +204,7 @@ class Worker:
             if guard is not None:
                 guard.observe(error)
 
-    def _record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: _Batch,
+    def record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: Batch,
                 base: dict[str, Any], log_: Any) -> None:
         route, target = dispatch.route.name, dispatch.target.config.name
         seconds = attempted.duration_ms / 1000.0
@@ -237,7 +246,14 @@ class Worker:
         self.stats.dead += 1
         log_.error("delivery dead-lettered", route=route, target=target, error=error)
 
-    def _settle(self, leases: Sequence[Lease], batch: _Batch) -> None:
+    def _settle(self, leases: Sequence[Lease], batch: Batch) -> None:
+        self.settle_journal(batch)
+        if self.lanes is not None:
+            leases = self.lanes.worker_done(leases)  # leases with bulk items in flight are acked by their lane
+        ack(self.queue, leases)
+
+    def settle_journal(self, batch: Batch) -> None:
+        """Write one batch's outcomes: follow-ups first, then delivery states and dead letters, then marks."""
         if batch.followups:
             self.ingest(batch.followups)
         if batch.updates:
@@ -245,12 +261,18 @@ class Worker:
         if batch.letters:
             self.journal.dead_letter(batch.letters)
         self.sequences.applied_many(batch.applied)
-        ack_many = getattr(self.queue, "ack_many", None)
-        if callable(ack_many):
-            ack_many(list(leases))
-        else:
-            for lease in leases:
-                lease.ack()
+
+
+def ack(queue: Queue, leases: Sequence[Lease]) -> None:
+    """Ack leases, in one round trip where the queue can."""
+    if not leases:
+        return
+    ack_many = getattr(queue, "ack_many", None)
+    if callable(ack_many):
+        ack_many(list(leases))
+    else:
+        for lease in leases:
+            lease.ack()
 
 
 def _event_epoch(event: Event) -> float:

@@ -57,11 +57,15 @@ def lint(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr if issue.severity == "error" else sys.stdout)
         if not errors:
             config = load_config(args.routes)
-            print(f"{args.routes}: OK — {len(config.systems)} systems, {len(config.routes)} routes"
-                  + (f", {len(issues)} warning(s)" if issues else ""))
+            counts = f"{_plural(len(config.systems), 'system')}, {_plural(len(config.routes), 'route')}"
+            print(f"{args.routes}: OK — {counts}" + (f", {len(issues)} warning(s)" if issues else ""))
         else:
             print(f"{args.routes}: {len(errors)} error(s); fix them and run 'ironbus lint' again", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def map_(args: argparse.Namespace) -> int:
@@ -70,7 +74,9 @@ def map_(args: argparse.Namespace) -> int:
         seed = load_yaml(args.xref) if args.xref.suffix in (".yaml", ".yml") else read_document(str(args.xref))
         xref = MemoryXref.from_dict({e: {s: {str(k): str(v) for k, v in ids.items()} for s, ids in systems.items()}
                                      for e, systems in (seed or {}).items()})
-    mapping = Mapping.load(args.mapping, xref=xref)
+    # value maps shared in routes.yaml apply to every mapping, as they do in the running bus
+    shared = load_config(args.routes).value_maps if args.routes.is_file() else {}
+    mapping = Mapping.load(args.mapping, xref=xref, value_maps=shared)
     doc = read_document(args.input)
     result = mapping.apply(doc)
     schema = args.validate or None
@@ -107,6 +113,8 @@ def adapters(args: argparse.Namespace) -> int:
         try:
             cls = load_adapter_class(name)
         except IronbusError as exc:
+            if args.name:
+                raise  # asked for one adapter by name: an unknown one is a usage error (exit 2)
             rows.append({"name": name, "error": str(exc)})
             continue
         props = dict(cls.settings_schema).get("properties", {})

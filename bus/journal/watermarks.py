@@ -34,15 +34,16 @@ class Watermarks:
         with read(self._engine) as conn:
             return conn.execute(sa.select(_W.c.value).where(_W.c.system == system, _W.c.trigger == trigger)).scalar()
 
-    def set_watermark(self, system: str, trigger: str, value: str, seen_keys: Sequence[str] = ()) -> None:
-        """Store the watermark and remember ``seen_keys``, atomically."""
+    def set_watermark(self, system: str, trigger: str, value: str | None, seen_keys: Sequence[str] = ()) -> None:
+        """Store the watermark (None keeps the stored one) and remember ``seen_keys``, atomically."""
         now = time.time()
         with write(self._engine) as conn:
-            stmt = insert_for(conn, _W)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=[_W.c.system, _W.c.trigger],
-                set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}),
-                {"system": system, "trigger": trigger, "value": value, "updated_at": now})
+            if value is not None:
+                stmt = insert_for(conn, _W)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[_W.c.system, _W.c.trigger],
+                    set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}),
+                    {"system": system, "trigger": trigger, "value": value, "updated_at": now})
             keys = list(dict.fromkeys(seen_keys))
             if keys:
                 seen = insert_for(conn, _S)

@@ -23,7 +23,7 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from tryton_helpers import settings  # noqa: E402
+from tests.tryton.tryton_helpers import settings  # noqa: E402
 
 from tryton import tryton_env  # noqa: E402
 

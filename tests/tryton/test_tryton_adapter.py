@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tryton_helpers import call, master_data, unique
+from tests.tryton.tryton_helpers import call, master_data, unique
 
 from adapters.tryton import TrytonAdapter
 from bus.errors import PermanentError, TransientError

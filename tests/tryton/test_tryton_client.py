@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from tryton_helpers import settings, unique
+from tests.tryton.tryton_helpers import settings, unique
 
 from adapters.tryton.client import TrytonClient, classify_rpc_error
 from bus.errors import PermanentError, TransientError

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from tryton_helpers import call, master_data, settings, unique
+from tests.tryton.tryton_helpers import call, master_data, settings, unique
 
 from adapters.base import Adapter
 from adapters.tryton import TrytonAdapter
