@@ -57,11 +57,15 @@ T = TypeVar("T")
 
 
 class WatermarkStore(Protocol):
-    """Where a poll trigger's progress survives restarts (the journal implements it)."""
+    """Where a poll trigger's progress survives restarts (the journal implements it).
+
+    ``set_watermark`` stores the watermark and remembers ``seen_keys`` in one transaction. The runner writes
+    ``""`` for "no watermark yet" (so a NOT NULL column will do) and hands adapters None for it.
+    """
 
     def get_watermark(self, system: str, trigger: str) -> str | None: ...
 
-    def set_watermark(self, system: str, trigger: str, value: str | None, seen_keys: Sequence[str]) -> None: ...
+    def set_watermark(self, system: str, trigger: str, value: str, seen_keys: Sequence[str]) -> None: ...
 
     def filter_unseen(self, system: str, trigger: str, keys: Sequence[str]) -> list[str]: ...
 
@@ -72,14 +76,14 @@ class MemoryWatermarkStore:
     def __init__(self, keep: int = 3) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        self._marks: dict[tuple[str, str], str | None] = {}
+        self._marks: dict[tuple[str, str], str] = {}
         self._seen: dict[tuple[str, str], list[set[str]]] = {}
 
     def get_watermark(self, system: str, trigger: str) -> str | None:
         with self._lock:
             return self._marks.get((system, trigger))
 
-    def set_watermark(self, system: str, trigger: str, value: str | None, seen_keys: Sequence[str]) -> None:
+    def set_watermark(self, system: str, trigger: str, value: str, seen_keys: Sequence[str]) -> None:
         with self._lock:
             self._marks[(system, trigger)] = value
             generations = self._seen.setdefault((system, trigger), [])
@@ -204,7 +208,7 @@ class TriggerRunner:
         """
         with self._locks.setdefault(plan.name, threading.Lock()):
             adapter = self.adapters[plan.system]
-            watermark = self.store.get_watermark(plan.system, plan.trigger)
+            watermark = self.store.get_watermark(plan.system, plan.trigger) or None
             result = adapter.poll(plan.trigger, watermark)
             keys = [key for key, _ in result.records]
             unseen = set(self.store.filter_unseen(plan.system, plan.trigger, keys)) if keys else set()
@@ -220,7 +224,7 @@ class TriggerRunner:
                 self.emit(events)
             # An adapter that returns no watermark (nothing new) keeps the one it had.
             new_mark = result.watermark if result.watermark is not None else watermark
-            self.store.set_watermark(plan.system, plan.trigger, new_mark, keys)
+            self.store.set_watermark(plan.system, plan.trigger, new_mark or "", keys)
             progress = self._progress.setdefault(plan.name, _Progress())
             progress.polls += 1
             progress.emitted += len(events)

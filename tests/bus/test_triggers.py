@@ -12,11 +12,13 @@ from adapters.base import Adapter, PollResult, trigger
 from bus.config import load_config
 from bus.envelope import Event
 from bus.errors import ConfigError, PermanentError, TransientError, UnknownNameError
+from bus.journal import Journal
 from bus.triggers import (
     Batcher,
     MemoryWatermarkStore,
     TriggerPlan,
     TriggerRunner,
+    WatermarkStore,
     plan_triggers,
     record_event_id,
 )
@@ -68,7 +70,15 @@ class Sink:
 PLAN = TriggerPlan("crm", "changed", interval=0.05)
 
 
-def runner_for(adapter: Adapter, store: MemoryWatermarkStore, sink: Callable[[list[Event]], None]) -> TriggerRunner:
+@pytest.fixture(params=["memory", "journal"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> WatermarkStore:
+    """The in-memory store and the real journal (SQLite): the runner must work with both."""
+    if request.param == "memory":
+        return MemoryWatermarkStore()
+    return Journal(f"sqlite:///{tmp_path / 'journal.db'}")
+
+
+def runner_for(adapter: Adapter, store: WatermarkStore, sink: Callable[[list[Event]], None]) -> TriggerRunner:
     return TriggerRunner({"crm": adapter}, [PLAN], store, sink)
 
 
@@ -92,9 +102,10 @@ def test_poll_emits_one_event_per_new_record_then_stores_the_watermark() -> None
     assert store.get_watermark("crm", "changed") == "11"
 
 
-def test_restart_with_the_same_store_neither_misses_nor_doubles_including_the_overlap() -> None:
+def test_restart_with_the_same_store_neither_misses_nor_doubles_including_the_overlap(
+        any_store: WatermarkStore) -> None:
     adapter = TableAdapter("crm", {})
-    store, sink = MemoryWatermarkStore(), Sink()
+    store, sink = any_store, Sink()
     adapter.rows = {1: 10, 2: 11, 3: 12}
     runner_for(adapter, store, sink).run_once(PLAN)
 
@@ -128,7 +139,7 @@ def test_crash_after_emit_re_emits_with_the_same_event_ids() -> None:
     adapter.rows = {1: 10}
 
     class CrashingStore(MemoryWatermarkStore):
-        def set_watermark(self, system: str, trigger: str, value: str | None, seen_keys: Sequence[str]) -> None:
+        def set_watermark(self, system: str, trigger: str, value: str, seen_keys: Sequence[str]) -> None:
             raise RuntimeError("killed before the watermark was stored")
 
     sink = Sink()
@@ -148,6 +159,24 @@ def test_duplicate_keys_within_one_poll_are_emitted_once() -> None:
     sink = Sink()
     runner_for(Dupes("crm", {}), MemoryWatermarkStore(), sink).run_once(PLAN)
     assert sink.keys() == ["a", "b"]
+
+
+def test_an_adapter_without_watermarks_relies_on_seen_keys(any_store: WatermarkStore) -> None:
+    class OpenItems(TableAdapter):
+        """Lists every open item each time, with no watermark: the seen keys alone prevent repeats."""
+
+        @trigger("changed", kind="poll")
+        def changed(self, watermark: str | None) -> PollResult:
+            assert watermark is None
+            return PollResult([(f"item-{i}", {"i": i}) for i in sorted(self.rows)], None)
+
+    adapter, sink = OpenItems("crm", {}), Sink()
+    adapter.rows = {1: 0, 2: 0}
+    runner = runner_for(adapter, any_store, sink)
+    runner.run_once(PLAN)
+    adapter.rows[3] = 0
+    runner.run_once(PLAN)
+    assert sink.keys() == ["item-1", "item-2", "item-3"]
 
 
 def test_no_watermark_returned_keeps_the_previous_one() -> None:
