@@ -26,6 +26,7 @@ class Sink:
         self.delivered: Counter[str] = Counter()
         self.bodies: dict[str, Any] = {}
         self.failures: Counter[str] = Counter()
+        self.arrival_order: list[str] = []  # idempotency keys of successful deliveries, in arrival order
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +46,7 @@ class Sink:
                 if status < 300:
                     with sink.lock:
                         sink.delivered[key] += 1
+                        sink.arrival_order.append(key)
                         sink.bodies[key] = json.loads(body or b"null")
                 else:
                     with sink.lock:
