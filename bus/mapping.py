@@ -65,6 +65,7 @@ class _Leaf:
     default: Any
     text: str
     expr: Expression | None = None
+    constant: Any = _NO_DEFAULT
 
 
 _TEMPLATE = """def {name}(doc):
@@ -143,6 +144,12 @@ class _Generator:
                               f"{out}[{key!r}] = {inner}", path))
                 continue
             texts[path] = node.text
+            if node.constant is not _NO_DEFAULT and node.constant is not None:
+                value = self.bind(node.constant)
+                if isinstance(node.constant, list | dict):
+                    value = f"_copy({value})"
+                lines.append((f"{out}[{key!r}] = {value}", path))
+                continue
             if node.expr is not None:
                 source = inline_source(node.expr, "doc", self.bind, self.temp, known_dict)
             else:
@@ -228,7 +235,8 @@ def _compile_field(spec: Any, target: str, where: Location, ctx: _Context, prefi
     if "value" in spec:
         if "fields" in spec or "default" in spec:
             raise ConfigError(f"{label}: a constant {{value: …}} takes no other option", where)
-        return _Leaf(_constant(_plain(spec["value"])), _NO_DEFAULT, repr(spec["value"]))
+        value = _plain(spec["value"])
+        return _Leaf(_constant(value), _NO_DEFAULT, repr(spec["value"]), constant=value)
     if "expr" in spec:
         if "fields" in spec:
             raise ConfigError(f"{label}: 'fields' belongs with 'each', not 'expr'", where)
