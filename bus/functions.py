@@ -42,6 +42,7 @@ _EVENT_ATTRS = frozenset({"id", "type", "source", "subject", "time", "correlatio
                           "sequence", "datacontenttype", "dataschema", "data"})
 _MOMENT = "an ISO 8601 date/time, epoch seconds or milliseconds, SAP /Date(ms)/ or a Tryton date dict"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EXACT = float(2**53)  # floats hold every integer below this exactly
 _EPOCH_MS_FROM = 100_000_000_000  # as seconds that is the year 5138; as milliseconds, 1973
 _DIGITS = re.compile(r"[+-]?\d+")
 _CANONICAL_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -205,7 +206,7 @@ def to_number(value: Any, function: str = "number") -> int | float | None:
                 number = float(text)
             except ValueError:
                 return _parse_number(function, value)
-            if math.isfinite(number) and abs(number) < 2**53:
+            if -_EXACT < number < _EXACT:  # also false for inf and nan
                 return int(number) if number.is_integer() else number
         return _parse_number(function, value)
     if kind is float:
