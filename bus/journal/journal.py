@@ -74,6 +74,24 @@ class Journal(DeadLetterStore, Watermarks):
         self.xref = DurableXref(self.engine)
         DeadLetterStore.__init__(self, self.engine)
         Watermarks.__init__(self, self.engine)
+        self._statements()
+
+    def _statements(self) -> None:
+        """Build the hot-path statements once: constructing them per call costs more than running them."""
+        self._insert_events = insert_for(self.dialect, _E).on_conflict_do_nothing(index_elements=[_E.c.id])
+        stmt = insert_for(self.dialect, _D)
+        ex = stmt.excluded
+        self._upsert_delivery = stmt.on_conflict_do_update(
+            index_elements=[_D.c.idempotency_key],
+            set_={"status": ex.status,
+                  "attempts": sa.case((ex.attempts > _D.c.attempts, ex.attempts), else_=_D.c.attempts),
+                  "parks": _D.c.parks + ex.parks, "next_attempt_at": ex.next_attempt_at,
+                  "last_error": ex.last_error, "reference": sa.func.coalesce(ex.reference, _D.c.reference),
+                  "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
+                  "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
+            where=_D.c.status != "delivered")
+        self._delivered = sa.select(_D.c.idempotency_key).where(
+            _D.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)), _D.c.status == "delivered")
 
     # -- events --------------------------------------------------------------------------------------------
     def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
@@ -91,7 +109,7 @@ class Journal(DeadLetterStore, Watermarks):
                          "causationid": event.causationid, "time": event.time, "received_at": now,
                          "origin": origin, "body": event.encode()})
         with write(self.engine) as conn:
-            conn.execute(insert_for(conn, _E).on_conflict_do_nothing(index_elements=[_E.c.id]), rows)
+            conn.execute(self._insert_events, rows)
 
     def get_event(self, event_id: str) -> Event | None:
         with read(self.engine) as conn:
@@ -130,23 +148,12 @@ class Journal(DeadLetterStore, Watermarks):
         now = time.time()
         with write(self.engine) as conn:
             for run in _distinct_runs(outcomes):
-                stmt = insert_for(conn, _D)
-                ex = stmt.excluded
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=[_D.c.idempotency_key],
-                    set_={"status": ex.status,
-                          "attempts": sa.case((ex.attempts > _D.c.attempts, ex.attempts), else_=_D.c.attempts),
-                          "parks": _D.c.parks + ex.parks, "next_attempt_at": ex.next_attempt_at,
-                          "last_error": ex.last_error,
-                          "reference": sa.func.coalesce(ex.reference, _D.c.reference),
-                          "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
-                          "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
-                    where=_D.c.status != "delivered"),
-                    [{"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
-                      "target": u.target, "status": u.status, "attempts": u.attempt,
-                      "parks": 1 if u.status == "parked" else 0, "next_attempt_at": u.next_attempt_at,
-                      "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
-                      "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
+                conn.execute(self._upsert_delivery, [
+                    {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
+                     "target": u.target, "status": u.status, "attempts": u.attempt,
+                     "parks": 1 if u.status == "parked" else 0, "next_attempt_at": u.next_attempt_at,
+                     "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
+                     "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
             conn.execute(_A.insert(), [
                 {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
                  "attempt": u.attempt, "status": u.log_status, "error": u.error, "started_at": u.started_at,
@@ -162,8 +169,7 @@ class Journal(DeadLetterStore, Watermarks):
         found: set[str] = set()
         with read(self.engine) as conn:
             for part in chunks(list(keys)):
-                found.update(conn.execute(sa.select(_D.c.idempotency_key).where(
-                    _D.c.idempotency_key.in_(part), _D.c.status == "delivered")).scalars())
+                found.update(conn.execute(self._delivered, {"keys": list(part)}).scalars())
         return found
 
     def deliveries_for_events(self, event_ids: Sequence[str]) -> list[DeliveryRow]:

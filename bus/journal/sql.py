@@ -18,9 +18,9 @@ T = TypeVar("T")
 IN_CHUNK = 500
 
 
-def insert_for(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT supporting ``on_conflict_do_*`` for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
+def insert_for(conn: Connection | str, table: sa.Table) -> Any:
+    """An INSERT supporting ``on_conflict_do_*`` for the connection's dialect (or a dialect name)."""
+    if (conn if isinstance(conn, str) else conn.dialect.name) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 

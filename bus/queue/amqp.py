@@ -386,7 +386,7 @@ class AmqpQueue:
     # -- operations ----------------------------------------------------------------------------------------
     def depth(self) -> dict[str, int]:
         """``ready`` in the partition queues, ``delayed`` in the delay tiers, and ``leased`` by *this* process
-        (RabbitMQ does not count other consumers' unacked messages per queue)."""
+        (handed out or prefetched; RabbitMQ does not count other consumers' unacked messages per queue)."""
         ready = delayed = 0
         with self._publisher() as producer:
             for q in self.work_queues:
@@ -394,8 +394,10 @@ class AmqpQueue:
             for q in self.delay_queues:
                 delayed += q.bind(producer.channel).queue_declare(passive=True).message_count
         with self._cond:
-            leased = self._in_flight
-        return {"ready": ready, "leased": leased, "delayed": delayed, "buffered": len(self._buffer)}
+            # prefetched-but-not-yet-handed-out messages are unacked at the broker, so not "ready" there
+            buffered = len(self._buffer)
+            leased = self._in_flight + buffered
+        return {"ready": ready, "leased": leased, "delayed": delayed, "buffered": buffered}
 
     def delete_topology(self) -> None:
         """Delete this queue's exchanges and queues with their messages (tests, decommissioning)."""

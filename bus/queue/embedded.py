@@ -80,6 +80,8 @@ class EmbeddedQueue:
         self._changed = threading.Condition()
         self._generation = 0
         self._postgres = engine.dialect.name == "postgresql"
+        self._idle = True
+        self._statements()
 
     # -- producing -----------------------------------------------------------------------------------------
     def publish(self, messages: Sequence[Message]) -> None:
@@ -116,30 +118,43 @@ class EmbeddedQueue:
 
     def _claim(self, limit: int) -> list[Lease]:
         now = time.time()
-        ready = _Q.c.available_at <= now
-        # Cheap read first: an idle poll must not take SQLite's write lock away from publishers.
-        with read(self._engine) as conn:
-            if conn.execute(sa.select(_Q.c.id).where(ready).limit(1)).first() is None:
-                return []
-        blocked = sa.select(_P.c.id).where(
-            _P.c.key == _Q.c.key, _P.c.id != _Q.c.id,
-            sa.or_(_P.c.id < _Q.c.id, sa.and_(_P.c.lease_owner.is_not(None), _P.c.lease_until > now))).exists()
-        pick = (sa.select(_Q.c.id).where(ready, sa.or_(_Q.c.key.is_(None), ~blocked))
-                .order_by(_Q.c.id).limit(limit))
-        if self._postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        until = now + self.lease_seconds
-        claim = (_Q.update().where(_Q.c.id.in_(pick.scalar_subquery()))
-                 .values(lease_owner=self.owner, lease_until=until, available_at=until,
-                         delivery_count=_Q.c.delivery_count + 1)
-                 .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
-                            _Q.c.delivery_count))
+        if self._idle:
+            # An idle poll must not take SQLite's write lock away from publishers: look before claiming.
+            with read(self._engine) as conn:
+                if conn.execute(self._peek, {"now": now}).first() is None:
+                    return []
         with write(self._engine) as conn:
-            rows = sorted(conn.execute(claim).all(), key=lambda r: r.id)
+            rows = sorted(conn.execute(self._claim_stmt, {"now": now, "until": now + self.lease_seconds,
+                                                          "owner": self.owner, "limit": limit}).all(),
+                          key=lambda r: r.id)
+        self._idle = not rows
         return [EmbeddedLease(
             message=Message(body=bytes(r.body), key=r.key, route=r.route, target=r.target, parks=r.parks,
                             headers=orjson.loads(r.headers) if r.headers else {}),
             delivery_count=r.delivery_count, id=r.id, owner=self.owner, _queue=self) for r in rows]
+
+    def _statements(self) -> None:
+        """Build the hot statements once: compiling them per call costs more than running them."""
+        now = sa.bindparam("now", type_=sa.Double)
+        ready = _Q.c.available_at <= now
+        self._peek = sa.select(_Q.c.id).where(ready).limit(1)
+        blocked = sa.select(_P.c.id).where(
+            _P.c.key == _Q.c.key, _P.c.id != _Q.c.id,
+            sa.or_(_P.c.id < _Q.c.id, sa.and_(_P.c.lease_owner.is_not(None), _P.c.lease_until > now))).exists()
+        pick = (sa.select(_Q.c.id).where(ready, sa.or_(_Q.c.key.is_(None), ~blocked))
+                .order_by(_Q.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        until = sa.bindparam("until", type_=sa.Double)
+        self._claim_stmt = (
+            _Q.update().where(_Q.c.id.in_(pick.scalar_subquery()))
+            .values(lease_owner=sa.bindparam("owner", type_=sa.Text), lease_until=until, available_at=until,
+                    delivery_count=_Q.c.delivery_count + 1)
+            .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
+                       _Q.c.delivery_count))
+        self._ack_stmt = _Q.delete().where(
+            _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
+            _Q.c.delivery_count == sa.bindparam("b_count"))
 
     # -- settling ------------------------------------------------------------------------------------------
     def ack_many(self, leases: Sequence[Lease]) -> None:
@@ -151,10 +166,8 @@ class EmbeddedQueue:
         lost = 0
         with write(self._engine) as conn:
             for part in chunks(todo):
-                result = conn.execute(_Q.delete().where(
-                    _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
-                    _Q.c.delivery_count == sa.bindparam("b_count")),
-                    [{"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
+                result = conn.execute(self._ack_stmt, [
+                    {"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
                 lost += len(part) - max(result.rowcount, 0)
         if lost:
             log.warning("queue.ack_lost_lease", count=lost, hint="lease expired before ack; raise lease_seconds")
