@@ -40,6 +40,9 @@ class TrytonAdapter(Adapter):
                         "description": "Company id to work in; default: the user's current company."},
             "poll_overlap": {"type": "number", "minimum": 0, "default": 2,
                              "description": "Seconds polls look back before the watermark (dedup drops repeats)."},
+            "triggers": {"type": "object", "description": "Poll timing per trigger: {sales_changed: {interval: "
+                                                          "'5s'}} or a cron schedule: {sales_changed: {schedule: "
+                                                          "'*/5 * * * *'}}."},
         },
     }
 

@@ -126,10 +126,16 @@ class Poller:
                        "party.code", "comment", "total_amount", "currency", "currency.code", "shipment_state")
 
     def purchases(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        def line(row: dict[str, Any]) -> dict[str, Any]:
-            return {**_line(row), "delivery_date": row.get("delivery_date")}
+        rows_by_line: dict[int, dict[str, Any]] = {}
 
-        lines = _lines(self.client, "purchase.line", "purchase", [r["id"] for r in rows], ["delivery_date"], line)
+        def line(row: dict[str, Any]) -> dict[str, Any]:
+            rows_by_line[row["id"]] = row
+            return {**_line(row), "delivery_date": row.get("delivery_date"),
+                    "requested_date": row.get("delivery_date_store") if row.get("delivery_date_edit") else None}
+
+        lines = _lines(self.client, "purchase.line", "purchase", [r["id"] for r in rows],
+                       ["delivery_date", "delivery_date_store", "delivery_date_edit", "moves"], line)
+        self._add_move_progress(lines, rows_by_line)
         return [{
             "id": r["id"], "number": r.get("number"), "reference": r.get("reference"), "state": r.get("state"),
             "shipment_state": r.get("shipment_state"), "purchase_date": r.get("purchase_date"),
@@ -139,6 +145,34 @@ class Poller:
             "create_date": r.get("create_date"), "write_date": r.get("write_date"), "lines": lines[r["id"]],
         } for r in rows]
 
+    def _add_move_progress(self, lines: dict[int, list[dict[str, Any]]],
+                           rows_by_line: dict[int, dict[str, Any]]) -> None:
+        """Per purchase line, what its incoming moves still promise: ``expected_quantity`` (non-cancelled
+        moves, received or not), ``expected_date`` (the latest of their dates) and ``delay_days`` (that date
+        minus the line's ``requested_date``, else its ``delivery_date``).
+
+        A confirmed Tryton purchase is frozen; a supplier's delay or shortfall shows only on these moves (their
+        date moved, their quantity lowered, or cancelled), so this is what lets a mapping tell delayed,
+        partial and rejected purchases apart.
+        """
+        move_ids = sorted({m for row in rows_by_line.values() for m in row.get("moves") or []})
+        moves = {m["id"]: m for m in self.client.read("stock.move", move_ids,
+                                                        ["state", "quantity", "planned_date", "effective_date"])} \
+            if move_ids else {}
+        for payloads in lines.values():
+            for payload in payloads:
+                row = rows_by_line.get(payload["id"]) or {}
+                live = [moves[m] for m in row.get("moves") or [] if m in moves and moves[m]["state"] != "cancelled"]
+                dates = [d for d in (m.get("effective_date") or m.get("planned_date") for m in live)
+                         if isinstance(d, dt.date)]
+                expected_date = max(dates) if dates else None
+                base = payload.get("requested_date") or payload.get("delivery_date")
+                payload["expected_quantity"] = sum(float(m.get("quantity") or 0.0) for m in live) \
+                    if row.get("moves") else payload.get("quantity")
+                payload["expected_date"] = expected_date
+                payload["delay_days"] = (expected_date - base).days \
+                    if isinstance(expected_date, dt.date) and isinstance(base, dt.date) else None
+
     REQUEST_FIELDS = ("product", "product.code", "product.name", "quantity", "unit", "unit.symbol", "party",
                       "party.name", "party.code", "supply_date", "origin", "state", "purchase_line",
                       "purchase", "warehouse")
@@ -147,7 +181,8 @@ class Poller:
         # Requests that come from a sale carry the sale's reference: the customer order they serve.
         sale_ids = sorted({int(r["origin"].split(",")[1]) for r in rows
                            if isinstance(r.get("origin"), str) and r["origin"].startswith("sale.sale,")})
-        sales = {s["id"]: s for s in self.client.read("sale.sale", sale_ids, ["number", "reference"])} \
+        sales = {s["id"]: s for s in self.client.read("sale.sale", sale_ids, ["number", "reference", "party",
+                                                                            "sale_date", "shipping_date"])} \
             if sale_ids else {}
         out = []
         for r in rows:
@@ -159,7 +194,9 @@ class Poller:
                 "quantity": r.get("quantity"), "unit": _ref(r, "unit", "symbol"),
                 "party": _ref(r, "party", "name", "code"), "supply_date": r.get("supply_date"),
                 "origin": origin, "origin_model": model or None,
-                "sale": {"id": sale["id"], "number": sale.get("number"), "reference": sale.get("reference")}
+                "sale": {"id": sale["id"], "number": sale.get("number"), "reference": sale.get("reference"),
+                         "party": sale.get("party"), "sale_date": sale.get("sale_date"),
+                         "shipping_date": sale.get("shipping_date")}
                 if sale else None,
                 "purchase_line": r.get("purchase_line"), "purchase": r.get("purchase"),
                 "warehouse": r.get("warehouse"),

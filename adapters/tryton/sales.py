@@ -122,9 +122,10 @@ def _confirm(client: TrytonClient, sale: int, op: str) -> str:
 
 
 def _result(client: TrytonClient, sale: int, **extra: Any) -> Outcome:
-    row = client.read("sale.sale", [sale], ["number", "reference", "state"])[0]
+    row = client.read("sale.sale", [sale], ["number", "reference", "state", "party"])[0]
+    # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification.
     result = {"id": sale, "number": row.get("number"), "reference": row.get("reference"), "state": row["state"],
-              **extra}
+              "party": row.get("party"), **extra}
     return Outcome(result=plain(result), reference=row.get("number") or str(sale))
 
 

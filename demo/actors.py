@@ -1,0 +1,95 @@
+"""What people do by hand in the three Tryton databases: a sales rep in the CRM, a supplier's clerk in the SRM.
+
+The sales rep works through Tryton's JSON-RPC client (the same calls the Tryton desktop client makes): create a
+sale, quote it, confirm it, or take a quotation back to draft to change a quantity — Tryton freezes the lines of
+a confirmed sale, so quantities change while the sale is a quotation. The supplier's change of plan goes through
+the adapter's ``update_purchase`` (it moves the purchase's incoming moves, as Tryton's users do).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from adapters.tryton import TrytonAdapter
+from adapters.tryton.client import TrytonClient
+from demo.masterdata import call
+
+__all__ = ["CrmSale", "SalesRep", "Supplier"]
+
+
+@dataclass(frozen=True)
+class CrmSale:
+    id: int
+    number: str
+
+    @property
+    def order_id(self) -> str:
+        """The canonical order id the bus gives this sale (see mappings/tryton_sale_to_order_changed.yaml)."""
+        return f"SO-{self.number}"
+
+
+class SalesRep:
+    """A CRM user working on sales."""
+
+    def __init__(self, client: TrytonClient) -> None:
+        self.client = client
+
+    def create_sale(self, customer: int, product: int, quantity: float, shipping_date: dt.date,
+                    unit_price: str = "10.00", reference: str | None = None) -> CrmSale:
+        address = self.client.search("party.address", [["party", "=", customer]], limit=1)[0]
+        unit = self.client.read("product.product", [product], ["default_uom"])[0]["default_uom"]
+        values: dict[str, Any] = {
+            "party": customer, "invoice_address": address, "shipment_address": address,
+            "shipping_date": shipping_date,
+            "lines": [["create", [{"type": "line", "product": product, "quantity": float(quantity), "unit": unit,
+                                   "unit_price": Decimal(unit_price)}]]]}
+        if reference:
+            values["reference"] = reference
+        sale = self.client.create("sale.sale", [values])[0]
+        number = self.client.read("sale.sale", [sale], ["number"])[0]["number"]
+        # Tryton numbers a sale when it is quoted; before that the number is empty.
+        self.quote(sale)
+        number = self.client.read("sale.sale", [sale], ["number"])[0]["number"] or number
+        return CrmSale(sale, str(number))
+
+    def quote(self, sale: int) -> None:
+        self.client.model("sale.sale", "quote", [sale])
+
+    def confirm(self, sale: int) -> None:
+        self.client.model("sale.sale", "confirm", [sale])
+
+    def change_quantity(self, sale: int, quantity: float) -> None:
+        """Back to draft, change the (single) line's quantity, quote again."""
+        self.client.model("sale.sale", "draft", [sale])
+        lines = self.client.search("sale.line", [["sale", "=", sale], ["type", "=", "line"]])
+        self.client.write("sale.line", lines, {"quantity": float(quantity)})
+        self.quote(sale)
+
+    def read(self, sale: int) -> dict[str, Any]:
+        return self.client.read("sale.sale", [sale], ["number", "state", "comment", "shipping_date"])[0]
+
+
+class Supplier:
+    """The supplier's side of a purchase in the SRM."""
+
+    def __init__(self, srm: TrytonAdapter) -> None:
+        self.srm = srm
+
+    def purchases_for(self, order_id: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.srm.client.search_read(
+            "purchase.purchase", [["reference", "like", f"{order_id}/%"]],
+            ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")])
+        return rows
+
+    def delay(self, reference: str, new_date: dt.date) -> dict[str, Any]:
+        result: dict[str, Any] = self.srm.call("update_purchase", call(
+            {"reference": reference, "delivery_date": new_date.isoformat()})).result
+        return result
+
+    def deliver_less(self, reference: str, product: int, quantity: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.srm.call("update_purchase", call(
+            {"reference": reference, "lines": [{"product": product, "quantity": quantity}]})).result
+        return result
