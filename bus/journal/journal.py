@@ -28,6 +28,7 @@ from bus.journal.records import (
     DeadLetterRow,
     DeliveryRow,
     DeliveryUpdate,
+    XrefRow,
 )
 from bus.journal.sql import chunks, dumps, insert_for, loads
 from bus.journal.watermarks import Watermarks
@@ -260,8 +261,9 @@ class Journal(DeadLetterStore, Watermarks):
         log.info("journal.pruned", older_than_days=older_than_days, **counts)
         return counts
 
-    def xref_rows(self, entity: str | None = None) -> list[Any]:
-        return list(self.xref.rows(entity))
+    def xref_rows(self, entity: str | None = None) -> list[XrefRow]:
+        """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
+        return self.xref.rows(entity)
 
     def close(self) -> None:
         self.engine.dispose()
