@@ -72,18 +72,26 @@ def test_consume_wakes_as_soon_as_this_process_publishes(journal: Journal) -> No
     import threading
 
     queue = EmbeddedQueue(journal.engine, max_poll_interval=5.0)  # a poll alone would take seconds
+    waiting = threading.Event()
+    wait = queue._changed.wait
+
+    def observed_wait(timeout: float | None = None) -> bool:
+        if timeout is not None and timeout >= 1.0:  # the back-off has grown: the consumer is asleep
+            waiting.set()
+        return wait(timeout)
+
+    queue._changed.wait = observed_wait  # type: ignore[method-assign]
     got: list[float] = []
 
     def consumer() -> None:
-        queue.consume(1, 0.05)  # let the poll back-off grow
-        leases = queue.consume(1, 20.0)
+        leases = queue.consume(1, 30.0)
         got.append(time.monotonic())
         queue.ack_many(leases)
 
     thread = threading.Thread(target=consumer)
     thread.start()
-    time.sleep(0.3)  # the consumer is now waiting with a long back-off
+    assert waiting.wait(timeout=20), "the consumer never backed off to a long wait"
     published = time.monotonic()
     queue.publish([Message(b"now")])
-    thread.join(timeout=20)
-    assert got and got[0] - published < 2.0
+    thread.join(timeout=30)
+    assert got and got[0] - published < 0.9  # woken, not polled: its wait was at least 1 s long
