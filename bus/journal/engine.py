@@ -50,8 +50,12 @@ def create_engine(url: str) -> Engine:
     if synchronous not in _SYNCHRONOUS:
         raise ConfigError(f"journal URL: synchronous={synchronous!r}; expected one of {sorted(_SYNCHRONOUS)}")
     parsed = parsed.difference_update_query(["synchronous"])
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file::memory:"):
+        # Every pooled connection would open its own empty database: the queue and the journal would not
+        # see each other's rows.
+        raise ConfigError(f"journal URL {url!r}: an in-memory SQLite database cannot be shared by the bus's "
+                          "threads; give a file path, e.g. sqlite:///var/ironbus.sqlite")
+    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
                               pool_size=8, max_overflow=16, poolclass=sa.pool.QueuePool)
 

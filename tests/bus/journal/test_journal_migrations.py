@@ -74,6 +74,8 @@ def test_postgres_urls_select_psycopg_and_bad_urls_are_config_errors() -> None:
         normalise_url("mysql://u@h/db")
     with pytest.raises(ConfigError, match="not a database URL"):
         normalise_url("nonsense")
+    with pytest.raises(ConfigError, match="in-memory SQLite database cannot be shared"):
+        create_engine("sqlite://")
     with pytest.raises(ConfigError, match="synchronous='sometimes'"):
         create_engine("sqlite:////tmp/x.sqlite?synchronous=sometimes")
 
