@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = cmd("test", commands.test, "run YAML test files (*.test.yaml) for mappings and routes")
     sp.add_argument("paths", nargs="*", type=Path, default=[Path("tests/mappings")])
-    routes_arg(sp)
+    sp.add_argument("--routes", type=Path, default=None,
+                    help="routes file for route tests (default: the test's 'routes:' or the nearest routes.yaml)")
     sp.add_argument("--json", action="store_true")
 
     sp = cmd("adapters", commands.adapters, "list installed adapters with their triggers, operations and settings")

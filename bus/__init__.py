@@ -15,9 +15,28 @@ from bus.errors import (
     TransientError,
     UnknownNameError,
 )
+from bus.expr import Expression, compile_expression
+from bus.functions import IronbusFunctions
+from bus.mapping import Mapping, load_mapping
+from bus.pipeline import Dispatch, Pipeline
+from bus.schemas import SchemaRegistry, default_registry
+from bus.xmldict import xml_to_dict
+from bus.xref import MemoryXref, XrefStore
 
 __all__ = [
     "Config",
+    "Dispatch",
+    "Expression",
+    "IronbusFunctions",
+    "Mapping",
+    "MemoryXref",
+    "Pipeline",
+    "SchemaRegistry",
+    "XrefStore",
+    "compile_expression",
+    "default_registry",
+    "load_mapping",
+    "xml_to_dict",
     "ConfigError",
     "DecodeError",
     "DeliveryError",

@@ -113,7 +113,8 @@ class Event:
             correlationid=doc.get("correlationid") or "", causationid=doc.get("causationid"),
             key=None if key is None else str(key), sequence=sequence,
             datacontenttype=doc.get("datacontenttype") or "application/json", dataschema=doc.get("dataschema"),
-            extensions={k: v for k, v in doc.items() if k not in _KNOWN},
+            # most events carry no extension attributes: skip the comprehension when the keys say so
+            extensions={k: v for k, v in doc.items() if k not in _KNOWN} if not _KNOWN.issuperset(doc) else {},
         )
 
     @classmethod

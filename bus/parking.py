@@ -34,6 +34,13 @@ class Parker:
         self.interval = interval
         self.stop = stop or threading.Event()
 
+    def parked(self) -> int:
+        """How many deliveries are parked, due or not."""
+        d = tables.deliveries
+        with read(self.engine) as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(d).where(d.c.status == "parked")).scalar()
+        return int(n or 0)
+
     def due(self, now: float | None = None) -> int:
         """How many parked deliveries are due now."""
         d = tables.deliveries

@@ -17,6 +17,7 @@ from bus.config import Config, RouteConfig, TargetConfig
 from bus.envelope import Event
 from bus.errors import ConfigError, IronbusError, MappingError, SchemaViolation, UnknownNameError
 from bus.expr import Expression, compile_expression
+from bus.functions import IronbusFunctions
 from bus.mapping import Mapping, load_mapping
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xref import MemoryXref, XrefStore
@@ -94,6 +95,8 @@ class Pipeline:
         self.config = config
         self.schemas = schemas or default_registry()
         self.xref: XrefStore = xref if xref is not None else MemoryXref()
+        # filters, keys and `when` may call value_map() and xref() like mappings do
+        self.functions = IronbusFunctions(config.value_maps, self.xref)
         self.routes: dict[str, CompiledRoute] = {}
         self._by_type: dict[str, list[CompiledRoute]] = {}
         for route in config.routes:
@@ -105,7 +108,8 @@ class Pipeline:
     def _expr(self, text: str | None, route: RouteConfig, attr: str) -> Expression | None:
         if text is None:
             return None
-        return compile_expression(text, f"route {route.name!r} {attr}", location=route.locations.get(attr))
+        return compile_expression(text, f"route {route.name!r} {attr}", location=route.locations.get(attr),
+                                  functions=self.functions)
 
     def _mapping(self, path: str | None, route: RouteConfig, attr: str,
                  where: TargetConfig | None = None) -> Mapping | None:
@@ -125,7 +129,8 @@ class Pipeline:
         targets = tuple(
             CompiledTarget(
                 config=t,
-                when=compile_expression(t.when, f"route {route.name!r} target {t.name} when", location=t.location)
+                when=compile_expression(t.when, f"route {route.name!r} target {t.name} when", location=t.location,
+                                        functions=self.functions)
                 if t.when else None,
                 mapping=self._mapping(t.map, route, "map", t),
                 emit_mapping=self._mapping(t.emit_map, route, "emit_map", t),

@@ -191,10 +191,10 @@ class Runtime:
                 log.debug("gauge update failed", error=str(exc))
 
     def idle(self) -> bool:
-        """No message ready or leased, and no parked delivery due."""
+        """No message ready, leased or delayed, and no delivery parked (a parked one will come back)."""
         depth = self.queue.depth()
         busy = sum(max(depth.get(k, 0), 0) for k in ("ready", "leased", "delayed"))
-        return busy == 0 and self.parker.due() == 0
+        return busy == 0 and self.parker.parked() == 0
 
     def wait_idle(self, timeout: float, settle: float = 0.3) -> bool:
         """Block until the bus has been idle for ``settle`` seconds, or ``timeout`` passed."""

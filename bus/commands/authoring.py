@@ -87,8 +87,7 @@ def map_(args: argparse.Namespace) -> int:
 
 
 def test(args: argparse.Namespace) -> int:
-    routes = args.routes if args.routes.is_file() else None
-    outcomes = run_paths(list(args.paths), routes=routes)
+    outcomes = run_paths(list(args.paths), routes=args.routes)
     failed = [o for o in outcomes if not o.passed]
     if args.json:
         dump_json([{"file": o.file, "name": o.name, "passed": o.passed, "location": str(o.location or ""),
