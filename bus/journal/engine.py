@@ -8,6 +8,8 @@ start with ``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lo
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,22 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database to WAL. The switch needs an exclusive lock and SQLite does not apply the busy
+    timeout to it, so processes opening a fresh journal together retry here with back-off."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def create_engine(url: str) -> Engine:
     """An engine for ``url`` with the SQLite pragmas above, creating the SQLite file's directory."""
     parsed = normalise_url(url)
@@ -64,9 +82,9 @@ def create_engine(url: str) -> Engine:
         # Take transaction control away from the sqlite3 module so that BEGIN is ours to emit (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
