@@ -20,7 +20,7 @@ import time
 
 from bus.logs import configure_logging
 from demo.actors import CrmSale, SalesRep, Supplier
-from demo.masterdata import Codes, XrefLink
+from demo.masterdata import Codes
 from demo.stack import REPO, Stack, wait_for
 
 WORK = REPO / "var" / "demo"
@@ -34,10 +34,6 @@ def say(text: str = "") -> None:
 
 def step(title: str) -> None:
     say(f"\n[{time.monotonic() - T0:5.1f} s] == {title}")
-
-
-def system_id(links: list[XrefLink], entity: str, system: str) -> int:
-    return next(int(x.system_id) for x in links if x.entity == entity and x.system == system)
 
 
 def scm_demand(stack: Stack, order_id: str) -> list[str]:
@@ -56,10 +52,10 @@ def comment_has(rep: SalesRep, sale: CrmSale, text: str) -> bool:
     return text in (rep.read(sale.id).get("comment") or "")
 
 
-def flow_one(stack: Stack, links: list[XrefLink], rep: SalesRep) -> CrmSale:
+def flow_one(stack: Stack, rep: SalesRep) -> CrmSale:
     step("Flow 1 — order change. The sales rep quotes 10 × W-100 to ACME in the CRM")
     wanted = dt.date.today() + dt.timedelta(days=14)
-    sale = rep.create_sale(system_id(links, "customer", "crm"), system_id(links, "material", "crm"), 10, wanted,
+    sale = rep.create_sale(stack.system_id("customer", "crm"), stack.system_id("material", "crm"), 10, wanted,
                            reference="ACME-PO-4711")
     say(f"   CRM sale {sale.number} is a quotation; the bus calls it {sale.order_id} (wanted by {wanted})")
     supplier = Supplier(stack.adapters["srm"])
@@ -103,8 +99,7 @@ def flow_two(stack: Stack, rep: SalesRep, sale: CrmSale) -> None:
     step("Flow 2 — supplier issue. The supplier moves the first purchase a week later")
     supplier = Supplier(stack.adapters["srm"])
     purchase = supplier.purchases_for(sale.order_id)[0]
-    old = dt.date.fromisoformat(str(purchase["delivery_date"])) if purchase.get("delivery_date") else \
-        dt.date.today() + dt.timedelta(days=14)
+    old = supplier.delivery_date(int(str(purchase["id"])))
     new = old + dt.timedelta(days=7)
     supplier.delay(str(purchase["reference"]), new)
     say(f"   SRM purchase {purchase['number']}: delivery {old} -> {new}")
@@ -140,7 +135,7 @@ def run() -> None:
         say(f"   {len(runtime.config.routes)} routes: " + ", ".join(r.name for r in runtime.config.routes))
 
         rep = SalesRep(stack.adapters["crm"].client)
-        sale = flow_one(stack, links, rep)
+        sale = flow_one(stack, rep)
         stack.runtime.wait_idle(10) if stack.runtime else None
         step(f"ironbus trace --key {sale.order_id}  (after flow 1)")
         say(stack.trace(sale.order_id))

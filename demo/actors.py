@@ -84,6 +84,15 @@ class Supplier:
             ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")])
         return rows
 
+    def delivery_date(self, purchase: int) -> dt.date:
+        """When the purchase's goods are due now (the latest line date; lines follow their incoming moves)."""
+        rows = self.srm.client.search_read("purchase.line", [["purchase", "=", purchase], ["type", "=", "line"]],
+                                           ["delivery_date"])
+        dates = [r["delivery_date"] for r in rows if isinstance(r.get("delivery_date"), dt.date)]
+        if not dates:
+            raise LookupError(f"purchase {purchase} has no line with a delivery date")
+        return max(dates)
+
     def delay(self, reference: str, new_date: dt.date) -> dict[str, Any]:
         result: dict[str, Any] = self.srm.call("update_purchase", call(
             {"reference": reference, "delivery_date": new_date.isoformat()})).result

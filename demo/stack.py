@@ -63,6 +63,7 @@ class Stack:
         self.server: tryton_env.TrytonServer | None = None
         self.adapters: dict[str, TrytonAdapter] = {}
         self.runtime: Runtime | None = None
+        self.links: list[XrefLink] = []
 
     # -- Tryton ------------------------------------------------------------------------------------------------
     def start_tryton(self) -> tryton_env.TrytonServer:
@@ -77,7 +78,12 @@ class Stack:
 
     def provision(self, codes: Codes | None = None) -> list[XrefLink]:
         """Master data in every database (through the adapter's operations); returns the xref links."""
-        return provision(self.adapters, codes or Codes())
+        self.links = provision(self.adapters, codes or Codes())
+        return self.links
+
+    def system_id(self, entity: str, system: str) -> int:
+        """The id ``system`` gives the provisioned ``entity`` (customer, supplier, material)."""
+        return next(int(x.system_id) for x in self.links if x.entity == entity and x.system == system)
 
     def import_xref(self, links: list[XrefLink]) -> Path:
         """Write the links as CSV and load them with ``ironbus xref import`` (the operator's way)."""

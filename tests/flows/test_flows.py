@@ -1,0 +1,230 @@
+"""Both iron-triangle flows end to end: three live Tryton databases, the shipped routes.yaml, the real runtime.
+
+Given the demo's stack (master data in crm/scm/srm, linked in the xref, the bus polling every second), when a
+sales rep or a supplier acts in Tryton, then the other databases and the customer's outbox follow — and the
+journal tells the story per order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import cli
+from demo.actors import CrmSale, SalesRep, Supplier
+from demo.masterdata import XrefLink, call
+from demo.stack import REPO, Stack, wait_for
+
+pytestmark = [pytest.mark.tryton, pytest.mark.slow]
+
+TIMEOUT = 45.0
+
+
+def rep(stack: Stack) -> SalesRep:
+    return SalesRep(stack.adapters["crm"].client)
+
+
+def quote(stack: Stack, quantity: float, *, customer: int | None = None) -> CrmSale:
+    return rep(stack).create_sale(customer or stack.system_id("customer", "crm"), stack.system_id("material", "crm"),
+                                  quantity, dt.date.today() + dt.timedelta(days=10))
+
+
+def purchases(stack: Stack, order_id: str) -> list[dict[str, Any]]:
+    return Supplier(stack.adapters["srm"]).purchases_for(order_id)
+
+
+def purchased_quantity(stack: Stack, order_id: str) -> float:
+    ids = [p["id"] for p in purchases(stack, order_id) if p["state"] == "processing"]
+    lines = stack.adapters["srm"].client.search_read("purchase.line", [["purchase", "in", ids]], ["quantity"]) \
+        if ids else []
+    return sum(float(line["quantity"]) for line in lines)
+
+
+def scm_demand(stack: Stack, order_id: str) -> float:
+    client = stack.adapters["scm"].client
+    sales = client.search("sale.sale", ["OR", ["reference", "=", order_id], ["reference", "like", f"{order_id}+%"]])
+    lines = client.search_read("sale.line", [["sale", "in", sales], ["type", "=", "line"]], ["quantity"]) \
+        if sales else []
+    return sum(float(line["quantity"]) for line in lines)
+
+
+def comment(stack: Stack, sale: CrmSale) -> str:
+    return str(rep(stack).read(sale.id).get("comment") or "")
+
+
+def notices(stack: Stack, prefix: str, order_id: str) -> list[dict[str, Any]]:
+    docs = [json.loads(p.read_text()) for p in stack.notifications() if p.name.startswith(prefix)]
+    return [d for d in docs if d["order_id"] == order_id]
+
+
+def trace_text(order_id: str, stack: Stack, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert cli.main(["trace", "--key", order_id, "--journal", stack.journal_url]) == 0
+    return capsys.readouterr().out
+
+
+def test_order_change_flows_from_crm_to_srm_and_back(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a quotation for 10 widgets in the CRM
+    sale = quote(stack, 10)
+    # Then the SCM plans it, the SRM orders it from the supplier, the CRM sale gets a note, the customer a notice
+    found = wait_for("the SRM purchase", lambda: purchased_quantity(stack, sale.order_id) == 10 or None, TIMEOUT)
+    assert found
+    [purchase] = purchases(stack, sale.order_id)
+    assert purchase["reference"].startswith(f"{sale.order_id}/PR-")
+    assert scm_demand(stack, sale.order_id) == 10
+    wait_for("the CRM note", lambda: f"Purchase order {purchase['number']} placed with" in comment(stack, sale),
+             TIMEOUT)
+    [notice] = wait_for("the confirmation notice", lambda: notices(stack, "order_confirmed-", sale.order_id), TIMEOUT)
+    assert notice["customer"] == {"id": "C-ACME"}
+    assert notice["kind"] == "order_confirmed"
+    # And `ironbus trace --key` shows every hop of the chain, from the CRM poll to the outbox
+    assert stack.runtime is not None and stack.runtime.wait_idle(20)
+    text = trace_text(sale.order_id, stack, capsys)
+    for hop in ("crm-order-changed → scm.update_demand: DELIVERED",
+                "scm-procurement-requested → srm.create_purchase: DELIVERED",
+                "po-created-to-crm → crm.add_sale_note: DELIVERED",
+                "notify-customer → notify.write: DELIVERED"):
+        assert hop in text, text
+    assert text.index("purchase_order.created") < text.index("notice.requested")
+
+
+def test_supplier_delay_then_shortfall_reach_the_crm_and_the_customer(stack: Stack) -> None:
+    # Given an order whose purchase is placed
+    sale = quote(stack, 8)
+    wait_for("the SRM purchase", lambda: purchased_quantity(stack, sale.order_id) == 8 or None, TIMEOUT)
+    [purchase] = purchases(stack, sale.order_id)
+    supplier = Supplier(stack.adapters["srm"])
+    later = supplier.delivery_date(purchase["id"]) + dt.timedelta(days=9)
+    # When the supplier moves the delivery 9 days later
+    supplier.delay(purchase["reference"], later)
+    # Then the CRM sale carries the new promised date and the customer gets a delay notice with it
+    wait_for("the promised date in the CRM", lambda: f"promised date {later.isoformat()}" in comment(stack, sale),
+             TIMEOUT)
+    [delayed] = wait_for("the delay notice", lambda: notices(stack, "order_delayed-", sale.order_id), TIMEOUT)
+    assert delayed["promised_date"] == later.isoformat()
+    assert "SCM" not in delayed["body"] and later.isoformat() in delayed["body"]
+    # When the supplier then delivers only 5 of the 8
+    supplier.deliver_less(purchase["reference"], stack.system_id("material", "srm"), 5)
+    # Then the customer hears about a partial delivery
+    [partial] = wait_for("the partial notice", lambda: notices(stack, "order_partial-", sale.order_id), TIMEOUT)
+    assert partial["subject"] == f"Your order {sale.order_id}: partial delivery"
+    scm = stack.adapters["scm"].client
+    [scm_sale] = scm.search_read("sale.sale", [["reference", "=", sale.order_id]], ["comment"])
+    assert f"promised date {later.isoformat()}" in scm_sale["comment"]
+    assert "partial" in scm_sale["comment"]
+
+
+def test_two_quick_changes_end_in_the_latest_quantity(stack: Stack) -> None:
+    sale = quote(stack, 4)
+    wait_for("the first demand", lambda: scm_demand(stack, sale.order_id) == 4 or None, TIMEOUT)
+    # When the rep changes the quantity twice in a row, faster than the bus polls
+    rep(stack).change_quantity(sale.id, 6)
+    rep(stack).change_quantity(sale.id, 9)
+    # Then the SCM demand and the purchases end at the latest quantity, not at the one in between
+    wait_for("demand of 9", lambda: scm_demand(stack, sale.order_id) == 9 or None, TIMEOUT)
+    wait_for("purchases for 9", lambda: purchased_quantity(stack, sale.order_id) == 9 or None, TIMEOUT)
+    assert stack.runtime is not None and stack.runtime.wait_idle(20)
+    assert scm_demand(stack, sale.order_id) == 9
+    assert purchased_quantity(stack, sale.order_id) == 9
+
+
+def test_a_tryton_restart_delays_the_flow_but_loses_nothing(stack: Stack) -> None:
+    assert stack.server is not None
+    sale = quote(stack, 3)
+    # When the whole Tryton server stops right after the CRM change, and comes back later
+    stack.server.stop()
+    try:
+        assert purchases_unreachable(stack)
+    finally:
+        stack.server.launch()
+    # Then the events waited (poll backoff, parked deliveries) and the flow completes
+    wait_for("the SRM purchase after the restart", lambda: purchased_quantity(stack, sale.order_id) == 3 or None,
+             60)
+    wait_for("the CRM note after the restart", lambda: "Purchase order" in comment(stack, sale), 60)
+
+
+def purchases_unreachable(stack: Stack) -> bool:
+    from bus.errors import TransientError
+
+    try:
+        stack.adapters["srm"].client.search("purchase.purchase", [])
+    except TransientError:
+        return True
+    return False
+
+
+def test_unlinked_customer_is_dead_lettered_then_fixed_with_xref_set_and_retry(
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a customer the CRM has but the xref does not know
+    crm, scm = stack.adapters["crm"], stack.adapters["scm"]
+    new = {"code": "C-GLOBEX", "name": "Globex", "addresses": [{"street": "5 Side St", "city": "Namur"}]}
+    crm_id = crm.call("upsert_party", call(new)).result["id"]
+    scm_id = scm.call("upsert_party", call(new)).result["id"]
+    sale = quote(stack, 2, customer=crm_id)
+    # Then its order is dead-lettered with a reason that says what to do
+    journal = stack.journal()
+    try:
+        letters = wait_for("the dead letter", lambda: [
+            d for d in journal.dead_letters(route="crm-order-changed") if f"crm:{crm_id}" in d.reason], TIMEOUT)
+    finally:
+        journal.close()
+    assert f"no cross-reference for customer crm:{crm_id}" in letters[0].reason
+    assert f"ironbus xref set customer <canonical> crm {crm_id}" in letters[0].reason
+    assert purchases(stack, sale.order_id) == []
+    # When the operator links the customer and re-drives the dead letters once
+    url = stack.journal_url
+    assert cli.main(["xref", "set", "customer", "C-GLOBEX", "crm", str(crm_id), "--journal", url]) == 0
+    assert cli.main(["xref", "set", "customer", "C-GLOBEX", "scm", str(scm_id), "--journal", url]) == 0
+    assert cli.main(["dlq", "retry", "--route", "crm-order-changed", "--journal", url,
+                     "--routes", str(REPO / "routes.yaml")]) == 0
+    # Then the order flows to the end
+    wait_for("the SRM purchase", lambda: purchased_quantity(stack, sale.order_id) == 2 or None, TIMEOUT)
+    [notice] = wait_for("the notice", lambda: notices(stack, "order_confirmed-", sale.order_id), TIMEOUT)
+    assert notice["customer"] == {"id": "C-GLOBEX"}
+
+
+def test_a_shadow_route_journals_what_it_would_deliver_and_delivers_nothing(stack: Stack, tmp_path: Path) -> None:
+    # Given a pilot bus of its own that runs only the first hop of the shipped routes, in shadow mode
+    doc = yaml.safe_load((REPO / "routes.yaml").read_text())
+    doc["routes"] = [dict(r, mode="shadow") for r in doc["routes"] if r["name"] == "crm-order-changed"]
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copytree(REPO / "mappings", tmp_path / "mappings")
+    stack.stop_bus()
+    pilot = Stack(tmp_path)
+    pilot.server, pilot.adapters = stack.server, stack.adapters
+    main_journal = stack.journal()
+    try:
+        pilot.import_xref([XrefLink(r.entity, r.canonical_id, r.system, r.system_id)
+                           for r in main_journal.xref_rows()])
+    finally:
+        main_journal.close()
+    try:
+        pilot.start_bus()
+        # When a sale is quoted
+        sale = quote(stack, 7)
+        # Then the pilot's journal holds the update_demand payload it would have sent, with status shadow
+        journal = pilot.journal()
+        try:
+            def shadowed() -> list[Any]:
+                events = journal.events_for(key=sale.order_id)
+                return [d for d in journal.deliveries_for_events([e.id for e in events]) if d.status == "shadow"]
+
+            delivery = wait_for("the shadow delivery", shadowed, TIMEOUT)[0]
+        finally:
+            journal.close()
+        assert delivery.target == "scm.update_demand"
+        assert delivery.payload["reference"] == sale.order_id
+        assert delivery.payload["lines"] == [{"product": str(stack.system_id("material", "scm")), "quantity": 7}]
+        # And nothing reached the SCM
+        assert pilot.runtime is not None and pilot.runtime.wait_idle(10)
+        assert scm_demand(stack, sale.order_id) == 0
+    finally:
+        pilot.stop_bus()
+        pilot.server, pilot.adapters = None, {}
+        stack.start_bus()
