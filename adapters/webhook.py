@@ -45,6 +45,8 @@ class WebhookAdapter(Adapter):
     """Receives webhooks from any vendor; verifies, parses and splits them into payloads."""
 
     name: ClassVar[str] = "webhook"
+    #: verifying and parsing is quick CPU work: the server runs it on its event loop, no thread hop
+    webhook_blocking: ClassVar[bool] = False
     summary: ClassVar[str] = "Generic inbound webhook (JSON/XML/form; HMAC, HubSpot v3, Frappe or URL-token signatures)"
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",

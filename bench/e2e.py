@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
+PER_REQUEST = 1  # events per webhook request (HubSpot-style arrays when > 1); set from --per-request
 
 SINK_APP = '''
 import time, orjson
@@ -129,6 +130,8 @@ def write_config(folder: Path, sink_port: int) -> Path:
             adapter: webhook
             settings:
               signature: {{scheme: hmac-sha256, secret: {SECRET}, header: X-Signature, encoding: hex}}
+              key: number
+              {'split: "[*]"' if PER_REQUEST > 1 else ''}
           sink:
             adapter: http
             settings:
@@ -178,7 +181,11 @@ class Client:
 
 
 def signed(i: int) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(order_doc(i)).encode()
+    """Request i: one order, or PER_REQUEST orders as a JSON array."""
+    if PER_REQUEST > 1:
+        body = json.dumps([order_doc(i * PER_REQUEST + k) for k in range(PER_REQUEST)]).encode()
+    else:
+        body = json.dumps(order_doc(i)).encode()
     sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     return body, {"Content-Type": "application/json", "X-Signature": sig}
 
@@ -186,8 +193,9 @@ def signed(i: int) -> tuple[bytes, dict[str, str]]:
 async def blast(port: int, n: int, connections: int) -> dict[str, float]:
     """Send n events as fast as accepted; returns {event_id: accepted_at}."""
     accepted: dict[str, float] = {}
-    bodies = [signed(i) for i in range(n)]
-    counter = iter(range(n))
+    requests = max(1, n // PER_REQUEST)
+    bodies = [signed(i) for i in range(requests)]
+    counter = iter(range(requests))
 
     async def run() -> None:
         client = Client(port)
@@ -205,7 +213,8 @@ async def blast(port: int, n: int, connections: int) -> dict[str, float]:
 
 async def paced(port: int, rate: float, seconds: float) -> dict[str, float]:
     accepted: dict[str, float] = {}
-    total = int(rate * seconds)
+    total = int(rate * seconds / PER_REQUEST)
+    rate = rate / PER_REQUEST
     clients = [Client(port) for _ in range(16)]
     free: asyncio.Queue[Client] = asyncio.Queue()
     for c in clients:
@@ -253,7 +262,8 @@ def wait_delivered(port: int, ids: set[str], timeout: float) -> tuple[dict[str, 
         time.sleep(0.2)
 
 
-def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, workers: int) -> subprocess.Popen[bytes]:
+def start_bus(routes: Path, journal: str, broker: str | None, port: int | None,
+              workers: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
            str(workers), "--no-triggers"]
     cmd += ["--port", str(port)] if port else ["--no-http"]
@@ -401,17 +411,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-rabbitmq", action="store_true")
+    parser.add_argument("--per-request", type=int, default=1,
+                        help="events per webhook request (a JSON array, as HubSpot sends); default 1")
     args = parser.parse_args()
+    global PER_REQUEST
+    PER_REQUEST = args.per_request
 
     folder = Path(tempfile.mkdtemp(prefix="ironbus-e2e-"))
     sink_port = free_port()
     (folder / "sink_app.py").write_text(SINK_APP)
     sink = subprocess.Popen([sys.executable, "-m", "uvicorn", "sink_app:app", "--port", str(sink_port),
                              "--log-level", "warning", "--no-access-log"], cwd=folder)
-    figures: dict[str, Any] = {"machine_cores": os.cpu_count()}
+    figures: dict[str, Any] = {"machine_cores": os.cpu_count(), "events_per_request": PER_REQUEST}
     try:
         wait_port(sink_port)
-        print(f"ironbus end-to-end benchmark ({os.cpu_count()} cores; load generator, bus and sink on this host)")
+        print(f"ironbus end-to-end benchmark ({os.cpu_count()} cores; load generator, bus and sink on this host; "
+              f"{PER_REQUEST} event(s) per webhook request)")
         figures["embedded"] = scenario_throughput(folder, sink_port, f"sqlite:///{folder}/a.sqlite", None,
                                                   args.events, "embedded (SQLite)")
         figures["embedded_latency"] = scenario_latency(folder, sink_port, f"sqlite:///{folder}/b.sqlite", None,

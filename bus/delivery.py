@@ -52,17 +52,22 @@ def _pause(stop: threading.Event, seconds: float) -> None:
         raise _Stopping
 
 
-def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+def _delay(policy: RetryPolicy, failures: int, exc: BaseException | None) -> float:
+    """Seconds to wait after the ``failures``-th failed attempt."""
+    if policy.backoff == "fixed":
+        delay = policy.initial_delay
+    else:
+        # exponential with full jitter: spreads retries of many workers hitting one recovering system
+        delay = random.uniform(0, min(policy.max_delay, policy.initial_delay * 2 ** (failures - 1)))
+    if isinstance(exc, TransientError) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)  # Retry-After is a floor, never shortened by jitter
+    return delay
+
+
+def _wait(policy: RetryPolicy, offset: int = 0) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if policy.backoff == "fixed":
-            delay = policy.initial_delay
-        else:
-            # exponential with full jitter: spreads retries of many workers hitting one recovering system
-            delay = random.uniform(0, min(policy.max_delay, policy.initial_delay * 2 ** (state.attempt_number - 1)))
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)  # Retry-After is a floor, never shortened by jitter
-        return delay
+        return _delay(policy, state.attempt_number + offset, exc)
 
     return wait
 
@@ -103,8 +108,27 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
         except Exception as exc:  # untranslated vendor/library exception: permanent, with its type for the operator
             raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
 
+    # Fast path: most deliveries succeed at once; the retry machinery is only built when the first one fails.
+    first_error: BaseException | None = None
+    try:
+        return Attempted("delivered", 1, outcome=call(), duration_ms=_ms(started))
+    except _TooLongToWait as exc:
+        return _park(policy, parks, exc.error, attempts, started)
+    except PermanentError as exc:
+        return Attempted("dead", attempts, error=exc, duration_ms=_ms(started))
+    except TransientError as exc:
+        first_error = exc
+    assert isinstance(first_error, TransientError)
+    last = first_error
+    if policy.attempts <= 1:
+        return _park(policy, parks, first_error, attempts, started)
+    try:
+        _pause(stop, _delay(policy, 1, first_error))
+    except _Stopping:
+        return _park(policy, parks, first_error, attempts, started)  # shutting down: park, do not hammer
+
     retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts), wait=_wait(policy),
+        stop=stop_after_attempt(policy.attempts - 1), wait=_wait(policy, offset=1),
         retry=retry_if_exception_type(TransientError), reraise=True,
         sleep=lambda seconds: _pause(stop, seconds),
     )

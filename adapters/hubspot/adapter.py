@@ -83,6 +83,8 @@ class HubspotAdapter(Adapter):
     """HubSpot CRM: update deals (one or in batches), note a deal, poll changed deals, receive deal webhooks."""
 
     name: ClassVar[str] = "hubspot"
+    #: verifying and parsing a webhook is quick CPU work: the server runs it on its event loop
+    webhook_blocking: ClassVar[bool] = False
     summary: ClassVar[str] = "HubSpot CRM v3: deals, notes, search polling, v3-signed webhooks"
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
