@@ -196,7 +196,7 @@ def test_a_shadow_route_journals_what_it_would_deliver_and_delivers_nothing(stac
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     shutil.copytree(REPO / "mappings", tmp_path / "mappings")
     stack.stop_bus()
-    pilot = Stack(tmp_path)
+    pilot = Stack(tmp_path, routes=tmp_path / "routes.yaml")
     pilot.server, pilot.adapters = stack.server, stack.adapters
     main_journal = stack.journal()
     try:
