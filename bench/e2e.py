@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 PER_REQUEST = 1  # events per webhook request (HubSpot-style arrays when > 1); set from --per-request
+BUS_ARGS: list[str] = []  # extra `ironbus run` arguments (--bus-arg)
 
 SINK_APP = '''
 import time, orjson
@@ -265,7 +266,7 @@ def wait_delivered(port: int, ids: set[str], timeout: float) -> tuple[dict[str, 
 def start_bus(routes: Path, journal: str, broker: str | None, port: int | None,
               workers: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
-           str(workers), "--no-triggers"]
+           str(workers), "--no-triggers", *BUS_ARGS]
     cmd += ["--port", str(port)] if port else ["--no-http"]
     if broker:
         cmd += ["--broker", broker]
@@ -413,9 +414,12 @@ def main() -> None:
     parser.add_argument("--skip-rabbitmq", action="store_true")
     parser.add_argument("--per-request", type=int, default=1,
                         help="events per webhook request (a JSON array, as HubSpot sends); default 1")
+    parser.add_argument("--bus-arg", action="append", default=[],
+                        help="extra argument for 'ironbus run', e.g. --bus-arg=--batch=8 (repeatable)")
     args = parser.parse_args()
     global PER_REQUEST
     PER_REQUEST = args.per_request
+    BUS_ARGS.extend(args.bus_arg)
 
     folder = Path(tempfile.mkdtemp(prefix="ironbus-e2e-"))
     sink_port = free_port()
