@@ -24,7 +24,6 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from tests.tryton.tryton_helpers import settings  # noqa: E402
-
 from tryton import tryton_env  # noqa: E402
 
 

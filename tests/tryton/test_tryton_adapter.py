@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.tryton.tryton_helpers import call, master_data, unique
 
 from adapters.tryton import TrytonAdapter
 from bus.errors import PermanentError, TransientError
+from tests.tryton.tryton_helpers import call, master_data, unique
 from tryton import tryton_env
 
 pytestmark = pytest.mark.tryton

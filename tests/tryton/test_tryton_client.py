@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from tests.tryton.tryton_helpers import settings, unique
 
 from adapters.tryton.client import TrytonClient, classify_rpc_error
 from bus.errors import PermanentError, TransientError
+from tests.tryton.tryton_helpers import settings, unique
 from tryton import tryton_env
 
 pytestmark = pytest.mark.tryton

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from tests.tryton.tryton_helpers import call, master_data, settings, unique
 
 from adapters.base import Adapter
 from adapters.tryton import TrytonAdapter
 from bus.testing import AdapterContract
+from tests.tryton.tryton_helpers import call, master_data, settings, unique
 from tryton import tryton_env
 
 pytestmark = pytest.mark.tryton
