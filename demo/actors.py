@@ -91,7 +91,8 @@ class Supplier:
         dates = [r["delivery_date"] for r in rows if isinstance(r.get("delivery_date"), dt.date)]
         if not dates:
             raise LookupError(f"purchase {purchase} has no line with a delivery date")
-        return max(dates)
+        latest: dt.date = max(dates)
+        return latest
 
     def delay(self, reference: str, new_date: dt.date) -> dict[str, Any]:
         result: dict[str, Any] = self.srm.call("update_purchase", call(
