@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import jsonschema
 import pytest
 
-from adapters.base import Adapter, Call, Outcome, PollResult
+from adapters.base import Adapter, Call, Outcome, PollResult, WebhookRequest
 from bus.config import RetryPolicy
 from bus.delivery import deliver_with_retries
 from bus.envelope import Event
@@ -57,6 +57,10 @@ __all__ = ["AdapterContract", "make_call"]
 _QUICK = RetryPolicy(attempts=2, backoff="fixed", initial_delay=0.0, max_delay=0.5, park=60.0, max_parks=5)
 
 AdapterFactory = Callable[[Mapping[str, Any]], Adapter]
+
+
+def _inbound_only(adapter: Adapter) -> bool:
+    return not type(adapter).operations and not getattr(adapter, "accepts_any_operation", False)
 
 
 def make_call(payload: Any, *, idempotency_key: str | None = None, route: str = "contract",
@@ -90,8 +94,17 @@ class AdapterContract:
         return []
 
     def arrange_success(self, adapter: Adapter) -> tuple[str, Any]:
-        """Return ``(operation, payload)`` that succeeds."""
+        """Return ``(operation, payload)`` that succeeds (an inbound-only adapter without operations skips)."""
+        if _inbound_only(adapter):
+            pytest.skip("the adapter offers no operations (inbound only)")
         raise NotImplementedError(f"{type(self).__name__} must implement arrange_success(adapter)")
+
+    def arrange_webhook(self, adapter: Adapter) -> tuple[str, WebhookRequest, WebhookRequest]:
+        """For a webhook trigger: ``(trigger, a genuine request, a forged or malformed one)``."""
+        if any(t.kind == "webhook" for t in type(adapter).triggers.values()):
+            pytest.fail(f"{type(self).__name__} must implement arrange_webhook(adapter): the adapter has a "
+                        "webhook trigger, and its signature check is part of the contract")
+        pytest.skip("the adapter has no webhook trigger")
 
     def arrange_transient(self, adapter: Adapter) -> tuple[str, Any]:
         """Return ``(operation, payload)`` that fails transiently (e.g. the local sink answers 503)."""
@@ -138,6 +151,13 @@ class AdapterContract:
         extra = [{**good_settings, "surely_not_a_setting": True}] if self.rejects_unknown_settings else []
         for junk in [*self.junk_settings_values, *extra, *self.junk_settings(good_settings)]:
             assert not validator.is_valid(junk), f"settings schema accepted junk: {junk!r}"
+
+    def test_webhook_accepts_genuine_and_refuses_forged_requests(self, adapter: Adapter) -> None:
+        trigger, genuine, forged = self.arrange_webhook(adapter)
+        payloads = adapter.webhook(trigger, genuine)
+        assert isinstance(payloads, list) and payloads, "a genuine request must yield at least one payload"
+        with pytest.raises(PermanentError):
+            adapter.webhook(trigger, forged)
 
     def test_success_returns_an_outcome(self, adapter: Adapter) -> None:
         operation, payload = self.arrange_success(adapter)

@@ -322,7 +322,7 @@ class TestHubspotContract(AdapterContract):
         self.ok = api.patch("/crm/v3/objects/deals/1").respond(200, json={"id": "1", "properties": {}})
         api.patch("/crm/v3/objects/deals/2").respond(429, json=fixture("error_429_secondly.json"))
         api.patch("/crm/v3/objects/deals/3").respond(400, json=fixture("openapi_example_Error_400.json"))
-        return lambda settings: HubspotAdapter("crm", settings)
+        return lambda settings: HubspotAdapter("crm", settings, now=lambda: NOW)
 
     @pytest.fixture
     def good_settings(self) -> Mapping[str, Any]:
@@ -348,3 +348,10 @@ class TestHubspotContract(AdapterContract):
         self.api.post("/crm/v3/objects/deals/search").respond(
             200, json={"results": [deal("5", "2026-11-24T10:00:00.000Z")]})
         return "deals_changed"
+
+    def arrange_webhook(self, adapter: Adapter) -> tuple[str, WebhookRequest, WebhookRequest]:
+        body = orjson.dumps([fixture("webhook_deal_propertyChange_event.json")])
+        genuine = signed(body)
+        forged = WebhookRequest(method=genuine.method, url=genuine.url, body=body,
+                                headers={**genuine.headers, "x-hubspot-signature-v3": "Zm9yZ2Vk"})
+        return "deal_events", genuine, forged

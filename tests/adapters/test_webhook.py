@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
 import pytest
 
-from adapters.base import WebhookRequest
+from adapters.base import Adapter, WebhookRequest
 from adapters.signatures import SignatureError, frappe_signature, hmac_signature
 from adapters.webhook import WebhookAdapter
 from bus.errors import ConfigError
+from bus.testing import AdapterContract
 from bus.webhooks import WebhookRejected, endpoints_for
 
 
@@ -114,3 +116,23 @@ def test_endpoints_for_builds_one_endpoint_with_key_and_types() -> None:
     assert endpoint.content_types == ("application/json", "text/json", "+json")
     assert endpoint.key is not None and endpoint.key({"id": 5}) == "5"
     assert endpoint.handler(request(b'{"id": 5}')) == [{"id": 5}]
+
+
+class TestWebhookContract(AdapterContract):
+    """The shared adapter contract: settings schema, signature check on a genuine and a forged request."""
+
+    @pytest.fixture
+    def adapter_factory(self) -> Callable[[Mapping[str, Any]], WebhookAdapter]:
+        return lambda settings: WebhookAdapter("erp", settings)
+
+    @pytest.fixture
+    def good_settings(self) -> Mapping[str, Any]:
+        return {"signature": {"scheme": "hmac-sha256", "secret": "s3cret", "header": "X-Signature",
+                              "encoding": "hex"}}
+
+    def arrange_webhook(self, adapter: Adapter) -> tuple[str, WebhookRequest, WebhookRequest]:
+        body = b'{"order": "SO-1"}'
+        good = request(body, {"x-signature": hmac_signature("s3cret", body), "content-type": "application/json"})
+        forged = request(body, {"x-signature": hmac_signature("guess", body),
+                                "content-type": "application/json"})
+        return "received", good, forged
