@@ -26,7 +26,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install
-	$(VENV)/bin/pytest -q --cov=bus --cov=adapters --cov-report=term:skip-covered:skip-empty
+	$(VENV)/bin/pytest -q --cov=bus --cov=adapters --cov-report=term:skip-covered
 
 test: lint typecheck unit
 	$(VENV)/bin/ironbus lint routes.yaml
