@@ -31,6 +31,7 @@ from bus.plugins import load_adapter_class
 from bus.protection import Protections
 from bus.queue.base import Queue
 from bus.queue.open import open_queue
+from bus.systemstate import publish_state
 from bus.worker import Worker
 
 __all__ = ["DEFAULT_JOURNAL", "Runtime", "RuntimeOptions", "journal_url", "broker_url"]
@@ -184,9 +185,11 @@ class Runtime:
         while not self.stop_event.wait(2.0):
             try:
                 metrics.set_queue_depth(self.queue.depth())
-                for system, snap in self.protections.snapshot().items():
+                snapshot = self.protections.snapshot()
+                for system, snap in snapshot.items():
                     circuit = snap.get("circuit") or {}
                     metrics.circuit_open(system, circuit.get("state") == "open")
+                publish_state(self.journal.engine, snapshot)  # for `ironbus status` in other processes
             except Exception as exc:  # gauges are best effort
                 log.debug("gauge update failed", error=str(exc))
 

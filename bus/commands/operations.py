@@ -22,6 +22,7 @@ from bus.pipeline import Pipeline
 from bus.queue.base import Message
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
+from bus.systemstate import read_state
 from bus.tracing import build_trace, render_trace
 
 __all__ = ["dlq", "journal", "replay", "run", "send", "status", "trace"]
@@ -109,11 +110,12 @@ def status(args: argparse.Namespace) -> int:
     try:
         counts = journal.status_counts()
         depth = queue.depth()
+        systems = read_state(journal.engine)
     finally:
         queue.close()
         journal.close()
     if args.json:
-        dump_json({"queue": depth, **counts})
+        dump_json({"queue": depth, **counts, "systems": systems})
         return 0
     print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
     statuses = ("delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid", "pending")
@@ -129,7 +131,26 @@ def status(args: argparse.Namespace) -> int:
     print(f"dead letters: {counts.get('dead_letters', 0)}" + ("  (see 'ironbus dlq list')" if
                                                              counts.get("dead_letters") else ""))
     table(rows, ["route", "target", *statuses])
+    if systems:
+        print()
+        table([(s["system"], s["process"], _circuit(s.get("circuit")), _limit(s.get("rate_limit")), f"{s['age']}s ago")
+               for s in systems], ["system", "process", "circuit", "rate limit", "seen"])
     return 0
+
+
+def _circuit(snap: dict[str, Any] | None) -> str:
+    if not snap:
+        return "-"
+    text = str(snap.get("state", "?"))
+    if snap.get("retry_at"):
+        text += f" (probe in {max(0.0, snap['retry_at'] - time.time()):.0f}s)"
+    return text + (f", tripped {snap['trips']}x" if snap.get("trips") else "")
+
+
+def _limit(snap: dict[str, Any] | None) -> str:
+    if not snap:
+        return "-"
+    return ", ".join(f"{k} {v}" for k, v in snap.items())
 
 
 def dlq(args: argparse.Namespace) -> int:

@@ -37,7 +37,12 @@ def _v1_initial(conn: Connection) -> None:
                                              if t is not tables.schema_version])
 
 
-MIGRATIONS: list[Step] = [_v1_initial]
+def _v2_system_state(conn: Connection) -> None:
+    # checkfirst: a journal created fresh by step 1 of this version already has the table
+    tables.system_state.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state]
 
 
 def current_version(conn: Connection) -> int:

@@ -19,6 +19,7 @@ __all__ = [
     "queue",
     "schema_version",
     "seen",
+    "system_state",
     "watermarks",
     "xref",
 ]
@@ -153,4 +154,14 @@ queue = sa.Table(
     sa.Column("enqueued_at", sa.Double, nullable=False),
     sa.Index("ib_queue_key_id", "key", "id"),
     sa.Index("ib_queue_available", "available_at", "id"),
+)
+
+# Added by migration step 2: what each running process last saw of each system's protections (rate limit,
+# circuit breaker), so that `ironbus status` in another process can show it.
+system_state = sa.Table(
+    "ib_system_state", metadata,
+    sa.Column("process", sa.Text, primary_key=True),
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),  # JSON snapshot
+    sa.Column("updated_at", sa.Double, nullable=False),
 )

@@ -74,6 +74,8 @@ class Sink:
     def decide(self) -> tuple[int, dict[str, str], float]:
         if self.mode == "permanent":
             return 400, {}, 0.0
+        if self.mode == "down":
+            return 503, {}, 0.0
         if self.mode == "random":
             with self.lock:
                 roll = self.random.random()
