@@ -18,31 +18,52 @@ def _add_notes_table(conn: Connection) -> None:
 
 def test_a_v1_journal_opens_and_is_upgraded_by_a_later_step(journal_url: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a journal written by the first version, holding an event
+    # Given a journal written by the current version, holding an event
     v1 = Journal(journal_url)
+    shipped = len(migrations.MIGRATIONS)
     event = Event(type="order.changed", source="crm", data={"n": 1})
     v1.record_events([(event, "webhook")])
-    assert v1.version == 1
+    assert v1.version == shipped
     v1.close()
     # When a release adds a migration step and opens the journal
     monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, _add_notes_table])
     v2 = Journal(journal_url)
     # Then the step ran once, the version moved on and the old data is intact
-    assert v2.version == 2
+    assert v2.version == shipped + 1
     assert v2.get_event(event.id) == event
     with read(v2.engine) as conn:
-        assert migrations.current_version(conn) == 2
+        assert migrations.current_version(conn) == shipped + 1
         assert sa.inspect(conn).has_table("ib_notes")
     # and opening again runs nothing twice (a second CREATE TABLE would fail)
-    assert migrations.migrate(v2.engine) == 2
+    assert migrations.migrate(v2.engine) == shipped + 1
     v2.close()
+
+
+def test_a_journal_written_by_version_1_gains_the_system_state_table(journal_url: str) -> None:
+    # Given a journal as the first release wrote it (step 1 only; no ib_system_state yet)
+    engine = create_engine(journal_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE ironbus_schema (version INTEGER NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO ironbus_schema (version) VALUES (1)"))
+        migrations.tables.metadata.create_all(conn, tables=[
+            t for t in migrations.tables.metadata.sorted_tables
+            if t.name not in ("ironbus_schema", "ib_system_state")])
+    engine.dispose()
+    # When this version opens it, then step 2 adds the table and the journal works
+    journal = Journal(journal_url)
+    try:
+        assert journal.version == len(migrations.MIGRATIONS)
+        with read(journal.engine) as conn:
+            assert sa.inspect(conn).has_table("ib_system_state")
+    finally:
+        journal.close()
 
 
 def test_a_journal_from_a_newer_ironbus_is_refused(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, _add_notes_table])
     Journal(journal_url).close()
     monkeypatch.undo()
-    with pytest.raises(ConfigError, match="schema version 2, newer than this ironbus knows"):
+    with pytest.raises(ConfigError, match=f"schema version {len(migrations.MIGRATIONS) + 1}, newer than this"):
         Journal(journal_url)
 
 
@@ -64,7 +85,7 @@ def test_concurrent_opens_of_a_fresh_journal_both_succeed(journal_url: str) -> N
     for t in threads:
         t.join()
     assert errors == []
-    assert versions == [1, 1, 1, 1]
+    assert versions == [len(migrations.MIGRATIONS)] * 4
 
 
 def test_postgres_urls_select_psycopg_and_bad_urls_are_config_errors() -> None:
