@@ -11,7 +11,7 @@ import pytest
 
 from bus.journal import Journal
 from bus.queue.open import open_queue
-from tests.bus.journal.conftest import pg_schema_url
+from tests.helpers.pg import pg_schema_url
 
 BACKENDS = ["embedded-sqlite", "embedded-postgresql", "rabbitmq"]
 

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from bus.journal import Journal
-
-
-def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose connections use a fresh schema (dropped afterwards), so parallel runs never collide."""
-    schema = f"ibt_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+from tests.helpers.pg import pg_schema_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 # The backend helper sits beside this file; make it importable under any pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from queue_backends import Backend  # noqa: E402
 
+from tests.helpers.pg import pg_schema_url  # noqa: E402
+
 
 def _pg_schema(postgres_url: str) -> Iterator[str]:
-    schema = f"ibq_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    yield from pg_schema_url(postgres_url, prefix="ibq")
 
 
 def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
