@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 PER_REQUEST = 1  # events per webhook request (HubSpot-style arrays when > 1); set from --per-request
 BUS_ARGS: list[str] = []  # extra `ironbus run` arguments (--bus-arg)
+BUS_PROCESSES = 1  # `ironbus run` processes sharing the webhook port and the work (--bus-processes)
 
 SINK_APP = '''
 import time, orjson
@@ -263,21 +264,44 @@ def wait_delivered(port: int, ids: set[str], timeout: float) -> tuple[dict[str, 
         time.sleep(0.2)
 
 
-def start_bus(routes: Path, journal: str, broker: str | None, port: int | None,
-              workers: int) -> subprocess.Popen[bytes]:
+class Bus:
+    """One or more `ironbus run` processes on one port (SO_REUSEPORT), stopped together."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.procs = procs
+
+    def send_signal(self, signum: int) -> None:
+        for p in self.procs:
+            p.send_signal(signum)
+
+    def wait(self, timeout: float) -> None:
+        for p in self.procs:
+            p.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+
+def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, workers: int) -> Bus:
+    procs = [_start_one(routes, journal, broker, port, workers) for _ in range(BUS_PROCESSES)]
+    if port:
+        wait_port(port)
+    return Bus(procs)
+
+
+def _start_one(routes: Path, journal: str, broker: str | None, port: int | None,
+               workers: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
            str(workers), "--no-triggers", *BUS_ARGS]
     cmd += ["--port", str(port)] if port else ["--no-http"]
     if broker:
         cmd += ["--broker", broker]
-    proc = subprocess.Popen(cmd, cwd=routes.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=routes.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if port:
-        wait_port(port)
-    return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: Bus) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=30)
@@ -414,19 +438,24 @@ def main() -> None:
     parser.add_argument("--skip-rabbitmq", action="store_true")
     parser.add_argument("--per-request", type=int, default=1,
                         help="events per webhook request (a JSON array, as HubSpot sends); default 1")
+    parser.add_argument("--bus-processes", type=int, default=1,
+                        help="ironbus run processes sharing the port and the work (default 1)")
     parser.add_argument("--bus-arg", action="append", default=[],
                         help="extra argument for 'ironbus run', e.g. --bus-arg=--batch=8 (repeatable)")
     args = parser.parse_args()
     global PER_REQUEST
     PER_REQUEST = args.per_request
     BUS_ARGS.extend(args.bus_arg)
+    global BUS_PROCESSES
+    BUS_PROCESSES = args.bus_processes
 
     folder = Path(tempfile.mkdtemp(prefix="ironbus-e2e-"))
     sink_port = free_port()
     (folder / "sink_app.py").write_text(SINK_APP)
     sink = subprocess.Popen([sys.executable, "-m", "uvicorn", "sink_app:app", "--port", str(sink_port),
                              "--log-level", "warning", "--no-access-log"], cwd=folder)
-    figures: dict[str, Any] = {"machine_cores": os.cpu_count(), "events_per_request": PER_REQUEST}
+    figures: dict[str, Any] = {"machine_cores": os.cpu_count(), "events_per_request": PER_REQUEST,
+                               "bus_processes": BUS_PROCESSES}
     try:
         wait_port(sink_port)
         print(f"ironbus end-to-end benchmark ({os.cpu_count()} cores; load generator, bus and sink on this host; "

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Outcome
@@ -34,6 +35,7 @@ from bus.queue.base import Lease, Queue
 __all__ = ["Batch", "Ingest", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
+_MAX_CRASHES = 5  # deliveries of one message that ended in an unexpected error before it is dead-lettered
 _FOLLOWUP_NS = uuid.UUID("6f1c2a52-8a51-4d8e-9d1e-4b8f2b0c9e11")
 
 Ingest = Callable[[Sequence[tuple[Event, str]]], None]
@@ -87,8 +89,27 @@ class Worker:
                 log.warning("queue unavailable; waiting", worker=self.name, error=str(exc))
                 self.stop.wait(1.0)
                 continue
-            if leases:
+            if not leases:
+                continue
+            try:
                 self.handle(leases)
+            except Exception as exc:  # a bug must not kill the worker thread; see _survive
+                self._survive(leases, exc)
+
+    def _survive(self, leases: Sequence[Lease], exc: Exception) -> None:
+        """An unexpected error while handling a batch: log it, and let the queue hand the batch out again —
+        but a message that keeps failing this way is dead-lettered rather than retried for ever."""
+        log.exception("unexpected error while handling a batch", worker=self.name, error=str(exc))
+        poison = [lease for lease in leases if lease.delivery_count >= _MAX_CRASHES]
+        if not poison:
+            return  # unacked: the leases expire and the messages come back
+        try:
+            reason = f"internal error after {_MAX_CRASHES} tries: {type(exc).__name__}: {exc}"
+            self.journal.dead_letter([DeadLetter(lease.message.body, reason, route=lease.message.route,
+                                                 target=lease.message.target) for lease in poison])
+            ack(self.queue, poison)
+        except Exception as again:  # the journal itself failing: leave it to the lease
+            log.error("could not dead-letter after an internal error", error=str(again))
 
     def handle(self, leases: Sequence[Lease]) -> None:
         """Process one batch of leases completely, then settle and ack it."""
@@ -213,7 +234,16 @@ class Worker:
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))
-            follow = self.pipeline.follow_up(dispatch, outcome.result)
+            try:
+                follow = self.pipeline.follow_up(dispatch, outcome.result)
+            except IronbusError as exc:
+                # The delivery happened; only its follow-up cannot be built (an emit_map failed on the result).
+                # Keep the result so an operator can see it, and say why nothing followed.
+                follow = None
+                reason = f"follow-up {dispatch.target.config.emit!r} not emitted: {exc}"
+                body = orjson.dumps({"delivery": dispatch.idempotency_key, "result": outcome.result}, default=str)
+                batch.letters.append(DeadLetter(body, reason, dispatch.source.id, route, target))
+                log_.error("follow-up not emitted", route=route, target=target, error=str(exc))
             if follow is not None:
                 # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
                 follow = follow.with_(id=str(uuid.uuid5(_FOLLOWUP_NS, f"{dispatch.idempotency_key}>{follow.type}")))

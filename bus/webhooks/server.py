@@ -96,6 +96,9 @@ class WebhookServer:
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._requested_port and hasattr(socket, "SO_REUSEPORT"):
+                # several `ironbus run` processes on one host share the port; the kernel spreads connections
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self._requested_port))
         except OSError as exc:
             sock.close()
