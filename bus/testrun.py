@@ -196,8 +196,16 @@ class _Runner:
         mapping = Mapping.load(base / str(test["mapping"]), value_maps=self.shared_value_maps(test, base),
                                xref=_xref(test))
         doc = _input(test, base)
+        given = test.get("event")
+        # `event:` gives the attributes event('…') reads (emit maps read the event that caused the result)
+        event: Event | None = None
+        if isinstance(given, dict):
+            attrs: dict[str, Any] = {k: str(given[k]) for k in ("id", "correlationid", "causationid", "subject")
+                                     if k in given}
+            event = Event(type=str(given.get("type", "test.event")), source=str(given.get("source", "ironbus/test")),
+                          data=given.get("data", doc), key=given.get("key"), sequence=given.get("sequence"), **attrs)
         try:
-            actual = mapping.apply(doc)
+            actual = mapping.apply(doc, event=event)
         except IronbusError as exc:
             return _expected_error(expect, exc)
         if "error" in expect:
