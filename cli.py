@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("trace", commands.trace, "the causal chain of a business transaction across routes and systems")
     sp.add_argument("id", nargs="?", help="an event id (any event of the transaction)")
     sp.add_argument("--key", help="business key, e.g. an order number")
+    sp.add_argument("--all", action="store_true", help="also draw transactions in which every route filtered")
     sp.add_argument("--json", action="store_true")
     journal_args(sp)
 

@@ -71,10 +71,22 @@ def _walk(children: dict[str | None, list[dict[str, Any]]], parent: str | None, 
         _walk(children, e["id"], inner, lines)
 
 
-def render_trace(chains: list[dict[str, Any]]) -> str:
-    """A tree for humans: events by causation, deliveries under each event."""
+def _idle(chain: dict[str, Any]) -> bool:
+    """A transaction in which nothing was delivered or attempted: every route filtered it (or none matched)."""
+    return all(d["status"] == "filtered" for e in chain["events"] for d in e["deliveries"])
+
+
+def render_trace(chains: list[dict[str, Any]], *, everything: bool = False) -> str:
+    """A tree for humans: events by causation, deliveries under each event.
+
+    Transactions in which every route filtered the event (a poll seeing a record the bus itself just wrote, say)
+    are counted at the end rather than drawn, unless ``everything``.
+    """
     lines: list[str] = []
+    quiet = [c for c in chains if _idle(c)] if not everything else []
     for chain in chains:
+        if chain in quiet:
+            continue
         events = chain["events"]
         lines.append(f"transaction {chain['correlationid']}  ({len(events)} events)")
         ids = {e["id"] for e in events}
@@ -84,4 +96,8 @@ def render_trace(chains: list[dict[str, Any]]) -> str:
             children.setdefault(parent, []).append(e)
 
         _walk(children, None, "  ", lines)
+    if quiet:
+        types = sorted({e["type"] for c in quiet for e in c["events"]})
+        lines.append(f"(+{len(quiet)} more transaction(s) in which every route filtered the event: "
+                     f"{', '.join(types)}; --all shows them)")
     return "\n".join(lines)

@@ -289,7 +289,7 @@ def trace(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(chains)
     else:
-        print(render_trace(chains))
+        print(render_trace(chains, everything=args.all))
     return 0
 
 
