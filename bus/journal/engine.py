@@ -63,7 +63,9 @@ def create_engine(url: str) -> Engine:
     """An engine for ``url`` with the SQLite pragmas above, creating the SQLite file's directory."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip on every checkout (one per journal call). A connection the server
+        # dropped fails its next statement, SQLAlchemy invalidates the pool, and the caller retries.
+        return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800)
     synchronous = str(parsed.query.get("synchronous", "normal")).lower()
     if synchronous not in _SYNCHRONOUS:
         raise ConfigError(f"journal URL: synchronous={synchronous!r}; expected one of {sorted(_SYNCHRONOUS)}")
