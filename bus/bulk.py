@@ -89,6 +89,10 @@ class BulkLanes:
                 entry = self._pending.get(id(lease))
                 if entry is None:
                     free.append(lease)
+                elif entry[1] <= 0:
+                    # its lane already settled everything (a full batch flushes in the adding thread)
+                    del self._pending[id(lease)]
+                    free.append(lease)
                 else:
                     entry[2] = True
         return free

@@ -97,3 +97,16 @@ def test_a_partly_failed_bulk_call_settles_each_delivery_by_its_result(tmp_path:
         assert [(r.event_id, r.reason) for r in letters] == [(bad.id, "refused by the system")]
     finally:
         journal.close()
+
+
+def test_a_batch_that_fills_up_inside_a_worker_is_still_acked(tmp_path: Path) -> None:
+    # Given exactly one full batch (size 10): the lane flushes in the worker's own thread, before the worker
+    # has finished its batch; the queue messages must still be acked (the bus goes idle, nothing re-delivered).
+    events = orders(10)
+    sink, journal = run(tmp_path, events)
+    try:
+        assert sum(len(c) for c in sink.calls) == 10
+        keys = [c.idempotency_key for batch in sink.calls for c in batch]
+        assert len(keys) == len(set(keys))  # each delivered once: no lease expired and came back
+    finally:
+        journal.close()
