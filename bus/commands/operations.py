@@ -227,7 +227,6 @@ def replay(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(pipeline, events, route, args.json)
         queue = open_queue(broker_url(args.broker), journal)
-        ingestor = Ingestor(journal, queue)
         try:
             progress = Progress(len(events), "replaying")
             interval = 1.0 / args.rate if args.rate > 0 else 0.0
@@ -244,7 +243,6 @@ def replay(args: argparse.Namespace) -> int:
                 journal.record_events([(marker, "replay")])
                 progress.advance()
         finally:
-            ingestor.close()
             queue.close()
         print(f"replayed {len(events)} event(s)" + (f" through route {route!r}" if route else "")
               + ("" if args.force else "; deliveries that already succeeded are skipped (use --force to repeat)"))
