@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from adapters.base import Adapter, Call, Health, Outcome, PollResult, operation, trigger
+from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, operation, trigger
 from adapters.tryton import masterdata, purchases, sales
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.inbound import Poller
@@ -40,6 +40,16 @@ class TrytonAdapter(Adapter):
                         "description": "Company id to work in; default: the user's current company."},
             "poll_overlap": {"type": "number", "minimum": 0, "default": 2,
                              "description": "Seconds polls look back before the watermark (dedup drops repeats)."},
+            "master_data": {
+                "type": "object", "additionalProperties": False,
+                "description": "Which records are customers, materials and suppliers here, for `ironbus xref "
+                               "check`: {customer: {model: party.party, domain: [[code, like, 'C-%']]}}.",
+                "properties": {entity: {
+                    "type": "object", "additionalProperties": False, "required": ["model"],
+                    "properties": {"model": {"enum": ["party.party", "product.product"]},
+                                   "domain": {"type": "array", "description": "A Tryton search domain."}}}
+                    for entity in ("customer", "material", "supplier")},
+            },
             "triggers": {"type": "object", "description": "Poll timing per trigger: {sales_changed: {interval: "
                                                           "'5s'}} or a cron schedule: {sales_changed: {schedule: "
                                                           "'*/5 * * * *'}}."},
@@ -69,6 +79,17 @@ class TrytonAdapter(Adapter):
         if not self.closed:
             self.client.close()
         super().close()
+
+    # -- master data -----------------------------------------------------------------------------------
+    def master_data(self, entity: str) -> list[MasterRecord] | None:
+        """The records ``settings.master_data`` declares for ``entity`` (None when it declares none)."""
+        spec = (self.settings.get("master_data") or {}).get(entity)
+        if not spec:
+            return None
+        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", "rec_name"],
+                                       order=[("id", "ASC")])
+        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("rec_name") or None)
+                for r in rows]
 
     # -- triggers --------------------------------------------------------------------------------------
     @trigger(kind="poll", interval=5.0)

@@ -232,3 +232,34 @@ def test_a_shadow_route_journals_what_it_would_deliver_and_delivers_nothing(stac
         pilot.stop_bus()
         pilot.server, pilot.adapters = None, {}
         stack.start_bus()
+
+
+def xref_check(stack: Stack, entity: str) -> tuple[int, list[dict[str, Any]]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["xref", "check", "--entity", entity, "--json", "--journal", stack.journal_url,
+                         "--routes", str(REPO / "routes.yaml")])
+    return code, json.loads(out.getvalue())["problems"]
+
+
+def test_xref_check_reads_every_system_and_reports_unlinked_and_missing_records(stack: Stack) -> None:
+    # Given the demo's master data, linked everywhere: the shipped supplier is consistent
+    code, problems = xref_check(stack, "supplier")
+    assert [p for p in problems if p.get("canonical_id") == "S-BOLT"] == []
+    # When a new supplier appears in the SRM only, unlinked
+    srm, scm = stack.adapters["srm"], stack.adapters["scm"]
+    new = {"code": "S-GEARS", "name": "Gears & Co"}
+    srm_id = str(srm.call("upsert_party", call(new)).result["id"])
+    code, problems = xref_check(stack, "supplier")
+    assert code == 1
+    assert {"kind": "unlinked", "system": "srm", "system_id": srm_id} in [
+        {k: p[k] for k in ("kind", "system", "system_id")} for p in problems]
+    # When it is linked in the SRM only, the SCM is reported as missing it
+    assert cli.main(["xref", "set", "supplier", "S-GEARS", "srm", srm_id, "--journal", stack.journal_url]) == 0
+    code, problems = xref_check(stack, "supplier")
+    assert [(p["kind"], p["system"]) for p in problems if p.get("canonical_id") == "S-GEARS"] == [("missing", "scm")]
+    # Then once the SCM has and links it too, the supplier is consistent across systems
+    scm_id = str(scm.call("upsert_party", call(new)).result["id"])
+    assert cli.main(["xref", "set", "supplier", "S-GEARS", "scm", scm_id, "--journal", stack.journal_url]) == 0
+    code, problems = xref_check(stack, "supplier")
+    assert [p for p in problems if p.get("canonical_id") == "S-GEARS" or p.get("system_id") in (srm_id, scm_id)] == []
