@@ -117,6 +117,7 @@ class RouteConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timing: Literal["realtime"] | str | BatchTiming = "realtime"
     mode: Literal["live", "shadow"] = "live"
+    skip_unchanged: bool = False
     locations: Mapping[str, Location] = field(default_factory=dict)
 
     @property
@@ -303,6 +304,7 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
             retry=RetryPolicy.from_dict(body.get("retry"), default_retry),
             timing=_timing(body.get("timing", defaults.get("timing"))),
             mode=body.get("mode", defaults.get("mode", "live")),
+            skip_unchanged=bool(body.get("skip_unchanged", False)),
             locations={k: loc for k in body if (loc := locate(doc, ["routes", index, k])) is not None},
         ))
     return Config(path=Path(path), systems=systems, routes=tuple(routes), value_maps=dict(doc.get("value_maps") or {}))

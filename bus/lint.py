@@ -91,6 +91,9 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     elif route.source not in emitted and route.source not in schemas.names():
         issues.append(Issue("warning", f"route {route.name!r}: nothing in routes.yaml produces event type "
                             f"{route.source!r} (no trigger, no 'emit:'); only 'ironbus send' will feed it", loc_from))
+    if route.skip_unchanged and route.key is None:
+        issues.append(Issue("error", f"route {route.name!r}: skip_unchanged needs 'key' (the business key whose last "
+                            "payload is compared)", route.locations.get("skip_unchanged", route.location)))
     for target in route.targets:
         where = target.location or route.locations.get("to", route.location)
         if target.system not in config.systems:

@@ -49,7 +49,7 @@ __all__ = [
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: The values ``status`` may take in :meth:`Metrics.delivery`.
-DELIVERY_STATUSES = frozenset({"delivered", "retried", "parked", "dead", "stale", "shadow", "filtered"})
+DELIVERY_STATUSES = frozenset({"delivered", "retried", "parked", "dead", "stale", "shadow", "filtered", "unchanged"})
 
 # A single delivery to a SaaS API takes from a few ms to tens of seconds (timeouts); accept-to-delivered
 # additionally includes queueing, retries and parking, so its buckets reach into hours.

@@ -1,4 +1,6 @@
-"""Per-key staleness: an event whose ``sequence`` is older than the last one applied for its key is stale.
+"""Per-key state of each route:target — staleness by ``sequence``, and the last payload delivered.
+
+An event whose ``sequence`` is older than the last one applied for its key is stale.
 
 The scope is ``route:target`` — the same order may be at version 7 in one system and still at 6 in another.
 The last applied sequence only moves forward after a delivery *succeeded*, so a delivery that is retried,
@@ -8,16 +10,25 @@ same version and is let through (the idempotency key keeps it from repeating an 
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from bus.journal import tables
 from bus.journal.engine import read, write
+from bus.journal.sql import insert_for
 
-__all__ = ["SequenceGuard"]
+__all__ = ["SequenceGuard", "payload_digest"]
+
+
+def payload_digest(payload: Any) -> str:
+    """A stable digest of a JSON payload (key order does not matter)."""
+    return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str),
+                           digest_size=16).hexdigest()
 
 
 class SequenceGuard:
@@ -76,3 +87,31 @@ class SequenceGuard:
         rows = [{"scope": s, "key": k, "last_sequence": n, "updated_at": now} for s, k, n in sorted(marks)]
         with write(self.engine) as conn:
             conn.execute(stmt, rows)
+
+    # -- last payload per key (skip_unchanged) -------------------------------------------------------------
+    def last_digests(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The digest of the last payload delivered for each ``(scope, key)`` that has one, in one query."""
+        if not pairs:
+            return {}
+        t = tables.last_payloads
+        wanted = set(pairs)
+        out: dict[tuple[str, str], str] = {}
+        with read(self.engine) as conn:
+            for scope, key, digest in conn.execute(
+                    sa.select(t.c.scope, t.c.key, t.c.digest).where(t.c.key.in_(sorted({k for _, k in wanted})))):
+                if (scope, key) in wanted:
+                    out[(scope, key)] = str(digest)
+        return out
+
+    def remember_digests(self, digests: Mapping[tuple[str, str], str]) -> None:
+        """Store the digests of payloads just delivered, in one transaction."""
+        if not digests:
+            return
+        t = tables.last_payloads
+        now = time.time()
+        with write(self.engine) as conn:
+            stmt = insert_for(conn, t)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[t.c.scope, t.c.key],
+                set_={"digest": stmt.excluded.digest, "updated_at": stmt.excluded.updated_at}),
+                [{"scope": s, "key": k, "digest": d, "updated_at": now} for (s, k), d in sorted(digests.items())])

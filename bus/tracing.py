@@ -72,8 +72,8 @@ def _walk(children: dict[str | None, list[dict[str, Any]]], parent: str | None, 
 
 
 def _idle(chain: dict[str, Any]) -> bool:
-    """A transaction in which nothing was delivered or attempted: every route filtered it (or none matched)."""
-    return all(d["status"] == "filtered" for e in chain["events"] for d in e["deliveries"])
+    """A transaction in which nothing was attempted: every route filtered it, found it unchanged, or none matched."""
+    return all(d["status"] in ("filtered", "unchanged") for e in chain["events"] for d in e["deliveries"])
 
 
 def render_trace(chains: list[dict[str, Any]], *, everything: bool = False) -> str:
@@ -98,6 +98,6 @@ def render_trace(chains: list[dict[str, Any]], *, everything: bool = False) -> s
         _walk(children, None, "  ", lines)
     if quiet:
         types = sorted({e["type"] for c in quiet for e in c["events"]})
-        lines.append(f"(+{len(quiet)} more transaction(s) in which every route filtered the event: "
+        lines.append(f"(+{len(quiet)} more transaction(s) with nothing to deliver (filtered or unchanged): "
                      f"{', '.join(types)}; --all shows them)")
     return "\n".join(lines)

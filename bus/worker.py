@@ -27,7 +27,7 @@ from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.journal import Journal
 from bus.journal.records import DeadLetter, DeliveryUpdate
-from bus.ordering import SequenceGuard
+from bus.ordering import SequenceGuard, payload_digest
 from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections
 from bus.queue.base import Lease, Queue
@@ -58,6 +58,8 @@ class Batch:
     followups: list[tuple[Event, str]] = field(default_factory=list)
     applied: list[tuple[str, str, int]] = field(default_factory=list)  # (scope, key, sequence) after success
     last_applied: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_digests: dict[tuple[str, str], str] = field(default_factory=dict)
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)  # to remember once delivered
 
 
 class Worker:
@@ -133,6 +135,9 @@ class Worker:
         batch.last_applied = self.sequences.last_many(
             [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
              if d.event.key is not None and d.event.sequence is not None])
+        batch.last_digests = self.sequences.last_digests(
+            [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+             if d.event.key is not None and d.route.config.skip_unchanged])
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
             force = lease.message.headers.get("force") == "1"
@@ -173,9 +178,9 @@ class Worker:
             if dispatch.idempotency_key in done and not force:
                 self.stats.skipped += 1
                 continue
-            self._dispatch(lease, dispatch, batch, log_)
+            self._dispatch(lease, dispatch, batch, log_, force)
 
-    def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: Batch, log_: Any) -> None:
+    def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: Batch, log_: Any, force: bool = False) -> None:
         route, target, mapped = dispatch.route, dispatch.target.config, dispatch.event
         base: dict[str, Any] = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id,
                                     route=route.name, target=target.name)
@@ -189,6 +194,13 @@ class Worker:
                 metrics.delivery(route.name, target.name, "stale")
                 return
             batch.applied.append((scope, mapped.key, mapped.sequence))
+        if route.config.skip_unchanged and mapped.key is not None:
+            scope = f"{route.name}:{target.name}"
+            digest = payload_digest(dispatch.payload)
+            if batch.last_digests.get((scope, mapped.key)) == digest and not force:
+                batch.updates.append(DeliveryUpdate(**base, status="unchanged", payload=dispatch.payload))
+                metrics.delivery(route.name, target.name, "unchanged")
+                return
         if route.config.mode == "shadow":
             batch.updates.append(DeliveryUpdate(**base, status="shadow", payload=dispatch.payload))
             metrics.delivery(route.name, target.name, "shadow")
@@ -231,6 +243,9 @@ class Worker:
         seconds = attempted.duration_ms / 1000.0
         if attempted.status == "delivered":
             outcome = attempted.outcome or Outcome()
+            if dispatch.route.config.skip_unchanged and dispatch.event.key is not None:
+                # remembered only once delivered: a parked or failed delivery must go out again unchanged
+                batch.digests[(f"{route}:{target}", dispatch.event.key)] = payload_digest(dispatch.payload)
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))
@@ -291,6 +306,7 @@ class Worker:
         if batch.letters:
             self.journal.dead_letter(batch.letters)
         self.sequences.applied_many(batch.applied)
+        self.sequences.remember_digests(batch.digests)
 
 
 def ack(queue: Queue, leases: Sequence[Lease]) -> None:

@@ -118,7 +118,7 @@ def status(args: argparse.Namespace) -> int:
         dump_json({"queue": depth, **counts, "systems": systems})
         return 0
     print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
-    statuses = ("delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid", "pending")
+    statuses = ("delivered", "parked", "dead", "stale", "unchanged", "shadow", "filtered", "invalid", "pending")
     rows = []
     totals: dict[str, int] = {}
     for route, targets in sorted(counts.get("deliveries", {}).items()):

@@ -42,7 +42,11 @@ def _v2_system_state(conn: Connection) -> None:
     tables.system_state.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state]
+def _v3_last_payloads(conn: Connection) -> None:
+    tables.last_payloads.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads]
 
 
 def current_version(conn: Connection) -> int:

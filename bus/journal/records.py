@@ -24,9 +24,10 @@ __all__ = [
 ]
 
 ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule"})
-DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid"})
+DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid",
+                               "unchanged"})
 #: A delivery in one of these states needs no more work; an event whose deliveries are all settled may be pruned.
-SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow"})
+SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow", "unchanged"})
 ATTEMPT_STATUSES = frozenset({"ok", "transient", "permanent", "stale", "shadow", "skipped"})
 DEAD_LETTER_STATES = frozenset({"dead", "retried", "purged"})
 
@@ -34,6 +35,7 @@ DEAD_LETTER_STATES = frozenset({"dead", "retried", "purged"})
 _ATTEMPT_FOR = {
     "delivered": "ok",
     "stale": "stale",
+    "unchanged": "skipped",
     "shadow": "shadow",
     "filtered": "skipped",
     "invalid": "permanent",

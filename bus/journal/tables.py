@@ -20,6 +20,7 @@ __all__ = [
     "schema_version",
     "seen",
     "system_state",
+    "last_payloads",
     "watermarks",
     "xref",
 ]
@@ -163,5 +164,15 @@ system_state = sa.Table(
     sa.Column("process", sa.Text, primary_key=True),
     sa.Column("system", sa.Text, primary_key=True),
     sa.Column("state", sa.Text, nullable=False),  # JSON snapshot
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# Added by migration step 3: a digest of the last payload delivered per route:target and business key, so a
+# route with `skip_unchanged: true` does not deliver the same content twice (echoes of the bus's own writes).
+last_payloads = sa.Table(
+    "ib_last_payloads", metadata,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("digest", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )

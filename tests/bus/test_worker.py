@@ -234,3 +234,26 @@ def test_config_is_loaded_once_for_all_backends(tmp_path: Path) -> None:
     routes = write_routes(tmp_path, "http://127.0.0.1:9")
     config = load_config(routes)
     assert [r.name for r in config.routes] == ["demand", "procurement"]
+
+
+def test_skip_unchanged_delivers_a_payload_once_per_key_until_it_changes(tmp_path: Path) -> None:
+    # Given a route with skip_unchanged: an echo (same content again) is recorded, not delivered
+    with Sink("ok") as sink:
+        routes = write_routes(tmp_path, sink.url)
+        text = routes.read_text().replace("    key: order_id\n", "    key: order_id\n    skip_unchanged: true\n", 1)
+        routes.write_text(text)
+        backend = Backend("embedded-sqlite", f"sqlite:///{tmp_path}/var/ironbus.sqlite", None)
+        first = Event(type="crm.order_changed", source="t", data={"number": "SO-1", "qty": "2", "rev": 1})
+        echo = Event(type="crm.order_changed", source="t", data={"number": "SO-1", "qty": "2", "rev": 1})
+        change = Event(type="crm.order_changed", source="t", data={"number": "SO-1", "qty": "3", "rev": 2})
+        for event in (first, echo, change):
+            run_until_idle(routes, backend, [(event, "send")])
+        demand = ":demand:scm.update_demand"
+        assert {f"{first.id}{demand}", f"{change.id}{demand}"} <= sink.keys()
+        assert f"{echo.id}{demand}" not in sink.keys()
+    journal = Journal(backend.journal)
+    try:
+        row = journal.delivery(f"{echo.id}{demand}")
+        assert row is not None and row.status == "unchanged"
+    finally:
+        journal.close()
