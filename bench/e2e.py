@@ -292,7 +292,7 @@ def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, 
 
 def _start_one(routes: Path, journal: str, broker: str | None, port: int | None,
                workers: int) -> subprocess.Popen[bytes]:
-    cmd = [*os.environ.get("IRONBUS_BENCH_PREFIX", "").split(), sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
+    cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
            str(workers), "--no-triggers", *BUS_ARGS]
     cmd += ["--port", str(port)] if port else ["--no-http"]
     if broker:
