@@ -16,6 +16,7 @@ import sqlalchemy as sa
 import structlog
 
 from bus.envelope import Event
+from bus.errors import TransientError
 from bus.journal import tables
 from bus.journal.deadletters import DeadLetterStore
 from bus.journal.engine import create_engine, read, write
@@ -71,7 +72,14 @@ class Journal(DeadLetterStore, Watermarks):
         self.engine = create_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
         self.dialect: str = self.engine.dialect.name
-        self.version = migrate(self.engine)
+        try:
+            self.version = migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            # the database is not there (server down, wrong host, unreadable file): say so in one line
+            self.engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            raise TransientError(f"journal {self.url} is unreachable: {reason}; check that the database is running "
+                                 "and the URL (--journal or $IRONBUS_JOURNAL) is right") from None
         self.xref = DurableXref(self.engine)
         DeadLetterStore.__init__(self, self.engine)
         Watermarks.__init__(self, self.engine)

@@ -79,7 +79,8 @@ def _broker_errors(doing: str) -> Iterator[None]:
         raise ConfigError(f"RabbitMQ refused to {doing}: {exc}; a queue or exchange of that name exists with "
                           "other arguments (delete it, or choose another queue name)") from None
     except _BROKER_ERRORS as exc:
-        raise TransientError(f"RabbitMQ unavailable while trying to {doing}: {exc}") from None
+        raise TransientError(f"RabbitMQ unavailable while trying to {doing}: {exc}; check that RabbitMQ is running "
+                             "and the URL (--broker or $IRONBUS_BROKER) is right") from None
 
 
 @dataclass(eq=False)
