@@ -1,0 +1,456 @@
+"""The closure compiler behind :mod:`bus.expr`: a JMESPath AST turned into nested Python closures.
+
+Each node type becomes one closure that does exactly what jmespath's tree interpreter does for it (truthiness,
+null propagation, comparison and function type rules); node types it does not know fall back to jmespath's
+interpreter. :func:`bus.expr.compile_expression` is the public entry point.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
+
+from bus.errors import ConfigError
+from bus.functions import IronbusFunctions
+
+__all__ = ["ClosureCompiler", "CompileError", "Compiled", "default_functions", "is_false"]
+
+#: A compiled expression: the current value in, the result out.
+Compiled = Callable[[Any], Any]
+_NOT_LITERAL = ...
+_ORDERING = {"lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge}
+default_functions = IronbusFunctions()
+
+
+def is_false(value: Any) -> bool:
+    """JMESPath falsiness: null, false, and empty string, list and object (0 is true)."""
+    if value is None or value is False:
+        return True
+    kind = type(value)
+    if kind is str or kind is list or kind is dict:
+        return not value
+    return bool(value == "" or value == [] or value == {})
+
+
+class _Expression:
+    """An expression reference (``&field``) handed to functions such as ``sort_by``.
+
+    jmespath's functions call ``expref.visit(expref.expression, value)`` and type-check arguments by class
+    name, so this class must be called ``_Expression`` and offer that method.
+    """
+
+    __slots__ = ("expression", "_fn")
+
+    def __init__(self, node: dict[str, Any], fn: Compiled) -> None:
+        self.expression = node
+        self._fn = fn
+
+    def visit(self, node: dict[str, Any], value: Any) -> Any:
+        return self._fn(value)
+
+
+class CompileError(Exception):
+    """Raised inside the compiler; :func:`compile_expression` turns it into a ConfigError."""
+
+
+class ClosureCompiler:
+    def __init__(self, functions: IronbusFunctions) -> None:
+        self.functions = functions
+        self._interpreter: TreeInterpreter | None = None
+
+    def compile(self, node: dict[str, Any]) -> Compiled:
+        method = getattr(self, "_" + node["type"], None)
+        if method is None:
+            return self._fallback(node)
+        fn: Compiled = method(node)
+        return fn
+
+    def _fallback(self, node: dict[str, Any]) -> Compiled:
+        if self._interpreter is None:
+            self._interpreter = TreeInterpreter(Options(custom_functions=self.functions))
+        visit = self._interpreter.visit
+        return lambda value: visit(node, value)
+
+    # -- paths
+
+    def _field(self, node: dict[str, Any]) -> Compiled:
+        name = node["value"]
+
+        def field(value: Any) -> Any:
+            try:
+                return value.get(name)
+            except AttributeError:
+                return None
+
+        return field
+
+    def _chain(self, children: list[dict[str, Any]]) -> Compiled:
+        # Runs of plain fields (a.b.c) become one loop; field access on null is null, so stopping early
+        # on null is the same as visiting every remaining field.
+        steps: list[Compiled] = []
+        names: list[str] = []
+        flat = self._flatten_chain(children)
+        for child in flat:
+            if child["type"] == "field":
+                names.append(child["value"])
+                continue
+            if names:
+                steps.append(self._fields(names))
+                names = []
+            steps.append(self.compile(child))
+        if names:
+            steps.append(self._fields(names))
+        if len(steps) == 1:
+            return steps[0]
+        if len(steps) == 2:
+            first, second = steps
+            return lambda value: second(first(value))
+        chain = tuple(steps)
+
+        def run(value: Any) -> Any:
+            for step in chain:
+                value = step(value)
+            return value
+
+        return run
+
+    def _flatten_chain(self, children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for child in children:
+            if child["type"] in ("subexpression", "index_expression", "pipe"):
+                out.extend(self._flatten_chain(child["children"]))
+            else:
+                out.append(child)
+        return out
+
+    def _fields(self, names: list[str]) -> Compiled:
+        if len(names) == 1:
+            return self._field({"value": names[0]})
+        if len(names) == 2:
+            a, b = names
+
+            def two(value: Any) -> Any:
+                try:
+                    return value.get(a).get(b)
+                except AttributeError:
+                    return None
+
+            return two
+        path = tuple(names)
+
+        def many(value: Any) -> Any:
+            try:
+                for name in path:
+                    value = value.get(name)
+            except AttributeError:
+                return None
+            return value
+
+        return many
+
+    def _subexpression(self, node: dict[str, Any]) -> Compiled:
+        return self._chain(node["children"])
+
+    _index_expression = _subexpression
+    _pipe = _subexpression
+
+    def _index(self, node: dict[str, Any]) -> Compiled:
+        position = node["value"]
+
+        def index(value: Any) -> Any:
+            if not isinstance(value, list):
+                return None
+            try:
+                return value[position]
+            except IndexError:
+                return None
+
+        return index
+
+    def _slice(self, node: dict[str, Any]) -> Compiled:
+        part = slice(*node["children"])
+        return lambda value: value[part] if isinstance(value, list) else None
+
+    def _current(self, node: dict[str, Any]) -> Compiled:
+        return lambda value: value
+
+    _identity = _current
+
+    def _literal(self, node: dict[str, Any]) -> Compiled:
+        constant = node["value"]
+        if isinstance(constant, list | dict):
+            # A fresh copy per search: the result may be changed by whoever receives it.
+            return lambda value: copy.deepcopy(constant)
+        return lambda value: constant
+
+    # -- projections
+
+    def _projection(self, node: dict[str, Any]) -> Compiled:
+        left, right = self.compile(node["children"][0]), node["children"][1]
+        if right["type"] == "identity":
+
+            def identity_projection(value: Any) -> Any:
+                base = left(value)
+                if not isinstance(base, list):
+                    return None
+                return [element for element in base if element is not None]
+
+            return identity_projection
+        each = self.compile(right)
+
+        def projection(value: Any) -> Any:
+            base = left(value)
+            if not isinstance(base, list):
+                return None
+            collected = []
+            for element in base:
+                current = each(element)
+                if current is not None:
+                    collected.append(current)
+            return collected
+
+        return projection
+
+    def _value_projection(self, node: dict[str, Any]) -> Compiled:
+        left, each = self.compile(node["children"][0]), self.compile(node["children"][1])
+
+        def value_projection(value: Any) -> Any:
+            try:
+                base = left(value).values()
+            except AttributeError:
+                return None
+            collected = []
+            for element in base:
+                current = each(element)
+                if current is not None:
+                    collected.append(current)
+            return collected
+
+        return value_projection
+
+    def _filter_projection(self, node: dict[str, Any]) -> Compiled:
+        left, each, condition = (self.compile(child) for child in node["children"])
+
+        def filter_projection(value: Any) -> Any:
+            base = left(value)
+            if not isinstance(base, list):
+                return None
+            collected = []
+            for element in base:
+                if not is_false(condition(element)):
+                    current = each(element)
+                    if current is not None:
+                        collected.append(current)
+            return collected
+
+        return filter_projection
+
+    def _flatten(self, node: dict[str, Any]) -> Compiled:
+        left = self.compile(node["children"][0])
+
+        def flatten(value: Any) -> Any:
+            base = left(value)
+            if not isinstance(base, list):
+                return None
+            merged: list[Any] = []
+            for element in base:
+                if isinstance(element, list):
+                    merged.extend(element)
+                else:
+                    merged.append(element)
+            return merged
+
+        return flatten
+
+    # -- multi-select
+
+    def _multi_select_dict(self, node: dict[str, Any]) -> Compiled:
+        pairs = tuple((child["value"], self.compile(child["children"][0])) for child in node["children"])
+
+        def multi_select_dict(value: Any) -> Any:
+            if value is None:
+                return None
+            return {key: fn(value) for key, fn in pairs}
+
+        return multi_select_dict
+
+    def _multi_select_list(self, node: dict[str, Any]) -> Compiled:
+        items = tuple(self.compile(child) for child in node["children"])
+
+        def multi_select_list(value: Any) -> Any:
+            if value is None:
+                return None
+            return [fn(value) for fn in items]
+
+        return multi_select_list
+
+    # -- logic
+
+    def _comparator(self, node: dict[str, Any]) -> Compiled:
+        left, right = (self.compile(child) for child in node["children"])
+        op = node["value"]
+        if op == "eq":
+            return lambda value: _equals(left(value), right(value))
+        if op == "ne":
+            return lambda value: not _equals(left(value), right(value))
+        compare = _ORDERING[op]
+
+        def ordering(value: Any) -> Any:
+            a, b = left(value), right(value)
+            if not (_is_comparable(a) and _is_comparable(b)):
+                return None
+            return compare(a, b)
+
+        return ordering
+
+    def _or_expression(self, node: dict[str, Any]) -> Compiled:
+        left, right = (self.compile(child) for child in node["children"])
+
+        def either(value: Any) -> Any:
+            matched = left(value)
+            return right(value) if is_false(matched) else matched
+
+        return either
+
+    def _and_expression(self, node: dict[str, Any]) -> Compiled:
+        left, right = (self.compile(child) for child in node["children"])
+
+        def both(value: Any) -> Any:
+            matched = left(value)
+            return matched if is_false(matched) else right(value)
+
+        return both
+
+    def _not_expression(self, node: dict[str, Any]) -> Compiled:
+        inner = self.compile(node["children"][0])
+
+        def negate(value: Any) -> Any:
+            result = inner(value)
+            if _is_actual_number(result) and result == 0:
+                return False  # JMESPath: 0 is true, so !0 is false
+            return not result
+
+        return negate
+
+    # -- functions
+
+    def _expref(self, node: dict[str, Any]) -> Compiled:
+        ref = _Expression(node["children"][0], self.compile(node["children"][0]))
+        return lambda value: ref
+
+    def _function_expression(self, node: dict[str, Any]) -> Compiled:
+        name: str = node["value"]
+        functions = self.functions
+        spec = functions.FUNCTION_TABLE.get(name)
+        if spec is None:
+            raise CompileError(f"unknown function {name}()" + _suggest(name, functions.FUNCTION_TABLE))
+        signature = spec["signature"]
+        children = node["children"]
+        variadic = bool(signature) and bool(signature[-1].get("variadic"))
+        most = getattr(spec["function"], "max_args", None)
+        count = len(children)
+        if (variadic and count < len(signature)) or (not variadic and count != len(signature)) or (
+                most is not None and count > most):
+            raise CompileError(f"{name}() takes {_arity(len(signature), variadic, most)}, got {count}")
+        literals = [child["value"] if child["type"] == "literal" else _NOT_LITERAL for child in children]
+        try:
+            functions.check_static(name, literals)
+        except ConfigError as exc:
+            raise CompileError(exc.message) from None
+        args = tuple(self.compile(child) for child in children)
+        if name not in IronbusFunctions.OWN:
+            return self._checked_call(name, spec["function"].__get__(functions), args, signature)
+        impl = functions.implementation(name)
+        # ironbus's own functions check their input themselves, with messages meant for integrators.
+        if count == 1 and children[0]["type"] == "field":
+            key = children[0]["value"]
+
+            def call_on_field(value: Any) -> Any:  # number(quantity): the commonest shape, one call saved
+                try:
+                    return impl(value.get(key))
+                except AttributeError:
+                    return impl(None)
+
+            return call_on_field
+        folded = self._fold_literals(impl, children, args)
+        if folded is not None:
+            return folded
+        if count == 1:
+            (only,) = args
+            return lambda value: impl(only(value))
+        if count == 2:
+            first, second = args
+            return lambda value: impl(first(value), second(value))
+        return lambda value: impl(*[arg(value) for arg in args])
+
+    @staticmethod
+    def _fold_literals(impl: Callable[..., Any], children: list[dict[str, Any]],
+                       args: tuple[Compiled, ...]) -> Compiled | None:
+        # xref('customer', 'crm', party.id) and value_map('status', state, 'open'): every argument but one
+        # is a literal, so pass the constants directly instead of calling a closure for each. Only for
+        # ironbus's own functions, which never modify their arguments.
+        dynamic = [i for i, child in enumerate(children) if child["type"] != "literal"]
+        if len(dynamic) != 1 or len(children) not in (2, 3):
+            return None
+        consts = [child.get("value") for child in children]
+        arg = args[dynamic[0]]
+        if len(children) == 2:
+            if dynamic[0] == 1:
+                first = consts[0]
+                return lambda value: impl(first, arg(value))
+            second = consts[1]
+            return lambda value: impl(arg(value), second)
+        c0, c1, c2 = consts
+        if dynamic[0] == 2:
+            return lambda value: impl(c0, c1, arg(value))
+        if dynamic[0] == 1:
+            return lambda value: impl(c0, arg(value), c2)
+        return lambda value: impl(arg(value), c1, c2)
+
+    def _checked_call(self, name: str, impl: Callable[..., Any], args: tuple[Compiled, ...],
+                      signature: tuple[dict[str, Any], ...]) -> Compiled:
+        functions = self.functions
+        # Only the declared parameters are type-checked (as jmespath does); variadic extras are not.
+        checks = []
+        for position, spec in enumerate(signature):
+            types = spec["types"]
+            if types:
+                plain = {py for t in types if "-" not in t for py in _reverse_types(t)}
+                has_subtypes = any("-" in t for t in types)
+                checks.append((position, frozenset(plain), has_subtypes, types))
+
+        def call(value: Any) -> Any:
+            resolved = [arg(value) for arg in args]
+            for position, plain, has_subtypes, types in checks:
+                current = resolved[position]
+                if has_subtypes or type(current).__name__ not in plain:
+                    functions._type_check_single(current, types, name)
+            return impl(*resolved)
+
+        return call
+
+
+def _reverse_types(jmespath_type: str) -> tuple[str, ...]:
+    from jmespath.functions import REVERSE_TYPES_MAP
+
+    names: tuple[str, ...] = REVERSE_TYPES_MAP[jmespath_type]
+    return names
+
+
+def _arity(required: int, variadic: bool, most: int | None) -> str:
+    if most is not None and most != required:
+        return f"{required} to {most} arguments"
+    if variadic:
+        return f"at least {required} argument{'s' if required != 1 else ''}"
+    return f"{required} argument{'s' if required != 1 else ''}"
+
+
+def _suggest(name: str, known: dict[str, Any]) -> str:
+    from bus.errors import closest
+
+    close = closest(name, known)
+    return f"; did you mean {' or '.join(n + '()' for n in close)}?" if close else ""
