@@ -8,7 +8,7 @@
 * ``teams_legacy`` — a MessageCard (the retired Office 365 connector webhooks, still run by some tenants).
 
 The text and optional title come from the payload (``{text, title?}``) or from ``{{ jmespath }}`` templates in
-the route target's ``args`` or the system settings (see :class:`adapters.email.TextTemplate`).
+the route target's ``args`` or the system settings (see :class:`adapters.templates.TextTemplate`).
 
 Errors: connection failures, timeouts, 408/425/429/5xx are transient (``Retry-After`` honoured); other
 statuses are permanent (a revoked webhook answers 403/404/410: retrying will not bring it back).
@@ -25,8 +25,8 @@ import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
-from adapters.email import TextTemplate
 from adapters.http.errors import parse_retry_after
+from adapters.templates import TextTemplate
 from bus.errors import ConfigError, PermanentError, TransientError
 
 __all__ = ["ChatWebhookAdapter", "chat_body"]

@@ -13,8 +13,6 @@ rejected, authentication failed) and messages we cannot build are permanent.
 from __future__ import annotations
 
 import hashlib
-import html
-import re
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -26,14 +24,13 @@ import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
-from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, TransientError
-from bus.expr import Expression, compile_expression
+from adapters.templates import TextTemplate
+from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
-__all__ = ["EmailAdapter", "TextTemplate"]
+__all__ = ["EmailAdapter"]
 
 log = structlog.get_logger(__name__)
 
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _FIELDS = ("to", "cc", "subject", "body", "html", "reply_to")
 _TEMPLATE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -48,66 +45,6 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
         "html": {"type": "string", "description": "HTML alternative; substituted values are HTML-escaped."},
     },
 }
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return ", ".join(_text(v) for v in value)
-    return orjson.dumps(value).decode()
-
-
-class TextTemplate:
-    """Text with ``{{ jmespath }}`` placeholders, compiled once.
-
-    A placeholder that yields null is a :class:`PermanentError` naming it (the payload lacks what the message
-    needs; retrying will not change that); write ``{{ name || 'customer' }}`` for a default. A template that
-    is exactly one placeholder renders to the raw value (a list of recipients stays a list). Single braces
-    are literal, so HTML and JSON bodies need no escaping.
-    """
-
-    def __init__(self, text: str, where: str = "template") -> None:
-        self.text = text
-        self.where = where
-        self.parts: list[str | Expression] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(text):
-            if match.start() > position:
-                self.parts.append(text[position:match.start()])
-            self.parts.append(compile_expression(match.group(1).strip(), f"{where} placeholder"))
-            position = match.end()
-        if position < len(text):
-            self.parts.append(text[position:])
-
-    def _value(self, expression: Expression, payload: Any) -> Any:
-        try:
-            value = expression.search(payload)
-        except MappingError as exc:
-            raise PermanentError(f"{self.where}: {exc}") from None
-        if value is None:
-            raise PermanentError(f"{self.where}: {{{{ {expression.text} }}}} is null or missing in the payload")
-        return value
-
-    def render_value(self, payload: Any) -> Any:
-        """The raw value when the template is a single placeholder, else the rendered text."""
-        if len(self.parts) == 1 and isinstance(self.parts[0], Expression):
-            return self._value(self.parts[0], payload)
-        return self.render(payload)
-
-    def render(self, payload: Any, escape: bool = False) -> str:
-        out: list[str] = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-            else:
-                text = _text(self._value(part, payload))
-                out.append(html.escape(text) if escape else text)
-        return "".join(out)
 
 
 def compile_message_template(doc: Mapping[str, Any], where: str) -> dict[str, list[TextTemplate]]:

@@ -39,7 +39,7 @@ import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, PollResult, operation, trigger
-from adapters.email import TextTemplate
+from adapters.templates import TextTemplate
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
 __all__ = ["FileAdapter", "MalformedFile"]

@@ -19,7 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from adapters.base import Adapter
-from adapters.email import EmailAdapter, TextTemplate, message_id
+from adapters.email import EmailAdapter, message_id
+from adapters.templates import TextTemplate
 from bus.errors import ConfigError, PermanentError, TransientError
 from bus.testing import AdapterContract, make_call
 
