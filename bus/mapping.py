@@ -26,7 +26,7 @@ from bus.errors import ConfigError, Location, MappingError, UnknownNameError
 from bus.expr import Compiled, Expression, compile_expression, field_get, inline_source
 from bus.functions import CURRENT_EVENT, IronbusFunctions
 from bus.xref import XrefStore
-from bus.yamlfile import load_yaml, load_yaml_text
+from bus.yamlfile import load_yaml, load_yaml_text, plain
 
 __all__ = ["Mapping", "load_mapping"]
 
@@ -187,15 +187,6 @@ def _each_builder(source: Compiled, element: _Builder, text: str) -> Compiled:
     return each
 
 
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists (not the located YAML kinds), so results serialise and copy like JSON."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _constant(value: Any) -> Compiled:
     if isinstance(value, list | dict):
         return lambda doc: copy.deepcopy(value)
@@ -231,11 +222,11 @@ def _compile_field(spec: Any, target: str, where: Location, ctx: _Context, prefi
     if len(forms) != 1:
         raise ConfigError(f"{label}: give exactly one of 'expr', 'value' or 'each' (got "
                           f"{', '.join(forms) or 'none'})", where)
-    default = _plain(spec["default"]) if "default" in spec else _NO_DEFAULT
+    default = plain(spec["default"]) if "default" in spec else _NO_DEFAULT
     if "value" in spec:
         if "fields" in spec or "default" in spec:
             raise ConfigError(f"{label}: a constant {{value: …}} takes no other option", where)
-        value = _plain(spec["value"])
+        value = plain(spec["value"])
         return _Leaf(_constant(value), _NO_DEFAULT, repr(spec["value"]), constant=value)
     if "expr" in spec:
         if "fields" in spec:
@@ -334,7 +325,7 @@ class Mapping:
             if not isinstance(table, dict):
                 raise ConfigError(f"value_maps.{name}: expected an object of {{from: to}}, got {table!r}",
                                   _where(own, name, file))
-            maps[name] = _plain(table)
+            maps[name] = plain(table)
         omit_null = doc.get("omit_null", True)
         if not isinstance(omit_null, bool):
             raise ConfigError(f"omit_null: expected true or false, got {omit_null!r}", _where(doc, "omit_null", file))

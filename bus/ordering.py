@@ -37,16 +37,6 @@ class SequenceGuard:
     def __init__(self, journal: Any) -> None:
         self.engine: sa.Engine = journal.engine
 
-    def last(self, scope: str, key: str) -> int | None:
-        t = tables.key_versions
-        with read(self.engine) as conn:
-            value = conn.execute(sa.select(t.c.last_sequence).where(t.c.scope == scope, t.c.key == key)).scalar()
-        return None if value is None else int(value)
-
-    def is_stale(self, scope: str, key: str, sequence: int) -> bool:
-        last = self.last(scope, key)
-        return last is not None and sequence < last
-
     def last_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """The last applied sequence of every ``(scope, key)`` that has one, in one query."""
         if not pairs:
@@ -61,10 +51,6 @@ class SequenceGuard:
                 if (scope, key) in wanted:
                     out[(scope, key)] = int(last)
         return out
-
-    def applied(self, scope: str, key: str, sequence: int) -> None:
-        """Record that ``sequence`` was applied; never moves the mark backwards (safe under races)."""
-        self.applied_many([(scope, key, sequence)])
 
     def applied_many(self, marks: Sequence[tuple[str, str, int]]) -> None:
         """Record several applied sequences in one transaction."""

@@ -9,7 +9,7 @@ delivering the resulting :class:`Dispatch`\\ es is the worker's job, so the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -265,7 +265,3 @@ def _int_or_none(value: Any, route: str) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         raise MappingError(route, "sequence", f"sequence must be an integer, got {value!r}") from None
-
-
-def route_names(routes: Sequence[CompiledRoute]) -> list[str]:
-    return [r.name for r in routes]

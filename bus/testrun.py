@@ -26,7 +26,7 @@ from bus.pipeline import Pipeline
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xmldict import xml_to_dict
 from bus.xref import MemoryXref
-from bus.yamlfile import YamlMap, load_yaml, locate
+from bus.yamlfile import YamlMap, load_yaml, locate, plain
 
 __all__ = ["TestOutcome", "discover", "json_contains_diff", "json_equals_diff", "run_file", "run_paths"]
 
@@ -90,21 +90,13 @@ def json_equals_diff(expected: Any, actual: Any) -> list[str]:
     """A unified diff of the two documents as sorted, indented JSON (empty when equal)."""
     if expected == actual:
         return []
-    exp = orjson.dumps(_plain(expected), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode().splitlines()
-    act = orjson.dumps(_plain(actual), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode().splitlines()
+    exp = orjson.dumps(plain(expected), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode().splitlines()
+    act = orjson.dumps(plain(actual), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode().splitlines()
     return list(difflib.unified_diff(exp, act, "expected", "actual", lineterm="", n=2))
 
 
-def _plain(doc: Any) -> Any:
-    if isinstance(doc, dict):
-        return {str(k): _plain(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_plain(v) for v in doc]
-    return doc
-
-
 def _short(value: Any) -> str:
-    text = orjson.dumps(_plain(value), option=orjson.OPT_SORT_KEYS).decode()
+    text = orjson.dumps(plain(value), option=orjson.OPT_SORT_KEYS).decode()
     return text if len(text) <= 120 else text[:117] + "..."
 
 

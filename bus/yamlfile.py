@@ -14,7 +14,7 @@ import yaml
 
 from bus.errors import ConfigError, Location
 
-__all__ = ["YamlList", "YamlMap", "load_yaml", "load_yaml_text", "locate"]
+__all__ = ["YamlList", "YamlMap", "load_yaml", "load_yaml_text", "locate", "plain"]
 
 
 class YamlMap(dict[str, Any]):
@@ -116,3 +116,13 @@ def locate(root: Any, path: list[str | int] | tuple[str | int, ...],
         else:
             break
     return best
+
+
+def plain(value: Any) -> Any:
+    """Plain dicts and lists (not the located YAML kinds, keys as strings), so values serialise and copy like
+    JSON."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -197,21 +197,6 @@ class Journal(DeadLetterStore, Watermarks):
                     for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
                                           .order_by(_A.c.id))]
 
-    # -- ordering ------------------------------------------------------------------------------------------
-    def check_and_set_sequence(self, scope: str, key: str, sequence: int) -> bool:
-        """Atomically record ``sequence`` as the last applied for ``(scope, key)``; False (and no change)
-        when it is not newer than the one already recorded, i.e. the event is stale. Race-free across
-        processes: the compare and the set are one statement under the write lock / row lock."""
-        with write(self.engine) as conn:
-            stmt = insert_for(conn, _K)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[_K.c.scope, _K.c.key],
-                set_={"last_sequence": stmt.excluded.last_sequence, "updated_at": stmt.excluded.updated_at},
-                where=_K.c.last_sequence < stmt.excluded.last_sequence).returning(_K.c.last_sequence)
-            applied = conn.execute(stmt, {"scope": scope, "key": key, "last_sequence": sequence,
-                                          "updated_at": time.time()}).first()
-        return applied is not None
-
     # -- dead letters (storage in DeadLetterStore) ---------------------------------------------------------
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         self.add(letters)

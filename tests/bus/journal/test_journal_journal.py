@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from bus.envelope import Event
 from bus.journal import DeadLetter, DeliveryUpdate, Journal, idempotency_key, tables
 from bus.journal.engine import write
+from bus.ordering import SequenceGuard
 
 
 def _event(key: str = "SO-1", sequence: int | None = None, **kw: object) -> Event:
@@ -79,26 +80,27 @@ def test_deliveries_and_events_queries_for_trace_and_replay(journal: Journal) ->
     assert counts["deliveries"] == {"r1": {"scm.update": {"delivered": 1, "dead": 1}}}
 
 
-def test_stale_sequences_are_refused(journal: Journal) -> None:
-    assert journal.check_and_set_sequence("r1", "SO-1", 5)
-    assert not journal.check_and_set_sequence("r1", "SO-1", 5)  # equal: already applied
-    assert not journal.check_and_set_sequence("r1", "SO-1", 4)  # older
-    assert journal.check_and_set_sequence("r1", "SO-1", 6)
-    assert journal.check_and_set_sequence("r2", "SO-1", 1)  # scopes are independent
+def test_the_applied_sequence_only_moves_forward(journal: Journal) -> None:
+    guard = SequenceGuard(journal)
+    guard.applied_many([("r1", "SO-1", 5)])
+    guard.applied_many([("r1", "SO-1", 4)])  # an older version applied late must not move the mark back
+    guard.applied_many([("r2", "SO-1", 1)])  # scopes are independent
+    assert guard.last_many([("r1", "SO-1"), ("r2", "SO-1"), ("r1", "SO-2")]) == {("r1", "SO-1"): 5,
+                                                                                   ("r2", "SO-1"): 1}
+    guard.applied_many([("r1", "SO-1", 6)])
+    assert guard.last_many([("r1", "SO-1")]) == {("r1", "SO-1"): 6}
 
 
-def test_sequence_check_is_race_free_across_processes(journal: Journal, journal_url: str) -> None:
-    # Given four processes racing through the same sequences of one key
+def test_the_applied_sequence_is_race_free_across_processes(journal: Journal, journal_url: str) -> None:
+    # Given four processes recording the same sequences of one key in different orders
     worker = Path(__file__).with_name("sequence_worker.py")
-    procs = [subprocess.Popen([sys.executable, str(worker), journal_url, "r1", "SO-1", "60"],
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    procs = [subprocess.Popen([sys.executable, str(worker), journal_url, "r1", "SO-1", "60", str(seed)],
+                              stdout=subprocess.PIPE, text=True) for seed in range(4)]
+    for p in procs:
+        p.communicate(timeout=120)
     assert all(p.returncode == 0 for p in procs)
-    applied = [int(s) for out in outputs for s in out.split()]
-    # Then every sequence was applied at most once, and the last one was applied
-    assert len(applied) == len(set(applied))
-    assert 60 in applied
-    assert not journal.check_and_set_sequence("r1", "SO-1", 60)
+    # Then the mark is the newest sequence, whatever the interleaving
+    assert SequenceGuard(journal).last_many([("r1", "SO-1")]) == {("r1", "SO-1"): 60}
 
 
 def test_prune_removes_only_settled_old_events(journal: Journal) -> None:
