@@ -91,7 +91,6 @@ def _parser() -> argparse.ArgumentParser:
     journal_args(sp, broker=True)
 
     sp = cmd("status", commands.status, "queue depths, parked and dead deliveries, per-route counts")
-    routes_arg(sp)
     journal_args(sp, broker=True)
     sp.add_argument("--json", action="store_true")
 
@@ -102,7 +101,6 @@ def _parser() -> argparse.ArgumentParser:
         sp = dsub.add_parser(action, help=help_text, description=help_text, parents=[common])
         sp.set_defaults(handler=commands.dlq)
         journal_args(sp, broker=action == "retry")
-        routes_arg(sp)
         if action == "show":
             sp.add_argument("id", type=int)
         else:

@@ -164,7 +164,6 @@ class BulkLanes:
     def close(self) -> None:
         for lane in self._lanes.values():
             try:
-                lane.flush()
+                lane.close()  # flushes what is waiting
             except Exception as exc:  # unflushed items stay leased and come back after the lease expires
                 log.warning("bulk lane could not flush at stop", error=str(exc))
-            lane.close()

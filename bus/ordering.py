@@ -46,8 +46,10 @@ class SequenceGuard:
         keys = sorted({k for _, k in wanted})
         out: dict[tuple[str, str], int] = {}
         with read(self.engine) as conn:
+            # both columns of the primary key, so the lookup uses its index instead of scanning the table
             for scope, key, last in conn.execute(
-                    sa.select(t.c.scope, t.c.key, t.c.last_sequence).where(t.c.key.in_(keys))):
+                    sa.select(t.c.scope, t.c.key, t.c.last_sequence).where(
+                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(keys))):
                 if (scope, key) in wanted:
                     out[(scope, key)] = int(last)
         return out
@@ -84,7 +86,8 @@ class SequenceGuard:
         out: dict[tuple[str, str], str] = {}
         with read(self.engine) as conn:
             for scope, key, digest in conn.execute(
-                    sa.select(t.c.scope, t.c.key, t.c.digest).where(t.c.key.in_(sorted({k for _, k in wanted})))):
+                    sa.select(t.c.scope, t.c.key, t.c.digest).where(
+                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(sorted({k for _, k in wanted})))):
                 if (scope, key) in wanted:
                     out[(scope, key)] = str(digest)
         return out

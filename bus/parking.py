@@ -41,14 +41,6 @@ class Parker:
             n = conn.execute(sa.select(sa.func.count()).select_from(d).where(d.c.status == "parked")).scalar()
         return int(n or 0)
 
-    def due(self, now: float | None = None) -> int:
-        """How many parked deliveries are due now."""
-        d = tables.deliveries
-        with read(self.engine) as conn:
-            n = conn.execute(sa.select(sa.func.count()).select_from(d).where(
-                d.c.status == "parked", d.c.next_attempt_at <= (now or time.time()))).scalar()
-        return int(n or 0)
-
     def run_once(self, now: float | None = None, limit: int = 500) -> int:
         """Publish up to ``limit`` due deliveries; returns how many."""
         d, e = tables.deliveries, tables.events

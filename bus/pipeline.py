@@ -18,16 +18,12 @@ from bus.envelope import Event
 from bus.errors import ConfigError, IronbusError, MappingError, SchemaViolation, UnknownNameError
 from bus.expr import Expression, compile_expression
 from bus.functions import IronbusFunctions
+from bus.journal.records import idempotency_key
 from bus.mapping import Mapping, load_mapping
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xref import MemoryXref, XrefStore
 
 __all__ = ["CompiledRoute", "CompiledTarget", "Dispatch", "Pipeline", "RouteResult", "idempotency_key"]
-
-
-def idempotency_key(event_id: str, route: str, target: str) -> str:
-    """The stable key of one delivery: the same for retries, redeliveries and replays of one event."""
-    return f"{event_id}:{route}:{target}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +107,10 @@ class Pipeline:
         return compile_expression(text, f"route {route.name!r} {attr}", location=route.locations.get(attr),
                                   functions=self.functions)
 
+    def _when(self, target: TargetConfig, route: RouteConfig) -> Expression:
+        return compile_expression(str(target.when), f"route {route.name!r} target {target.name} when",
+                                  location=target.location, functions=self.functions)
+
     def _mapping(self, path: str | None, route: RouteConfig, attr: str,
                  where: TargetConfig | None = None) -> Mapping | None:
         if path is None:
@@ -129,9 +129,7 @@ class Pipeline:
         targets = tuple(
             CompiledTarget(
                 config=t,
-                when=compile_expression(t.when, f"route {route.name!r} target {t.name} when", location=t.location,
-                                        functions=self.functions)
-                if t.when else None,
+                when=self._when(t, route) if t.when else None,
                 mapping=self._mapping(t.map, route, "map", t),
                 emit_mapping=self._mapping(t.emit_map, route, "emit_map", t),
             )
@@ -164,7 +162,7 @@ class Pipeline:
             attempt(self._schema, route)
         for t in route.targets:
             if t.when:
-                attempt(compile_expression, t.when, f"route {route.name!r} target {t.name} when", location=t.location)
+                attempt(self._when, t, route)
             attempt(self._mapping, t.map, route, "map", t)
             attempt(self._mapping, t.emit_map, route, "emit_map", t)
         return problems

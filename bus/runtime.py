@@ -7,6 +7,7 @@ next run. A process killed without warning loses nothing either: its leases expi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -108,7 +109,10 @@ class Runtime:
         self.ingestor.ingest([(self.pipeline.assign_key(e), origin) for e, origin in events])
 
     async def ingest_webhook(self, events: list[Event]) -> None:
-        await self.ingestor.ingest_async([(self.pipeline.assign_key(e), "webhook") for e in events])
+        # assign_key may run a mapping (and xref reads): keep it off the server's event loop
+        keyed = events if all(e.key is not None for e in events) else \
+            await asyncio.to_thread(lambda: [self.pipeline.assign_key(e) for e in events])
+        await self.ingestor.ingest_async([(e, "webhook") for e in keyed])
 
     def ready(self) -> tuple[bool, str]:
         if not self._ready:

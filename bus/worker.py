@@ -26,7 +26,7 @@ from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.journal import Journal
-from bus.journal.records import DeadLetter, DeliveryUpdate
+from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.ordering import SequenceGuard, payload_digest
 from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections
@@ -161,15 +161,16 @@ class Worker:
                       force: bool, log_: Any) -> None:
         route = result.route
         if result.status == "filtered":
-            batch.updates.append(DeliveryUpdate(f"{event.id}:{route.name}:*", event.id, route.name, "*", "filtered"))
+            batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, "*"), event.id, route.name, "*",
+                                                "filtered"))
             metrics.delivery(route.name, "*", "filtered")
             return
         if result.status == "invalid":
             reason = str(result.error)
             log_.warning("event invalid for route; dead-lettered", route=route.name, error=reason)
             target = lease.message.target or "*"
-            batch.updates.append(DeliveryUpdate(f"{event.id}:{route.name}:{target}", event.id, route.name, target,
-                                                "invalid", error=reason, error_kind="permanent"))
+            batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, target), event.id, route.name,
+                                                target, "invalid", error=reason, error_kind="permanent"))
             batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, lease.message.target))
             metrics.delivery(route.name, target, "dead")
             self.stats.dead += 1
@@ -193,7 +194,6 @@ class Worker:
                                                           f"applied for key {mapped.key!r}"))
                 metrics.delivery(route.name, target.name, "stale")
                 return
-            batch.applied.append((scope, mapped.key, mapped.sequence))
         if route.config.skip_unchanged and mapped.key is not None:
             scope = f"{route.name}:{target.name}"
             digest = payload_digest(dispatch.payload)
@@ -243,9 +243,13 @@ class Worker:
         seconds = attempted.duration_ms / 1000.0
         if attempted.status == "delivered":
             outcome = attempted.outcome or Outcome()
-            if dispatch.route.config.skip_unchanged and dispatch.event.key is not None:
-                # remembered only once delivered: a parked or failed delivery must go out again unchanged
-                batch.digests[(f"{route}:{target}", dispatch.event.key)] = payload_digest(dispatch.payload)
+            # Per-key marks move only for a delivery that happened (not shadow, not parked, not failed), also when
+            # a bulk lane delivers it later: the sequence for staleness, the digest for skip_unchanged.
+            key = dispatch.event.key
+            if key is not None and dispatch.event.sequence is not None:
+                batch.applied.append((f"{route}:{target}", key, dispatch.event.sequence))
+            if dispatch.route.config.skip_unchanged and key is not None:
+                batch.digests[(f"{route}:{target}", key)] = payload_digest(dispatch.payload)
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))
@@ -269,8 +273,6 @@ class Worker:
             log_.debug("delivered", route=route, target=target, attempts=attempted.attempts,
                       reference=outcome.reference)
             return
-        # The scope's sequence is only advanced by a delivery that succeeded.
-        batch.applied = [a for a in batch.applied if a[0] != f"{route}:{target}" or a[1] != dispatch.event.key]
         error = str(attempted.error)
         if attempted.status == "park":
             batch.updates.append(DeliveryUpdate(**base, status="parked", attempt=attempted.attempts, error=error,
@@ -310,15 +312,9 @@ class Worker:
 
 
 def ack(queue: Queue, leases: Sequence[Lease]) -> None:
-    """Ack leases, in one round trip where the queue can."""
-    if not leases:
-        return
-    ack_many = getattr(queue, "ack_many", None)
-    if callable(ack_many):
-        ack_many(list(leases))
-    else:
-        for lease in leases:
-            lease.ack()
+    """Ack leases in one round trip."""
+    if leases:
+        queue.ack_many(leases)
 
 
 def _event_epoch(event: Event) -> float:

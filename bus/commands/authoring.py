@@ -72,8 +72,7 @@ def map_(args: argparse.Namespace) -> int:
     xref = MemoryXref()
     if args.xref:
         seed = load_yaml(args.xref) if args.xref.suffix in (".yaml", ".yml") else read_document(str(args.xref))
-        xref = MemoryXref.from_dict({e: {s: {str(k): str(v) for k, v in ids.items()} for s, ids in systems.items()}
-                                     for e, systems in (seed or {}).items()})
+        xref = MemoryXref.from_dict(seed or {})
     # value maps shared in routes.yaml apply to every mapping, as they do in the running bus
     shared = load_config(args.routes).value_maps if args.routes.is_file() else {}
     mapping = Mapping.load(args.mapping, xref=xref, value_maps=shared)

@@ -35,7 +35,7 @@ class Lease(Protocol):
 
     def ack(self) -> None: ...
 
-    def release(self, delay: float = 0.0) -> None: ...
+    def release(self, delay: float = 0.0, *, park: bool = False) -> None: ...
 
 
 class Queue(Protocol):
@@ -46,6 +46,9 @@ class Queue(Protocol):
 
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
+
+    def ack_many(self, leases: Sequence[Lease]) -> None:
+        """Ack several leases of this queue in one round trip (the worker's normal way to ack)."""
 
     def depth(self) -> dict[str, int]:
         """Counts for ``ironbus status``: at least ``ready`` and ``leased`` (``-1`` where unknown)."""

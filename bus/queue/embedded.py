@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -219,7 +218,6 @@ class EmbeddedQueue:
         (held by a live lease) and ``delayed`` (released with a delay)."""
         now = time.time()
         leased = sa.and_(_Q.c.lease_owner.is_not(None), _Q.c.lease_until > now)
-        counts: dict[str, Any] = {}
         with read(self._engine) as conn:
             row = conn.execute(sa.select(
                 sa.func.count().filter(_Q.c.available_at <= now),

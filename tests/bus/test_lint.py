@@ -273,3 +273,22 @@ def test_adapter_operations() -> None:
     assert adapter_operations(StubAdapter, {}) is None
     assert adapter_operations(StubAdapter, {"operations": ["b", "a"]}) == ["a", "b"]
     assert adapter_operations(ProbeAdapter, {"url": "x"}) == ["update_demand"]
+
+
+def test_a_when_expression_may_use_the_shared_value_maps(tmp_path: Path) -> None:
+    # Given a target condition that reads a value map declared in routes.yaml, as the running bus allows
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(dedent("""\
+        systems:
+          crm: {adapter: stub}
+          scm: {adapter: stub}
+        value_maps:
+          tiers: {g: gold, s: silver}
+        routes:
+          - name: gold-only
+            from: crm.changed
+            to:
+              - {operation: scm.update_demand, when: "value_map('tiers', tier) == 'gold'"}
+        """))
+    # Then lint accepts it (it once compiled `when` without the route's value maps)
+    assert [i for i in lint(routes) if i.severity == "error"] == []
