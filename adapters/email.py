@@ -12,6 +12,7 @@ rejected, authentication failed) and messages we cannot build are permanent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import smtplib
 import ssl
@@ -127,6 +128,11 @@ class EmailAdapter(Adapter):
         self._inline: dict[str, dict[str, list[TextTemplate]]] = {}
 
     # -- SMTP ---------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _tls(self) -> ssl.SSLContext:
+        """Built once (it loads the CA store) and shared by every connection: an SSLContext is thread-safe."""
+        return self._tls_context()
+
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.settings.get("ca_file"))
         if not self.settings.get("verify_tls", True):
@@ -137,13 +143,13 @@ class EmailAdapter(Adapter):
     def _connect(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP
         if self.security == "ssl":
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls_context())
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls)
         else:
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         try:
             smtp.ehlo()
             if self.security == "starttls":
-                smtp.starttls(context=self._tls_context())
+                smtp.starttls(context=self._tls)
                 smtp.ehlo()
             if self.settings.get("username"):
                 smtp.login(self.settings["username"], self.settings.get("password", ""))

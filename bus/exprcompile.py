@@ -371,9 +371,10 @@ class ClosureCompiler:
 
             def call_on_field(value: Any) -> Any:  # number(quantity): the commonest shape, one call saved
                 try:
-                    return impl(value.get(key))
-                except AttributeError:
-                    return impl(None)
+                    field = value.get(key)
+                except AttributeError:  # not an object: the field is null (an error inside impl must surface)
+                    field = None
+                return impl(field)
 
             return call_on_field
         folded = self._fold_literals(impl, children, args)

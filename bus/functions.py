@@ -94,8 +94,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     """JMESPath's built-in functions plus ironbus's mapping functions (see ``docs/mapping.md``)."""
 
     #: Names added by ironbus (the others are JMESPath's own).
-    OWN = frozenset({"value_map", "xref", "xref_to", "date", "datetime", "number", "decimal", "integer", "string",
-                     "concat", "coalesce", "lower", "upper", "trim", "split", "now", "event"})
+    OWN: frozenset[str] = frozenset()  # set below the class: every _func_* this class adds to JMESPath's
 
     def __init__(self, value_maps: Mapping[str, Mapping[Any, Any]] | None = None,
                  xref: XrefStore | None = None) -> None:
@@ -267,3 +266,6 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
 _STATELESS: dict[str, Callable[..., Any]] = {
     "number": to_number, "decimal": to_decimal_text, "integer": to_integer, "date": to_date, "datetime": to_datetime,
 }
+
+
+IronbusFunctions.OWN = frozenset(IronbusFunctions.FUNCTION_TABLE) - frozenset(Functions.FUNCTION_TABLE)

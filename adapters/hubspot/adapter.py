@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -238,14 +239,19 @@ class HubspotAdapter(Adapter):
         log.info("hubspot_poll", system=self.system, records=len(records), watermark=newest)
         return PollResult(records=records, watermark=str(newest))
 
-    @trigger(kind="webhook", description="Deal events pushed by HubSpot webhooks (v3 signature)")
-    def deal_events(self, request: WebhookRequest) -> list[Any]:
+    @functools.cached_property
+    def _verifier(self) -> Verifier:
+        """Built on the first webhook (a system without a client secret may still poll and deliver)."""
         secret = self.settings.get("client_secret")
         if not secret:
             raise ConfigError(f"system {self.system!r}: settings/client_secret is needed to verify HubSpot webhooks")
-        Verifier(scheme="hubspot-v3", secret=secret,
-                 allow_legacy=bool(self.settings.get("allow_legacy_signatures", False)),
-                 clock=lambda: self._now().timestamp()).verify(request)
+        return Verifier(scheme="hubspot-v3", secret=secret,
+                        allow_legacy=bool(self.settings.get("allow_legacy_signatures", False)),
+                        clock=lambda: self._now().timestamp())
+
+    @trigger(kind="webhook", description="Deal events pushed by HubSpot webhooks (v3 signature)")
+    def deal_events(self, request: WebhookRequest) -> list[Any]:
+        self._verifier.verify(request)
         payloads: list[Any] = []
         for event in parse_events(request.body):
             key = event_key(event)

@@ -30,6 +30,7 @@ import httpx
 import orjson
 import structlog
 
+from adapters.http.errors import parse_retry_after
 from adapters.tryton.codec import decode, encode
 from bus.errors import PermanentError, TransientError
 
@@ -85,11 +86,8 @@ def classify_rpc_error(method: str, error: Any) -> PermanentError | TransientErr
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else default
-    except ValueError:
-        return default
+    seconds = parse_retry_after(response.headers.get("retry-after"))
+    return default if seconds is None else seconds
 
 
 class _Unauthorized(Exception):
