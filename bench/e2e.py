@@ -321,9 +321,8 @@ def scenario_throughput(folder: Path, sink_port: int, journal: str, broker: str 
     sink_reset(sink_port)
     bus = start_bus(routes, journal, broker, port, workers=4)
     try:
-        asyncio.run(blast(port, 200, 8))  # warm-up: connections, imports, caches
-        wait_delivered(sink_port, set(), 0)
-        time.sleep(1.0)  # let the warm-up drain before the clock starts
+        warm = asyncio.run(blast(port, 200, 8))  # warm-up: connections, imports, caches
+        wait_delivered(sink_port, set(warm), 60)  # drained before the clock starts
         sink_reset(sink_port)
         t0 = time.time()
         accepted = asyncio.run(blast(port, n, 32))
@@ -347,8 +346,8 @@ def scenario_latency(folder: Path, sink_port: int, journal: str, broker: str | N
     routes = write_config(folder, sink_port)
     bus = start_bus(routes, journal, broker, port, workers=4)
     try:
-        asyncio.run(blast(port, 100, 4))
-        time.sleep(1.0)
+        warm = asyncio.run(blast(port, 100, 4))
+        wait_delivered(sink_port, set(warm), 60)
         sink_reset(sink_port)
         accepted = asyncio.run(paced(port, rate, seconds))
         stats, _ = wait_delivered(sink_port, set(accepted), 60)

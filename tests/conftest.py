@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +47,12 @@ def rabbitmq_url() -> str:
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture(params=["embedded-sqlite", "embedded-postgresql", "rabbitmq"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """One test body over every bus backend (tests/helpers/backends.py); narrow it with
+    ``@pytest.mark.parametrize("backend", [...], indirect=True)``."""
+    from tests.helpers.backends import backend_for
+
+    yield from backend_for(request, tmp_path)

@@ -11,7 +11,7 @@ from adapters.base import Adapter, Call, Outcome, operation
 from bus.errors import PermanentError
 from bus.journal import Journal
 from bus.runtime import Runtime, RuntimeOptions
-from tests.bus.test_worker import orders
+from tests.helpers.routes import orders
 
 
 class PartlyFailed(PermanentError):

@@ -10,25 +10,17 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bus.envelope import Event
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.queue.open import open_queue
-from tests.bus.test_worker import write_routes
-from tests.helpers.backends import Backend, backend_for
+from tests.helpers.backends import Backend
+from tests.helpers.routes import write_routes
 from tests.helpers.sink import Sink
 
 KEYS, VERSIONS = 20, 8
-
-
-@pytest.fixture(params=["embedded-sqlite", "embedded-postgresql", "rabbitmq"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from backend_for(request, tmp_path)
 
 
 def test_one_key_in_order_across_two_processes(tmp_path: Path, backend: Backend) -> None:

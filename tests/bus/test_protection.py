@@ -102,8 +102,17 @@ def test_close_wakes_a_waiting_thread() -> None:
     limiter = RateLimiter(1, 3600)
     assert limiter.acquire(0)
     result: list[bool] = []
+    waiting = threading.Event()
+    wait = limiter._cond.wait
+
+    def observed_wait(timeout: float | None = None) -> bool:
+        waiting.set()  # the thread is inside acquire(), blocked: close() must wake it
+        return wait(timeout)
+
+    limiter._cond.wait = observed_wait  # type: ignore[method-assign]
     t = threading.Thread(target=lambda: result.append(limiter.acquire(timeout=None)))
     t.start()
+    assert waiting.wait(5), "the thread never blocked waiting for a token"
     limiter.close()
     t.join(5)
     assert result == [False]

@@ -8,7 +8,6 @@ rather than every retry of every event, and once the system is back every event 
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 from bus.envelope import Event
@@ -16,15 +15,7 @@ from bus.journal import Journal
 from bus.runtime import Runtime, RuntimeOptions
 from bus.systemstate import read_state
 from tests.helpers.sink import Sink
-
-
-def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.helpers.wait import wait_until
 
 
 def test_breaker_opens_on_a_failing_system_and_recovers(tmp_path: Path) -> None:
@@ -57,7 +48,7 @@ def test_breaker_opens_on_a_failing_system_and_recovers(tmp_path: Path) -> None:
             try:
                 def circuit_open() -> bool:
                     return any((s.get("circuit") or {}).get("state") == "open" for s in read_state(journal.engine))
-                assert wait_until(circuit_open, 15), "the circuit never opened (as seen by `ironbus status`)"
+                wait_until(circuit_open, 15, "the circuit to open (as seen by `ironbus status`)")
             finally:
                 journal.close()
             # With the circuit open, deliveries are parked without calling the system: 30 events x 3 quick
@@ -65,7 +56,7 @@ def test_breaker_opens_on_a_failing_system_and_recovers(tmp_path: Path) -> None:
             failed_while_down = sum(sink.failures.values())
             assert failed_while_down < 30, f"{failed_while_down} calls reached a system known to be down"
             sink.mode = "ok"
-            assert wait_until(lambda: len(sink.keys()) == 30, 30), f"only {len(sink.keys())} of 30 delivered"
+            wait_until(lambda: len(sink.keys()) == 30, 30, "all 30 deliveries once the system is back")
             assert runtime.wait_idle(timeout=15)
             closed = runtime.protections.snapshot()["erp"]["circuit"]
             assert closed["state"] == "closed" and closed["trips"] >= 1

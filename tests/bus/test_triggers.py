@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from bus.triggers import (
     plan_triggers,
     record_event_id,
 )
+from tests.helpers.wait import wait_until
 
 
 class TableAdapter(Adapter):
@@ -80,14 +80,6 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> WatermarkStore:
 
 def runner_for(adapter: Adapter, store: WatermarkStore, sink: Callable[[list[Event]], None]) -> TriggerRunner:
     return TriggerRunner({"crm": adapter}, [PLAN], store, sink)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 def test_poll_emits_one_event_per_new_record_then_stores_the_watermark() -> None:

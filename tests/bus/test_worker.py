@@ -7,11 +7,7 @@ says, and the journal tells the story.
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bus.config import load_config
 from bus.envelope import Event
@@ -19,76 +15,9 @@ from bus.journal import Journal
 from bus.queue.base import Message
 from bus.runtime import Runtime, RuntimeOptions
 from bus.tracing import build_trace
-from tests.helpers.backends import BACKENDS, Backend, backend_for
+from tests.helpers.backends import Backend
+from tests.helpers.routes import orders, run_until_idle, write_routes
 from tests.helpers.sink import Sink
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from backend_for(request, tmp_path)
-
-
-def write_routes(tmp_path: Path, sink_url: str, *, mode: str = "live", attempts: int = 3,
-                 extra_route: str = "") -> Path:
-    (tmp_path / "mappings").mkdir(exist_ok=True)
-    (tmp_path / "mappings" / "order.yaml").write_text(textwrap.dedent("""\
-        fields:
-          order_id: number
-          quantity: "number(qty)"
-          revision: rev
-        """))
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(textwrap.dedent(f"""\
-        systems:
-          crm: {{adapter: stub}}
-          scm:
-            adapter: http
-            settings:
-              base_url: {sink_url}
-              timeout: {{connect: 1, read: 0.3}}
-              operations:
-                update_demand: {{method: POST, path: /demand}}
-          srm:
-            adapter: http
-            settings:
-              base_url: {sink_url}
-              timeout: {{connect: 1, read: 0.3}}
-              operations:
-                create_po: {{method: POST, path: /po}}
-        routes:
-          - name: demand
-            from: crm.order_changed
-            map: mappings/order.yaml
-            key: order_id
-            sequence: revision
-            mode: {mode}
-            to:
-              - {{operation: scm.update_demand, emit: procurement.requested}}
-            retry: {{attempts: {attempts}, initial_delay: 0.01, max_delay: 0.05, park: 0.1, max_parks: 30}}
-          - name: procurement
-            from: procurement.requested
-            to: [srm.create_po]
-            retry: {{attempts: {attempts}, initial_delay: 0.01, max_delay: 0.05, park: 0.1, max_parks: 30}}
-        {extra_route}"""))
-    return routes
-
-
-def orders(n: int, start: int = 0) -> list[tuple[Event, str]]:
-    return [(Event(type="crm.order_changed", source="ironbus/test",
-                   data={"number": f"SO-{i}", "qty": f"{i},5", "rev": 1}), "send") for i in range(start, start + n)]
-
-
-def run_until_idle(routes: Path, backend: Backend, events: list[tuple[Event, str]], timeout: float = 60.0,
-                   workers: int = 4) -> Runtime:
-    runtime = Runtime(routes, journal=backend.journal, broker=backend.broker,
-                      options=RuntimeOptions(workers=workers, port=None, triggers=False, lease_seconds=5))
-    runtime.start()
-    try:
-        runtime.ingest(events)
-        assert runtime.wait_idle(timeout=timeout), f"bus not idle after {timeout}s: {runtime.queue.depth()}"
-    finally:
-        runtime.stop()
-    return runtime
 
 
 def test_events_flow_through_a_two_hop_chain(tmp_path: Path, backend: Backend) -> None:
@@ -229,7 +158,7 @@ def test_replay_skips_what_succeeded_unless_forced(tmp_path: Path, backend: Back
         assert sink.delivered[first] == 2
 
 
-def test_config_is_loaded_once_for_all_backends(tmp_path: Path) -> None:
+def test_the_routes_fixture_itself_is_valid(tmp_path: Path) -> None:
     # the routes file used above is itself valid: a cheap guard against a fixture typo hiding behind skips
     routes = write_routes(tmp_path, "http://127.0.0.1:9")
     config = load_config(routes)

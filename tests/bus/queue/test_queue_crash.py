@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -43,7 +44,7 @@ def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: Path) -> None:
-    rng = random.Random()
+    rng = random.Random(int(os.environ.get("IRONBUS_CRASH_SEED", "20261125")))
     out = tmp_path / "processed.sqlite"
     queue = crash_backend.open()
 
@@ -56,7 +57,6 @@ def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: P
     producer = threading.Thread(target=produce)
     producer.start()
     command = [sys.executable, str(CONSUMER), *crash_backend.child_args(), "--out", str(out), "--lease", "1.5"]
-    kills = 0
     try:
         for _ in range(5):
             child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -71,7 +71,6 @@ def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: P
             time.sleep(rng.uniform(0, 0.03))  # a random moment: mid-batch, between record and ack …
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
-            kills += 1
         producer.join(timeout=60)
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         wait_for(lambda: len(processed(out)[1]) >= TOTAL, 90, f"all {TOTAL} messages to be processed")
@@ -80,6 +79,5 @@ def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: P
         child.wait(timeout=10)
         producer.join(timeout=60)
     rows, distinct = processed(out)
-    assert kills == 5
     assert distinct == {str(n) for n in range(TOTAL)}  # at least once: nothing lost
     assert rows >= TOTAL
