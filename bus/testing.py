@@ -39,7 +39,7 @@ methods. A hook an adapter cannot honour (no way to provoke a transient failure,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import jsonschema
 import pytest
@@ -57,6 +57,14 @@ __all__ = ["AdapterContract", "make_call"]
 _QUICK = RetryPolicy(attempts=2, backoff="fixed", initial_delay=0.0, max_delay=0.5, park=60.0, max_parks=5)
 
 AdapterFactory = Callable[[Mapping[str, Any]], Adapter]
+
+
+def _require_hook(suite: object, adapter: Adapter, hook: str) -> NoReturn:
+    """A hook the suite needs: skipped for an inbound-only adapter, a failure for one with operations (a
+    skipped check must not pass for a tested one)."""
+    if _inbound_only(adapter):
+        pytest.skip("the adapter offers no operations (inbound only)")
+    pytest.fail(f"{type(suite).__name__} must implement {hook}")
 
 
 def _inbound_only(adapter: Adapter) -> bool:
@@ -108,20 +116,21 @@ class AdapterContract:
 
     def arrange_transient(self, adapter: Adapter) -> tuple[str, Any]:
         """Return ``(operation, payload)`` that fails transiently (e.g. the local sink answers 503)."""
-        pytest.skip("arrange_transient not provided")
+        _require_hook(self, adapter, "arrange_transient(adapter)")
 
     def arrange_permanent(self, adapter: Adapter) -> tuple[str, Any]:
         """Return ``(operation, payload)`` that fails permanently (e.g. the local sink answers 400)."""
-        pytest.skip("arrange_permanent not provided")
+        _require_hook(self, adapter, "arrange_permanent(adapter)")
 
     def observed_idempotency_key(self, adapter: Adapter) -> str | None:
         """After the success call: the idempotency key the system received."""
-        pytest.skip("observed_idempotency_key not provided")
+        _require_hook(self, adapter, "observed_idempotency_key(adapter)")
 
     def arrange_poll(self, adapter: Adapter) -> str:
         """Make at least one record available to a poll/schedule trigger and return the trigger's name."""
         if any(t.kind != "webhook" for t in type(adapter).triggers.values()):
-            pytest.skip("arrange_poll not provided: the adapter's poll triggers are not exercised")
+            pytest.fail(f"{type(self).__name__} must implement arrange_poll(adapter): the adapter has a poll or "
+                        "schedule trigger, and not repeating records across polls is part of the contract")
         pytest.skip("the adapter has no poll or schedule trigger")
 
     # -- shared fixtures ---------------------------------------------------------------------------------

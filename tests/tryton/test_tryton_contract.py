@@ -52,3 +52,10 @@ class TestTrytonContract(AdapterContract):
         comment = adapter.client.read("sale.sale", [self._sale], ["comment"])[0]["comment"] or ""
         keys = re.findall(r"\[ironbus ([^\]]+)\]", comment)
         return keys[-1] if keys else None
+
+    def arrange_poll(self, adapter: Adapter) -> str:
+        assert isinstance(adapter, TrytonAdapter)
+        md = master_data(adapter)
+        adapter.call("upsert_sale", call({"reference": unique("CP"), "party": md["customer"],
+                                          "lines": [{"product": md["product"], "quantity": 2}]}))
+        return "sales_changed"
