@@ -7,12 +7,16 @@ Tests that need a server skip with a reason when it is absent; with ``IRONBUS_RE
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.services import skip_or_fail
 
 RABBITMQ_URL = os.environ.get("IRONBUS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL = os.environ.get("IRONBUS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -31,10 +35,7 @@ def require_service(name: str, host: str, port: int) -> None:
     """Skip (or, under IRONBUS_REQUIRE_SERVICES=1, fail) when ``host:port`` does not answer."""
     if _reachable(host, port):
         return
-    reason = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("IRONBUS_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason}, and IRONBUS_REQUIRE_SERVICES=1 forbids skipping (see ../shared/SERVICES.md)")
-    pytest.skip(reason)
+    skip_or_fail(f"{name} is not reachable at {host}:{port}")
 
 
 @pytest.fixture
@@ -56,3 +57,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     from tests.helpers.backends import backend_for
 
     yield from backend_for(request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (its own CA), made with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        skip_or_fail("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

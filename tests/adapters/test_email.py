@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
@@ -236,22 +234,9 @@ def test_text_template_single_placeholder_keeps_the_raw_value() -> None:
 
 # -- TLS: STARTTLS and implicit TLS against a relay with a self-signed certificate ---------------------------
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 @pytest.fixture(scope="module", params=["starttls", "ssl"])
-def tls_smtp(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> Iterator[tuple[str, Smtp, Path]]:
-    cert, key = certificate
+def tls_smtp(request: pytest.FixtureRequest, tls_cert: tuple[Path, Path]) -> Iterator[tuple[str, Smtp, Path]]:
+    cert, key = tls_cert
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     recorder = Recorder()

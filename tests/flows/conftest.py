@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import Stack
+from tests.helpers.services import skip_or_fail
 from tryton import tryton_env
 
 
@@ -20,9 +21,7 @@ from tryton import tryton_env
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not tryton_env.installed():
         reason = "trytond is not installed (pip install -e '.[tryton]')"
-        if os.environ.get("IRONBUS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}, and IRONBUS_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     saved = {name: os.environ.get(name) for name in ("TRYTON_URL", "IRONBUS_OUTBOX")}
     work: Path = tmp_path_factory.mktemp("flows")
     triangle = Stack(work, workers=3)

@@ -7,7 +7,6 @@ IRONBUS_REQUIRE_SERVICES=1. Tests share the databases, so each one uses unique r
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
+from tests.helpers.services import skip_or_fail  # noqa: E402
 from tests.tryton.tryton_helpers import settings  # noqa: E402
 from tryton import tryton_env  # noqa: E402
 
@@ -31,9 +31,7 @@ from tryton import tryton_env  # noqa: E402
 def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tryton_env.TrytonServer]:
     if not tryton_env.installed():
         reason = "trytond is not installed (pip install -e '.[tryton]')"
-        if os.environ.get("IRONBUS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason}, and IRONBUS_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     server = tryton_env.start(("crm", "scm", "srm"), run_dir=tmp_path_factory.mktemp("tryton"))
     yield server
     server.stop()

@@ -7,11 +7,11 @@ function of the recorded request, and read back every request and the number of 
 from __future__ import annotations
 
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -132,17 +132,6 @@ def sink() -> Iterator[Sink]:
     yield from _serve(Sink())
 
 
-@pytest.fixture(scope="session")
-def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl command."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 @pytest.fixture
-def tls_sink(tls_cert: tuple[str, str]) -> Iterator[Sink]:
-    yield from _serve(Sink(tls_cert))
+def tls_sink(tls_cert: tuple[Path, Path]) -> Iterator[Sink]:
+    yield from _serve(Sink((str(tls_cert[0]), str(tls_cert[1]))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -394,10 +395,10 @@ def test_expression_failures_are_permanent(sink: Sink, make_adapter: Any) -> Non
 
 
 @pytest.mark.parametrize("transport", ["pooled", "httpx"])
-def test_tls_verification(tls_sink: Sink, tls_cert: tuple[str, str], make_adapter: Any, transport: str) -> None:
+def test_tls_verification(tls_sink: Sink, tls_cert: tuple[Path, Path], make_adapter: Any, transport: str) -> None:
     tls_sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "tls-1"}))
     untrusted = make_adapter(settings(tls_sink, transport))
-    own_ca = make_adapter(settings(tls_sink, transport, verify_tls=tls_cert[0]))
+    own_ca = make_adapter(settings(tls_sink, transport, verify_tls=str(tls_cert[0])))
     unchecked = make_adapter(settings(tls_sink, transport, verify_tls=False))
 
     with pytest.raises(TransientError, match="(?i)certificate"):
