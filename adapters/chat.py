@@ -26,7 +26,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
 from adapters.http.errors import parse_retry_after
-from adapters.templates import TextTemplate
+from adapters.templates import TextTemplate, cached_template
 from bus.errors import ConfigError, PermanentError, TransientError
 
 __all__ = ["ChatWebhookAdapter", "chat_body"]
@@ -105,7 +105,7 @@ class ChatWebhookAdapter(Adapter):
         source = call.args.get(field)
         if isinstance(source, str):
             try:
-                default = TextTemplate(source, f"route {call.route!r} args.{field}")
+                default = cached_template(source, f"route {call.route!r} args.{field}")
             except ConfigError as exc:
                 raise PermanentError(str(exc)) from None
         if default is not None:

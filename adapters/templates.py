@@ -5,6 +5,7 @@ Used by the email, chat and file adapters. A template is compiled once, when the
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from typing import Any
@@ -14,7 +15,7 @@ import orjson
 from bus.errors import MappingError, PermanentError
 from bus.expr import Expression, compile_expression
 
-__all__ = ["TextTemplate"]
+__all__ = ["TextTemplate", "cached_template"]
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
@@ -77,3 +78,9 @@ class TextTemplate:
                 text = _text(self._value(part, payload))
                 out.append(html.escape(text) if escape else text)
         return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def cached_template(text: str, where: str) -> TextTemplate:
+    """A compiled template for text that comes with each call (route ``args``): compiled once, not per message."""
+    return TextTemplate(text, where)

@@ -345,6 +345,9 @@ class Protections:
 
     def get(self, system: str) -> SystemProtection:
         """The protection of ``system``; an unprotected one (admits everything) when none is configured."""
+        found = self._systems.get(system)  # every configured system is there already: no lock per delivery
+        if found is not None:
+            return found
         with self._lock:
             found = self._systems.get(system)
             if found is None:

@@ -129,14 +129,14 @@ class HttpAdapter(Adapter):
             headers.setdefault("Content-Type", "application/json")
         path = op.path.render_path(payload)
         what = f"{self.system}.{operation_name}: {op.method} {join_url(self.client.base_url, path)}"
-        bound = log.bind(system=self.system, operation=operation_name, event_id=call.event.id,
-                         correlation_id=call.event.correlationid, attempt=call.attempt)
         try:
             response = self.client.request(op.method, path, params=params, headers=headers, body=body,
                                            success=op.success, what=what)
         except DeliveryError as exc:
-            bound.warning("http_delivery_failed", error=str(exc), kind=type(exc).__name__)
+            log.warning("http_delivery_failed", system=self.system, operation=operation_name, event_id=call.event.id,
+                        correlation_id=call.event.correlationid, attempt=call.attempt, error=str(exc),
+                        kind=type(exc).__name__)
             raise
-        outcome = outcome_from_response(response, op.result, op.reference)
-        bound.debug("http_delivered", status=response.status, reference=outcome.reference)
-        return outcome
+        # no per-delivery log line here: the worker logs every delivery with its ids (a bound logger per call
+        # cost more than the request's own bookkeeping)
+        return outcome_from_response(response, op.result, op.reference)
