@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import jmespath.exceptions
 import orjson
 import structlog
 
@@ -34,7 +33,7 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
-from bus.errors import DeliveryError, PermanentError, UnknownNameError
+from bus.errors import DeliveryError, MappingError, PermanentError, UnknownNameError
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
 
@@ -54,7 +53,7 @@ def outcome_from_response(response: Response, result: Any | None = None, referen
     try:
         value = result.search(doc) if (result is not None and is_json) else doc
         found = reference.search(doc) if (reference is not None and is_json) else None
-    except jmespath.exceptions.JMESPathError as exc:
+    except MappingError as exc:
         # The target has acted; dead-lettering makes the broken expression visible, and a replay after the
         # fix is safe because it carries the same idempotency key.
         raise PermanentError(f"HTTP {response.status} received, but the result/reference expression failed on "
@@ -123,7 +122,7 @@ class HttpAdapter(Adapter):
                 body = orjson.dumps(payload)
             elif not isinstance(op.body, str):
                 body = orjson.dumps(op.body.search(payload))
-        except (TypeError, jmespath.exceptions.JMESPathError) as exc:  # orjson.JSONEncodeError is a TypeError
+        except (TypeError, MappingError) as exc:  # orjson.JSONEncodeError is a TypeError
             raise PermanentError(f"{self.system}.{operation_name}: cannot build the request body: {exc}") from None
         if body is not None:
             headers.setdefault("Content-Type", "application/json")

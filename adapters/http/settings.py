@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
-import jmespath.exceptions
 import jsonschema
 
 from adapters.http.errors import ErrorPolicy
@@ -18,6 +16,7 @@ from adapters.http.template import Template, TemplateSyntaxError
 from adapters.http.transport import HttpxTransport, PooledTransport, PoolLimits, Timeouts, Transport
 from bus.config import parse_duration
 from bus.errors import ConfigError
+from bus.expr import Expression, compile_expression
 
 __all__ = ["AUTH_SCHEMA", "SETTINGS_SCHEMA", "ClientSettings", "OperationConfig", "compile_jmespath",
            "make_transport", "parse_client_settings", "parse_operations", "validate_settings"]
@@ -107,11 +106,12 @@ def validate_settings(system: str, settings: Mapping[str, Any], schema: Mapping[
         raise ConfigError(f"system {system!r}: settings{'/' + path if path else ''}: {best.message}")
 
 
-def compile_jmespath(system: str, field: str, source: str) -> Any:
+def compile_jmespath(system: str, field: str, source: str) -> Expression:
+    """A body/result/reference expression, compiled once with the bus's compiler."""
     try:
-        return jmespath.compile(source)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise ConfigError(f"system {system!r}: settings/{field}: bad JMESPath {source!r}: {exc}") from None
+        return compile_expression(source, f"system {system!r} settings/{field}")
+    except ConfigError as exc:
+        raise ConfigError(f"system {system!r}: settings/{field}: bad JMESPath {source!r}: {exc.message}") from None
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import jmespath
-import jmespath.exceptions
 import orjson
 
-from bus.errors import PermanentError
+from bus.errors import ConfigError, MappingError, PermanentError
+from bus.expr import Expression, compile_expression
 
 __all__ = ["Template", "TemplateSyntaxError"]
 
@@ -29,7 +28,7 @@ class TemplateSyntaxError(ValueError):
 @dataclass(frozen=True)
 class _Field:
     source: str
-    expression: Any  # jmespath.parser.ParsedResult
+    expression: Expression
 
 
 def _scalar(value: Any) -> str:
@@ -64,9 +63,10 @@ class Template:
                 if not source:
                     raise TemplateSyntaxError(f"empty '{{}}' at position {i} in {text!r}")
                 try:
-                    expression = jmespath.compile(source)
-                except jmespath.exceptions.JMESPathError as exc:
-                    raise TemplateSyntaxError(f"bad JMESPath {source!r} in {text!r}: {exc}") from None
+                    # the bus's compiled expressions: faster per delivery, and the mapping functions work here too
+                    expression = compile_expression(source, f"template {text!r}")
+                except ConfigError as exc:
+                    raise TemplateSyntaxError(f"bad JMESPath {source!r} in {text!r}: {exc.message}") from None
                 if literal:
                     self.parts.append("".join(literal))
                     literal = []
@@ -93,9 +93,9 @@ class Template:
                 continue
             try:
                 value = part.expression.search(payload)
-            except jmespath.exceptions.JMESPathError as exc:
+            except MappingError as exc:
                 raise PermanentError(
-                    f"template {self.text!r}: {{{part.source}}} failed on the payload: {exc}") from None
+                    f"template {self.text!r}: {{{part.source}}} failed on the payload: {exc.reason}") from None
             if value is None:
                 raise PermanentError(f"template {self.text!r}: {{{part.source}}} is null or missing in the payload")
             text = _scalar(value)
