@@ -23,6 +23,7 @@ __all__ = [
 
 _MOMENT = "an ISO 8601 date/time, epoch seconds or milliseconds, SAP /Date(ms)/ or a Tryton date dict"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 _EXACT = float(2**53)  # floats hold every integer below this exactly
 _EPOCH_MS_FROM = 100_000_000_000  # as seconds that is the year 5138; as milliseconds, 1973
 _DIGITS = re.compile(r"[+-]?\d+")
@@ -204,7 +205,7 @@ def _epoch(value: float) -> datetime:
         return _EPOCH + timedelta(seconds=seconds)
 
 
-def _sap_date(text: str) -> datetime:
+def _sap_millis(text: str) -> int:
     # '/Date(1130112000000)/' or '\\/Date(1130168212000+0000)\\/': milliseconds since the epoch in UTC; the
     # optional offset only says which zone the sender displayed, so it does not move the instant.
     inner = text[text.index("(") + 1:text.rindex(")")]
@@ -214,7 +215,11 @@ def _sap_date(text: str) -> datetime:
     millis = inner[:-5] if len(inner) > 5 and inner[-5] in "+-" and inner[-4:].isdigit() else inner
     if not millis.lstrip("-").isdigit():
         raise ValueError(text)
-    return _epoch(int(millis) / 1000)
+    return int(millis)
+
+
+def _sap_date(text: str) -> datetime:
+    return _epoch(_sap_millis(text) / 1000)
 
 
 def parse_moment(value: Any, function: str = "datetime") -> datetime | date:
@@ -278,6 +283,14 @@ def to_date(value: Any) -> str | None:
             return value  # type: ignore[no-any-return]
         except ValueError:
             pass
+    if type(value) is str and value.startswith("/Date("):
+        # SAP dates are whole UTC days in practice: the day number is the answer, no datetime needed.
+        try:
+            millis = _sap_millis(value)
+            if abs(millis) < _EPOCH_MS_FROM * 1000:
+                return date.fromordinal(_EPOCH_ORDINAL + millis // 86_400_000).isoformat()
+        except (ValueError, OverflowError):
+            pass  # parse_moment raises the error that names the value
     moment = parse_moment(value, "date")
     return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
 

@@ -76,12 +76,25 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The CloudEvents structured-mode dict (attributes that are None are left out)."""
         out: dict[str, Any] = {"specversion": SPECVERSION, "id": self.id, "source": self.source, "type": self.type}
-        for name in ("subject", "time", "datacontenttype", "dataschema", "correlationid", "causationid", "key",
-                     "sequence"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        out.update(self.extensions)
+        # straight-line rather than a getattr loop: every event on the bus is encoded at least once
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.time is not None:
+            out["time"] = self.time
+        if self.datacontenttype is not None:
+            out["datacontenttype"] = self.datacontenttype
+        if self.dataschema is not None:
+            out["dataschema"] = self.dataschema
+        if self.correlationid is not None:
+            out["correlationid"] = self.correlationid
+        if self.causationid is not None:
+            out["causationid"] = self.causationid
+        if self.key is not None:
+            out["key"] = self.key
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
+        if self.extensions:
+            out.update(self.extensions)
         out["data"] = self.data
         return out
 
@@ -94,25 +107,30 @@ class Event:
         """Build an event from its structured-mode dict; raises :class:`DecodeError` when it is not one."""
         if not isinstance(doc, dict):
             raise DecodeError(f"an event must be a JSON object, got {type(doc).__name__}")
-        missing = [name for name in _REQUIRED if not isinstance(doc.get(name), str) or not doc.get(name)]
-        if missing:
-            raise DecodeError(f"event is missing required attribute(s) {', '.join(missing)} (CloudEvents 1.0)")
-        spec = doc.get("specversion", SPECVERSION)
+        fields: dict[str, Any] = doc
+        get = fields.get
+        event_id, source, event_type = fields.get("id", ""), fields.get("source", ""), fields.get("type", "")
+        # one combined test on the hot path; the slow one below only runs to name what is wrong
+        if not (type(event_id) is str and type(source) is str and type(event_type) is str
+                and event_id and source and event_type):
+            missing = [name for name in _REQUIRED if not isinstance(get(name), str) or not get(name)]
+            if missing:
+                raise DecodeError(f"event is missing required attribute(s) {', '.join(missing)} (CloudEvents 1.0)")
+        spec = get("specversion", SPECVERSION)
         if spec != SPECVERSION:
             raise DecodeError(f"unsupported CloudEvents specversion {spec!r}; expected '1.0'")
-        sequence = doc.get("sequence")
-        if sequence is not None:
+        sequence = get("sequence")
+        if sequence is not None and type(sequence) is not int:
             try:
                 sequence = int(sequence)
             except (TypeError, ValueError):
                 raise DecodeError(f"attribute 'sequence' must be an integer, got {sequence!r}") from None
-        key = doc.get("key")
+        key = get("key")
         return cls(
-            id=doc["id"], source=doc["source"], type=doc["type"], data=doc.get("data"),
-            subject=doc.get("subject"), time=doc.get("time") or _now(),
-            correlationid=doc.get("correlationid") or "", causationid=doc.get("causationid"),
-            key=None if key is None else str(key), sequence=sequence,
-            datacontenttype=doc.get("datacontenttype") or "application/json", dataschema=doc.get("dataschema"),
+            event_type, source, get("data"), event_id, get("subject"),
+            get("time") or _now(), get("correlationid") or "", get("causationid"),
+            key if key is None or type(key) is str else str(key), sequence,
+            get("datacontenttype") or "application/json", get("dataschema"),
             # most events carry no extension attributes: skip the comprehension when the keys say so
             extensions={k: v for k, v in doc.items() if k not in _KNOWN} if not _KNOWN.issuperset(doc) else {},
         )

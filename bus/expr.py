@@ -149,6 +149,14 @@ def inline_source(expr: Expression, var: str, bind: Callable[[Any], str], temp: 
     if names is not None:
         return _chain_source(names, var, temp, known_dict)
     if node["type"] == "function_expression" and node["value"] in IronbusFunctions.OWN:
+        children = node["children"]
+        literals = [child["value"] if child["type"] == "literal" else ... for child in children]
+        special = expr.functions.specialize(node["value"], literals)
+        if special is not None:
+            dynamic = children[literals.index(...)]
+            dynamic_names = _field_names(dynamic)
+            if dynamic_names is not None:  # value_map('unit', unit): one call of a pre-resolved table
+                return f"{bind(special)}({_chain_source(dynamic_names, var, temp, known_dict)})"
         args: list[str] = []
         for child in node["children"]:
             child_names = _field_names(child)

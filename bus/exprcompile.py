@@ -365,6 +365,10 @@ class ClosureCompiler:
         if name not in IronbusFunctions.OWN:
             return self._checked_call(name, spec["function"].__get__(functions), args, signature)
         impl = functions.implementation(name)
+        special = functions.specialize(name, literals)
+        if special is not None:  # value_map('unit', unit): the table is resolved now, not per call
+            dynamic = args[literals.index(_NOT_LITERAL)]
+            return lambda value: special(dynamic(value))
         # ironbus's own functions check their input themselves, with messages meant for integrators.
         if count == 1 and children[0]["type"] == "field":
             key = children[0]["value"]

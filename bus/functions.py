@@ -63,6 +63,7 @@ def _sig(*arguments: dict[str, Any], max_args: int | None = None) -> Callable[[F
 
 _ANY: dict[str, Any] = {"types": []}
 _MISSING: Any = object()
+_NOT_LITERAL: Any = ...  # what check_static/specialize receive for an argument that is not a literal
 _MORE: dict[str, Any] = {"types": [], "variadic": True}
 
 
@@ -118,6 +119,26 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         bound: Callable[..., Any] = self.FUNCTION_TABLE[name]["function"].__get__(self)
         return bound
 
+    def specialize(self, name: str, literals: list[Any]) -> Callable[[Any], Any] | None:
+        """A one-argument callable for a call whose other arguments are constants, or None.
+
+        ``value_map('unit', unit)`` and ``xref('material', 'crm', product.id)`` name their table by literals;
+        resolving the table once, when the expression compiles, leaves one dict lookup per message instead
+        of re-checking names and arguments on every call (they run once per line of every order).
+        ``literals`` is as for :meth:`check_static`; ``...`` marks the single dynamic argument.
+        """
+        dynamic = [i for i, value in enumerate(literals) if value is _NOT_LITERAL]
+        if len(dynamic) != 1:
+            return None
+        if name == "value_map" and dynamic == [1] and len(literals) in (2, 3) and type(literals[0]) is str:
+            table = self.value_maps.get(literals[0])
+            if table is None:
+                return None  # the generic path raises the error naming the known maps
+            return _value_map_of(literals[0], table, literals[2:])
+        if name == "xref" and dynamic == [2] and type(literals[0]) is str and type(literals[1]) is str:
+            return _xref_of(self, literals[0], literals[1])
+        return None
+
     def check_static(self, name: str, literals: list[Any]) -> None:
         """Checks made when an expression compiles: a value map named by a literal must exist.
 
@@ -141,9 +162,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
             return found
         if default:
             return default[0]
-        known = ", ".join(repr(k) for k in list(table)[:10])
-        raise FunctionError("value_map", f"value map {name!r} has no entry for {value!r} (known: {known}); "
-                            f"add it to value_maps.{name} or pass a default as third argument")
+        raise _no_entry(name, table, value)
 
     def _store(self, function: str) -> XrefStore:
         if self.xref is None:
@@ -156,20 +175,11 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
             return None
         if type(entity) is not str or type(system) is not str:
             raise _bad("xref", entity if type(entity) is not str else system, "entity and system names (strings)")
-        kind = type(system_id)
-        if kind is str:
-            sid = system_id
-        elif kind is int:
-            sid = str(system_id)
-        elif kind is float:
-            sid = normalise_id(system_id)
-        else:
-            raise _bad("xref", system_id, "an id (string or number)")
         store = self.xref if self.xref is not None else self._store("xref")
+        sid = _xref_id(system_id)
         found = store.lookup(entity, system, sid)
         if found is None:
-            raise FunctionError("xref", f"no cross-reference for {entity} {system}:{sid}; "
-                                f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
+            raise _no_xref(entity, system, sid)
         return found
 
     @_sig(_ANY, _ANY, _ANY)
@@ -261,6 +271,62 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         if name in _EVENT_ATTRS:
             return getattr(event, name)
         return event.extensions.get(name)
+
+
+def _no_entry(name: str, table: Mapping[str, Any], value: Any) -> FunctionError:
+    known = ", ".join(repr(k) for k in list(table)[:10])
+    return FunctionError("value_map", f"value map {name!r} has no entry for {value!r} (known: {known}); "
+                         f"add it to value_maps.{name} or pass a default as third argument")
+
+
+def _value_map_of(name: str, table: dict[str, Any], default: list[Any]) -> Callable[[Any], Any]:
+    """``value_map(name, x[, default])`` with ``name`` and ``default`` fixed (see ``specialize``)."""
+    has_default = bool(default)
+    fallback = default[0] if default else None
+
+    def value_map(value: Any) -> Any:
+        if value is None:
+            return None
+        found = table.get(value if type(value) is str else _text("value_map", value), _MISSING)
+        if found is not _MISSING:
+            return found
+        if has_default:
+            return fallback
+        raise _no_entry(name, table, value)
+
+    return value_map
+
+
+def _xref_id(system_id: Any) -> str:
+    kind = type(system_id)
+    if kind is str:
+        return system_id  # type: ignore[no-any-return]
+    if kind is int:
+        return str(system_id)
+    if kind is float:
+        return normalise_id(system_id)
+    raise _bad("xref", system_id, "an id (string or number)")
+
+
+def _no_xref(entity: str, system: str, sid: str) -> FunctionError:
+    return FunctionError("xref", f"no cross-reference for {entity} {system}:{sid}; "
+                         f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
+
+
+def _xref_of(functions: IronbusFunctions, entity: str, system: str) -> Callable[[Any], Any]:
+    """``xref(entity, system, x)`` with the names fixed (see ``specialize``); the store is read per call."""
+
+    def xref(system_id: Any) -> str | None:
+        if system_id is None:
+            return None
+        store = functions.xref if functions.xref is not None else functions._store("xref")
+        sid = system_id if type(system_id) is str else _xref_id(system_id)
+        found = store.lookup(entity, system, sid)
+        if found is None:
+            raise _no_xref(entity, system, sid)
+        return found
+
+    return xref
 
 
 _STATELESS: dict[str, Callable[..., Any]] = {

@@ -51,7 +51,9 @@ class CompiledRoute:
         return self.config.name
 
 
-@dataclass(frozen=True)
+# Dispatch and RouteResult are made for every event and target: plain slotted records, since a frozen
+# dataclass pays an object.__setattr__ call per field on construction.
+@dataclass(slots=True)
 class Dispatch:
     """One delivery to make: the mapped event and the payload for one target of one route."""
 
@@ -67,7 +69,7 @@ class Dispatch:
         return self.target.config.name
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RouteResult:
     """What one route made of one event.
 

@@ -272,5 +272,39 @@ def test_functions_work_in_jmespath_interpreter(functions: IronbusFunctions) -> 
                            options=options) == ["CUST-1", 1234.5, "confirmed"]
 
 
+@pytest.mark.parametrize("text", ["value_map('order_status', v)", "value_map('order_status', v, 'other')",
+                                  "value_map('flags', v)", "value_map('bools', v, 'no')",
+                                  "xref('customer', 'crm', v)", "xref('customer', 'scm', v)"])
+@pytest.mark.parametrize("value", [None, "quotation", "weird", 1, 1.0, True, 42, "42", 42.0, "K-9", [1], {"a": 1}])
+def test_constant_name_calls_behave_like_the_generic_function(functions: IronbusFunctions, text: str,
+                                                               value: Any) -> None:
+    # value_map('x', v) and xref('e', 's', v) resolve their table when they compile; the answer and the error
+    # for every input must be what jmespath's interpreter, which calls the generic function, gives.
+    def outcome(call: Any) -> Any:
+        try:
+            return ("ok", call())
+        except (FunctionError, jmespath.exceptions.JMESPathError) as exc:
+            return ("error", str(exc))
+
+    assert functions.specialize(text.split("(")[0], _literals(text)) is not None  # the fast path is taken
+    compiled = outcome(lambda: run(text, {"v": value}, functions))
+    interpreted = outcome(lambda: jmespath.search(text, {"v": value},
+                                                  options=jmespath.Options(custom_functions=functions)))
+    assert compiled == interpreted
+
+
+def _literals(text: str) -> list[Any]:
+    args = text[text.index("(") + 1:-1].split(", ")
+    return [arg.strip("'") if arg.startswith("'") else ... for arg in args]
+
+
+@pytest.mark.parametrize("millis", [0, 1, -1, 86_399_999, 86_400_000, -86_400_000, -86_400_001, 1_130_112_000_000,
+                                    1_711_929_599_999, 253_402_300_799_000])
+def test_sap_day_agrees_with_the_instant(millis: int) -> None:
+    # date() reads an SAP date by day number without building a datetime; datetime() goes the long way
+    for text in (f"/Date({millis})/", f"/Date({millis}+0200)/"):
+        assert run("date(v)", {"v": text}) == run("datetime(v)", {"v": text})[:10]
+
+
 def test_function_error_is_a_mapping_error() -> None:
     assert issubclass(FunctionError, MappingError)
