@@ -1,9 +1,9 @@
 """Sending one HTTP request: a small plug point with two implementations.
 
-* :class:`PooledTransport` (the default) keeps a bounded pool of keep-alive ``http.client`` connections per
-  origin, shared by every worker thread. Measured in ``bench/http_client.py`` it carries several times the
-  request rate of an ``httpx.Client`` shared by the same threads, which could not reach the 2,000
-  deliveries/s the bus needs (see docs/http-adapter.md for the figures).
+* :class:`PooledTransport` (the default) keeps a bounded pool of keep-alive connections per origin, shared
+  by every worker thread, speaking HTTP/1.1 through :mod:`adapters.http.wire`. Measured in
+  ``bench/http_client.py`` it carries several times the request rate of an ``httpx.Client`` shared by the
+  same threads, which could not reach the 2,000 deliveries/s the bus needs (see docs/http-adapter.md).
 * :class:`HttpxTransport` wraps ``httpx.Client``: proxies from the environment, and mockable with respx.
 
 A transport raises :class:`~bus.errors.TransientError` for connect failures and timeouts, and returns every
@@ -12,7 +12,6 @@ response whatever its status: classifying statuses is the client's job.
 
 from __future__ import annotations
 
-import http.client
 import socket
 import ssl
 import threading
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError
 from bus.errors import TransientError
 
 __all__ = ["HttpxTransport", "PoolLimits", "PooledTransport", "Request", "Response", "Timeouts", "Transport"]
@@ -87,33 +87,6 @@ def _join_headers(items: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-class _OneWrite:
-    """Send the request head and a bytes body in one write.
-
-    Since Python 3.11 ``http.client`` writes them separately: with TCP_NODELAY that is two packets and two
-    system calls per request, which bench/http_client.py shows as the largest cost after waiting for the server.
-    """
-
-    _buffer: list[bytes]
-
-    def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes) and not encode_chunked:
-            self._buffer.extend((b"", b""))
-            message = b"\r\n".join(self._buffer) + message_body
-            del self._buffer[:]
-            self.send(message)  # type: ignore[attr-defined]
-        else:
-            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
-
-
-class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    pass
-
-
 class _Origin:
     """The connections to one scheme://host:port. LIFO reuse keeps the pool warm with few sockets."""
 
@@ -121,19 +94,19 @@ class _Origin:
                  context: ssl.SSLContext | None) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.limits, self.timeouts, self.context = limits, timeouts, context
-        self.idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self.idle: list[tuple[Http11Connection, float]] = []
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(limits.max_connections)
         self.opened = 0  # connections ever opened: exposed for tests and metrics
 
-    def acquire(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+    def acquire(self, fresh: bool = False) -> tuple[Http11Connection, bool]:
         """A connection and whether it was reused; ``fresh`` skips (and closes) the idle ones."""
         if not self.slots.acquire(timeout=self.timeouts.pool):
             raise TransientError(f"no free connection to {self.host}:{self.port} within {self.timeouts.pool}s "
                                  f"(pool of {self.limits.max_connections} busy)")
         now = time.monotonic()
-        stale: list[http.client.HTTPConnection] = []
-        found: http.client.HTTPConnection | None = None
+        stale: list[Http11Connection] = []
+        found: Http11Connection | None = None
         with self.lock:
             while self.idle:
                 conn, since = self.idle.pop()
@@ -147,11 +120,12 @@ class _Origin:
             conn.close()
         if found is not None:
             return found, True
-        if self.scheme == "https":
-            return _HTTPSConnection(self.host, self.port, timeout=self.timeouts.connect, context=self.context), False
-        return _HTTPConnection(self.host, self.port, timeout=self.timeouts.connect), False
+        https = self.scheme == "https"
+        return Http11Connection(self.host, self.port, connect_timeout=self.timeouts.connect,
+                                read_timeout=self.timeouts.read, context=self.context if https else None,
+                                default_port=443 if https else 80), False
 
-    def release(self, conn: http.client.HTTPConnection, reusable: bool) -> None:
+    def release(self, conn: Http11Connection, reusable: bool) -> None:
         if reusable:
             with self.lock:
                 self.idle.append((conn, time.monotonic()))
@@ -169,11 +143,11 @@ class _Origin:
 # A reused keep-alive connection the server closed while it sat idle fails like this before any response
 # byte arrives. Sending once more on a fresh connection is what browsers and urllib3 do; every bus delivery
 # carries an Idempotency-Key, so even the rare case where the server did see the request is safe.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+_STALE = (ConnectionDropped, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class PooledTransport:
-    """Thread-safe pooled HTTP/1.1 keep-alive transport on the standard library."""
+    """Thread-safe pooled HTTP/1.1 keep-alive transport (sockets and :mod:`adapters.http.wire`)."""
 
     def __init__(self, timeouts: Timeouts | None = None, limits: PoolLimits | None = None,
                  verify: bool | str = True) -> None:
@@ -218,18 +192,12 @@ class PooledTransport:
             try:
                 if conn.sock is None:
                     conn.connect()
-                    # http.client uses one timeout for everything; reads get their own, usually longer, one.
-                    if conn.sock is not None:
-                        conn.sock.settimeout(self.timeouts.read)
-                        # Requests are small and latency-bound: never hold a segment back for Nagle.
-                        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 phase = "send"
-                conn.request(request.method, target, body=request.body, headers=dict(request.headers))
+                conn.send_request(request.method, target, request.headers, request.body)
                 phase = "read"
-                response = conn.getresponse()
-                body = response.read()
-                reusable = not response.will_close
-                return Response(response.status, _join_headers(response.getheaders()), body, request.url)
+                response = conn.read_response(request.method)
+                reusable = response.keep_alive
+                return Response(response.status, response.headers, response.body, request.url)
             except _STALE as exc:
                 if reused and attempt == 1:
                     continue
@@ -242,7 +210,9 @@ class PooledTransport:
                 # Transient on purpose: deliveries park until the certificate or verify_tls is fixed, then flow.
                 raise TransientError(f"{where}: TLS certificate not trusted ({exc.verify_message}); fix the "
                                      "server certificate, or set verify_tls to a CA bundle") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except ProtocolError as exc:
+                raise TransientError(f"{where}: unreadable response: {exc}") from None
+            except OSError as exc:
                 raise TransientError(f"{where}: {phase} failed: {exc!r}") from None
             finally:
                 origin.release(conn, reusable)
