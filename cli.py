@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bus import commands
 from bus.errors import IronbusError
+from bus.supervisor import resolve_processes
 
 __all__ = ["main"]
 
@@ -70,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("run", commands.run, "run the bus: triggers, webhooks and workers")
     routes_arg(sp)
     journal_args(sp, broker=True)
-    sp.add_argument("--workers", type=int, default=4, help="worker threads in this process (default 4)")
+    sp.add_argument("--workers", type=int, default=4, help="worker threads per process (default 4)")
+    sp.add_argument("--processes", type=resolve_processes, default=1, metavar="N|auto",
+                    help="bus processes sharing the work and the webhook port (default 1; auto = one per core)")
     sp.add_argument("--port", type=int, default=None, help="webhook/metrics port (default 8080; 0 = any free port)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--no-http", action="store_true", help="do not start the webhook/metrics server")

@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 PER_REQUEST = 1  # events per webhook request (HubSpot-style arrays when > 1); set from --per-request
 BUS_ARGS: list[str] = []  # extra `ironbus run` arguments (--bus-arg)
-BUS_PROCESSES = 1  # `ironbus run` processes sharing the webhook port and the work (--bus-processes)
+BUS_PROCESSES = 1  # `ironbus run --processes N` (--bus-processes)
+WORKERS = 4  # `ironbus run --workers N` (--workers): worker threads per bus process
 
 SINK_APP = '''
 import time, orjson
@@ -265,35 +266,41 @@ def wait_delivered(port: int, ids: set[str], timeout: float) -> tuple[dict[str, 
 
 
 class Bus:
-    """One or more `ironbus run` processes on one port (SO_REUSEPORT), stopped together."""
+    """``ironbus run`` (with ``--processes N``: its supervisor and N bus processes on one port)."""
 
-    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
-        self.procs = procs
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def pids(self) -> list[int]:
+        """The processes doing the work: the supervisor's children, or the one process."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        found = [int(p) for p in children.read_text().split()] if children.exists() else []
+        return found or [self.proc.pid]
 
     def send_signal(self, signum: int) -> None:
-        for p in self.procs:
-            p.send_signal(signum)
+        self.proc.send_signal(signum)
 
     def wait(self, timeout: float) -> None:
-        for p in self.procs:
-            p.wait(timeout=timeout)
+        self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
-        for p in self.procs:
-            p.kill()
+        for pid in self.pids():
+            if pid != self.proc.pid:
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
 
 
-def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, workers: int) -> Bus:
-    procs = [_start_one(routes, journal, broker, port, workers) for _ in range(BUS_PROCESSES)]
+def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, workers: int | None = None) -> Bus:
+    proc = _start_one(routes, journal, broker, port, WORKERS if workers is None else workers)
     if port:
         wait_port(port)
-    return Bus(procs)
+    return Bus(proc)
 
 
 def _start_one(routes: Path, journal: str, broker: str | None, port: int | None,
                workers: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
-           str(workers), "--no-triggers", *BUS_ARGS]
+           str(workers), "--processes", str(BUS_PROCESSES), "--no-triggers", *BUS_ARGS]
     cmd += ["--port", str(port)] if port else ["--no-http"]
     if broker:
         cmd += ["--broker", broker]
@@ -319,7 +326,7 @@ def scenario_throughput(folder: Path, sink_port: int, journal: str, broker: str 
     port = free_port()
     routes = write_config(folder, sink_port)
     sink_reset(sink_port)
-    bus = start_bus(routes, journal, broker, port, workers=4)
+    bus = start_bus(routes, journal, broker, port)
     try:
         warm = asyncio.run(blast(port, 200, 8))  # warm-up: connections, imports, caches
         wait_delivered(sink_port, set(warm), 60)  # drained before the clock starts
@@ -344,7 +351,7 @@ def scenario_latency(folder: Path, sink_port: int, journal: str, broker: str | N
                      seconds: float, label: str) -> dict[str, Any]:
     port = free_port()
     routes = write_config(folder, sink_port)
-    bus = start_bus(routes, journal, broker, port, workers=4)
+    bus = start_bus(routes, journal, broker, port)
     try:
         warm = asyncio.run(blast(port, 100, 4))
         wait_delivered(sink_port, set(warm), 60)
@@ -380,7 +387,7 @@ def scenario_drain(folder: Path, sink_port: int, journal: str, broker: str, n: i
     j.close()
     sink_reset(sink_port)
     t0 = time.time()
-    bus = start_bus(routes, journal, broker, None, workers=4)
+    bus = start_bus(routes, journal, broker, None)
     try:
         stats, _ = wait_delivered(sink_port, {e.id for e, _ in events}, 300)
     finally:
@@ -440,16 +447,20 @@ def main() -> None:
     parser.add_argument("--skip-rabbitmq", action="store_true")
     parser.add_argument("--per-request", type=int, default=1,
                         help="events per webhook request (a JSON array, as HubSpot sends); default 1")
-    parser.add_argument("--bus-processes", type=int, default=1,
-                        help="ironbus run processes sharing the port and the work (default 1)")
+    parser.add_argument("--bus-processes", default="1",
+                        help="ironbus run --processes: bus processes sharing the port and the work "
+                             "(default 1; auto = one per core)")
+    parser.add_argument("--workers", type=int, default=4, help="ironbus run --workers: threads per bus process "
+                                                                "(default 4, the product default)")
     parser.add_argument("--bus-arg", action="append", default=[],
                         help="extra argument for 'ironbus run', e.g. --bus-arg=--batch=8 (repeatable)")
     args = parser.parse_args()
     global PER_REQUEST
     PER_REQUEST = args.per_request
     BUS_ARGS.extend(args.bus_arg)
-    global BUS_PROCESSES
-    BUS_PROCESSES = args.bus_processes
+    global BUS_PROCESSES, WORKERS
+    BUS_PROCESSES = (os.cpu_count() or 1) if args.bus_processes == "auto" else int(args.bus_processes)
+    WORKERS = args.workers
 
     folder = Path(tempfile.mkdtemp(prefix="ironbus-e2e-"))
     sink_port = free_port()
@@ -457,7 +468,7 @@ def main() -> None:
     sink = subprocess.Popen([sys.executable, "-m", "uvicorn", "sink_app:app", "--port", str(sink_port),
                              "--log-level", "warning", "--no-access-log"], cwd=folder)
     figures: dict[str, Any] = {"machine_cores": os.cpu_count(), "events_per_request": PER_REQUEST,
-                               "bus_processes": BUS_PROCESSES}
+                               "bus_processes": BUS_PROCESSES, "workers_per_process": WORKERS}
     try:
         wait_port(sink_port)
         print(f"ironbus end-to-end benchmark ({os.cpu_count()} cores; load generator, bus and sink on this host; "

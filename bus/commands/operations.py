@@ -22,6 +22,7 @@ from bus.pipeline import Pipeline
 from bus.queue.base import Message
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
+from bus.supervisor import Supervisor
 from bus.systemstate import read_state
 from bus.tracing import build_trace, render_trace
 
@@ -49,6 +50,16 @@ def _pipeline(routes: Path, journal: Journal) -> Pipeline | None:
 def run(args: argparse.Namespace) -> int:
     check_routes_file(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
+    processes = getattr(args, "processes", 1)
+    if processes > 1:
+        if port == 0:
+            raise ConfigError("--port 0 picks a different free port in each process; with --processes, "
+                              "give a fixed --port (or --no-http)")
+        load_config(args.routes)  # a broken routes file is reported once, here, not by every process
+        print(f"ironbus: starting {processes} bus processes with {args.workers} workers each"
+              f"{f' on port {port}' if port else ''}; triggers run in the first. Ctrl-C stops all.",
+              file=sys.stderr)
+        return Supervisor(processes, run, args).run()
     runtime = Runtime(args.routes, journal=args.journal, broker=args.broker,
                       options=RuntimeOptions(workers=args.workers, host=args.host, port=port,
                                              triggers=not args.no_triggers, lease_seconds=args.lease,

@@ -31,7 +31,7 @@ from bus.journal.records import (
     DeliveryUpdate,
     XrefRow,
 )
-from bus.journal.sql import chunks, dumps, insert_for, loads
+from bus.journal.sql import ManyRows, chunks, dumps, insert_for, loads
 from bus.journal.watermarks import Watermarks
 from bus.journal.xref import DurableXref
 
@@ -63,6 +63,15 @@ def _distinct_runs(updates: Sequence[DeliveryUpdate]) -> list[list[DeliveryUpdat
         runs[-1].append(update)
         keys.add(update.idempotency_key)
     return [run for run in runs if run]
+
+
+# The columns the hot multi-row writes bind (every row carries all of them; see ManyRows).
+_EVENT_COLUMNS = ("id", "type", "source", "subject", "key", "sequence", "correlationid", "causationid", "time",
+                  "received_at", "origin", "body")
+_DELIVERY_COLUMNS = ("idempotency_key", "event_id", "route", "target", "status", "attempts", "parks",
+                     "next_attempt_at", "last_error", "reference", "payload", "updated_at", "delivered_at")
+_ATTEMPT_COLUMNS = ("idempotency_key", "event_id", "route", "target", "attempt", "status", "error", "started_at",
+                    "duration_ms")
 
 
 class Journal(DeadLetterStore, Watermarks):
@@ -99,6 +108,9 @@ class Journal(DeadLetterStore, Watermarks):
                   "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
                   "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
             where=_D.c.status != "delivered")
+        self._insert_events_many = ManyRows(self._insert_events, _EVENT_COLUMNS)
+        self._upsert_delivery_many = ManyRows(self._upsert_delivery, _DELIVERY_COLUMNS)
+        self._insert_attempts_many = ManyRows(_A.insert(), _ATTEMPT_COLUMNS)
         self._delivered = sa.select(_D.c.idempotency_key).where(
             _D.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)), _D.c.status == "delivered")
 
@@ -118,7 +130,7 @@ class Journal(DeadLetterStore, Watermarks):
                          "causationid": event.causationid, "time": event.time, "received_at": now,
                          "origin": origin, "body": event.encode()})
         with write(self.engine) as conn:
-            conn.execute(self._insert_events, rows)
+            self._insert_events_many.execute(conn, rows)
 
     def get_event(self, event_id: str) -> Event | None:
         with read(self.engine) as conn:
@@ -157,13 +169,13 @@ class Journal(DeadLetterStore, Watermarks):
         now = time.time()
         with write(self.engine) as conn:
             for run in _distinct_runs(outcomes):
-                conn.execute(self._upsert_delivery, [
+                self._upsert_delivery_many.execute(conn, [
                     {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
                      "target": u.target, "status": u.status, "attempts": u.attempt,
                      "parks": 1 if u.status == "parked" else 0, "next_attempt_at": u.next_attempt_at,
                      "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
                      "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
-            conn.execute(_A.insert(), [
+            self._insert_attempts_many.execute(conn, [
                 {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
                  "attempt": u.attempt, "status": u.log_status, "error": u.error, "started_at": u.started_at,
                  "duration_ms": u.duration_ms} for u in outcomes])

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from bus.journal import tables
 from bus.journal.engine import read, write
-from bus.journal.sql import chunks
+from bus.journal.sql import ManyRows, chunks
 from bus.queue.base import Lease, Message
 
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
@@ -40,6 +40,8 @@ __all__ = ["EmbeddedLease", "EmbeddedQueue"]
 log = structlog.get_logger(__name__)
 
 _Q = tables.queue
+_INSERT = ManyRows(_Q.insert(), ("key", "route", "target", "parks", "headers", "body", "available_at", "lease_owner",
+                                 "lease_until", "delivery_count", "enqueued_at"))
 _P = _Q.alias("earlier")
 
 
@@ -89,7 +91,7 @@ class EmbeddedQueue:
             return
         now = time.time()
         with write(self._engine) as conn:
-            conn.execute(_Q.insert(), [
+            _INSERT.execute(conn, [
                 {"key": m.key, "route": m.route, "target": m.target, "parks": m.parks,
                  "headers": orjson.dumps(m.headers).decode() if m.headers else None, "body": m.body,
                  "available_at": now, "lease_owner": None, "lease_until": None, "delivery_count": 0,

@@ -1,0 +1,183 @@
+"""``ironbus run --processes N``: N bus processes on one host, started and watched by one command.
+
+One Python process holds the GIL, so ``ironbus run`` uses about one core however many worker threads it
+has. The supervisor forks N copies of the bus (one per core is the usual choice), which share everything
+that matters: the journal and queue (every queue backend hands a message to one consumer at a time and
+keeps per-key order across processes), and the webhook port (``SO_REUSEPORT``: the kernel spreads
+connections). Poll and schedule triggers run in the first process only, so a source is not polled twice.
+
+The supervisor forwards SIGTERM/SIGINT, waits for every process to finish its batch, and restarts a
+process that died (SIGKILL, out of memory, a crash) after a growing pause. A process that fails while
+starting stops the whole command with its exit code: a wrong journal URL must not restart for ever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+__all__ = ["STARTUP_SECONDS", "Supervisor", "resolve_processes"]
+
+log = structlog.get_logger(__name__)
+
+#: A process that exits with an error sooner than this after its first start failed to start.
+STARTUP_SECONDS = 5.0
+_BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
+
+
+def resolve_processes(text: str) -> int:
+    """``--processes`` value: a positive number, or ``auto`` for one per CPU core."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
+
+
+@dataclass
+class _Child:
+    index: int
+    process: Any  # multiprocessing.Process (typed loosely: the fork context's class)
+    started: float
+    restarts: int = 0
+    ever_started: bool = False  # ran past STARTUP_SECONDS at least once
+
+
+class Supervisor:
+    """Runs ``target(args_for(i))`` in ``count`` forked processes until they finish or a signal arrives."""
+
+    def __init__(self, count: int, target: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                 *, poll: float = 0.2) -> None:
+        self.count = count
+        self.target = target
+        self.args = args
+        self.poll = poll
+        self.stopping = threading.Event()
+        # fork: the children start from this process's state (configuration parsed, logging set up) and the
+        # supervisor has opened nothing yet (no journal, no sockets, no threads) that a fork could break.
+        self._context = multiprocessing.get_context("fork")
+        self._children: list[_Child] = []
+        self._pending: dict[int, float] = {}  # index -> time of the planned restart
+        self._restarts: dict[int, tuple[int, bool]] = {}  # index -> (restarts so far, ever started)
+
+    def args_for(self, index: int) -> argparse.Namespace:
+        """The ``ironbus run`` arguments of process ``index``: triggers only in the first."""
+        child = copy.copy(self.args)
+        child.processes = 1
+        child.no_triggers = self.args.no_triggers or index > 0
+        return child
+
+    def _spawn(self, index: int, restarts: int = 0, ever_started: bool = False) -> _Child:
+        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index)),
+                                        name=f"ironbus-run-{index}", daemon=False)
+        process.start()
+        child = _Child(index, process, time.monotonic(), restarts, ever_started)
+        log.info("bus process started", index=index, pid=process.pid, restarts=restarts)
+        return child
+
+    def run(self) -> int:
+        """Start the processes and watch them; returns the exit code for ``ironbus run``."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._children = [self._spawn(i) for i in range(self.count)]
+            return self._watch()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stopping.set()
+
+    def _watch(self) -> int:
+        codes: dict[int, int] = {}
+        while True:
+            if self.stopping.is_set():
+                return 0
+            now = time.monotonic()
+            for child in list(self._children):
+                code = child.process.exitcode
+                if code is None:
+                    if not child.ever_started and now - child.started >= STARTUP_SECONDS:
+                        child.ever_started = True
+                    continue
+                self._children.remove(child)
+                if code == 0:
+                    codes[child.index] = 0  # finished its work (--until-idle, --max-seconds)
+                    continue
+                if not child.ever_started and now - child.started < STARTUP_SECONDS:
+                    # it never got going: the same error would recur, so report it instead of looping
+                    print(f"ironbus: bus process {child.index} failed while starting (exit code {code}); "
+                          f"stopping the others", file=sys.stderr)
+                    return code if code > 0 else 1
+                pause = min(_BACKOFF_FIRST * 2 ** child.restarts, _BACKOFF_MAX)
+                if now - child.started > 60:  # it had been running well: start over with a short pause
+                    pause, child.restarts = _BACKOFF_FIRST, 0
+                print(f"ironbus: bus process {child.index} (pid {child.process.pid}) exited with code {code}; "
+                      f"restarting it in {pause:.0f}s", file=sys.stderr)
+                self._pending[child.index] = now + pause
+                self._restarts[child.index] = (child.restarts + 1, True)
+            for index, when in list(self._pending.items()):
+                if now >= when:
+                    del self._pending[index]
+                    restarts, ever = self._restarts.pop(index)
+                    self._children.append(self._spawn(index, restarts, ever))
+            if not self._children and not self._pending:
+                return max(codes.values(), default=0)
+            self.stopping.wait(self.poll)
+
+    def _shutdown(self) -> None:
+        """Ask every process to stop (they finish their batch), then wait; SIGKILL only what hangs."""
+        self._pending.clear()
+        for child in self._children:
+            if child.process.exitcode is None and child.process.pid is not None:
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 60
+        for child in self._children:
+            child.process.join(max(deadline - time.monotonic(), 0.1))
+            if child.process.exitcode is None:
+                log.error("bus process did not stop in time; killing it", index=child.index, pid=child.process.pid)
+                child.process.kill()
+                child.process.join(5)
+        self._children = []
+
+
+def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
+    # Default signal handling until the bus installs its own: a signal during start-up ends the process.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 1
+    try:
+        code = target(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # report like the CLI would, then exit non-zero
+        from bus.errors import IronbusError
+        from bus.interpolate import redact
+
+        if isinstance(exc, IronbusError):
+            print(f"ironbus: {redact(str(exc))}", file=sys.stderr)
+        else:
+            log.exception("bus process failed", error=str(exc))
+        code = 2 if isinstance(exc, IronbusError) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
