@@ -7,8 +7,9 @@ keeps per-key order across processes), and the webhook port (``SO_REUSEPORT``: t
 connections). Poll and schedule triggers run in the first process only, so a source is not polled twice.
 
 The supervisor forwards SIGTERM/SIGINT, waits for every process to finish its batch, and restarts a
-process that died (SIGKILL, out of memory, a crash) after a growing pause. A process that fails while
-starting stops the whole command with its exit code: a wrong journal URL must not restart for ever.
+process that died (SIGKILL, out of memory, a crash) after a growing pause. A process that exits with an error
+before it reported itself started (journal, queue and workers up) stops the whole command with its exit
+code: a wrong journal URL must not restart for ever, however long the connection attempt took.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from typing import Any
 
 import structlog
 
-__all__ = ["STARTUP_SECONDS", "Supervisor", "resolve_processes"]
+__all__ = ["HEALTHY_SECONDS", "Supervisor", "resolve_processes"]
 
 log = structlog.get_logger(__name__)
 
-#: A process that exits with an error sooner than this after its first start failed to start.
-STARTUP_SECONDS = 5.0
+#: A restarted process that keeps running this long is healthy again: its next restart pauses briefly.
+HEALTHY_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
 
 
@@ -54,8 +55,9 @@ class _Child:
     index: int
     process: Any  # multiprocessing.Process (typed loosely: the fork context's class)
     started: float
+    ready: Any  # multiprocessing.Event the process sets once its runtime is up
     restarts: int = 0
-    ever_started: bool = False  # ran past STARTUP_SECONDS at least once
+    ever_started: bool = False  # this slot's process reported itself started at least once
 
 
 class Supervisor:
@@ -75,18 +77,21 @@ class Supervisor:
         self._pending: dict[int, float] = {}  # index -> time of the planned restart
         self._restarts: dict[int, tuple[int, bool]] = {}  # index -> (restarts so far, ever started)
 
-    def args_for(self, index: int) -> argparse.Namespace:
-        """The ``ironbus run`` arguments of process ``index``: triggers only in the first."""
+    def args_for(self, index: int, ready: Any = None) -> argparse.Namespace:
+        """The ``ironbus run`` arguments of process ``index``: triggers only in the first; ``on_started``
+        (called by ``run`` once the runtime is up) sets ``ready``."""
         child = copy.copy(self.args)
         child.processes = 1
         child.no_triggers = self.args.no_triggers or index > 0
+        child.on_started = ready.set if ready is not None else None
         return child
 
     def _spawn(self, index: int, restarts: int = 0, ever_started: bool = False) -> _Child:
-        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index)),
+        ready = self._context.Event()
+        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready)),
                                         name=f"ironbus-run-{index}", daemon=False)
         process.start()
-        child = _Child(index, process, time.monotonic(), restarts, ever_started)
+        child = _Child(index, process, time.monotonic(), ready, restarts, ever_started)
         log.info("bus process started", index=index, pid=process.pid, restarts=restarts)
         return child
 
@@ -112,26 +117,27 @@ class Supervisor:
             now = time.monotonic()
             for child in list(self._children):
                 code = child.process.exitcode
+                if child.ready.is_set():
+                    child.ever_started = True
                 if code is None:
-                    if not child.ever_started and now - child.started >= STARTUP_SECONDS:
-                        child.ever_started = True
                     continue
                 self._children.remove(child)
                 if code == 0:
                     codes[child.index] = 0  # finished its work (--until-idle, --max-seconds)
                     continue
-                if not child.ever_started and now - child.started < STARTUP_SECONDS:
-                    # it never got going: the same error would recur, so report it instead of looping
+                if not child.ever_started and code > 0:
+                    # It never got going and said why (a negative code is a signal, e.g. the OOM killer, which
+                    # deserves a restart): the same error would recur, so report it instead of looping.
                     print(f"ironbus: bus process {child.index} failed while starting (exit code {code}); "
                           f"stopping the others", file=sys.stderr)
-                    return code if code > 0 else 1
+                    return code
                 pause = min(_BACKOFF_FIRST * 2 ** child.restarts, _BACKOFF_MAX)
-                if now - child.started > 60:  # it had been running well: start over with a short pause
+                if now - child.started > HEALTHY_SECONDS:  # it had been running well: a short pause again
                     pause, child.restarts = _BACKOFF_FIRST, 0
                 print(f"ironbus: bus process {child.index} (pid {child.process.pid}) exited with code {code}; "
                       f"restarting it in {pause:.0f}s", file=sys.stderr)
                 self._pending[child.index] = now + pause
-                self._restarts[child.index] = (child.restarts + 1, True)
+                self._restarts[child.index] = (child.restarts + 1, child.ever_started)
             for index, when in list(self._pending.items()):
                 if now >= when:
                     del self._pending[index]

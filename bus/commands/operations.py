@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runtime.start()
+    on_started = getattr(args, "on_started", None)
+    if on_started is not None:  # a supervisor (--processes) waits for this before it restarts failures
+        on_started()
     where = f" — webhooks and /metrics on http://{args.host}:{runtime.port}" if runtime.port else ""
     print(f"ironbus: running {len(runtime.config.routes)} routes with {args.workers} workers "
           f"(journal {runtime.journal.url}){where}. Ctrl-C stops.", file=sys.stderr)
