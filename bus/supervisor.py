@@ -116,7 +116,7 @@ class Supervisor:
                 return 0
             now = time.monotonic()
             for child in list(self._children):
-                code = child.process.exitcode
+                code: int | None = child.process.exitcode
                 if child.ready.is_set():
                     child.ever_started = True
                 if code is None:
