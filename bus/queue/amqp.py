@@ -60,6 +60,10 @@ _BROKER_ERRORS = (kombu_errors.OperationalError, kombu_errors.ConnectionError, a
                   amqp.exceptions.RecoverableConnectionError, ConnectionError, OSError, socket.timeout)
 
 
+# Ack state of a delivery tag on the consuming channel (see AmqpQueue._flush_acks).
+_OUTSTANDING, _SETTLED, _ACKED_ALONE = 0, 1, 2
+
+
 def _tier_label(seconds: int) -> str:
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m" if seconds % 60 == 0 \
         else f"{seconds}s"
@@ -135,6 +139,9 @@ class AmqpQueue:
         self._leased_keys: dict[str, int] = {}
         self._in_flight = 0
         self._acks: deque[tuple[int, Any]] = deque()
+        # I/O thread only: delivery tags of the consuming channel in arrival order, and their ack state
+        self._tags: deque[int] = deque()
+        self._tag_state: dict[int, int] = {}
         self._generation = 0
         self._io: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -293,6 +300,8 @@ class AmqpQueue:
                     self._in_flight = 0
                     self._acks.clear()
                     self._cond.notify_all()
+                self._tags.clear()
+                self._tag_state.clear()
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -307,7 +316,7 @@ class AmqpQueue:
                                 prefetch_count=self.prefetch, auto_declare=False):
                 last_heartbeat = time.monotonic()
                 while not self._stopping.is_set():
-                    self._flush_acks(generation)
+                    self._flush_acks(generation, channel)
                     try:
                         conn.drain_events(timeout=0.01)
                     except TimeoutError:
@@ -315,18 +324,43 @@ class AmqpQueue:
                     if time.monotonic() - last_heartbeat > 5:
                         conn.heartbeat_check()
                         last_heartbeat = time.monotonic()
-                self._flush_acks(generation)
+                self._flush_acks(generation, channel)
 
     def _arrived(self, raw: Any) -> None:
+        tag = raw.delivery_tag
+        self._tags.append(tag)
+        self._tag_state[tag] = _OUTSTANDING
         with self._cond:
             self._buffer.append(raw)
             self._cond.notify_all()
 
-    def _flush_acks(self, generation: int) -> None:
+    def _flush_acks(self, generation: int, channel: Any) -> None:
+        """Send the acks workers handed over. Messages are mostly settled in the order they arrived, so one
+        ``multiple`` ack covers the settled run at the front of the channel's deliveries (one frame per batch
+        instead of one per message); a message settled out of order is acked on its own at once."""
+        settled: list[int] = []
         while self._acks:
             gen, raw = self._acks.popleft()
             if gen == generation:
-                raw.ack()
+                settled.append(raw.delivery_tag)
+        if not settled:
+            return
+        state = self._tag_state
+        for tag in settled:
+            if tag in state:
+                state[tag] = _SETTLED
+        tags = self._tags
+        upto = None
+        while tags and state[tags[0]] != _OUTSTANDING:
+            tag = tags.popleft()
+            if state.pop(tag) == _SETTLED:
+                upto = tag  # every delivery up to here is settled, or acked on its own already
+        if upto is not None:
+            channel.basic_ack(delivery_tag=upto, multiple=True)
+        for tag in settled:
+            if state.get(tag) == _SETTLED:  # behind a delivery still in work: ack it alone now
+                channel.basic_ack(delivery_tag=tag, multiple=False)
+                state[tag] = _ACKED_ALONE
 
     # -- settling ------------------------------------------------------------------------------------------
     @staticmethod

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,36 @@ def test_a_clashing_queue_declaration_is_a_config_error(rabbitmq_url: str, name:
             channel = conn.channel()
             channel.queue_delete(f"{name}.p0")
             channel.exchange_delete(name)
+
+
+def _drain(queue: AmqpQueue, want: int, timeout: float = 10.0) -> list[Any]:
+    leases: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(leases) < want and time.monotonic() < deadline:
+        leases += queue.consume(want - len(leases), 0.5)
+    return leases
+
+
+def test_acks_out_of_order_settle_exactly_the_acked_messages(rabbitmq_url: str, name: str) -> None:
+    # The consumer acks the settled run at the front of the channel with one `multiple` ack and anything
+    # settled behind an unsettled message on its own: whatever the order, exactly the acked messages leave
+    # the broker, and the one still in work comes back when the consumer goes away.
+    queue = AmqpQueue(rabbitmq_url, name=name, partitions=1)
+    try:
+        queue.publish([Message(f"m{i}".encode(), key=f"K{i}") for i in range(12)])
+        leases = _drain(queue, 12)
+        assert [lease.message.body for lease in leases] == [f"m{i}".encode() for i in range(12)]
+        held = leases[5]
+        queue.ack_many(leases[6:])  # behind the unsettled m0..m5: acked one by one
+        queue.ack_many(leases[:5][::-1])  # the front run, in reverse: one multiple ack up to m4
+    finally:
+        queue.close()  # m5 is unacked: the broker requeues it
+    again = AmqpQueue(rabbitmq_url, name=name, partitions=1)
+    try:
+        back = _drain(again, 1)
+        assert [lease.message.body for lease in back] == [held.message.body]
+        again.ack_many(back)
+        assert again.consume(5, 1.0) == []  # nothing else was left unacked or acked twice
+    finally:
+        again.close()
+        again.delete_topology()
