@@ -65,6 +65,8 @@ class RuntimeOptions:
     #: How long a worker's claim on an embedded-queue message lasts; a killed worker's messages come back
     #: after this. Must exceed the longest batch (quick retries included).
     lease_seconds: float = 30.0
+    #: This process's (index, count) under ``ironbus run --processes`` (spreads RabbitMQ partitions).
+    process_slot: tuple[int, int] | None = None
     #: The interpreter's GIL switch interval while the bus runs (seconds).
     switch_interval: float = float(os.environ.get("IRONBUS_SWITCH_INTERVAL", "0.001"))
 
@@ -89,7 +91,8 @@ class Runtime:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.options = options or RuntimeOptions()
         self.journal = journal if isinstance(journal, Journal) else Journal(journal_url(journal))
-        self.queue: Queue = open_queue(broker_url(broker), self.journal, lease_seconds=self.options.lease_seconds)
+        self.queue: Queue = open_queue(broker_url(broker), self.journal, lease_seconds=self.options.lease_seconds,
+                                       home=self.options.process_slot)
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         self.protections = Protections.from_config(self.config.systems)

@@ -83,6 +83,7 @@ class Supervisor:
         child = copy.copy(self.args)
         child.processes = 1
         child.no_triggers = self.args.no_triggers or index > 0
+        child.process_slot = (index, self.count)  # RabbitMQ partitions are spread by it
         child.on_started = ready.set if ready is not None else None
         return child
 

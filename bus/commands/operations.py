@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime(args.routes, journal=args.journal, broker=args.broker,
                       options=RuntimeOptions(workers=args.workers, host=args.host, port=port,
                                              triggers=not args.no_triggers, lease_seconds=args.lease,
-                                             batch_size=args.batch))
+                                             batch_size=args.batch,
+                                             process_slot=getattr(args, "process_slot", None)))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -6,6 +6,10 @@ Topology (all durable; messages persistent; publisher confirms; manual acks):
   declared ``x-single-active-consumer`` — every process consumes every partition, the broker lets exactly one
   consumer at a time receive from each, so a key (hashed to one partition) is processed by one process, in
   order. Keyless messages are spread round-robin.
+* spreading partitions over processes: the broker makes the *first* consumer of a partition its active one, so
+  a process that knows its place among N (``home=(index, N)``, set by ``ironbus run --processes``) subscribes
+  to its own share of the partitions at once and to the others only ``standby_after`` seconds later, as a
+  standby that takes over when the owner goes away. Without ``home`` it subscribes to all at once.
 * delayed redelivery without a plugin: one fanout exchange + queue per delay tier (``NAME.delay.5s`` …) with
   a per-queue TTL that dead-letters back to ``NAME`` under the message's original routing key. A queue-wide
   TTL keeps expiry in FIFO order. A delay is rounded *up* to the next tier; one longer than the largest tier
@@ -110,10 +114,16 @@ class AmqpQueue:
     thread owns the consuming channel, and acks are handed to it."""
 
     def __init__(self, url: str, name: str = "ironbus", partitions: int = 8, prefetch: int = 64,
-                 delay_tiers: Sequence[int] = DELAY_TIERS) -> None:
+                 delay_tiers: Sequence[int] = DELAY_TIERS, *, home: tuple[int, int] | None = None,
+                 standby_after: float = 3.0) -> None:
         if partitions < 1:
             raise ConfigError(f"queue partitions must be at least 1, got {partitions}")
+        if home is not None and not 0 <= home[0] < home[1]:
+            raise ConfigError(f"queue home {home!r}: expected (index, count) with 0 <= index < count")
         self.url, self.name, self.partitions, self.prefetch = url, name, partitions, prefetch
+        self.home, self.standby_after = home, standby_after
+        #: True once this process also listens (as standby) on the other processes' partitions
+        self.standby_subscribed = False
         self.delay_tiers = tuple(sorted(int(t) for t in delay_tiers))
         self.exchange = kb.Exchange(name, type="direct", durable=True, delivery_mode=2)
         self.work_queues = [
@@ -312,19 +322,39 @@ class AmqpQueue:
             with self._cond:
                 generation = self._generation
             on_message: Callable[[Any], None] = self._arrived
-            with kb.Consumer(channel, queues=self.work_queues, on_message=on_message, no_ack=False,
+            own, others = self._own_partitions()
+            self.standby_subscribed = False
+            with kb.Consumer(channel, queues=own, on_message=on_message, no_ack=False,
                                 prefetch_count=self.prefetch, auto_declare=False):
                 last_heartbeat = time.monotonic()
+                standby_at = time.monotonic() + self.standby_after if others else math.inf
                 while not self._stopping.is_set():
                     self._flush_acks(generation, channel)
                     try:
                         conn.drain_events(timeout=0.01)
                     except TimeoutError:
                         pass
-                    if time.monotonic() - last_heartbeat > 5:
+                    now = time.monotonic()
+                    if now >= standby_at:
+                        # the other processes' partitions: active here only if their owner is missing
+                        standby = kb.Consumer(channel, queues=others, on_message=on_message, no_ack=False,
+                                              prefetch_count=self.prefetch, auto_declare=False)
+                        standby.consume()  # cancelled when the connection closes
+                        standby_at = math.inf
+                        self.standby_subscribed = True
+                    if now - last_heartbeat > 5:
                         conn.heartbeat_check()
-                        last_heartbeat = time.monotonic()
+                        last_heartbeat = now
                 self._flush_acks(generation, channel)
+
+    def _own_partitions(self) -> tuple[list[Any], list[Any]]:
+        """This process's partition queues (subscribed first) and the rest (subscribed later, as standby)."""
+        if self.home is None:
+            return list(self.work_queues), []
+        index, count = self.home
+        own = [q for i, q in enumerate(self.work_queues) if i % count == index]
+        others = [q for i, q in enumerate(self.work_queues) if i % count != index]
+        return (own, others) if own else (others, [])
 
     def _arrived(self, raw: Any) -> None:
         tag = raw.delivery_tag

@@ -14,13 +14,18 @@ if TYPE_CHECKING:
 __all__ = ["open_queue"]
 
 
-def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0) -> Queue:
+def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0,
+               home: tuple[int, int] | None = None) -> Queue:
     """The queue named by ``url``.
 
     * ``None`` or ``"embedded"`` — the crash-safe lease queue in the journal's own database (SQLite file or
       PostgreSQL), no server needed;
     * ``amqp://user:pass@host:5672/vhost`` (or ``amqps://``) — RabbitMQ. Query parameters ``name``,
       ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``.
+
+    ``home`` is this process's ``(index, count)`` among the processes of one ``ironbus run --processes``:
+    RabbitMQ partitions are spread over them (see :class:`bus.queue.amqp.AmqpQueue`); the embedded queue needs
+    no such thing (every consumer claims from one table).
 
     Raises :class:`ConfigError` for any other scheme or a malformed parameter.
     """
@@ -44,4 +49,4 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     from bus.queue.amqp import AmqpQueue
 
     return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
-                     partitions=partitions, prefetch=prefetch)
+                     partitions=partitions, prefetch=prefetch, home=home)

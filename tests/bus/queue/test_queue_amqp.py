@@ -103,3 +103,35 @@ def test_acks_out_of_order_settle_exactly_the_acked_messages(rabbitmq_url: str, 
     finally:
         again.close()
         again.delete_topology()
+
+
+def test_processes_with_a_home_share_the_partitions_and_cover_for_each_other(rabbitmq_url: str, name: str) -> None:
+    # Single-active-consumer makes the first subscriber of a partition its consumer. Two processes that know
+    # their place (home 0/2 and 1/2) each take half of the partitions at once; the other half they join only
+    # later, as standby, and take over when the owner goes away.
+    first = AmqpQueue(rabbitmq_url, name=name, partitions=4, home=(0, 2), standby_after=0.5)
+    second = AmqpQueue(rabbitmq_url, name=name, partitions=4, home=(1, 2), standby_after=0.5)
+    try:
+        keys = {p: next(f"K{i}" for i in range(1000) if partition_for(f"K{i}", 4) == p) for p in range(4)}
+        first.consume(1, 0.1)  # starts both consumers
+        second.consume(1, 0.1)
+        deadline = time.monotonic() + 10  # until each also listens on the other's partitions, as standby
+        while not (first.standby_subscribed and second.standby_subscribed) and time.monotonic() < deadline:
+            first.consume(1, 0.05)
+        assert first.standby_subscribed and second.standby_subscribed
+        first.publish([Message(f"p{p}".encode(), key=keys[p]) for p in range(4)])
+        got_first = {lease.message.key: lease for lease in _drain(first, 2)}
+        got_second = {lease.message.key: lease for lease in _drain(second, 2)}
+        assert set(got_first) == {keys[0], keys[2]}  # its home partitions 0 and 2
+        assert set(got_second) == {keys[1], keys[3]}
+        first.ack_many(list(got_first.values()))
+        second.ack_many(list(got_second.values()))
+        second.close()  # the owner of partitions 1 and 3 goes away: the standby takes them over
+        first.publish([Message(b"after", key=keys[1])])
+        [lease] = _drain(first, 1)
+        assert lease.message.body == b"after"
+        lease.ack()
+    finally:
+        first.close()
+        second.close()
+        first.delete_topology()
