@@ -57,17 +57,20 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, backend: Backen
         progress = []
         for _ in range(KILLS):
             proc = _start(routes, backend)
-            # kill only once work is under way, then at a random moment inside it
-            deadline = time.monotonic() + 30
-            before = len(sink.keys())
-            while len(sink.keys()) == before and time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.02)
-            # the kill must land in a running bus with work under way, or the test proves nothing
-            assert proc.poll() is None, f"ironbus run exited early: {proc.stderr.read().decode()[-1500:]}"  # type: ignore[union-attr]
-            assert len(sink.keys()) > before, "no delivery within 30 s: nothing was under way to interrupt"
-            time.sleep(rng.uniform(0.05, 0.8))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            try:
+                # kill only once work is under way, then at a random moment inside it
+                deadline = time.monotonic() + 30
+                before = len(sink.keys())
+                while len(sink.keys()) == before and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.02)
+                # the kill must land in a running bus with work under way, or the test proves nothing
+                assert proc.poll() is None, \
+                    f"ironbus run exited early: {proc.stderr.read().decode()[-1500:]}"  # type: ignore[union-attr]
+                assert len(sink.keys()) > before, "no delivery within 30 s: nothing was under way to interrupt"
+                time.sleep(rng.uniform(0.05, 0.8))
+            finally:  # also when an assertion failed: no bus left running after the test
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
             progress.append(len(sink.keys()))
 
         final = _start(routes, backend, "--until-idle", "--max-seconds", "240")
