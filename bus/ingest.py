@@ -14,7 +14,6 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 
 import structlog
 
@@ -26,7 +25,51 @@ __all__ = ["Ingestor"]
 
 log = structlog.get_logger(__name__)
 
-_Submission = tuple[Sequence[tuple[Event, str]], "Future[None]"]
+class _Waiter:
+    """One caller waiting for its group commit: a thread blocked on a lock, or an asyncio future.
+
+    Lighter than a ``concurrent.futures.Future`` (which builds a Condition per request), and resolving a
+    whole group on one event loop takes a single ``call_soon_threadsafe``: at thousands of webhook requests
+    per second both showed in the profile.
+    """
+
+    __slots__ = ("_lock", "error", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.error: BaseException | None = None
+        if loop is None:
+            self._lock: threading.Lock | None = threading.Lock()
+            self._lock.acquire()
+            self.future: asyncio.Future[None] | None = None
+        else:
+            self._lock = None
+            self.future = loop.create_future()
+
+    def wait(self) -> None:
+        assert self._lock is not None
+        self._lock.acquire()
+        if self.error is not None:
+            raise self.error
+
+    def resolve(self, error: BaseException | None) -> None:
+        """For a thread waiter; asyncio waiters are resolved on their loop by :func:`_resolve_on_loop`."""
+        self.error = error
+        assert self._lock is not None
+        self._lock.release()
+
+
+def _resolve_on_loop(waiters: list[_Waiter], error: BaseException | None) -> None:
+    for waiter in waiters:
+        future = waiter.future
+        if future is not None and not future.done():  # a cancelled request (client went away) is done
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+_Submission = tuple[Sequence[tuple[Event, str]], _Waiter]
 
 
 def message_for(event: Event) -> Message:
@@ -47,25 +90,27 @@ class Ingestor:
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
         self._thread.start()
 
-    def submit(self, events: Sequence[tuple[Event, str]]) -> Future[None]:
-        """Queue ``(event, origin)`` pairs for the next group commit; the future resolves once they are
-        journaled and enqueued."""
+    def _submit(self, events: Sequence[tuple[Event, str]], waiter: _Waiter) -> None:
         if self._closed:
             raise RuntimeError("the ingestor is closed")
-        future: Future[None] = Future()
-        if not events:
-            future.set_result(None)
-        else:
-            self._submissions.put((events, future))
-        return future
+        self._submissions.put((events, waiter))
 
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
         """Journal and enqueue the events; returns when both are durable (raises what the store raised)."""
-        self.submit(events).result()
+        if not events:
+            return
+        waiter = _Waiter()
+        self._submit(events, waiter)
+        waiter.wait()
 
     async def ingest_async(self, events: Sequence[tuple[Event, str]]) -> None:
         """As :meth:`ingest`, for the event loop: awaits the group commit without blocking the loop."""
-        await asyncio.wrap_future(self.submit(events))
+        if not events:
+            return
+        waiter = _Waiter(asyncio.get_running_loop())
+        self._submit(events, waiter)
+        assert waiter.future is not None
+        await waiter.future
 
     def _run(self) -> None:
         while True:
@@ -94,16 +139,24 @@ class Ingestor:
 
     def _commit(self, batch: list[_Submission]) -> None:
         events = [pair for submission, _ in batch for pair in submission]
+        error: BaseException | None = None
         try:
             self.journal.record_events(events)
             self.queue.publish([message_for(event) for event, _ in events])
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, who decides
             log.warning("ingest.failed", events=len(events), error=str(exc))
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for _, future in batch:
-            future.set_result(None)
+            error = exc
+        on_loops: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+        for _, waiter in batch:
+            if waiter.loop is None:
+                waiter.resolve(error)
+            else:
+                on_loops.setdefault(waiter.loop, []).append(waiter)
+        for loop, waiters in on_loops.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_on_loop, waiters, error)
+            except RuntimeError:  # that loop is closed: its callers are gone
+                pass
 
     def close(self) -> None:
         """Commit what was submitted, then stop the background thread."""
