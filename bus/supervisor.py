@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 #: A restarted process that keeps running this long is healthy again: its next restart pauses briefly.
 HEALTHY_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def resolve_processes(text: str) -> int:
@@ -91,7 +92,14 @@ class Supervisor:
         ready = self._context.Event()
         process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready)),
                                         name=f"ironbus-run-{index}", daemon=False)
-        process.start()
+        # A forked child inherits this process's signal handlers; a SIGTERM arriving before it set its own
+        # would only reach the supervisor's handler (in the child's copy) and be lost. Block the signals across
+        # the fork: the child unblocks them once its handlers are in place, and then receives what came.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child = _Child(index, process, time.monotonic(), ready, restarts, ever_started)
         log.info("bus process started", index=index, pid=process.pid, restarts=restarts)
         return child
@@ -169,8 +177,10 @@ class Supervisor:
 
 def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
     # Default signal handling until the bus installs its own: a signal during start-up ends the process.
+    # The signals were blocked across the fork (see Supervisor._spawn); one that came meanwhile acts now.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     code = 1
     try:
         code = target(args)

@@ -284,6 +284,32 @@ def test_a_process_that_fails_slowly_while_starting_stops_the_command(tmp_path: 
     assert "failed while starting" in err, err
 
 
+@needs_proc_children
+def test_a_stop_right_after_a_restart_reaches_the_new_process(tmp_path: Path,
+                                                              empty_bus_files: tuple[Path, str]) -> None:
+    # A process forked by the supervisor starts with the supervisor's signal handlers; a SIGTERM arriving
+    # before it installs its own must still stop it (the supervisor blocks the signals across the fork).
+    routes, journal_url = empty_bus_files
+    bus = Bus(tmp_path, routes, journal_url, "--processes", "2", "--no-http", "--no-triggers")
+    try:
+        victim, survivor = bus.wait_children(2, timeout=30)
+        wait_until(lambda: bus.stderr().count("ironbus: running ") == 2, timeout=30,
+                   what="both bus processes to report they are running")
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # catch the replacement as soon as it is forked
+            now = bus.children()
+            if len(now) == 2 and victim not in now:
+                break
+        bus.proc.send_signal(signal.SIGTERM)
+        code = bus.wait(timeout=30)
+        err = bus.stderr()
+    finally:
+        bus.kill_all()
+    assert code == 0, err
+    assert "did not stop in time" not in err, err
+
+
 def test_port_zero_is_refused_with_several_processes(tmp_path: Path, empty_bus_files: tuple[Path, str]) -> None:
     routes, journal_url = empty_bus_files
     bus = Bus(tmp_path, routes, journal_url, "--processes", "2", "--port", "0", "--no-triggers")
