@@ -155,14 +155,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         if table is None:
             known = ", ".join(sorted(self.value_maps)) or "none defined"
             raise FunctionError("value_map", f"unknown value map {name!r} (known: {known})")
-        if value is None:
-            return None
-        found = table.get(value if type(value) is str else _text("value_map", value), _MISSING)
-        if found is not _MISSING:
-            return found
-        if default:
-            return default[0]
-        raise _no_entry(name, table, value)
+        return _value_map_of(name, table, list(default))(value)  # the same lookup compiled calls use
 
     def _store(self, function: str) -> XrefStore:
         if self.xref is None:

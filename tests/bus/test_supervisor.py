@@ -72,6 +72,11 @@ class Bus:
         wait_until(ready, timeout=timeout, what=f"{count} bus processes under the supervisor")
         return found
 
+    def wait_running(self, count: int, timeout: float = 30) -> None:
+        """Wait until ``count`` bus processes have printed their start-up line (their runtime is up)."""
+        wait_until(lambda: self.stderr().count("ironbus: running ") == count, timeout=timeout,
+                   what=f"{count} bus processes to report they are running")
+
     def wait(self, timeout: float) -> int:
         try:
             return self.proc.wait(timeout=timeout)
@@ -179,7 +184,7 @@ def test_sigterm_stops_every_process_gracefully(tmp_path: Path, empty_bus_files:
     try:
         children = bus.wait_children(2, timeout=30)
         # both bus processes are up (their runtime started) before the signal
-        wait_until(lambda: bus.stderr().count("ironbus: running ") == 2, timeout=30, what="both buses running")
+        bus.wait_running(2)
         bus.proc.send_signal(signal.SIGTERM)
         code = bus.wait(timeout=60)
         err = bus.stderr()
@@ -203,8 +208,7 @@ def test_a_killed_process_is_restarted(tmp_path: Path, empty_bus_files: tuple[Pa
         victim, survivor = first
         # a process that dies before it reported itself started is a start-up failure; kill it once both
         # processes have said they are running (their start-up line), when it is a crash of a running process
-        wait_until(lambda: bus.stderr().count("ironbus: running ") == 2, timeout=30,
-                   what="both bus processes to report they are running")
+        bus.wait_running(2)
         os.kill(victim, signal.SIGKILL)
 
         def replaced() -> bool:
@@ -293,8 +297,7 @@ def test_a_stop_right_after_a_restart_reaches_the_new_process(tmp_path: Path,
     bus = Bus(tmp_path, routes, journal_url, "--processes", "2", "--no-http", "--no-triggers")
     try:
         victim, survivor = bus.wait_children(2, timeout=30)
-        wait_until(lambda: bus.stderr().count("ironbus: running ") == 2, timeout=30,
-                   what="both bus processes to report they are running")
+        bus.wait_running(2)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # catch the replacement as soon as it is forked
