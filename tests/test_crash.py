@@ -17,11 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.ingest import Ingestor
-from bus.journal import Journal
-from bus.queue.open import open_queue
 from tests.helpers.backends import Backend
-from tests.helpers.routes import orders, write_routes
+from tests.helpers.routes import enqueue, orders, write_routes
 from tests.helpers.sink import Sink
 
 EVENTS = 1500
@@ -45,14 +42,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, backend: Backen
     # bus alone drains 3,000 deliveries faster than the kills come.
     with Sink("ok", slow=0.01) as sink:
         routes = write_routes(tmp_path, sink.url)
-        journal = Journal(backend.journal)
-        queue = open_queue(backend.broker, journal)
-        ingestor = Ingestor(journal, queue)
         events = orders(EVENTS)
-        ingestor.ingest(events)
-        ingestor.close()
-        queue.close()
-        journal.close()
+        enqueue(backend.journal, backend.broker, events)
 
         progress = []
         for _ in range(KILLS):

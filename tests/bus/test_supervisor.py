@@ -21,11 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.ingest import Ingestor
-from bus.journal import Journal
-from bus.queue.open import open_queue
 from bus.supervisor import resolve_processes
-from tests.helpers.routes import orders, write_routes
+from tests.helpers.routes import enqueue, orders, write_routes
 from tests.helpers.sink import Sink
 from tests.helpers.wait import wait_until
 
@@ -139,14 +136,8 @@ def test_two_processes_share_the_queue_and_deliver_everything(tmp_path: Path) ->
     # a slightly slow sink: 2 x 200 deliveries take seconds, so both processes are seen while work is under way
     with Sink("ok", slow=0.01) as sink:
         routes = write_routes(tmp_path, sink.url)
-        journal = Journal(journal_url)
-        queue = open_queue(None, journal)
-        ingestor = Ingestor(journal, queue)
         events = orders(EVENTS)
-        ingestor.ingest(events)
-        ingestor.close()
-        queue.close()
-        journal.close()
+        enqueue(journal_url, None, events)
 
         bus = Bus(tmp_path, routes, journal_url, "--processes", "2", "--workers", "1", "--no-http",
                   "--no-triggers", "--until-idle", "--max-seconds", "120")

@@ -63,6 +63,23 @@ def orders(n: int, start: int = 0) -> list[tuple[Event, str]]:
                    data={"number": f"SO-{i}", "qty": f"{i},5", "rev": 1}), "send") for i in range(start, start + n)]
 
 
+def enqueue(journal_url: str, broker: str | None, events: list[tuple[Event, str]]) -> None:
+    """Journal and queue ``events`` the way ``ironbus send`` does, for a bus started afterwards."""
+    from bus.ingest import Ingestor
+    from bus.journal import Journal
+    from bus.queue.open import open_queue
+
+    journal = Journal(journal_url)
+    queue = open_queue(broker, journal)
+    ingestor = Ingestor(journal, queue)
+    try:
+        ingestor.ingest(events)
+    finally:
+        ingestor.close()
+        queue.close()
+        journal.close()
+
+
 def run_until_idle(routes: Path, backend: Backend, events: list[tuple[Event, str]], timeout: float = 60.0,
                    workers: int = 4) -> Runtime:
     runtime = Runtime(routes, journal=backend.journal, broker=backend.broker,
