@@ -102,17 +102,20 @@ class Http11Connection:
         joined = _join(headers)
         connection = joined.get("connection", "").lower()
         keep_alive = ("close" not in connection) if version == "HTTP/1.1" else ("keep-alive" in connection)
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            return RawResponse(status, joined, b"", keep_alive)
         encoding = joined.get("transfer-encoding")
-        if encoding is not None:
-            if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
-                return RawResponse(status, joined, self._read_to_close(), False)
-            return RawResponse(status, joined, self._read_chunked(), keep_alive)
         length = joined.get("content-length")
-        if length is not None:
-            return RawResponse(status, joined, self._read_exactly(_content_length(length)), keep_alive)
-        return RawResponse(status, joined, self._read_to_close(), False)
+        if status == 101:  # switched to another protocol: nothing more this client can say on it
+            body, keep_alive = b"", False
+        elif method == "HEAD" or status in (204, 304):
+            body = b""
+        elif encoding is not None and encoding.lower().rsplit(",", 1)[-1].strip() == "chunked":
+            body = self._read_chunked()
+        elif encoding is None and length is not None:
+            body = self._read_exactly(_content_length(length))
+        else:  # no length, or a transfer coding other than chunked last: the body runs to the close
+            body, keep_alive = self._read_to_close(), False
+        # bytes beyond the response would be read as the start of the next one: do not reuse the connection
+        return RawResponse(status, joined, body, keep_alive and not self._buffer)
 
     # -- reading ------------------------------------------------------------------------------------------
     def _fill(self) -> bool:

@@ -208,3 +208,13 @@ def test_oversized_response_head_is_refused(serve: Any) -> None:
 def test_protocol_error_is_an_os_error() -> None:
     # The transport maps OSErrors to TransientError; a ProtocolError must take that path, not escape.
     assert issubclass(ProtocolError, OSError)
+
+
+def test_bytes_after_a_response_end_the_connection(serve: Any) -> None:
+    # A server that sends more than one response's worth (a stray byte after the body) cannot be trusted with
+    # the next request on that connection: it would be read as the start of the next response.
+    server = serve((b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naX", True),
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    assert [post(server, transport).body for _ in range(2)] == [b"a", b"b"]
+    assert transport.connections_opened() == 2
