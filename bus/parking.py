@@ -48,7 +48,8 @@ class Parker:
         query = (sa.select(d.c.idempotency_key, d.c.route, d.c.target, d.c.parks, e.c.body, e.c.key)
                  .join(e, e.c.id == d.c.event_id)
                  .where(d.c.status == "parked", d.c.next_attempt_at <= now)
-                 .order_by(d.c.next_attempt_at).limit(limit))
+                 # arrival order, so deliveries of one key are re-driven (and queued) oldest first
+                 .order_by(e.c.received_at, e.c.id, d.c.idempotency_key).limit(limit))
         with read(self.engine) as conn:
             rows = conn.execute(query).all()
         if not rows:

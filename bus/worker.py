@@ -26,6 +26,7 @@ from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.journal import Journal
+from bus.journal.journal import ParkedAhead
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.ordering import SequenceGuard, payload_digest
 from bus.pipeline import Dispatch, Pipeline, RouteResult
@@ -60,6 +61,8 @@ class Batch:
     last_applied: dict[tuple[str, str], int] = field(default_factory=dict)
     last_digests: dict[tuple[str, str], str] = field(default_factory=dict)
     digests: dict[tuple[str, str], str] = field(default_factory=dict)  # to remember once delivered
+    parked_ahead: dict[tuple[str, str, str], ParkedAhead] = field(default_factory=dict)  # (route, target, key)
+    received_at: dict[str, float] = field(default_factory=dict)  # of this batch's events, when some key waits
 
 
 class Worker:
@@ -135,6 +138,9 @@ class Worker:
         batch.last_applied = self.sequences.last_many(
             [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
              if d.event.key is not None and d.event.sequence is not None])
+        batch.parked_ahead, batch.received_at = self.journal.parked_ahead(
+            {(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
+            [event.id for _, event, _ in work])
         batch.last_digests = self.sequences.last_digests(
             [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
              if d.event.key is not None and d.route.config.skip_unchanged])
@@ -205,6 +211,8 @@ class Worker:
             batch.updates.append(DeliveryUpdate(**base, status="shadow", payload=dispatch.payload))
             metrics.delivery(route.name, target.name, "shadow")
             return
+        if mapped.key is not None and not force and self._held(dispatch, batch, base):
+            return
         adapter = self.adapters[target.system]
         lanes = self.lanes
         lane = lanes.lane(route.name, target.name) if lanes is not None else None
@@ -216,6 +224,29 @@ class Worker:
         attempted = deliver_with_retries(lambda n: self._call(adapter, dispatch, n), route.config.retry,
                                          parks=lease.message.parks, stop=self.stop)
         self.record(lease, dispatch, attempted, batch, base, log_)
+
+    def _held(self, dispatch: Dispatch, batch: Batch, base: dict[str, Any]) -> bool:
+        """Park ``dispatch`` behind an earlier delivery of its key that is parked on the same route and target.
+
+        Without this, a later event of an order would be applied while an earlier one waits out its park,
+        and the earlier one would land last. The held delivery makes no attempt (it does not count against
+        ``max_parks``) and comes due with the one it waits for; the parker re-drives both in arrival order.
+        """
+        route, target, key = dispatch.route.name, dispatch.target_name, dispatch.event.key
+        ahead = batch.parked_ahead.get((route, target, key)) if key is not None else None
+        if ahead is None or ahead.idempotency_key == dispatch.idempotency_key:
+            return False
+        mine = batch.received_at.get(dispatch.source.id)
+        if mine is not None and (mine, dispatch.idempotency_key) < (ahead.received_at, ahead.idempotency_key):
+            return False  # the parked one is the later event: this one goes first
+        batch.updates.append(DeliveryUpdate(**base, status="parked", attempt=0, attempt_status="skipped",
+                                            error=f"held behind parked delivery {ahead.idempotency_key} "
+                                                  f"of the same key {key!r}",
+                                            error_kind="transient", next_attempt_at=ahead.next_attempt_at,
+                                            payload=dispatch.payload))
+        metrics.delivery(route, target, "parked")
+        self.stats.parked += 1
+        return True
 
     def _call(self, adapter: Adapter, dispatch: Dispatch, attempt: int) -> Outcome:
         target = dispatch.target.config

@@ -9,8 +9,8 @@ batch of deliveries in one transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 import structlog
@@ -63,6 +63,14 @@ def _distinct_runs(updates: Sequence[DeliveryUpdate]) -> list[list[DeliveryUpdat
         runs[-1].append(update)
         keys.add(update.idempotency_key)
     return [run for run in runs if run]
+
+
+class ParkedAhead(NamedTuple):
+    """A parked delivery that later events of its key wait behind (see :meth:`Journal.parked_ahead`)."""
+
+    idempotency_key: str
+    received_at: float  # when its event arrived
+    next_attempt_at: float | None
 
 
 # The columns the hot multi-row writes bind (every row carries all of them; see ManyRows).
@@ -172,7 +180,9 @@ class Journal(DeadLetterStore, Watermarks):
                 self._upsert_delivery_many.execute(conn, [
                     {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
                      "target": u.target, "status": u.status, "attempts": u.attempt,
-                     "parks": 1 if u.status == "parked" else 0, "next_attempt_at": u.next_attempt_at,
+                     # a delivery held behind another's park made no attempt: it does not use up max_parks
+                     "parks": 1 if u.status == "parked" and u.attempt_status != "skipped" else 0,
+                     "next_attempt_at": u.next_attempt_at,
                      "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
                      "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
             self._insert_attempts_many.execute(conn, [
@@ -192,6 +202,40 @@ class Journal(DeadLetterStore, Watermarks):
             for part in chunks(list(keys)):
                 found.update(conn.execute(self._delivered, {"keys": list(part)}).scalars())
         return found
+
+    def parked_ahead(self, scopes: Iterable[tuple[str, str, str]],
+                     event_ids: Sequence[str]) -> tuple[dict[tuple[str, str, str], ParkedAhead], dict[str, float]]:
+        """The oldest parked delivery per ``(route, target, key)`` scope, and when the given events arrived.
+
+        A delivery parked for a key holds back later events of that key on the same route and target (see
+        the worker), so that they are not applied before it. The second result (``received_at`` of
+        ``event_ids``) tells which events are later; it is only read when some scope has a parked delivery.
+        """
+        wanted = set(scopes)
+        keys = sorted({key for _, _, key in wanted})
+        found: dict[tuple[str, str, str], ParkedAhead] = {}
+        if not keys:
+            return found, {}
+        query = (sa.select(_D.c.idempotency_key, _D.c.route, _D.c.target, _E.c.key, _E.c.received_at,
+                           _D.c.next_attempt_at)
+                 .join(_E, _E.c.id == _D.c.event_id)
+                 .where(_D.c.status == "parked", _E.c.key.in_(sa.bindparam("keys", expanding=True))))
+        with read(self.engine) as conn:
+            for part in chunks(keys):
+                for row in conn.execute(query, {"keys": list(part)}):
+                    scope = (row.route, row.target, row.key)
+                    if scope not in wanted:
+                        continue
+                    current = found.get(scope)
+                    if current is None or (row.received_at, row.idempotency_key) < (current.received_at,
+                                                                                      current.idempotency_key):
+                        found[scope] = ParkedAhead(row.idempotency_key, row.received_at, row.next_attempt_at)
+            received: dict[str, float] = {}
+            if found:
+                for part in chunks(list(event_ids)):
+                    received.update((r.id, r.received_at) for r in conn.execute(
+                        sa.select(_E.c.id, _E.c.received_at).where(_E.c.id.in_(list(part)))))
+        return found, received
 
     def deliveries_for_events(self, event_ids: Sequence[str]) -> list[DeliveryRow]:
         rows: list[DeliveryRow] = []

@@ -186,3 +186,39 @@ def test_skip_unchanged_delivers_a_payload_once_per_key_until_it_changes(tmp_pat
         assert row is not None and row.status == "unchanged"
     finally:
         journal.close()
+
+
+def test_a_parked_delivery_holds_back_later_events_of_its_key(tmp_path: Path, backend: Backend) -> None:
+    # Revision 1 of an order cannot be delivered (the target is down) and parks. Revision 2 arrives meanwhile:
+    # it must not overtake (which would leave revision 1 to be applied last, or to be thrown away as stale).
+    # It waits behind the parked one without calling the target, and both go, in order, once the target is up.
+    from tests.helpers.wait import wait_until
+
+    with Sink("down") as sink:
+        routes = write_routes(tmp_path, sink.url, attempts=1)
+        first, second = (Event(type="crm.order_changed", source="ironbus/test", key="SO-1",
+                               data={"number": "SO-1", "qty": f"{rev}", "rev": rev}) for rev in (1, 2))
+        k1, k2 = (f"{e.id}:demand:scm.update_demand" for e in (first, second))
+        runtime = Runtime(routes, journal=backend.journal, broker=backend.broker,
+                          options=RuntimeOptions(workers=2, port=None, triggers=False, lease_seconds=5))
+        runtime.start()
+        try:
+            journal = runtime.journal
+            runtime.ingest([(first, "send")])
+            wait_until(lambda: (d := journal.delivery(k1)) is not None and d.status == "parked", timeout=20,
+                       what="revision 1 to park")
+            runtime.ingest([(second, "send")])
+            wait_until(lambda: (d := journal.delivery(k2)) is not None and d.status == "parked", timeout=20,
+                       what="revision 2 to be held")
+            held = journal.delivery(k2)
+            assert held is not None and held.last_error is not None and k1 in held.last_error, held
+            assert held.parks == 0  # waiting is not a failed attempt: it does not use up max_parks
+            assert {a.status for a in journal.attempts_for(k2)} == {"skipped"}  # the target never saw it
+            assert k2 not in sink.keys()
+
+            sink.mode = "ok"
+            wait_until(lambda: {k1, k2} <= sink.keys(), timeout=30, what="both revisions delivered")
+            assert [k for k in sink.arrival_order if k in (k1, k2)] == [k1, k2]
+            assert [journal.delivery(k).status for k in (k1, k2)] == ["delivered", "delivered"]  # none stale
+        finally:
+            runtime.stop()
