@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
@@ -206,12 +206,7 @@ class ClosureCompiler:
             base = left(value)
             if not isinstance(base, list):
                 return None
-            collected = []
-            for element in base:
-                current = each(element)
-                if current is not None:
-                    collected.append(current)
-            return collected
+            return _collect(each, base)
 
         return projection
 
@@ -223,12 +218,7 @@ class ClosureCompiler:
                 base = left(value).values()
             except AttributeError:
                 return None
-            collected = []
-            for element in base:
-                current = each(element)
-                if current is not None:
-                    collected.append(current)
-            return collected
+            return _collect(each, base)
 
         return value_projection
 
@@ -239,13 +229,7 @@ class ClosureCompiler:
             base = left(value)
             if not isinstance(base, list):
                 return None
-            collected = []
-            for element in base:
-                if not is_false(condition(element)):
-                    current = each(element)
-                    if current is not None:
-                        collected.append(current)
-            return collected
+            return _collect(each, (element for element in base if not is_false(condition(element))))
 
         return filter_projection
 
@@ -437,6 +421,11 @@ class ClosureCompiler:
             return impl(*resolved)
 
         return call
+
+
+def _collect(each: Compiled, elements: Iterable[Any]) -> list[Any]:
+    """A projection's result: ``each`` applied to every element, nulls dropped (JMESPath semantics)."""
+    return [current for element in elements if (current := each(element)) is not None]
 
 
 def _reverse_types(jmespath_type: str) -> tuple[str, ...]:
