@@ -74,6 +74,12 @@ class Bus:
         wait_until(lambda: self.stderr().count("ironbus: running ") == count, timeout=timeout,
                    what=f"{count} bus processes to report they are running")
 
+    def terminate(self, timeout: float = 60) -> tuple[int, str]:
+        """SIGTERM the supervisor; its exit code and everything written to stderr once it has exited."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait(timeout=timeout)
+        return code, self.stderr()
+
     def wait(self, timeout: float) -> int:
         try:
             return self.proc.wait(timeout=timeout)
@@ -176,9 +182,7 @@ def test_sigterm_stops_every_process_gracefully(tmp_path: Path, empty_bus_files:
         children = bus.wait_children(2, timeout=30)
         # both bus processes are up (their runtime started) before the signal
         bus.wait_running(2)
-        bus.proc.send_signal(signal.SIGTERM)
-        code = bus.wait(timeout=60)
-        err = bus.stderr()
+        code, err = bus.terminate()
     finally:
         bus.kill_all()
 
@@ -216,9 +220,7 @@ def test_a_killed_process_is_restarted(tmp_path: Path, empty_bus_files: tuple[Pa
         err = bus.stderr()
         assert f"(pid {victim}) exited with code -9; restarting" in err, err
 
-        bus.proc.send_signal(signal.SIGTERM)
-        code = bus.wait(timeout=60)
-        err = bus.stderr()
+        code, err = bus.terminate()
     finally:
         bus.kill_all()
 
@@ -295,9 +297,7 @@ def test_a_stop_right_after_a_restart_reaches_the_new_process(tmp_path: Path,
             now = bus.children()
             if len(now) == 2 and victim not in now:
                 break
-        bus.proc.send_signal(signal.SIGTERM)
-        code = bus.wait(timeout=30)
-        err = bus.stderr()
+        code, err = bus.terminate(timeout=30)
     finally:
         bus.kill_all()
     assert code == 0, err

@@ -81,9 +81,13 @@ def serve() -> Iterator[Any]:
         server.close()
 
 
+def _transport() -> PooledTransport:
+    return PooledTransport(Timeouts(connect=2, read=2, pool=2))
+
+
 def post(server: RawServer, transport: PooledTransport | None = None, method: str = "POST",
          body: bytes | None = b'{"a":1}') -> Any:
-    transport = transport or PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = transport or _transport()
     return transport.send(Request(method, f"http://127.0.0.1:{server.port}/orders?x=1",
                                   {"Content-Type": "application/json"}, body))
 
@@ -91,7 +95,7 @@ def post(server: RawServer, transport: PooledTransport | None = None, method: st
 def test_content_length_body_and_keep_alive(serve: Any) -> None:
     server = serve(b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\nX-Id: 9\r\n\r\n{\"n\":1}",
                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     first, second = post(server, transport), post(server, transport)
     assert (first.status, first.body, first.headers["x-id"]) == (201, b'{"n":1}', "9")
     assert (second.status, second.body) == (200, b"ok")
@@ -106,7 +110,7 @@ def test_chunked_body_with_extensions_and_trailers(serve: Any) -> None:
     server = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
                    b"HTTP/1.1 204 No Content\r\n\r\n")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     assert post(server, transport).body == b"hello world"
     assert post(server, transport).status == 204  # the same connection, read exactly to the end
     assert transport.connections_opened() == 1
@@ -123,7 +127,7 @@ def test_interim_responses_are_skipped_and_headers_joined_and_unfolded(serve: An
 
 def test_body_delimited_by_close_and_http10(serve: Any) -> None:
     server = serve((b"HTTP/1.0 200 OK\r\n\r\nall of it", True), b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     assert post(server, transport).body == b"all of it"
     assert post(server, transport).body == b"!"
     assert transport.connections_opened() == 2  # a close-delimited body ends the connection
@@ -132,14 +136,14 @@ def test_body_delimited_by_close_and_http10(serve: Any) -> None:
 def test_connection_close_header_ends_reuse(serve: Any) -> None:
     server = serve((b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na", True),
                    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     assert [post(server, transport).body for _ in range(2)] == [b"a", b"b"]
     assert transport.connections_opened() == 2
 
 
 def test_head_response_has_no_body(serve: Any) -> None:
     server = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     head = post(server, transport, method="HEAD", body=None)
     assert (head.status, head.body, head.headers["content-length"]) == (200, b"", "1234")
     assert post(server, transport).body == b"z"
@@ -147,7 +151,7 @@ def test_head_response_has_no_body(serve: Any) -> None:
 
 def test_post_without_body_says_length_zero_and_get_sends_none(serve: Any) -> None:
     server = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     post(server, transport, body=None)
     post(server, transport, method="GET", body=None)
     assert b"Content-Length: 0" in server.requests[0]
@@ -215,6 +219,6 @@ def test_bytes_after_a_response_end_the_connection(serve: Any) -> None:
     # the next request on that connection: it would be read as the start of the next response.
     server = serve((b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naX", True),
                    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
-    transport = PooledTransport(Timeouts(connect=2, read=2, pool=2))
+    transport = _transport()
     assert [post(server, transport).body for _ in range(2)] == [b"a", b"b"]
     assert transport.connections_opened() == 2
