@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError
+from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, join_headers
 from bus.errors import TransientError
 
 __all__ = ["HttpxTransport", "PoolLimits", "PooledTransport", "Request", "Response", "Timeouts", "Transport"]
@@ -77,14 +77,6 @@ class Transport(Protocol):
         """Send and read the whole response; TransientError on connect failures and timeouts."""
 
     def close(self) -> None: ...
-
-
-def _join_headers(items: list[tuple[str, str]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in items:
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
 
 
 class _Origin:
@@ -177,13 +169,13 @@ class PooledTransport:
 
     def send(self, request: Request) -> Response:
         parts = urlsplit(request.url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
+        scheme, host = parts.scheme.lower(), parts.hostname  # hostname/port re-parse the netloc on each read
+        if scheme not in ("http", "https") or not host:
             raise ValueError(f"not an absolute http(s) URL: {request.url!r}")
         port = parts.port or (443 if scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        origin = self._origin(scheme, parts.hostname, port)
-        where = f"{request.method} {scheme}://{parts.hostname}:{port}{parts.path}"
+        origin = self._origin(scheme, host, port)
+        where = f"{request.method} {scheme}://{host}:{port}{parts.path}"
         for attempt in (1, 2):
             # A server that dropped one idle connection has usually dropped them all: retry on a new one.
             conn, reused = origin.acquire(fresh=attempt == 2)
@@ -249,7 +241,7 @@ class HttpxTransport:
             raise TransientError(f"{where}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from None
-        return Response(response.status_code, _join_headers(list(response.headers.multi_items())),
+        return Response(response.status_code, join_headers(list(response.headers.multi_items())),
                         response.content, str(response.url))
 
     def close(self) -> None:

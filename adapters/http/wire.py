@@ -19,7 +19,8 @@ import socket
 import ssl
 from collections.abc import Mapping
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "ConnectionDropped", "Http11Connection", "ProtocolError", "RawResponse"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "ConnectionDropped", "Http11Connection", "ProtocolError", "RawResponse",
+           "join_headers"]
 
 MAX_HEAD = 64 * 1024  # status line and headers together
 MAX_BODY = 64 * 1024 * 1024  # a delivery's response is an acknowledgement, not a download
@@ -99,7 +100,7 @@ class Http11Connection:
             if 100 <= status < 200 and status != 101:
                 continue  # interim response (100 Continue, 103 Early Hints): the real one follows
             break
-        joined = _join(headers)
+        joined = join_headers(headers)
         connection = joined.get("connection", "").lower()
         keep_alive = ("close" not in connection) if version == "HTTP/1.1" else ("keep-alive" in connection)
         encoding = joined.get("transfer-encoding")
@@ -234,10 +235,12 @@ def encode_request(method: str, target: str, host: str, headers: Mapping[str, st
     return head + body if body else head
 
 
-def _join(items: list[tuple[str, str]]) -> dict[str, str]:
+def join_headers(items: list[tuple[str, str]]) -> dict[str, str]:
+    """Response headers as one dict: lower-case names, repeated headers joined with ``", "``."""
     out: dict[str, str] = {}
     for name, value in items:
-        out[name] = f"{out[name]}, {value}" if name in out else value
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
     return out
 
 
