@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, backend: Backen
         assert expected <= got, f"{len(expected - got)} demand deliveries lost"
         assert len(got) == 2 * EVENTS, f"expected {2 * EVENTS} deliveries (with follow-ups), got {len(got)}"
         duplicates = sum(n - 1 for n in sink.delivered.values())
-        # kills happened while work was in flight: progress grew between kills, and not all was done by then
-        assert progress == sorted(progress) and progress[-1] < 2 * EVENTS
+        # every kill landed in work under way (the loop saw new deliveries first) and before all was done
+        assert progress[-1] < 2 * EVENTS
         print(f"\ncrash test [{backend.name}]: {KILLS} SIGKILLs, progress at kills {progress}, "
               f"{len(got)} deliveries, {duplicates} duplicates, 0 lost")

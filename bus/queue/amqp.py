@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 #: Delay tiers in seconds, smallest first.
 DELAY_TIERS: tuple[int, ...] = (1, 5, 30, 120, 600, 3600)
 CONFIRM_TIMEOUT = 30.0
+_DUE_SLACK = 0.05  # a message back from its delay tier this close to due is handed out
 _H_KEY, _H_ROUTE, _H_TARGET, _H_PARKS, _H_COUNT, _H_DUE = (
     "x-ib-key", "x-ib-route", "x-ib-target", "x-ib-parks", "x-ib-count", "x-ib-due")
 _OURS = {_H_KEY, _H_ROUTE, _H_TARGET, _H_PARKS, _H_COUNT, _H_DUE}
@@ -244,7 +245,8 @@ class AmqpQueue:
 
     # -- consuming -----------------------------------------------------------------------------------------
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
-        """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
+        """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one (fewer, or
+        none, when some that came back from a delay tier are not due yet: those go round again)."""
         self._start_io()
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -254,8 +256,15 @@ class AmqpQueue:
                 leases = self._take(max_messages)
                 remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
-                    return leases
+                    break
                 self._cond.wait(remaining)
+        now = time.time()
+        early = [lease for lease in self._own(leases) if float(lease._raw.headers.get(_H_DUE) or 0) > now + _DUE_SLACK]
+        if not early:
+            return list(leases)
+        # a delay longer than the largest tier: back through a tier, not handed out and not counted as a delivery
+        self._republish(early, lambda lease: float(lease._raw.headers[_H_DUE]), count_delivery=False)
+        return [lease for lease in leases if lease not in early]
 
     def _take(self, limit: int) -> list[Lease]:
         """Hand out buffered messages whose key is free (caller holds the condition's lock)."""
@@ -427,17 +436,21 @@ class AmqpQueue:
 
     def release_many(self, leases: Sequence[Lease], delay: float = 0.0, *, park: bool = False) -> None:
         """Republish a copy to the delay tier covering ``delay`` (confirmed), then ack the original."""
-        pending = [lease for lease in self._own(leases) if not lease.settled]
         due = time.time() + delay if delay > 0 else None
+        self._republish([lease for lease in self._own(leases) if not lease.settled], lambda lease: due, park=park)
+
+    def _republish(self, leases: list[AmqpLease], due_of: Callable[[AmqpLease], float | None], *,
+                   park: bool = False, count_delivery: bool = True) -> None:
         with self._publisher() as producer:
-            for lease in pending:
+            for lease in leases:
                 m = lease.message
                 if park:
                     m = Message(body=m.body, key=m.key, route=m.route, target=m.target, parks=m.parks + 1,
                                 headers=m.headers)
+                count = lease.delivery_count if count_delivery else lease.delivery_count - 1
                 self._redeliver(producer, m, lease._raw.delivery_info.get("routing_key") or self._partition(m.key),
-                                lease.delivery_count, due)
-        self._settle(pending)
+                                count, due_of(lease))
+        self._settle(leases)
 
     def _redeliver(self, producer: Any, m: Message, routing_key: str, count: int,
                    due: float | None) -> None:

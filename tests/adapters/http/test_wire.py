@@ -134,7 +134,8 @@ def test_body_delimited_by_close_and_http10(serve: Any) -> None:
 
 
 def test_connection_close_header_ends_reuse(serve: Any) -> None:
-    server = serve((b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na", True),
+    # the server keeps the socket open: only the header can tell the client not to reuse it
+    server = serve((b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na", False),
                    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
     transport = _transport()
     assert [post(server, transport).body for _ in range(2)] == [b"a", b"b"]
