@@ -65,7 +65,11 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, backend: Backen
             progress.append(len(sink.keys()))
 
         final = _start(routes, backend, "--until-idle", "--max-seconds", "240")
-        _, err = final.communicate(timeout=300)
+        try:
+            _, err = final.communicate(timeout=300)
+        finally:  # also when it did not finish in time: no bus left running after the test
+            final.kill()
+            final.wait(timeout=10)
         assert final.returncode == 0, err.decode()[-2000:]
 
         expected = {f"{e.id}:demand:scm.update_demand" for e, _ in events}

@@ -44,6 +44,7 @@ class Bus:
         with self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         self.pid = self.proc.pid
+        self.seen: set[int] = set()  # every child pid observed, for cleanup
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
@@ -54,7 +55,9 @@ class Bus:
             text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
         except OSError:
             return []
-        return [int(pid) for pid in text.split()]
+        pids = [int(pid) for pid in text.split()]
+        self.seen.update(pids)
+        return pids
 
     def wait_children(self, count: int, timeout: float) -> list[int]:
         """Wait until the supervisor has exactly ``count`` children; fails early if it exits."""
@@ -87,16 +90,17 @@ class Bus:
             raise AssertionError(f"ironbus run did not exit within {timeout:g}s:\n{self.stderr()[-3000:]}") from None
 
     def kill_all(self) -> None:
-        """Cleanup: kill the supervisor and whatever children it still has, by pid."""
+        """Cleanup: kill the supervisor and every child it was ever seen with, by pid (also orphans left
+        behind by a supervisor that died first)."""
+        self.seen.update(self.children())
         if self.proc.poll() is None:
-            pids = self.children()
             self.proc.kill()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.proc.wait(timeout=10)
+        for pid in self.seen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _running(pid: int) -> bool:
@@ -293,15 +297,19 @@ def test_a_stop_right_after_a_restart_reaches_the_new_process(tmp_path: Path,
         bus.wait_running(2)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:  # catch the replacement as soon as it is forked
+        while time.monotonic() < deadline:  # catch the replacement as soon as it is forked (no pause: a race)
             now = bus.children()
             if len(now) == 2 and victim not in now:
                 break
+        else:
+            pytest.fail(f"no replacement for bus process {victim} within 15 s:\n{bus.stderr()}")
+        (new,) = set(now) - {survivor}
         code, err = bus.terminate(timeout=30)
     finally:
         bus.kill_all()
     assert code == 0, err
     assert "did not stop in time" not in err, err
+    assert not _running(new) and not _running(survivor)
 
 
 def test_port_zero_is_refused_with_several_processes(tmp_path: Path, empty_bus_files: tuple[Path, str]) -> None:

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from queue_backends import Backend
 
 from bus.queue.base import Message
+from tests.helpers.wait import wait_until
 
 TOTAL = 2000
 CONSUMER = Path(__file__).with_name("crash_consumer.py")
@@ -32,14 +32,6 @@ def processed(out: Path) -> tuple[int, set[str]]:
         except sqlite3.OperationalError:  # the first child has not created the table yet
             return 0, set()
     return len(bodies), set(bodies)
-
-
-def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -67,13 +59,14 @@ def test_sigkilled_consumers_lose_no_message(crash_backend: Backend, tmp_path: P
                 rows, distinct = processed(out)
                 return rows >= t or len(distinct) >= TOTAL
 
-            wait_for(progressed, 60, f"the consumer to record {target} messages")
+            wait_until(progressed, timeout=60, what=f"the consumer to record {target} messages")
             time.sleep(rng.uniform(0, 0.03))  # a random moment: mid-batch, between record and ack …
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
         producer.join(timeout=60)
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        wait_for(lambda: len(processed(out)[1]) >= TOTAL, 90, f"all {TOTAL} messages to be processed")
+        wait_until(lambda: len(processed(out)[1]) >= TOTAL, timeout=90,
+                   what=f"all {TOTAL} messages to be processed")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
