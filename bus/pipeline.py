@@ -20,6 +20,7 @@ from bus.expr import Expression, compile_expression
 from bus.functions import IronbusFunctions
 from bus.journal.records import idempotency_key
 from bus.mapping import Mapping, load_mapping
+from bus.ordering import payload_digest
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xref import MemoryXref, XrefStore
 
@@ -63,10 +64,17 @@ class Dispatch:
     event: Event  # the mapped (canonical) event
     payload: Any
     idempotency_key: str
+    _digest: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def target_name(self) -> str:
         return self.target.config.name
+
+    def payload_digest(self) -> str:
+        """The payload's digest (``skip_unchanged``), computed once however often it is asked for."""
+        if self._digest is None:
+            self._digest = payload_digest(self.payload)
+        return self._digest
 
 
 @dataclass(slots=True)

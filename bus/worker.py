@@ -28,7 +28,7 @@ from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.journal import Journal
 from bus.journal.journal import ParkedAhead
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
-from bus.ordering import SequenceGuard, payload_digest
+from bus.ordering import SequenceGuard
 from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections
 from bus.queue.base import Lease, Queue
@@ -202,7 +202,7 @@ class Worker:
                 return
         if route.config.skip_unchanged and mapped.key is not None:
             scope = f"{route.name}:{target.name}"
-            digest = payload_digest(dispatch.payload)
+            digest = dispatch.payload_digest()
             if batch.last_digests.get((scope, mapped.key)) == digest and not force:
                 batch.updates.append(DeliveryUpdate(**base, status="unchanged", payload=dispatch.payload))
                 metrics.delivery(route.name, target.name, "unchanged")
@@ -280,7 +280,7 @@ class Worker:
             if key is not None and dispatch.event.sequence is not None:
                 batch.applied.append((f"{route}:{target}", key, dispatch.event.sequence))
             if dispatch.route.config.skip_unchanged and key is not None:
-                batch.digests[(f"{route}:{target}", key)] = payload_digest(dispatch.payload)
+                batch.digests[(f"{route}:{target}", key)] = dispatch.payload_digest()
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))
