@@ -21,7 +21,7 @@ from jmespath.parser import Parser
 
 from bus.errors import ConfigError, IronbusError, Location, MappingError
 from bus.exprcompile import ClosureCompiler, Compiled, CompileError, default_functions, is_false
-from bus.functions import IronbusFunctions
+from bus.functions import NOT_LITERAL, IronbusFunctions
 
 __all__ = ["Compiled", "Expression", "compile_expression", "field_get", "inline_source", "is_false"]
 
@@ -150,10 +150,10 @@ def inline_source(expr: Expression, var: str, bind: Callable[[Any], str], temp: 
         return _chain_source(names, var, temp, known_dict)
     if node["type"] == "function_expression" and node["value"] in IronbusFunctions.OWN:
         children = node["children"]
-        literals = [child["value"] if child["type"] == "literal" else ... for child in children]
+        literals = [child["value"] if child["type"] == "literal" else NOT_LITERAL for child in children]
         special = expr.functions.specialize(node["value"], literals)
         if special is not None:
-            dynamic = children[literals.index(...)]
+            dynamic = children[literals.index(NOT_LITERAL)]
             dynamic_names = _field_names(dynamic)
             if dynamic_names is not None:  # value_map('unit', unit): one call of a pre-resolved table
                 return f"{bind(special)}({_chain_source(dynamic_names, var, temp, known_dict)})"

@@ -15,13 +15,12 @@ from typing import Any
 from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
 
 from bus.errors import ConfigError
-from bus.functions import IronbusFunctions
+from bus.functions import NOT_LITERAL, IronbusFunctions
 
 __all__ = ["ClosureCompiler", "CompileError", "Compiled", "default_functions", "is_false"]
 
 #: A compiled expression: the current value in, the result out.
 Compiled = Callable[[Any], Any]
-_NOT_LITERAL = ...
 _ORDERING = {"lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge}
 default_functions = IronbusFunctions()
 
@@ -340,7 +339,7 @@ class ClosureCompiler:
         if (variadic and count < len(signature)) or (not variadic and count != len(signature)) or (
                 most is not None and count > most):
             raise CompileError(f"{name}() takes {_arity(len(signature), variadic, most)}, got {count}")
-        literals = [child["value"] if child["type"] == "literal" else _NOT_LITERAL for child in children]
+        literals = [child["value"] if child["type"] == "literal" else NOT_LITERAL for child in children]
         try:
             functions.check_static(name, literals)
         except ConfigError as exc:
@@ -348,11 +347,11 @@ class ClosureCompiler:
         args = tuple(self.compile(child) for child in children)
         if name not in IronbusFunctions.OWN:
             return self._checked_call(name, spec["function"].__get__(functions), args, signature)
-        impl = functions.implementation(name)
         special = functions.specialize(name, literals)
         if special is not None:  # value_map('unit', unit): the table is resolved now, not per call
-            dynamic = args[literals.index(_NOT_LITERAL)]
+            dynamic = args[literals.index(NOT_LITERAL)]
             return lambda value: special(dynamic(value))
+        impl = functions.implementation(name)
         # ironbus's own functions check their input themselves, with messages meant for integrators.
         if count == 1 and children[0]["type"] == "field":
             key = children[0]["value"]
@@ -379,9 +378,9 @@ class ClosureCompiler:
     @staticmethod
     def _fold_literals(impl: Callable[..., Any], children: list[dict[str, Any]],
                        args: tuple[Compiled, ...]) -> Compiled | None:
-        # xref('customer', 'crm', party.id) and value_map('status', state, 'open'): every argument but one
-        # is a literal, so pass the constants directly instead of calling a closure for each. Only for
-        # ironbus's own functions, which never modify their arguments.
+        # split(text, ',') or concat('SO-', number): every argument but one is a literal, so pass the
+        # constants directly instead of calling a closure for each (value_map and xref with constant names
+        # are specialised before this). Only for ironbus's own functions, which never modify their arguments.
         dynamic = [i for i, child in enumerate(children) if child["type"] != "literal"]
         if len(dynamic) != 1 or len(children) not in (2, 3):
             return None

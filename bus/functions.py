@@ -37,8 +37,8 @@ from bus.errors import UnknownNameError
 from bus.xref import XrefStore, normalise_id
 
 __all__ = [
-    "CURRENT_EVENT", "FunctionError", "IronbusFunctions", "iso_utc", "parse_moment", "to_date", "to_datetime",
-    "to_decimal_text", "to_integer", "to_number",
+    "CURRENT_EVENT", "NOT_LITERAL", "FunctionError", "IronbusFunctions", "iso_utc", "parse_moment", "to_date",
+    "to_datetime", "to_decimal_text", "to_integer", "to_number",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +63,8 @@ def _sig(*arguments: dict[str, Any], max_args: int | None = None) -> Callable[[F
 
 _ANY: dict[str, Any] = {"types": []}
 _MISSING: Any = object()
-_NOT_LITERAL: Any = ...  # what check_static/specialize receive for an argument that is not a literal
+#: What :meth:`IronbusFunctions.check_static`/``specialize`` receive for an argument that is not a literal.
+NOT_LITERAL: Any = ...
 _MORE: dict[str, Any] = {"types": [], "variadic": True}
 
 
@@ -127,7 +128,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         of re-checking names and arguments on every call (they run once per line of every order).
         ``literals`` is as for :meth:`check_static`; ``...`` marks the single dynamic argument.
         """
-        dynamic = [i for i, value in enumerate(literals) if value is _NOT_LITERAL]
+        dynamic = [i for i, value in enumerate(literals) if value is NOT_LITERAL]
         if len(dynamic) != 1:
             return None
         if name == "value_map" and dynamic == [1] and len(literals) in (2, 3) and type(literals[0]) is str:
@@ -168,12 +169,7 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
             return None
         if type(entity) is not str or type(system) is not str:
             raise _bad("xref", entity if type(entity) is not str else system, "entity and system names (strings)")
-        store = self.xref if self.xref is not None else self._store("xref")
-        sid = _xref_id(system_id)
-        found = store.lookup(entity, system, sid)
-        if found is None:
-            raise _no_xref(entity, system, sid)
-        return found
+        return _xref_of(self, entity, system)(system_id)  # the same lookup compiled calls use
 
     @_sig(_ANY, _ANY, _ANY)
     def _func_xref_to(self, entity: Any, system: Any, canonical_id: Any) -> str | None:
@@ -306,7 +302,7 @@ def _no_xref(entity: str, system: str, sid: str) -> FunctionError:
                          f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
 
 
-def _xref_of(functions: IronbusFunctions, entity: str, system: str) -> Callable[[Any], Any]:
+def _xref_of(functions: IronbusFunctions, entity: str, system: str) -> Callable[[Any], str | None]:
     """``xref(entity, system, x)`` with the names fixed (see ``specialize``); the store is read per call."""
 
     def xref(system_id: Any) -> str | None:
