@@ -75,8 +75,7 @@ class Supervisor:
         # supervisor has opened nothing yet (no journal, no sockets, no threads) that a fork could break.
         self._context = multiprocessing.get_context("fork")
         self._children: list[_Child] = []
-        self._pending: dict[int, float] = {}  # index -> time of the planned restart
-        self._restarts: dict[int, tuple[int, bool]] = {}  # index -> (restarts so far, ever started)
+        self._pending: dict[int, tuple[float, _Child]] = {}  # index -> (restart time, the process that died)
 
     def args_for(self, index: int, ready: Any = None) -> argparse.Namespace:
         """The ``ironbus run`` arguments of process ``index``: triggers only in the first; ``on_started``
@@ -106,7 +105,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the processes and watch them; returns the exit code for ``ironbus run``."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         try:
             self._children = [self._spawn(i) for i in range(self.count)]
             return self._watch()
@@ -145,13 +144,11 @@ class Supervisor:
                     pause, child.restarts = _BACKOFF_FIRST, 0
                 print(f"ironbus: bus process {child.index} (pid {child.process.pid}) exited with code {code}; "
                       f"restarting it in {pause:.0f}s", file=sys.stderr)
-                self._pending[child.index] = now + pause
-                self._restarts[child.index] = (child.restarts + 1, child.ever_started)
-            for index, when in list(self._pending.items()):
+                self._pending[child.index] = (now + pause, child)
+            for index, (when, dead) in list(self._pending.items()):
                 if now >= when:
                     del self._pending[index]
-                    restarts, ever = self._restarts.pop(index)
-                    self._children.append(self._spawn(index, restarts, ever))
+                    self._children.append(self._spawn(index, dead.restarts + 1, dead.ever_started))
             if not self._children and not self._pending:
                 return max(codes.values(), default=0)
             self.stopping.wait(self.poll)
