@@ -60,15 +60,9 @@ class SequenceGuard:
             return
         t = tables.key_versions
         now = time.time()
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-
-            greatest: Any = sa.func.greatest
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-
-            greatest = sa.func.max
-        stmt = insert(t)
+        dialect = self.engine.dialect.name
+        greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max  # SQLite's two-argument max
+        stmt = insert_for(dialect, t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.c.scope, t.c.key],
             set_={"last_sequence": greatest(t.c.last_sequence, stmt.excluded.last_sequence), "updated_at": now})

@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_URL = "sqlite:///var/ironbus.sqlite"
 PRUNE_BATCH = 2000
 
-_E, _D, _A, _K = tables.events, tables.deliveries, tables.attempts, tables.key_versions
+_E, _D, _A = tables.events, tables.deliveries, tables.attempts
 
 
 def _delivery(r: Any) -> DeliveryRow:
@@ -73,15 +73,6 @@ class ParkedAhead(NamedTuple):
     next_attempt_at: float | None
 
 
-# The columns the hot multi-row writes bind (every row carries all of them; see ManyRows).
-_EVENT_COLUMNS = ("id", "type", "source", "subject", "key", "sequence", "correlationid", "causationid", "time",
-                  "received_at", "origin", "body")
-_DELIVERY_COLUMNS = ("idempotency_key", "event_id", "route", "target", "status", "attempts", "parks",
-                     "next_attempt_at", "last_error", "reference", "payload", "updated_at", "delivered_at")
-_ATTEMPT_COLUMNS = ("idempotency_key", "event_id", "route", "target", "attempt", "status", "error", "started_at",
-                    "duration_ms")
-
-
 class Journal(DeadLetterStore, Watermarks):
     """The journal on SQLite (default) or PostgreSQL; migrates the schema when opened. Thread-safe."""
 
@@ -104,10 +95,10 @@ class Journal(DeadLetterStore, Watermarks):
 
     def _statements(self) -> None:
         """Build the hot-path statements once: constructing them per call costs more than running them."""
-        self._insert_events = insert_for(self.dialect, _E).on_conflict_do_nothing(index_elements=[_E.c.id])
+        insert_events = insert_for(self.dialect, _E).on_conflict_do_nothing(index_elements=[_E.c.id])
         stmt = insert_for(self.dialect, _D)
         ex = stmt.excluded
-        self._upsert_delivery = stmt.on_conflict_do_update(
+        upsert_delivery = stmt.on_conflict_do_update(
             index_elements=[_D.c.idempotency_key],
             set_={"status": ex.status,
                   "attempts": sa.case((ex.attempts > _D.c.attempts, ex.attempts), else_=_D.c.attempts),
@@ -116,9 +107,9 @@ class Journal(DeadLetterStore, Watermarks):
                   "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
                   "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
             where=_D.c.status != "delivered")
-        self._insert_events_many = ManyRows(self._insert_events, _EVENT_COLUMNS)
-        self._upsert_delivery_many = ManyRows(self._upsert_delivery, _DELIVERY_COLUMNS)
-        self._insert_attempts_many = ManyRows(_A.insert(), _ATTEMPT_COLUMNS)
+        self._insert_events_many = ManyRows(insert_events)
+        self._upsert_delivery_many = ManyRows(upsert_delivery)
+        self._insert_attempts_many = ManyRows(_A.insert())
         self._delivered = sa.select(_D.c.idempotency_key).where(
             _D.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)), _D.c.status == "delivered")
 

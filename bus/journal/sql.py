@@ -44,12 +44,14 @@ class ManyRows:
     ``conn.execute(statement, rows)`` has SQLAlchemy look up its compiled cache and build every row's
     parameters in Python: on the bus's hottest writes (ingest, queue publish, settle) that cost more than the
     database did. The statements here bind plain columns (text, numbers, bytes) that need no type conversion,
-    so the rows go to the driver as they are. ``columns`` fixes the column list, as every row must carry it.
+    so the rows go to the driver as they are. Every row carries every column of the statement's table but an
+    autoincrement key.
     """
 
-    def __init__(self, statement: Any, columns: Sequence[str]) -> None:
+    def __init__(self, statement: Any) -> None:
         self.statement = statement
-        self.columns = tuple(columns)
+        table = statement.table
+        self.columns = tuple(c.name for c in table.c if c is not table.autoincrement_column)
         self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
     def _for(self, conn: Connection) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:

@@ -40,8 +40,7 @@ __all__ = ["EmbeddedLease", "EmbeddedQueue"]
 log = structlog.get_logger(__name__)
 
 _Q = tables.queue
-_INSERT = ManyRows(_Q.insert(), ("key", "route", "target", "parks", "headers", "body", "available_at", "lease_owner",
-                                 "lease_until", "delivery_count", "enqueued_at"))
+_INSERT = ManyRows(_Q.insert())
 _P = _Q.alias("earlier")
 
 
