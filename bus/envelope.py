@@ -107,9 +107,8 @@ class Event:
         """Build an event from its structured-mode dict; raises :class:`DecodeError` when it is not one."""
         if not isinstance(doc, dict):
             raise DecodeError(f"an event must be a JSON object, got {type(doc).__name__}")
-        fields: dict[str, Any] = doc
-        get = fields.get
-        event_id, source, event_type = fields.get("id", ""), fields.get("source", ""), fields.get("type", "")
+        get = doc.get
+        event_id, source, event_type = get("id", ""), get("source", ""), get("type", "")
         # one combined test on the hot path; the slow one below only runs to name what is wrong
         if not (type(event_id) is str and type(source) is str and type(event_type) is str
                 and event_id and source and event_type):

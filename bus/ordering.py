@@ -39,19 +39,22 @@ class SequenceGuard:
 
     def last_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """The last applied sequence of every ``(scope, key)`` that has one, in one query."""
+        return {pair: int(last) for pair, last in self._marks(tables.key_versions.c.last_sequence, pairs).items()}
+
+    def _marks(self, column: sa.Column[Any], pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """``column`` of its per-(scope, key) table for every pair that has a row, in one query."""
         if not pairs:
             return {}
-        t = tables.key_versions
+        t = column.table
         wanted = set(pairs)
-        keys = sorted({k for _, k in wanted})
-        out: dict[tuple[str, str], int] = {}
+        out: dict[tuple[str, str], Any] = {}
         with read(self.engine) as conn:
             # both columns of the primary key, so the lookup uses its index instead of scanning the table
-            for scope, key, last in conn.execute(
-                    sa.select(t.c.scope, t.c.key, t.c.last_sequence).where(
-                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(keys))):
+            for scope, key, value in conn.execute(
+                    sa.select(t.c.scope, t.c.key, column).where(
+                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(sorted({k for _, k in wanted})))):
                 if (scope, key) in wanted:
-                    out[(scope, key)] = int(last)
+                    out[(scope, key)] = value
         return out
 
     def applied_many(self, marks: Sequence[tuple[str, str, int]]) -> None:
@@ -73,18 +76,7 @@ class SequenceGuard:
     # -- last payload per key (skip_unchanged) -------------------------------------------------------------
     def last_digests(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The digest of the last payload delivered for each ``(scope, key)`` that has one, in one query."""
-        if not pairs:
-            return {}
-        t = tables.last_payloads
-        wanted = set(pairs)
-        out: dict[tuple[str, str], str] = {}
-        with read(self.engine) as conn:
-            for scope, key, digest in conn.execute(
-                    sa.select(t.c.scope, t.c.key, t.c.digest).where(
-                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(sorted({k for _, k in wanted})))):
-                if (scope, key) in wanted:
-                    out[(scope, key)] = str(digest)
-        return out
+        return {pair: str(digest) for pair, digest in self._marks(tables.last_payloads.c.digest, pairs).items()}
 
     def remember_digests(self, digests: Mapping[tuple[str, str], str]) -> None:
         """Store the digests of payloads just delivered, in one transaction."""

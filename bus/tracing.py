@@ -83,9 +83,10 @@ def render_trace(chains: list[dict[str, Any]], *, everything: bool = False) -> s
     are counted at the end rather than drawn, unless ``everything``.
     """
     lines: list[str] = []
-    quiet = [c for c in chains if _idle(c)] if not everything else []
+    quiet = []
     for chain in chains:
-        if chain in quiet:
+        if not everything and _idle(chain):
+            quiet.append(chain)
             continue
         events = chain["events"]
         lines.append(f"transaction {chain['correlationid']}  ({len(events)} events)")
