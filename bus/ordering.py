@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from bus.journal import tables
-from bus.journal.engine import read, write
+from bus.journal.engine import reading, write
 from bus.journal.sql import insert_for
 
 __all__ = ["SequenceGuard", "payload_digest"]
@@ -37,18 +38,21 @@ class SequenceGuard:
     def __init__(self, journal: Any) -> None:
         self.engine: sa.Engine = journal.engine
 
-    def last_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    def last_many(self, pairs: Sequence[tuple[str, str]], *,
+                  conn: Connection | None = None) -> dict[tuple[str, str], int]:
         """The last applied sequence of every ``(scope, key)`` that has one, in one query."""
-        return {pair: int(last) for pair, last in self._marks(tables.key_versions.c.last_sequence, pairs).items()}
+        marks = self._marks(tables.key_versions.c.last_sequence, pairs, conn)
+        return {pair: int(last) for pair, last in marks.items()}
 
-    def _marks(self, column: sa.Column[Any], pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    def _marks(self, column: sa.Column[Any], pairs: Sequence[tuple[str, str]],
+               conn: Connection | None) -> dict[tuple[str, str], Any]:
         """``column`` of its per-(scope, key) table for every pair that has a row, in one query."""
         if not pairs:
             return {}
         t = column.table
         wanted = set(pairs)
         out: dict[tuple[str, str], Any] = {}
-        with read(self.engine) as conn:
+        with reading(self.engine, conn) as conn:
             # both columns of the primary key, so the lookup uses its index instead of scanning the table
             for scope, key, value in conn.execute(
                     sa.select(t.c.scope, t.c.key, column).where(
@@ -74,9 +78,10 @@ class SequenceGuard:
             conn.execute(stmt, rows)
 
     # -- last payload per key (skip_unchanged) -------------------------------------------------------------
-    def last_digests(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    def last_digests(self, pairs: Sequence[tuple[str, str]], *,
+                     conn: Connection | None = None) -> dict[tuple[str, str], str]:
         """The digest of the last payload delivered for each ``(scope, key)`` that has one, in one query."""
-        return {pair: str(digest) for pair, digest in self._marks(tables.last_payloads.c.digest, pairs).items()}
+        return {pair: str(digest) for pair, digest in self._marks(tables.last_payloads.c.digest, pairs, conn).items()}
 
     def remember_digests(self, digests: Mapping[tuple[str, str], str]) -> None:
         """Store the digests of payloads just delivered, in one transaction."""

@@ -26,6 +26,7 @@ from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.journal import Journal
+from bus.journal.engine import read
 from bus.journal.journal import ParkedAhead
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.ordering import SequenceGuard
@@ -132,18 +133,20 @@ class Worker:
                 continue
             work.append((lease, event, results))
         dispatches = [d for _, _, results in work for r in results for d in r.dispatches]
-        keys = [d.idempotency_key for d in dispatches]
-        done = self.journal.delivered_keys(keys) if keys else set()
-        # one read for every ordering mark this batch needs
-        batch.last_applied = self.sequences.last_many(
-            [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
-             if d.event.key is not None and d.event.sequence is not None])
-        batch.parked_ahead, batch.received_at = self.journal.parked_ahead(
-            {(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
-            [event.id for _, event, _ in work])
-        batch.last_digests = self.sequences.last_digests(
-            [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
-             if d.event.key is not None and d.route.config.skip_unchanged])
+        done: set[str] = set()
+        if dispatches:
+            # what this batch needs to know before delivering, in one read transaction (one snapshot)
+            with read(self.journal.engine) as conn:
+                done = self.journal.delivered_keys([d.idempotency_key for d in dispatches], conn=conn)
+                batch.last_applied = self.sequences.last_many(
+                    [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+                     if d.event.key is not None and d.event.sequence is not None], conn=conn)
+                batch.parked_ahead, batch.received_at = self.journal.parked_ahead(
+                    {(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
+                    [event.id for _, event, _ in work], conn=conn)
+                batch.last_digests = self.sequences.last_digests(
+                    [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+                     if d.event.key is not None and d.route.config.skip_unchanged], conn=conn)
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
             force = lease.message.headers.get("force") == "1"

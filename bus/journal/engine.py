@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from bus.errors import ConfigError
 
-__all__ = ["create_engine", "normalise_url", "read", "write"]
+__all__ = ["create_engine", "normalise_url", "read", "reading", "write"]
 
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 BUSY_TIMEOUT_MS = 30_000
@@ -114,3 +114,14 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A connection inside a read-only transaction (one consistent snapshot)."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+@contextmanager
+def reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    """``conn`` when the caller already reads in a transaction (several lookups, one snapshot and one
+    connection), else a fresh :func:`read`."""
+    if conn is not None:
+        yield conn
+        return
+    with read(engine) as fresh:
+        yield fresh

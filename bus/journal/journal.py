@@ -14,12 +14,13 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection
 
 from bus.envelope import Event
 from bus.errors import TransientError
 from bus.journal import tables
 from bus.journal.deadletters import DeadLetterStore
-from bus.journal.engine import create_engine, read, write
+from bus.journal.engine import create_engine, read, reading, write
 from bus.journal.migrations import migrate
 from bus.journal.records import (
     ORIGINS,
@@ -186,16 +187,18 @@ class Journal(DeadLetterStore, Watermarks):
             row = conn.execute(sa.select(_D).where(_D.c.idempotency_key == idempotency_key)).first()
         return None if row is None else _delivery(row)
 
-    def delivered_keys(self, keys: Sequence[str]) -> set[str]:
-        """The idempotency keys among ``keys`` whose delivery already succeeded (skip them on redelivery)."""
+    def delivered_keys(self, keys: Sequence[str], *, conn: Connection | None = None) -> set[str]:
+        """The idempotency keys among ``keys`` whose delivery already succeeded (skip them on redelivery).
+        ``conn``: read within the caller's read transaction (see :func:`bus.journal.engine.reading`)."""
         found: set[str] = set()
-        with read(self.engine) as conn:
+        with reading(self.engine, conn) as conn:
             for part in chunks(list(keys)):
                 found.update(conn.execute(self._delivered, {"keys": list(part)}).scalars())
         return found
 
-    def parked_ahead(self, scopes: Iterable[tuple[str, str, str]],
-                     event_ids: Sequence[str]) -> tuple[dict[tuple[str, str, str], ParkedAhead], dict[str, float]]:
+    def parked_ahead(self, scopes: Iterable[tuple[str, str, str]], event_ids: Sequence[str], *,
+                     conn: Connection | None = None,
+                     ) -> tuple[dict[tuple[str, str, str], ParkedAhead], dict[str, float]]:
         """The oldest parked delivery per ``(route, target, key)`` scope, and when the given events arrived.
 
         A delivery parked for a key holds back later events of that key on the same route and target (see
@@ -215,7 +218,7 @@ class Journal(DeadLetterStore, Watermarks):
                  .where(_D.c.route.in_(sorted({r for r, _, _ in wanted})),
                         _D.c.target.in_(sorted({t for _, t, _ in wanted})), _D.c.status == "parked",
                         _E.c.key.in_(sa.bindparam("keys", expanding=True))))
-        with read(self.engine) as conn:
+        with reading(self.engine, conn) as conn:
             for part in chunks(keys):
                 for row in conn.execute(query, {"keys": list(part)}):
                     scope = (row.route, row.target, row.key)
