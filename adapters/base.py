@@ -166,6 +166,9 @@ class Adapter:
     #: Filled by ``__init_subclass__`` from the decorated methods.
     operations: ClassVar[dict[str, OperationSpec]] = {}
     triggers: ClassVar[dict[str, TriggerSpec]] = {}
+    #: Whether the webhook server runs this adapter's webhook handler in a thread (it may block on I/O).
+    #: Adapters whose handler only verifies and parses set it False: it then runs on the event loop.
+    webhook_blocking: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -109,7 +109,7 @@ def validate_settings(system: str, settings: Mapping[str, Any], schema: Mapping[
 def compile_jmespath(system: str, field: str, source: str) -> Expression:
     """A body/result/reference expression, compiled once with the bus's compiler."""
     try:
-        return compile_expression(source, f"system {system!r} settings/{field}")
+        return compile_expression(source)  # the location is added once, below
     except ConfigError as exc:
         raise ConfigError(f"system {system!r}: settings/{field}: bad JMESPath {source!r}: {exc.message}") from None
 

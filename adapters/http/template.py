@@ -64,7 +64,7 @@ class Template:
                     raise TemplateSyntaxError(f"empty '{{}}' at position {i} in {text!r}")
                 try:
                     # the bus's compiled expressions: faster per delivery, and the mapping functions work here too
-                    expression = compile_expression(source, f"template {text!r}")
+                    expression = compile_expression(source)  # the error below names the template
                 except ConfigError as exc:
                     raise TemplateSyntaxError(f"bad JMESPath {source!r} in {text!r}: {exc.message}") from None
                 if literal:

@@ -45,6 +45,6 @@ def endpoints_for(system: str, adapter: Adapter) -> dict[tuple[str, str], Endpoi
             system=system, trigger=name, handler=partial(adapter.webhook, name), event_type=f"{system}.{name}",
             key=key_of(name) if key_of else None, content_types=types_of(name) if types_of else (),
             # adapters whose webhook handling is pure CPU (verify + parse) say so: no thread-pool hop per request
-            blocking=bool(getattr(adapter, "webhook_blocking", True)),
+            blocking=adapter.webhook_blocking,
         )
     return out
