@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Outcome
@@ -25,6 +23,7 @@ from bus.bulk import BulkItem, BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
+from bus.followups import followup_id, letter_body, not_emitted
 from bus.journal import Journal
 from bus.journal.engine import read
 from bus.journal.journal import ParkedAhead
@@ -38,7 +37,6 @@ __all__ = ["Batch", "Ingest", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
 _MAX_CRASHES = 5  # deliveries of one message that ended in an unexpected error before it is dead-lettered
-_FOLLOWUP_NS = uuid.UUID("6f1c2a52-8a51-4d8e-9d1e-4b8f2b0c9e11")
 
 Ingest = Callable[[Sequence[tuple[Event, str]]], None]
 
@@ -291,15 +289,15 @@ class Worker:
                 follow = self.pipeline.follow_up(dispatch, outcome.result)
             except IronbusError as exc:
                 # The delivery happened; only its follow-up cannot be built (an emit_map failed on the result).
-                # Keep the result so an operator can see it, and say why nothing followed.
+                # Keep the result, so that 'ironbus dlq retry' can build the follow-up once the map is fixed.
                 follow = None
-                reason = f"follow-up {dispatch.target.config.emit!r} not emitted: {exc}"
-                body = orjson.dumps({"delivery": dispatch.idempotency_key, "result": outcome.result}, default=str)
+                reason = not_emitted(dispatch.target.config.emit, exc)
+                body = letter_body(dispatch.idempotency_key, dispatch.target.config.emit, outcome.result)
                 batch.letters.append(DeadLetter(body, reason, dispatch.source.id, route, target))
                 log_.error("follow-up not emitted", route=route, target=target, error=str(exc))
             if follow is not None:
                 # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
-                follow = follow.with_(id=str(uuid.uuid5(_FOLLOWUP_NS, f"{dispatch.idempotency_key}>{follow.type}")))
+                follow = follow.with_(id=followup_id(dispatch.idempotency_key, follow.type))
                 batch.followups.append((follow, "followup"))
             metrics.delivery(route, target, "delivered", seconds)
             metrics.latency(route, max(time.time() - _event_epoch(dispatch.source), 0.0))

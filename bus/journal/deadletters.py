@@ -82,6 +82,15 @@ class DeadLetterStore:
                 changed += conn.execute(_D.update().where(_D.c.id.in_(part)).values(state=state)).rowcount
         return changed
 
+    def failed_again(self, id: int, reason: str) -> bool:
+        """A re-drive of dead letter ``id`` failed before anything was queued (e.g. a follow-up whose
+        ``emit_map`` still fails): it stays ``dead``, with ``reason`` replacing the old one and one more attempt
+        counted. False when the letter is not ``dead`` (any more)."""
+        with write(self._engine) as conn:
+            changed = conn.execute(_D.update().where(_D.c.id == id, _D.c.state == "dead")
+                                   .values(reason=reason, attempts=_D.c.attempts + 1)).rowcount
+        return bool(changed)
+
     def count(self, state: str = "dead") -> int:
         with read(self._engine) as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(_D).where(_D.c.state == state)).scalar()
