@@ -16,16 +16,15 @@ import functools
 import hashlib
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, ClassVar
 
-import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
-from adapters.templates import TextTemplate
+from adapters.templates import TextTemplate, cached_template
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
 __all__ = ["EmailAdapter"]
@@ -48,8 +47,13 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
 }
 
 
-def compile_message_template(doc: Mapping[str, Any], where: str) -> dict[str, list[TextTemplate]]:
-    """Compile the fields of a message template; list fields (to, cc) keep one template per item."""
+def compile_message_template(doc: Mapping[str, Any], where: str,
+                             make: Callable[[str, str], TextTemplate] = TextTemplate) -> dict[str, list[TextTemplate]]:
+    """Compile the fields of a message template; list fields (to, cc) keep one template per item.
+
+    ``make(text, where)`` compiles one field: :class:`TextTemplate` for settings (compiled once with the
+    system), :func:`~adapters.templates.cached_template` for route args (they come with every call).
+    """
     compiled: dict[str, list[TextTemplate]] = {}
     for name in _FIELDS:
         if name not in doc:
@@ -58,7 +62,7 @@ def compile_message_template(doc: Mapping[str, Any], where: str) -> dict[str, li
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, str) for v in items):
             raise ConfigError(f"{where}.{name}: expected a string or a list of strings, got {value!r}")
-        compiled[name] = [TextTemplate(v, f"{where}.{name}") for v in items]
+        compiled[name] = [make(v, f"{where}.{name}") for v in items]
     return compiled
 
 
@@ -125,7 +129,6 @@ class EmailAdapter(Adapter):
         self.domain: str = self.settings.get("message_id_domain") or self.sender.rsplit("@", 1)[-1].strip("> ")
         self.templates = {name: compile_message_template(doc, f"systems.{system}.settings.templates.{name}")
                           for name, doc in (self.settings.get("templates") or {}).items()}
-        self._inline: dict[str, dict[str, list[TextTemplate]]] = {}
 
     # -- SMTP ---------------------------------------------------------------------------------------------
     @functools.cached_property
@@ -180,13 +183,10 @@ class EmailAdapter(Adapter):
         inline = {k: v for k, v in call.args.items() if k in _FIELDS}
         if not inline:
             return {}
-        cache_key = orjson.dumps(inline, option=orjson.OPT_SORT_KEYS).decode()
-        if cache_key not in self._inline:
-            try:
-                self._inline[cache_key] = compile_message_template(inline, f"route {call.route!r} args")
-            except ConfigError as exc:
-                raise PermanentError(str(exc)) from None
-        return self._inline[cache_key]
+        try:
+            return compile_message_template(inline, f"route {call.route!r} args", cached_template)
+        except ConfigError as exc:
+            raise PermanentError(str(exc)) from None
 
     def _field(self, name: str, template: dict[str, list[TextTemplate]], payload: Any) -> Any:
         if name in template:

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from adapters.base import Adapter
 from adapters.email import EmailAdapter, message_id
-from adapters.templates import TextTemplate
+from adapters.templates import TextTemplate, cached_template
 from bus.errors import ConfigError, PermanentError, TransientError
 from bus.testing import AdapterContract, make_call
 
@@ -178,6 +178,22 @@ def test_inline_template_in_route_args(smtp: Smtp) -> None:
     adapter.call("send", make_call({"id": 5}, args={"to": ["ops@example.com"], "subject": "Issue {{ id }}",
                                                     "body": "see {{ id }}"}))
     assert smtp.recorder.last()["Subject"] == "Issue 5"
+
+
+def test_inline_templates_share_the_compiled_template_cache() -> None:
+    # Given two systems whose routes pass the same inline message in args
+    args = {"to": ["ops@example.com", "{{ owner }}"], "subject": "Issue {{ id }}", "body": "see {{ id }}"}
+    first = EmailAdapter("mail", {"host": "h", "from": "a@b.test"})
+    second = EmailAdapter("mail2", {"host": "h", "from": "a@b.test"})
+    # When each builds its message template
+    one = first._template_for(make_call({}, route="r", args=args))
+    two = second._template_for(make_call({}, route="r", args=args))
+    # Then the templates are the shared compiled ones, not a copy per adapter
+    assert one["subject"][0] is two["subject"][0] is cached_template("Issue {{ id }}", "route 'r' args.subject")
+    assert one["to"][1] is cached_template("{{ owner }}", "route 'r' args.to")
+    # and a broken inline template is still a permanent error naming the route's args
+    with pytest.raises(PermanentError, match=r"route 'r' args.subject"):
+        first._template_for(make_call({}, route="r", args={"subject": "{{ a[ }}"}))
 
 
 def test_missing_template_field_is_permanent_and_names_it(smtp: Smtp) -> None:
