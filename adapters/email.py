@@ -25,6 +25,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
 from adapters.templates import TextTemplate, cached_template
+from adapters.tls import client_context
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
 __all__ = ["EmailAdapter"]
@@ -134,14 +135,7 @@ class EmailAdapter(Adapter):
     @functools.cached_property
     def _tls(self) -> ssl.SSLContext:
         """Built once (it loads the CA store) and shared by every connection: an SSLContext is thread-safe."""
-        return self._tls_context()
-
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.settings.get("ca_file"))
-        if not self.settings.get("verify_tls", True):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.settings.get("ca_file"), verify=bool(self.settings.get("verify_tls", True)))
 
     def _connect(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP

@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, join_headers
+from adapters.tls import client_context
 from bus.errors import TransientError
 
 __all__ = ["HttpxTransport", "PoolLimits", "PooledTransport", "Request", "Response", "Timeouts", "Transport"]
@@ -145,12 +146,8 @@ class PooledTransport:
                  verify: bool | str = True) -> None:
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or PoolLimits()
-        if verify is False:
-            self.context = ssl.create_default_context()
-            self.context.check_hostname = False
-            self.context.verify_mode = ssl.CERT_NONE
-        else:
-            self.context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        # verify=False never loaded a bundle here (the setting is a bool or a path, not both)
+        self.context = client_context(verify if isinstance(verify, str) else None, verify=verify is not False)
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._lock = threading.Lock()
 
@@ -229,8 +226,9 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=limits.max_connections,
                                 max_keepalive_connections=limits.max_connections,
                                 keepalive_expiry=limits.keepalive),
-            # httpx 0.28 deprecates a CA bundle path for verify; an SSL context says the same thing.
-            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify)
+            # httpx 0.28 deprecates a CA bundle path for verify; an SSL context says the same thing. True and
+            # False stay httpx's own: its default trusts certifi's bundle (or SSL_CERT_FILE), not the system's.
+            verify=client_context(verify) if isinstance(verify, str) else verify)
 
     def send(self, request: Request) -> Response:
         where = f"{request.method} {request.url}"
