@@ -5,6 +5,10 @@ deliver event by event: workers hand each delivery to the lane of that route and
 ``adapter.call_bulk`` with up to ``size`` deliveries, at the latest ``window`` seconds after the first one
 arrived. Queue messages that contributed a delivery are acked only once the lane has settled it — until
 then their lease keeps them safe, which is why the window must stay well below the lease time.
+
+Lanes flush on their own timer threads and on the threads of the workers that fill them, so they record
+outcomes through a recorder of their own, one flush at a time. When the bus stops while a bulk call waits for
+a quick retry, the lane stops waiting and settles nothing: its messages stay unacked and come back.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ class BulkItem:
 
 
 class Recorder(Protocol):
-    """What a lane needs from a worker: turn an attempt into journal rows, and write them."""
+    """What a lane needs from a worker: turn an attempt into journal rows, and write them.
+
+    Lanes call it from several threads, one call at a time; it must not be a worker that also runs its own loop.
+    """
 
     def record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: Any,
                base: dict[str, Any], log_: Any) -> None: ...
@@ -48,13 +55,16 @@ class Recorder(Protocol):
 class BulkLanes:
     """One :class:`~bus.triggers.Batcher` per (route, target) with batch timing and a bulk operation."""
 
-    def __init__(self, config: Config, adapters: Mapping[str, Adapter], queue: Queue, lease_seconds: float) -> None:
+    def __init__(self, config: Config, adapters: Mapping[str, Adapter], queue: Queue, lease_seconds: float,
+                 stop: threading.Event | None = None) -> None:
         self.queue = queue
         self.adapters = adapters
         self.recorder: Recorder | None = None
+        self.stop = stop or threading.Event()
         self._lanes: dict[tuple[str, str], Batcher[BulkItem]] = {}
         self._pending: dict[int, list[Any]] = {}  # id(lease) -> [lease, open items, worker done]
         self._lock = threading.Lock()
+        self._recording = threading.Lock()  # the recorder's counters are plain ints; lanes flush in parallel
         for route in config.routes:
             if route.batch is None:
                 continue
@@ -131,7 +141,13 @@ class BulkLanes:
                           attempt=attempt, args=i.dispatch.target.config.args) for i in items]
             return adapter.call_bulk(operation, calls)
 
-        attempted = deliver_with_retries(send, route.config.retry, parks=max(i.parks for i in items))
+        attempted = deliver_with_retries(send, route.config.retry, parks=max(i.parks for i in items), stop=self.stop)
+        if attempted.stopped:
+            # Settle nothing: the leases stay unacked, so the messages come back (lease expiry, or RabbitMQ's
+            # requeue when the channel closes) and the next run decides them with their park count unchanged.
+            log.info("bulk delivery left for the next run: the bus is stopping", system=system,
+                     operation=operation, size=len(items))
+            return
         per_item: list[Attempted] = []
         results = getattr(attempted.error, "results", None)
         if attempted.status == "delivered" and isinstance(attempted.outcome, list):
@@ -150,13 +166,14 @@ class BulkLanes:
         else:
             per_item = [attempted] * len(items)
         batch = Batch()
-        for item, outcome in zip(items, per_item, strict=True):
-            d = item.dispatch
-            base = dict(idempotency_key=d.idempotency_key, event_id=d.source.id, route=d.route.name,
-                        target=d.target.config.name)
-            self.recorder.record(item.lease, d, outcome, batch, base,
-                                 log.bind(event_id=d.source.id, correlation_id=d.source.correlationid))
-        self.recorder.settle_journal(batch)
+        with self._recording:
+            for item, outcome in zip(items, per_item, strict=True):
+                d = item.dispatch
+                base = dict(idempotency_key=d.idempotency_key, event_id=d.source.id, route=d.route.name,
+                            target=d.target.config.name)
+                self.recorder.record(item.lease, d, outcome, batch, base,
+                                     log.bind(event_id=d.source.id, correlation_id=d.source.correlationid))
+        self.recorder.settle_journal(batch)  # writes only this flush's rows: lanes may write in parallel
         log.debug("bulk delivery settled", system=system, operation=operation, size=len(items),
                   status=attempted.status)
         self._settled([i.lease for i in items])

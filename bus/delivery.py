@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -25,7 +25,12 @@ __all__ = ["Attempted", "deliver_with_retries", "park_delay"]
 
 @dataclass(frozen=True)
 class Attempted:
-    """How a delivery ended in this worker: ``delivered``, ``park`` (retry at ``next_attempt_at``) or ``dead``."""
+    """How a delivery ended in this worker: ``delivered``, ``park`` (retry at ``next_attempt_at``) or ``dead``.
+
+    ``stopped`` says the stop event cut the quick retries short: ``status`` is then what spending them would
+    have decided (park, or dead once ``max_parks`` is reached), and a caller that can leave its message unacked
+    may do that instead, so the delivery is decided again after the restart.
+    """
 
     status: Literal["delivered", "park", "dead"]
     attempts: int
@@ -33,6 +38,7 @@ class Attempted:
     error: DeliveryError | None = None
     next_attempt_at: float | None = None
     duration_ms: float = 0.0
+    stopped: bool = False
 
 
 class _TooLongToWait(Exception):
@@ -125,7 +131,7 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
     try:
         _pause(stop, _delay(policy, 1, first_error))
     except _Stopping:
-        return _park(policy, parks, first_error, attempts, started)  # shutting down: park, do not hammer
+        return replace(_park(policy, parks, first_error, attempts, started), stopped=True)  # do not hammer
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1), wait=_wait(policy, offset=1),
@@ -137,7 +143,7 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
     except _Stopping:
         # shutting down mid-backoff: park rather than fire the remaining retries back to back
         assert last is not None
-        return _park(policy, parks, last, attempts, started)
+        return replace(_park(policy, parks, last, attempts, started), stopped=True)
     except _TooLongToWait as exc:
         return _park(policy, parks, exc.error, attempts, started)
     except TransientError as exc:

@@ -36,7 +36,7 @@ from bus.protection import Protections
 from bus.queue.base import Queue
 from bus.queue.open import open_queue
 from bus.systemstate import publish_state
-from bus.worker import Worker
+from bus.worker import Worker, WorkerStats
 
 __all__ = ["DEFAULT_JOURNAL", "Runtime", "RuntimeOptions", "journal_url", "broker_url"]
 
@@ -97,8 +97,10 @@ class Runtime:
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         self.protections = Protections.from_config(self.config.systems)
         self.ingestor = Ingestor(self.journal, self.queue)
-        self.lanes = BulkLanes(self.config, self.adapters, self.queue, self.options.lease_seconds)
         self.stop_event = threading.Event()
+        self.lanes = BulkLanes(self.config, self.adapters, self.queue, self.options.lease_seconds,
+                               stop=self.stop_event)
+        self.lane_recorder: Worker | None = None
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
         self.parker = Parker(self.journal, self.queue, stop=self.stop_event)
@@ -133,6 +135,11 @@ class Runtime:
         # Worker threads are CPU-busy between I/O calls; with the default 5 ms GIL switch interval the webhook
         # server's event loop waits behind them and inbound latency suffers. 1 ms shares the GIL more finely.
         sys.setswitchinterval(self.options.switch_interval)
+        if self.lanes:
+            # Lanes record from their own threads: a worker that never runs its loop records for them, so no
+            # running worker's counters are touched from two threads.
+            self.lane_recorder = self._worker("bulk-lanes")
+            self.lanes.recorder = self.lane_recorder
         for name, adapter in self.adapters.items():
             try:
                 adapter.open()
@@ -140,12 +147,8 @@ class Runtime:
                 # A system that is down at start is not fatal: deliveries to it retry and park until it is back.
                 log.warning("system not reachable at start; deliveries will wait", system=name, error=str(exc))
         for i in range(self.options.workers):
-            worker = Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
-                            ingest=self.ingest, protections=self.protections, batch_size=self.options.batch_size,
-                            stop=self.stop_event, name=f"worker-{i}", lanes=self.lanes or None)
+            worker = self._worker(f"worker-{i}")
             self.workers.append(worker)
-            if self.lanes and self.lanes.recorder is None:
-                self.lanes.recorder = worker
             self._spawn(worker.run, f"ironbus-worker-{i}")
         self._spawn(self.parker.run, "ironbus-parker")
         self._spawn(self._gauges, "ironbus-gauges")
@@ -156,6 +159,16 @@ class Runtime:
         self._ready = True
         log.info("ironbus running", workers=self.options.workers, journal=self.journal.url,
                  routes=len(self.config.routes), port=self.port)
+
+    def _worker(self, name: str) -> Worker:
+        return Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
+                      ingest=self.ingest, protections=self.protections, batch_size=self.options.batch_size,
+                      stop=self.stop_event, name=name, lanes=self.lanes or None)
+
+    def stats(self) -> list[WorkerStats]:
+        """The counters of this run: each worker's, then the bulk lanes' (if any route has them)."""
+        workers = self.workers if self.lane_recorder is None else [*self.workers, self.lane_recorder]
+        return [w.stats for w in workers]
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         print("ironbus: stopping (finishing in-flight work)…", file=sys.stderr)
         runtime.stop()
-    stats = [w.stats for w in runtime.workers]
+    stats = runtime.stats()
     print(f"ironbus: stopped — {sum(s.delivered for s in stats)} delivered, {sum(s.parked for s in stats)} parked, "
           f"{sum(s.dead for s in stats)} dead-lettered in this run", file=sys.stderr)
     return 0
