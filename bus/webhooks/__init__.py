@@ -12,7 +12,7 @@ from typing import Any
 
 from adapters.base import Adapter
 from bus.webhooks.app import WebhookApp
-from bus.webhooks.base import MEDIA_TYPES, Endpoint, Ingest, WebhookRejected, media_type_allowed, threaded_ingest
+from bus.webhooks.base import MEDIA_TYPES, Endpoint, Ingest, WebhookRejected, media_type_allowed
 from bus.webhooks.server import WebhookServer
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "WebhookServer",
     "endpoints_for",
     "media_type_allowed",
-    "threaded_ingest",
 ]
 
 

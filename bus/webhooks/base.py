@@ -9,7 +9,6 @@ in logs and in the ``ironbus_webhook_rejected_total`` metric. Any other
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from adapters.base import WebhookRequest
 from bus.envelope import Event
 from bus.errors import PermanentError
 
-__all__ = ["MEDIA_TYPES", "Endpoint", "Ingest", "WebhookRejected", "media_type_allowed", "threaded_ingest"]
+__all__ = ["MEDIA_TYPES", "Endpoint", "Ingest", "WebhookRejected", "media_type_allowed"]
 
 #: Journals and queues events durably; returns only when they survive a crash, raises on failure.
 Ingest = Callable[[list[Event]], Awaitable[None]]
@@ -78,16 +77,3 @@ def media_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> bo
         elif media == entry:
             return True
     return False
-
-
-def threaded_ingest(store: Callable[[list[Event]], None]) -> Ingest:
-    """Wrap a blocking ``store(events)`` (journal insert + queue publish) as an :data:`Ingest`.
-
-    The webhook server awaits ingest on its event loop; a blocking call there would stall every other
-    request, so the call runs in the loop's thread pool and the request waits for it to finish.
-    """
-
-    async def ingest(events: list[Event]) -> None:
-        await asyncio.to_thread(store, events)
-
-    return ingest

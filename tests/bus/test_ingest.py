@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from bus.envelope import Event
 from bus.errors import TransientError
@@ -58,6 +59,49 @@ def test_concurrent_async_callers_share_group_commits(tmp_path: Path) -> None:
     # … and they were written in far fewer transactions than callers
     assert journal.calls < len(events) / 5
     ingestor.close()
+
+
+class ThreadNotingJournal(Journal):
+    """Notes the thread that journals each group."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.threads: list[int] = []
+
+    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+        self.threads.append(threading.get_ident())
+        super().record_events(events)
+
+
+class ThreadNotingQueue(EmbeddedQueue):
+    """Notes the thread that publishes each group."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self.threads: list[int] = []
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        self.threads.append(threading.get_ident())
+        super().publish(messages)
+
+
+def test_async_callers_journal_and_queue_off_the_event_loop(tmp_path: Path) -> None:
+    # The webhook server awaits ingest_async on its event loop: a blocking journal insert or queue publish
+    # there would stall every other request, so both must run on another thread.
+    journal = ThreadNotingJournal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = ThreadNotingQueue(journal.engine)
+    ingestor = Ingestor(journal, queue)
+    event = Event(type="t", source="s", data={"n": 1})
+
+    async def main() -> int:
+        await ingestor.ingest_async([(event, "webhook")])
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    ingestor.close()
+    assert journal.get_event(event.id) == event
+    assert len(journal.threads) == len(queue.threads) == 1
+    assert loop_thread not in journal.threads + queue.threads
 
 
 def test_sync_ingest_from_threads(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from adapters.webhook import WebhookAdapter
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.metrics import Metrics
-from bus.webhooks import Endpoint, WebhookApp, WebhookServer, endpoints_for, threaded_ingest
+from bus.webhooks import Endpoint, WebhookApp, WebhookServer, endpoints_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
 HUBSPOT_SECRET = "hs-client-secret"
@@ -411,31 +411,3 @@ def test_oversized_headers_are_431(make_harness: Callable[..., Harness]) -> None
     assert h.rejected("-", "-", "headers_too_large") == 1
     assert h.bus.ingest_calls == 0
     assert h.client.get("/ping").status_code == 200
-
-
-def test_threaded_ingest_runs_a_blocking_store_off_the_loop() -> None:
-    loop_threads: list[int] = []
-    stored: list[tuple[int, list[Event]]] = []
-
-    def store(events: list[Event]) -> None:
-        stored.append((threading.get_ident(), events))
-
-    async def record_loop_thread(scope: Any, receive: Any, send: Any) -> None:
-        loop_threads.append(threading.get_ident())
-        await current["app"](scope, receive, send)
-
-    endpoint = Endpoint("s", "t", lambda r: [orjson.loads(r.body)], "s.t")
-    current = {"app": WebhookApp({("s", "t"): endpoint}, threaded_ingest(store), lambda: (True, ""),
-                                 metrics=Metrics())}
-    with WebhookServer(record_loop_thread, port=0) as server:
-        response = httpx.post(f"{server.url}/hooks/s/t", content=b'{"n": 1}')
-        current["app"] = WebhookApp({("s", "t"): endpoint}, threaded_ingest(broken_store), lambda: (True, ""),
-                                    metrics=Metrics())
-        refused = httpx.post(f"{server.url}/hooks/s/t", content=b'{"n": 2}')
-    assert response.status_code == 202 and [e.data for _, e_list in stored for e in e_list] == [{"n": 1}]
-    assert stored[0][0] != loop_threads[0]
-    assert refused.status_code == 503
-
-
-def broken_store(events: list[Event]) -> None:
-    raise OSError("disk full")
