@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         sp = dsub.add_parser(action, help=help_text, description=help_text, parents=[common])
         sp.set_defaults(handler=commands.dlq)
         journal_args(sp, broker=action == "retry")
+        if action == "retry":
+            sp.add_argument("--routes", type=Path, default=Path("routes.yaml"),
+                            help="routes file that rebuilds follow-ups not emitted (default routes.yaml)")
         if action == "show":
             sp.add_argument("id", type=int)
         else:

@@ -16,10 +16,11 @@ from bus.config import load_config, parse_duration
 from bus.console import Progress, dump_json, table
 from bus.envelope import Event
 from bus.errors import ConfigError
+from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.pipeline import Pipeline
-from bus.queue.base import Message
+from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
 from bus.supervisor import Supervisor
@@ -181,14 +182,26 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         row = journal.dead_letter_by_id(args.id)
         if row is None:
             raise ConfigError(f"no dead letter #{args.id}; list them with 'ironbus dlq list'")
-        doc = {"id": row.id, "event_id": row.event_id, "route": row.route, "target": row.target,
-               "reason": row.reason, "kind": row.error_kind, "attempts": row.attempts, "state": row.state,
-               "created_at": _iso(row.created_at), "body": row.body.decode("utf-8", "replace")}
+        doc: dict[str, Any] = {
+            "id": row.id, "event_id": row.event_id, "route": row.route, "target": row.target, "reason": row.reason,
+            "kind": row.error_kind, "attempts": row.attempts, "state": row.state, "created_at": _iso(row.created_at),
+            "body": row.body.decode("utf-8", "replace")}
+        letter = parse_letter(row)
+        if letter is not None:
+            delivery = journal.delivery(letter.delivery)
+            doc["followup"] = {"type": letter.type, "delivery": letter.delivery,
+                               "delivery_status": delivery.status if delivery else None}
         if args.json:
             dump_json(doc)
-        else:
-            for k, v in doc.items():
+            return 0
+        for k, v in doc.items():
+            if k != "followup":
                 print(f"{k:>10}: {v}")
+        if letter is not None:
+            print(f"  followup: {letter.type or '(see the reason)'} was not emitted after delivery {letter.delivery} "
+                  f"({doc['followup']['delivery_status'] or 'no longer journaled'})")
+            print(f"            'ironbus dlq retry {row.id}' builds it from the stored result with the current "
+                  "routes and mappings; it does not call the target again")
         return 0
     state = "dead"
     rows = journal.dead_letters(route=args.route, target=args.target, error=args.error, since=_since(args.since),
@@ -209,6 +222,12 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         n = journal.mark_dead_letters([r.id for r in rows], "purged")
         print(f"purged {n} dead letter(s)")
         return 0
+    followups = {r.id: letter for r in rows if (letter := parse_letter(r)) is not None}
+    pipeline = _pipeline(args.routes, journal) if followups else None
+    if followups and pipeline is None:
+        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(map(str, sorted(followups)))} are "
+                          "follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
+    rows = [r for r in rows if r.id not in followups]
     queue = open_queue(broker_url(args.broker), journal)
     try:
         events = {r.event_id: journal.get_event(r.event_id) for r in rows if r.event_id}
@@ -220,10 +239,33 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         if messages:
             queue.publish(messages)
         n = journal.mark_dead_letters([r.id for r in rows], "retried")
+        if rows or not followups:
+            print(f"re-queued {n} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what fails "
+                  "again")
+        redriven = _redrive_followups(list(followups.values()), pipeline, journal, queue)
     finally:
         queue.close()
-    print(f"re-queued {n} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what fails again")
-    return 0
+    return 1 if redriven and redriven.failed else 0
+
+
+def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None, journal: Journal,
+                       queue: Queue) -> Redriven | None:
+    """Re-emit the follow-ups of follow-up dead letters and say what happened to each."""
+    if not letters or pipeline is None:
+        return None
+    ingestor = Ingestor(journal, queue)
+    try:
+        done = redrive(letters, pipeline, journal, ingestor.ingest)
+    finally:
+        ingestor.close()
+    if done.emitted:
+        print(f"emitted {len(done.emitted)} follow-up(s) from dead letters: "
+              + ", ".join(f"#{letter.id} {event.type} {event.id}" for letter, event in done.emitted)
+              + " (their deliveries are not repeated)")
+    for letter, why in done.failed:
+        print(f"dead letter #{letter.id} stays dead: {why.reason}\n    next: {why.fix}; then "
+              f"'ironbus dlq retry {letter.id}'", file=sys.stderr)
+    return done
 
 
 def replay(args: argparse.Namespace) -> int:
