@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from bus.config import Config, RouteConfig, TargetConfig
 from bus.envelope import Event
@@ -25,6 +25,9 @@ from bus.schemas import SchemaRegistry, default_registry
 from bus.xref import MemoryXref, XrefStore
 
 __all__ = ["CompiledRoute", "CompiledTarget", "Dispatch", "Pipeline", "RouteResult", "idempotency_key"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,24 @@ class RouteResult:
     skipped_targets: list[str] = field(default_factory=list)  # targets whose `when` said no
 
 
+class _Steps:
+    """Runs the compile steps of one route: the first :class:`ConfigError` propagates, or, with ``collect``,
+    each one is kept in ``problems`` and its step yields None, so the steps after it are still checked."""
+
+    def __init__(self, collect: bool) -> None:
+        self.collect = collect
+        self.problems: list[ConfigError] = []
+
+    def __call__(self, step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        try:
+            return step(*args, **kwargs)
+        except ConfigError as exc:
+            if not self.collect:
+                raise
+            self.problems.append(exc)
+            return None
+
+
 class Pipeline:
     """Compiled routes of one configuration."""
 
@@ -131,24 +152,24 @@ class Pipeline:
             raise ConfigError(f"route {route.name!r}: {attr} file {path!r} not found (looked at {file})", loc)
         return load_mapping(file, value_maps=self.config.value_maps, xref=self.xref)
 
-    def _compile(self, route: RouteConfig) -> CompiledRoute:
-        validate = None
-        schema_id = None
-        if route.validate is not None:
-            validate, schema_id = self._schema(route)
+    def _compile(self, route: RouteConfig, run: _Steps | None = None) -> CompiledRoute:
+        """Compile one route, each step through ``run`` (by default the first problem raises)."""
+        run = run or _Steps(collect=False)
+        schema = run(self._schema, route) if route.validate is not None else None
+        validate, schema_id = schema if schema is not None else (None, None)
         targets = tuple(
             CompiledTarget(
                 config=t,
-                when=self._when(t, route) if t.when else None,
-                mapping=self._mapping(t.map, route, "map", t),
-                emit_mapping=self._mapping(t.emit_map, route, "emit_map", t),
+                when=run(self._when, t, route) if t.when else None,
+                mapping=run(self._mapping, t.map, route, "map", t),
+                emit_mapping=run(self._mapping, t.emit_map, route, "emit_map", t),
             )
             for t in route.targets
         )
         return CompiledRoute(
-            config=route, filter=self._expr(route.filter, route, "filter"),
-            mapping=self._mapping(route.map, route, "map"), validate=validate, schema_id=schema_id,
-            key=self._expr(route.key, route, "key"), sequence=self._expr(route.sequence, route, "sequence"),
+            config=route, filter=run(self._expr, route.filter, route, "filter"),
+            mapping=run(self._mapping, route.map, route, "map"), validate=validate, schema_id=schema_id,
+            key=run(self._expr, route.key, route, "key"), sequence=run(self._expr, route.sequence, route, "sequence"),
             targets=targets, out_type=route.type or route.validate or route.source,
         )
 
@@ -157,25 +178,9 @@ class Pipeline:
 
         Compiling stops at the first problem; an integrator fixing a file wants them all at once.
         """
-        problems: list[ConfigError] = []
-
-        def attempt(step: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-            try:
-                step(*args, **kwargs)
-            except ConfigError as exc:
-                problems.append(exc)
-
-        for attr in ("filter", "key", "sequence"):
-            attempt(self._expr, getattr(route, attr), route, attr)
-        attempt(self._mapping, route.map, route, "map")
-        if route.validate is not None:
-            attempt(self._schema, route)
-        for t in route.targets:
-            if t.when:
-                attempt(self._when, t, route)
-            attempt(self._mapping, t.map, route, "map", t)
-            attempt(self._mapping, t.emit_map, route, "emit_map", t)
-        return problems
+        run = _Steps(collect=True)
+        self._compile(route, run)
+        return run.problems
 
     def _schema(self, route: RouteConfig) -> tuple[Callable[[Any], None], str]:
         assert route.validate is not None
