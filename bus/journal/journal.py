@@ -32,7 +32,7 @@ from bus.journal.records import (
     DeliveryUpdate,
     XrefRow,
 )
-from bus.journal.sql import ManyRows, chunks, dumps, insert_for, loads
+from bus.journal.sql import ListSelect, ManyRows, chunks, dumps, insert_for, loads
 from bus.journal.watermarks import Watermarks
 from bus.journal.xref import DurableXref
 
@@ -111,8 +111,18 @@ class Journal(DeadLetterStore, Watermarks):
         self._insert_events_many = ManyRows(insert_events)
         self._upsert_delivery_many = ManyRows(upsert_delivery)
         self._insert_attempts_many = ManyRows(_A.insert())
-        self._delivered = sa.select(_D.c.idempotency_key).where(
-            _D.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)), _D.c.status == "delivered")
+        # By primary key alone, the status is checked here: with a status condition in the query, PostgreSQL
+        # (statistics not yet gathered on a filling table) led with the (route, target, status) index and read
+        # every delivered row of the table on each batch.
+        self._delivery_states = ListSelect(lambda in_: sa.select(_D.c.idempotency_key, _D.c.status).where(
+            in_("keys", _D.c.idempotency_key)))
+        # Led by the (route, target, status) index: with nothing parked on these routes, as is usual, the
+        # query ends there without touching the events.
+        self._parked = ListSelect(lambda in_: sa.select(
+            _D.c.idempotency_key, _D.c.route, _D.c.target, _E.c.key, _E.c.received_at, _D.c.next_attempt_at)
+            .join(_E, _E.c.id == _D.c.event_id)
+            .where(in_("routes", _D.c.route), in_("targets", _D.c.target), _D.c.status == "parked",
+                   in_("keys", _E.c.key)))
 
     # -- events --------------------------------------------------------------------------------------------
     def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
@@ -193,7 +203,8 @@ class Journal(DeadLetterStore, Watermarks):
         found: set[str] = set()
         with reading(self.engine, conn) as conn:
             for part in chunks(list(keys)):
-                found.update(conn.execute(self._delivered, {"keys": list(part)}).scalars())
+                found.update(row.idempotency_key for row in self._delivery_states.execute(conn, keys=part)
+                             if row.status == "delivered")
         return found
 
     def parked_ahead(self, scopes: Iterable[tuple[str, str, str]], event_ids: Sequence[str], *,
@@ -210,17 +221,10 @@ class Journal(DeadLetterStore, Watermarks):
         found: dict[tuple[str, str, str], ParkedAhead] = {}
         if not keys:
             return found, {}
-        # Led by the (route, target, status) index: with nothing parked on these routes, as is usual, the
-        # query ends there without touching the events.
-        query = (sa.select(_D.c.idempotency_key, _D.c.route, _D.c.target, _E.c.key, _E.c.received_at,
-                           _D.c.next_attempt_at)
-                 .join(_E, _E.c.id == _D.c.event_id)
-                 .where(_D.c.route.in_(sorted({r for r, _, _ in wanted})),
-                        _D.c.target.in_(sorted({t for _, t, _ in wanted})), _D.c.status == "parked",
-                        _E.c.key.in_(sa.bindparam("keys", expanding=True))))
+        routes, targets = sorted({r for r, _, _ in wanted}), sorted({t for _, t, _ in wanted})
         with reading(self.engine, conn) as conn:
             for part in chunks(keys):
-                for row in conn.execute(query, {"keys": list(part)}):
+                for row in self._parked.execute(conn, routes=routes, targets=targets, keys=part):
                     scope = (row.route, row.target, row.key)
                     if scope not in wanted:
                         continue

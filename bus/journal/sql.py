@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["ManyRows", "chunks", "dumps", "insert_for", "loads"]
+__all__ = ["ListSelect", "ManyRows", "chunks", "dumps", "insert_for", "loads"]
 
 T = TypeVar("T")
 
@@ -74,3 +74,52 @@ class ManyRows:
         else:
             params = [{**constants, **row} for row in rows] if constants else list(rows)
         conn.exec_driver_sql(sql, params)
+
+
+InFilter = Callable[[str, "sa.ColumnElement[Any]"], "sa.ColumnElement[bool]"]
+
+
+class ListSelect:
+    """A SELECT filtered by ``column IN (list)`` conditions, compiled once and run through the driver.
+
+    SQLAlchemy renders an expanding ``IN`` anew on every call, which cost the worker more than the database
+    did on its per-batch lookups. Here PostgreSQL binds each list as one array (``column = ANY(%(name)s)``:
+    one statement text whatever the lengths, so the server can keep it prepared); SQLite gets one compiled
+    statement per combination of list lengths. ``build`` makes the statement, calling ``in_(name, column)``
+    for each list filter; :meth:`execute` takes the lists by those names.
+    """
+
+    def __init__(self, build: Callable[[InFilter], sa.Select[Any]]) -> None:
+        self._build = build
+        self._compiled: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _for(self, conn: Connection, lengths: tuple[int, ...], names: tuple[str, ...]
+             ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        postgres = conn.dialect.name == "postgresql"
+        cache_key = (conn.dialect.name,) if postgres else (conn.dialect.name, names, lengths)
+        found = self._compiled.get(cache_key)
+        if found is not None:
+            return found
+        size = dict(zip(names, lengths, strict=True))
+
+        def in_(name: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+            if postgres:
+                return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+            return column.in_([sa.bindparam(f"{name}__{i}") for i in range(size[name])])
+
+        compiled = self._build(in_).compile(dialect=conn.dialect)
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        lists = set(names)
+        constants = {k: v for k, v in compiled.params.items() if k not in lists and "__" not in k}
+        found = self._compiled[cache_key] = (compiled.string, order, constants)
+        return found
+
+    def execute(self, conn: Connection, **lists: Sequence[Any]) -> sa.CursorResult[Any]:
+        names = tuple(sorted(lists))
+        sql, order, constants = self._for(conn, tuple(len(lists[n]) for n in names), names)
+        if order is None:  # named (PostgreSQL): the lists go as arrays
+            return conn.exec_driver_sql(sql, {**constants, **{n: list(v) for n, v in lists.items()}})
+        values = dict(constants)
+        for name in names:
+            values.update((f"{name}__{i}", v) for i, v in enumerate(lists[name]))
+        return conn.exec_driver_sql(sql, tuple(values[k] for k in order))
