@@ -269,22 +269,24 @@ class AmqpQueue:
     def _take(self, limit: int) -> list[Lease]:
         """Hand out buffered messages whose key is free (caller holds the condition's lock)."""
         taken: list[Lease] = []
-        kept: deque[Any] = deque()
+        kept: list[Any] = []
         waiting: set[str] = set()
         generation = self._generation
-        while self._buffer:
-            raw = self._buffer.popleft()
+        buffer = self._buffer
+        # Stop at the limit: what is behind it stays as it is (walking a full prefetch buffer on every take
+        # cost the consumer more than the lease itself).
+        while buffer and len(taken) < limit:
+            raw = buffer.popleft()
             key = raw.headers.get(_H_KEY)
-            if len(taken) >= limit or (key is not None and (key in waiting or key in self._leased_keys)):
+            if key is not None and (key in waiting or key in self._leased_keys):
                 kept.append(raw)
-                if key is not None:
-                    waiting.add(key)
+                waiting.add(key)
                 continue
             if key is not None:
                 self._leased_keys[key] = self._leased_keys.get(key, 0) + 1
             self._in_flight += 1
             taken.append(self._lease(raw, generation))
-        self._buffer = kept
+        buffer.extendleft(reversed(kept))
         return taken
 
     def _lease(self, raw: Any, generation: int) -> AmqpLease:
