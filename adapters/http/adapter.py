@@ -33,7 +33,7 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
-from bus.errors import DeliveryError, MappingError, PermanentError, UnknownNameError
+from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
 
@@ -78,9 +78,13 @@ class HttpAdapter(Adapter):
         self._operations: dict[str, OperationConfig] = parse_operations(system, self.settings["operations"])
         self._client_settings = parse_client_settings(self.settings)
         transport = make_transport(self._client_settings)
-        self.client = HttpClient(self.settings["base_url"], transport,
-                                 auth_from_settings(self.settings.get("auth"), transport),
-                                 self._client_settings.policy, self.settings.get("headers"))
+        auth = auth_from_settings(self.settings.get("auth"), transport)
+        try:
+            self.client = HttpClient(self.settings["base_url"], transport, auth, self._client_settings.policy,
+                                     self.settings.get("headers"))
+        except ValueError as exc:  # a static header that would break every request: refuse it now
+            transport.close()
+            raise ConfigError(f"system {system!r}: settings/headers: {exc}") from None
 
     @classmethod
     def declared_operations(cls, settings: Mapping[str, Any]) -> list[str]:

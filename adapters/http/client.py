@@ -16,6 +16,7 @@ import structlog
 from adapters.http.auth import Auth
 from adapters.http.errors import ErrorPolicy, error_for_response
 from adapters.http.transport import Request, Response, Transport
+from adapters.http.wire import StaticHeaders
 from bus.errors import DeliveryError
 
 __all__ = ["Classifier", "HttpClient", "join_url"]
@@ -38,7 +39,11 @@ def join_url(base_url: str, path: str) -> str:
 
 
 class HttpClient:
-    """Sends requests for one system and turns failures into Transient/PermanentError."""
+    """Sends requests for one system and turns failures into Transient/PermanentError.
+
+    ``headers`` go with every request; they are checked once, here (ValueError for a name that is not an HTTP
+    token or a value with a line break), while the headers given to :meth:`request` are checked on each send.
+    """
 
     def __init__(self, base_url: str, transport: Transport, auth: Auth | None = None,
                  policy: ErrorPolicy | None = None, headers: Mapping[str, str] | None = None,
@@ -47,7 +52,7 @@ class HttpClient:
         self.transport = transport
         self.auth = auth or Auth()
         self.policy = policy or ErrorPolicy()
-        self.headers = dict(headers or {})
+        self.static_headers = StaticHeaders(headers)
         self.classify = classify
 
     def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
@@ -59,18 +64,19 @@ class HttpClient:
         ``body`` sends raw bytes. Raises :class:`~bus.errors.TransientError` or
         :class:`~bus.errors.PermanentError`; a 401 with a refreshable credential is sent once more.
         """
-        merged = {**self.headers, **(headers or {})}
+        own = dict(headers or {})
         if json is not _NO_JSON:
             body = orjson.dumps(json)
-            merged.setdefault("Content-Type", "application/json")
+            if "Content-Type" not in own and "Content-Type" not in self.static_headers.items:
+                own["Content-Type"] = "application/json"
         url = join_url(self.base_url, path)
         what = what or f"{method} {url}"
         for attempt in (1, 2):
-            send_headers = dict(merged)
+            send_headers = dict(own)
             send_params = dict(params or {})
             tag = self.auth.apply(send_headers, send_params)
             full = url + (("&" if "?" in url else "?") + urlencode(send_params) if send_params else "")
-            response = self.transport.send(Request(method, full, send_headers, body))
+            response = self.transport.send(Request(method, full, send_headers, body, self.static_headers))
             if response.status == 401 and attempt == 1 and self.auth.refresh(tag):
                 log.info("http_credential_refused_retrying", url=url)
                 continue

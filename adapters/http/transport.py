@@ -12,6 +12,7 @@ response whatever its status: classifying statuses is the client's job.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
@@ -24,7 +25,14 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, join_headers
+from adapters.http.wire import (
+    NO_HEADERS,
+    ConnectionDropped,
+    Http11Connection,
+    ProtocolError,
+    StaticHeaders,
+    join_headers,
+)
 from adapters.tls import client_context
 from bus.errors import TransientError
 
@@ -50,10 +58,14 @@ class PoolLimits:
 
 @dataclass(frozen=True)
 class Request:
+    """One request. ``static_headers`` (a system's settings, checked once) go out with ``headers``, which win
+    for a name in both; a transport checks ``headers`` on every send, as they may carry payload values."""
+
     method: str
     url: str  # absolute
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    static_headers: StaticHeaders = NO_HEADERS
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,10 @@ class _Origin:
                                 read_timeout=self.timeouts.read, context=self.context if https else None,
                                 default_port=443 if https else 80), False
 
+    def describe(self, method: str, path: str) -> str:
+        """How error messages name a request: without the query, which may carry a credential."""
+        return f"{method} {self.scheme}://{self.host}:{self.port}{path}"
+
     def release(self, conn: Http11Connection, reusable: bool) -> None:
         if reusable:
             with self.lock:
@@ -138,6 +154,12 @@ class _Origin:
 # carries an Idempotency-Key, so even the rare case where the server did see the request is safe.
 _STALE = (ConnectionDropped, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
+# An absolute URL as urlsplit reads it: "scheme://authority", the path, the query (a fragment is not sent).
+# URLs this does not fit (an upper-case scheme, leading blanks, the tabs and line breaks urlsplit strips)
+# go through urlsplit itself.
+_URL = re.compile(r"(https?://[^/?#]*)([^?#]*)(?:\?([^#]*))?")
+_MAX_PREFIXES = 256  # distinct "scheme://authority" prefixes remembered; a system has one or two
+
 
 class PooledTransport:
     """Thread-safe pooled HTTP/1.1 keep-alive transport (sockets and :mod:`adapters.http.wire`)."""
@@ -149,6 +171,7 @@ class PooledTransport:
         # verify=False never loaded a bundle here (the setting is a bool or a path, not both)
         self.context = client_context(verify if isinstance(verify, str) else None, verify=verify is not False)
         self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._prefixes: dict[str, _Origin] = {}
         self._lock = threading.Lock()
 
     def _origin(self, scheme: str, host: str, port: int) -> _Origin:
@@ -160,19 +183,37 @@ class PooledTransport:
                     key, _Origin(scheme, host, port, self.limits, self.timeouts, self.context))
         return origin
 
+    def _origin_of(self, url: str, scheme: str, host: str | None, port: int | None) -> _Origin:
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(f"not an absolute http(s) URL: {url!r}")
+        return self._origin(scheme, host, port or (443 if scheme == "https" else 80))
+
+    def _resolve(self, url: str) -> tuple[_Origin, str, str]:
+        """The origin, path and request target of an absolute URL.
+
+        Only the ``scheme://authority`` prefix needs urlsplit (host, port, IDNA and IPv6 checks), and a system
+        sends every request to one or two prefixes: each is parsed once and remembered.
+        """
+        match = _URL.match(url)
+        if match is None or "\n" in url or "\r" in url or "\t" in url:
+            parts = urlsplit(url)
+            origin = self._origin_of(url, parts.scheme.lower(), parts.hostname, parts.port)
+            return origin, parts.path, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        prefix, path, query = match.groups()
+        known = self._prefixes.get(prefix)
+        if known is None:
+            parts = urlsplit(prefix)
+            known = self._origin_of(url, parts.scheme, parts.hostname, parts.port)
+            if len(self._prefixes) < _MAX_PREFIXES:
+                self._prefixes[prefix] = known
+        return known, path, (path or "/") + (f"?{query}" if query else "")
+
     def connections_opened(self) -> int:
         """How many connections this transport has opened so far (all origins)."""
         return sum(o.opened for o in self._origins.values())
 
     def send(self, request: Request) -> Response:
-        parts = urlsplit(request.url)
-        scheme, host = parts.scheme.lower(), parts.hostname  # hostname/port re-parse the netloc on each read
-        if scheme not in ("http", "https") or not host:
-            raise ValueError(f"not an absolute http(s) URL: {request.url!r}")
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        origin = self._origin(scheme, host, port)
-        where = f"{request.method} {scheme}://{host}:{port}{parts.path}"
+        origin, path, target = self._resolve(request.url)
         for attempt in (1, 2):
             # A server that dropped one idle connection has usually dropped them all: retry on a new one.
             conn, reused = origin.acquire(fresh=attempt == 2)
@@ -182,7 +223,7 @@ class PooledTransport:
                 if conn.sock is None:
                     conn.connect()
                 phase = "send"
-                conn.send_request(request.method, target, request.headers, request.body)
+                conn.send_request(request.method, target, request.headers, request.body, request.static_headers)
                 phase = "read"
                 response = conn.read_response(request.method)
                 reusable = response.keep_alive
@@ -190,19 +231,22 @@ class PooledTransport:
             except _STALE as exc:
                 if reused and attempt == 1:
                     continue
-                raise TransientError(f"{where}: connection lost during {phase}: {exc!r}") from None
+                raise TransientError(f"{origin.describe(request.method, path)}: connection lost during {phase}: "
+                                     f"{exc!r}") from None
             except TimeoutError:
-                raise TransientError(f"{where}: {phase} timed out after "
+                raise TransientError(f"{origin.describe(request.method, path)}: {phase} timed out after "
                                      f"{self.timeouts.connect if phase == 'connect' else self.timeouts.read}s"
                                      ) from None
             except ssl.SSLCertVerificationError as exc:
                 # Transient on purpose: deliveries park until the certificate or verify_tls is fixed, then flow.
-                raise TransientError(f"{where}: TLS certificate not trusted ({exc.verify_message}); fix the "
-                                     "server certificate, or set verify_tls to a CA bundle") from None
+                raise TransientError(f"{origin.describe(request.method, path)}: TLS certificate not trusted "
+                                     f"({exc.verify_message}); fix the server certificate, or set verify_tls to a "
+                                     "CA bundle") from None
             except ProtocolError as exc:
-                raise TransientError(f"{where}: unreadable response: {exc}") from None
+                raise TransientError(f"{origin.describe(request.method, path)}: unreadable response: {exc}") \
+                    from None
             except OSError as exc:
-                raise TransientError(f"{where}: {phase} failed: {exc!r}") from None
+                raise TransientError(f"{origin.describe(request.method, path)}: {phase} failed: {exc!r}") from None
             finally:
                 origin.release(conn, reusable)
         raise AssertionError("unreachable: the second attempt always returns or raises")
@@ -232,9 +276,9 @@ class HttpxTransport:
 
     def send(self, request: Request) -> Response:
         where = f"{request.method} {request.url}"
+        headers = {**request.static_headers.items, **request.headers}
         try:
-            response = self.client.request(request.method, request.url, headers=dict(request.headers),
-                                           content=request.body)
+            response = self.client.request(request.method, request.url, headers=headers, content=request.body)
         except httpx.TimeoutException as exc:
             raise TransientError(f"{where}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

@@ -20,13 +20,11 @@ import ssl
 from collections.abc import Mapping
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "ConnectionDropped", "Http11Connection", "ProtocolError", "RawResponse",
-           "join_headers"]
+           "StaticHeaders", "check_header", "join_headers"]
 
 MAX_HEAD = 64 * 1024  # status line and headers together
 MAX_BODY = 64 * 1024 * 1024  # a delivery's response is an acknowledgement, not a download
 _RECV = 65536
-# A header value may not carry a line break (it would start a new header or the body: request smuggling).
-_ILLEGAL_VALUE = re.compile(r"[\r\n]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
@@ -38,6 +36,36 @@ class ProtocolError(OSError):
 class ConnectionDropped(ConnectionError):
     """The connection closed before any byte of the response: typically an idle keep-alive the server
     dropped. Safe to send again on a new connection; every bus delivery carries an Idempotency-Key."""
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise ValueError for a header that would break the message: a name that is not an HTTP token, or a
+    value with a line break (it would start a new header or the body: request smuggling)."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid HTTP header name {name!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"invalid value for HTTP header {name!r}: it contains a line break")
+
+
+class StaticHeaders:
+    """Headers that are the same on every request (a system's settings), checked and encoded once.
+
+    Raises ValueError, as :func:`check_header`, when built. A request's own header of the same name replaces
+    the static one.
+    """
+
+    __slots__ = ("items", "lines", "has_host", "has_length")
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self.items: dict[str, str] = dict(headers or {})
+        for name, value in self.items.items():
+            check_header(name, value)
+        self.lines = [f"{name}: {value}" for name, value in self.items.items()]
+        lower = {name.lower() for name in self.items}
+        self.has_host, self.has_length = "host" in lower, "content-length" in lower
+
+
+NO_HEADERS = StaticHeaders()
 
 
 class RawResponse:
@@ -87,11 +115,12 @@ class Http11Connection:
                 pass
 
     # -- one exchange -------------------------------------------------------------------------------------
-    def send_request(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None) -> None:
+    def send_request(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None,
+                     static: StaticHeaders = NO_HEADERS) -> None:
         """Write the request head and body in one call (one packet for small requests)."""
         if self.sock is None:
             raise ConnectionDropped("not connected")
-        self.sock.sendall(encode_request(method, target, self.host_header, headers, body))
+        self.sock.sendall(encode_request(method, target, self.host_header, headers, body, static))
 
     def read_response(self, method: str) -> RawResponse:
         """Read one complete response to a request made with ``method``."""
@@ -213,16 +242,23 @@ class Http11Connection:
         return body
 
 
-def encode_request(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
-    """The request head and body as one bytes object; raises ValueError for a header that would break the
-    message (a line break in a value, a name that is not an HTTP token)."""
+def encode_request(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None,
+                   static: StaticHeaders = NO_HEADERS) -> bytes:
+    """The request head and body as one bytes object: ``static`` headers first, then ``headers``.
+
+    Raises ValueError (see :func:`check_header`) for any of ``headers``; ``static`` ones were checked when
+    they were built.
+    """
     lines = [f"{method} {target} HTTP/1.1"]
     has_host = has_length = False
+    if static.items:
+        if static.items.keys().isdisjoint(headers):
+            lines += static.lines
+            has_host, has_length = static.has_host, static.has_length
+        else:  # the request replaces a static header: send the merged set, checked as a whole
+            headers = {**static.items, **headers}
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid HTTP header name {name!r}")
-        if _ILLEGAL_VALUE.search(value):
-            raise ValueError(f"invalid value for HTTP header {name!r}: it contains a line break")
+        check_header(name, value)
         lower = name.lower()
         has_host = has_host or lower == "host"
         has_length = has_length or lower == "content-length"

@@ -406,3 +406,34 @@ def test_tls_verification(tls_sink: Sink, tls_cert: tuple[Path, Path], make_adap
     assert own_ca.call("update_order", make_call()).reference == "tls-1"
     assert unchecked.call("update_order", make_call()).reference == "tls-1"
     assert len(tls_sink.requests) == 2
+
+
+def test_settings_headers_go_with_every_request_and_an_operation_header_replaces_one(
+        sink: Sink, make_adapter: Any, transport: str) -> None:
+    sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={}))
+    sink.on("POST", "/api/orders/SO-1/lines", Reply(201, json={}))
+    adapter = make_adapter(settings(sink, transport, headers={"X-Tenant": "acme", "X-Order": "from-settings"}))
+
+    adapter.call("update_order", make_call())
+    adapter.call("post_lines", make_call())
+
+    plain, templated = sink.requests
+    assert (plain.headers["x-tenant"], plain.headers["x-order"]) == ("acme", "from-settings")
+    assert (templated.headers["x-tenant"], templated.headers["x-order"]) == ("acme", "SO-1")
+
+
+@pytest.mark.parametrize("headers", [{"X-Note": "a\r\nX-Injected: 1"}, {"Bad Name": "x"}])
+def test_a_settings_header_that_would_break_every_request_is_a_config_error(sink: Sink, headers: dict[str, str],
+                                                                            transport: str) -> None:
+    with pytest.raises(ConfigError, match="system 'orders': settings/headers: invalid"):
+        HttpAdapter("orders", settings(sink, transport, headers=headers))
+
+
+def test_a_header_rendered_from_the_payload_is_still_checked(sink: Sink, make_adapter: Any) -> None:
+    sink.on("POST", "/api/orders/x/lines", Reply(201, json={}))
+    adapter = make_adapter(settings(sink, headers={"X-Tenant": "acme"}))
+
+    with pytest.raises(ValueError, match="line break"):
+        adapter.call("post_lines", make_call({"order_id": "x\r\nX-Injected: 1", "lines": []}))
+
+    assert sink.requests == []

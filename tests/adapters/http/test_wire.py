@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.http.transport import PooledTransport, Request, Timeouts
-from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, encode_request
+from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, StaticHeaders, encode_request
 from bus.errors import TransientError
 
 
@@ -194,6 +194,33 @@ def test_server_closing_before_answering_is_a_dropped_connection(serve: Any) -> 
 def test_header_injection_is_refused_before_sending(headers: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         encode_request("POST", "/", "example.com", headers, b"{}")
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ({"X-Note": "a\r\nX-Injected: 1"}, "contains a line break"),
+    ({"Bad Name": "x"}, "invalid HTTP header name"),
+])
+def test_static_headers_are_checked_when_built(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StaticHeaders(headers)
+
+
+def test_static_headers_go_first_and_a_request_header_replaces_one() -> None:
+    static = StaticHeaders({"Accept": "application/json", "X-Tenant": "acme"})
+
+    plain = encode_request("GET", "/", "example.com", {"X-Id": "1"}, None, static)
+    replaced = encode_request("GET", "/", "example.com", {"X-Tenant": "other"}, None, static)
+
+    assert plain == (b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: application/json\r\nX-Tenant: acme\r\n"
+                     b"X-Id: 1\r\n\r\n")
+    assert replaced == encode_request("GET", "/", "example.com", {"Accept": "application/json", "X-Tenant": "other"},
+                                      None)
+    with pytest.raises(ValueError, match="contains a line break"):  # the request's own headers are still checked
+        encode_request("GET", "/", "example.com", {"X-Id": "1\r\nX-Injected: 1"}, None, static)
+    with pytest.raises(ValueError, match="contains a line break"):
+        encode_request("GET", "/", "example.com", {"X-Tenant": "1\nX-Injected: 1"}, None, static)
+    virtual = encode_request("POST", "/", "example.com", {}, None, StaticHeaders({"Host": "v.example"}))
+    assert b"Host: example.com" not in virtual and b"Host: v.example" in virtual and b"Content-Length: 0" in virtual
 
 
 def test_host_header_forms() -> None:
