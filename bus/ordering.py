@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bus.journal import tables
-from bus.journal.engine import reading, write
+from bus.journal.engine import reading, writing
 from bus.journal.sql import insert_for
 
 __all__ = ["SequenceGuard", "payload_digest"]
@@ -61,8 +61,8 @@ class SequenceGuard:
                     out[(scope, key)] = value
         return out
 
-    def applied_many(self, marks: Sequence[tuple[str, str, int]]) -> None:
-        """Record several applied sequences in one transaction."""
+    def applied_many(self, marks: Sequence[tuple[str, str, int]], *, conn: Connection | None = None) -> None:
+        """Record several applied sequences in one transaction (the caller's, when ``conn`` is given)."""
         if not marks:
             return
         t = tables.key_versions
@@ -74,7 +74,7 @@ class SequenceGuard:
             index_elements=[t.c.scope, t.c.key],
             set_={"last_sequence": greatest(t.c.last_sequence, stmt.excluded.last_sequence), "updated_at": now})
         rows = [{"scope": s, "key": k, "last_sequence": n, "updated_at": now} for s, k, n in sorted(marks)]
-        with write(self.engine) as conn:
+        with writing(self.engine, conn) as conn:
             conn.execute(stmt, rows)
 
     # -- last payload per key (skip_unchanged) -------------------------------------------------------------
@@ -83,13 +83,14 @@ class SequenceGuard:
         """The digest of the last payload delivered for each ``(scope, key)`` that has one, in one query."""
         return {pair: str(digest) for pair, digest in self._marks(tables.last_payloads.c.digest, pairs, conn).items()}
 
-    def remember_digests(self, digests: Mapping[tuple[str, str], str]) -> None:
-        """Store the digests of payloads just delivered, in one transaction."""
+    def remember_digests(self, digests: Mapping[tuple[str, str], str], *, conn: Connection | None = None) -> None:
+        """Store the digests of payloads just delivered, in one transaction (the caller's, when ``conn`` is
+        given)."""
         if not digests:
             return
         t = tables.last_payloads
         now = time.time()
-        with write(self.engine) as conn:
+        with writing(self.engine, conn) as conn:
             stmt = insert_for(conn, t)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=[t.c.scope, t.c.key],

@@ -25,7 +25,7 @@ from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
 from bus.followups import followup_id, letter_body, not_emitted
 from bus.journal import Journal
-from bus.journal.engine import read
+from bus.journal.engine import read, write
 from bus.journal.journal import ParkedAhead
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.ordering import SequenceGuard
@@ -332,15 +332,17 @@ class Worker:
         ack(self.queue, leases)
 
     def settle_journal(self, batch: Batch) -> None:
-        """Write one batch's outcomes: follow-ups first, then delivery states and dead letters, then marks."""
+        """Write one batch's outcomes: follow-ups first (journal and queue), then — in one transaction — the
+        delivery states, dead letters and per-key marks, so a crash cannot keep some of them and lose others."""
         if batch.followups:
             self.ingest(batch.followups)
-        if batch.updates:
-            self.journal.settle(batch.updates)
-        if batch.letters:
-            self.journal.dead_letter(batch.letters)
-        self.sequences.applied_many(batch.applied)
-        self.sequences.remember_digests(batch.digests)
+        if not (batch.updates or batch.letters or batch.applied or batch.digests):
+            return
+        with write(self.journal.engine) as conn:
+            self.journal.settle(batch.updates, conn=conn)
+            self.journal.dead_letter(batch.letters, conn=conn)
+            self.sequences.applied_many(batch.applied, conn=conn)
+            self.sequences.remember_digests(batch.digests, conn=conn)
 
 
 def ack(queue: Queue, leases: Sequence[Lease]) -> None:

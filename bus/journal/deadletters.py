@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bus.journal import tables
-from bus.journal.engine import read, write
+from bus.journal.engine import read, write, writing
 from bus.journal.records import DEAD_LETTER_STATES, DeadLetter, DeadLetterRow
 from bus.journal.sql import chunks
 
@@ -35,10 +35,11 @@ class DeadLetterStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def add(self, letters: Sequence[DeadLetter]) -> None:
+    def add(self, letters: Sequence[DeadLetter], *, conn: Connection | None = None) -> None:
+        """Store letters, in one transaction (the caller's, when ``conn`` is given)."""
         if not letters:
             return
-        with write(self._engine) as conn:
+        with writing(self._engine, conn) as conn:
             conn.execute(_D.insert(), [
                 {"event_id": d.event_id, "route": d.route, "target": d.target, "reason": d.reason,
                  "error_kind": d.error_kind, "attempts": d.attempts, "body": d.body, "created_at": d.created_at,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from bus.errors import ConfigError
 
-__all__ = ["create_engine", "normalise_url", "read", "reading", "write"]
+__all__ = ["create_engine", "normalise_url", "read", "reading", "write", "writing"]
 
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 BUSY_TIMEOUT_MS = 30_000
@@ -124,4 +124,15 @@ def reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
         yield conn
         return
     with read(engine) as fresh:
+        yield fresh
+
+
+@contextmanager
+def writing(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    """``conn`` when the caller already writes in a transaction (several writes, one commit), else a fresh
+    :func:`write`."""
+    if conn is not None:
+        yield conn
+        return
+    with write(engine) as fresh:
         yield fresh

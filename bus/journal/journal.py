@@ -20,7 +20,7 @@ from bus.envelope import Event
 from bus.errors import TransientError
 from bus.journal import tables
 from bus.journal.deadletters import DeadLetterStore
-from bus.journal.engine import create_engine, read, reading, write
+from bus.journal.engine import create_engine, read, reading, write, writing
 from bus.journal.migrations import migrate
 from bus.journal.records import (
     ORIGINS,
@@ -171,13 +171,14 @@ class Journal(DeadLetterStore, Watermarks):
             return [Event.decode(bytes(body)) for body in conn.execute(query).scalars()]
 
     # -- deliveries ----------------------------------------------------------------------------------------
-    def settle(self, outcomes: Sequence[DeliveryUpdate]) -> None:
+    def settle(self, outcomes: Sequence[DeliveryUpdate], *, conn: Connection | None = None) -> None:
         """Record delivery outcomes: upsert each delivery's state and append to the attempt log, all in one
-        transaction. A delivery already ``delivered`` is never downgraded (its attempt is still logged)."""
+        transaction (the caller's, when ``conn`` is given). A delivery already ``delivered`` is never
+        downgraded (its attempt is still logged)."""
         if not outcomes:
             return
         now = time.time()
-        with write(self.engine) as conn:
+        with writing(self.engine, conn) as conn:
             for run in _distinct_runs(outcomes):
                 self._upsert_delivery_many.execute(conn, [
                     {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
@@ -256,8 +257,8 @@ class Journal(DeadLetterStore, Watermarks):
                                           .order_by(_A.c.id))]
 
     # -- dead letters (storage in DeadLetterStore) ---------------------------------------------------------
-    def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        self.add(letters)
+    def dead_letter(self, letters: Sequence[DeadLetter], *, conn: Connection | None = None) -> None:
+        self.add(letters, conn=conn)
 
     def dead_letters(self, *, route: str | None = None, target: str | None = None, error: str | None = None,
                      since: float | None = None, state: str | None = "dead", limit: int | None = 100,

@@ -174,3 +174,36 @@ def test_delivered_keys_reads_only_the_asked_rows_on_a_table_without_statistics(
             assert removed == 0, plan
         finally:
             journal.close()
+
+
+def test_a_worker_batch_settles_in_one_transaction(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delivery states, dead letters and per-key marks of one batch are committed together: a failure in the
+    last of these writes leaves none of them behind (before, each was its own transaction)."""
+    from bus.worker import Batch, Worker
+
+    worker = Worker(pipeline=None, adapters={}, journal=journal, queue=None, ingest=lambda _: None)  # type: ignore[arg-type]
+    event = _event("SO-9", sequence=3)
+    key = idempotency_key(event.id, "r1", "scm.update")
+    batch = Batch(updates=[_update(event, "delivered")], applied=[("r1:scm.update", "SO-9", 3)],
+                  letters=[DeadLetter(b"{}", "follow-up not emitted", event.id, "r1", "scm.update")],
+                  digests={("r1:scm.update", "SO-9"): "abc"})
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    # Given the batch's last write fails
+    monkeypatch.setattr(worker.sequences, "remember_digests", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        worker.settle_journal(batch)
+    # Then nothing of the batch was kept
+    assert journal.delivery(key) is None
+    assert journal.count("dead") == 0
+    assert SequenceGuard(journal).last_many([("r1:scm.update", "SO-9")]) == {}
+    # When it is settled again (the queue hands the batch out again), all of it is kept
+    monkeypatch.undo()
+    worker.settle_journal(batch)
+    row = journal.delivery(key)
+    assert row is not None and row.status == "delivered"
+    assert journal.count("dead") == 1
+    assert SequenceGuard(journal).last_many([("r1:scm.update", "SO-9")]) == {("r1:scm.update", "SO-9"): 3}
+    assert SequenceGuard(journal).last_digests([("r1:scm.update", "SO-9")]) == {("r1:scm.update", "SO-9"): "abc"}
