@@ -215,6 +215,22 @@ class Adapter:
         outcome: Outcome = getattr(self, spec.method)(call)
         return outcome
 
+    def call_many(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome | Exception]:
+        """Run one operation for several independent calls — first attempts of one worker batch, no two of
+        the same ordering key — and give each one's outcome, or the exception it raised, in order.
+
+        This default runs them one after another (the worker does not even call it). An adapter whose system
+        can take them at once overrides it: the http adapter sends them on several pooled connections, so the
+        worker waits once per wave instead of once per call. Retries stay the worker's.
+        """
+        out: list[Outcome | Exception] = []
+        for one in calls:
+            try:
+                out.append(self.call(operation_name, one))
+            except Exception as exc:  # handed back: the worker classifies it as it would a raised one
+                out.append(exc)
+        return out
+
     def call_bulk(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome]:
         """Run a bulk operation on several calls at once (only for specs with ``bulk=True``)."""
         spec = self.operations[operation_name]

@@ -88,13 +88,17 @@ def park_delay(policy: RetryPolicy, parks: int, error: TransientError | None) ->
 
 
 def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *, parks: int = 0,
-                         stop: threading.Event | None = None) -> Attempted:
+                         stop: threading.Event | None = None, first: Outcome | Exception | None = None,
+                         started: float | None = None) -> Attempted:
     """Call ``send(attempt)`` with quick retries on :class:`TransientError`; decide what happens next.
 
     ``send`` gets the 1-based attempt number. Any exception other than the bus's delivery errors is treated as
     permanent: it is a bug or a vendor exception the adapter failed to translate, and retrying will not fix it.
+    ``first`` is the outcome (or exception) of a first attempt already made elsewhere — several sent at once,
+    see :meth:`adapters.base.Adapter.call_many` — begun at ``started`` (``time.monotonic()``); ``send`` then
+    makes the retries only.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     attempts = 0
     last: TransientError | None = None
     stop = stop or threading.Event()
@@ -103,6 +107,10 @@ def deliver_with_retries(send: Callable[[int], Outcome], policy: RetryPolicy, *,
         nonlocal attempts, last
         attempts += 1
         try:
+            if attempts == 1 and first is not None:
+                if isinstance(first, Exception):
+                    raise first
+                return first
             return send(attempts)
         except TransientError as exc:
             last = exc

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -33,7 +34,7 @@ from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections
 from bus.queue.base import Lease, Queue
 
-__all__ = ["Batch", "Ingest", "Worker", "WorkerStats", "ack"]
+__all__ = ["Batch", "Due", "Ingest", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
 _MAX_CRASHES = 5  # deliveries of one message that ended in an unexpected error before it is dead-lettered
@@ -62,6 +63,18 @@ class Batch:
     digests: dict[tuple[str, str], str] = field(default_factory=dict)  # to remember once delivered
     parked_ahead: dict[tuple[str, str, str], ParkedAhead] = field(default_factory=dict)  # (route, target, key)
     received_at: dict[str, float] = field(default_factory=dict)  # of this batch's events, when some key waits
+    due: list[Due] = field(default_factory=list)  # deliveries to make, once the batch is sorted
+
+
+@dataclass(slots=True)
+class Due:
+    """A delivery the worker is about to make: it passed every check (stale, unchanged, shadow, held)."""
+
+    lease: Lease
+    dispatch: Dispatch
+    adapter: Adapter
+    base: dict[str, Any]
+    log: Any
 
 
 class Worker:
@@ -150,6 +163,7 @@ class Worker:
             force = lease.message.headers.get("force") == "1"
             for result in results:
                 self._route_result(lease, event, result, batch, done, force, log_)
+        self._deliver(batch)
         self._settle(leases, batch)
         self.stats.batches += 1
         self.stats.events += len(leases)
@@ -222,9 +236,73 @@ class Worker:
             lanes.hold(lease)
             lane.add(BulkItem(dispatch, lease, lease.message.parks))
             return
-        attempted = deliver_with_retries(lambda n: self._call(adapter, dispatch, n), route.config.retry,
-                                         parks=lease.message.parks, stop=self.stop)
-        self.record(lease, dispatch, attempted, batch, base, log_)
+        batch.due.append(Due(lease, dispatch, adapter, base, log_))  # delivered with the batch's others
+
+    def _deliver(self, batch: Batch) -> None:
+        """Make the batch's deliveries and record them. Where an adapter can take several calls at once
+        (``call_many``), the first attempts of one operation go together; retries follow one by one, as each
+        delivery's policy says. Calls in one batch are independent: the queue hands out one event per key."""
+        firsts: dict[int, Outcome | Exception] = {}
+        started: dict[int, float] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, due in enumerate(batch.due):
+            if type(due.adapter).call_many is not Adapter.call_many:
+                target = due.dispatch.target.config
+                groups.setdefault((target.system, target.operation), []).append(i)
+        for (_, operation), members in groups.items():
+            if len(members) < 2:
+                continue
+            # One call first: a system that is down gets the others one by one, through its circuit breaker,
+            # instead of a whole wave of calls it would refuse.
+            probe = members[0]
+            started[probe] = time.monotonic()
+            firsts[probe] = self._call_many(operation, [batch.due[probe]])[0]
+            if isinstance(firsts[probe], Exception):
+                continue
+            began = time.monotonic()
+            rest = members[1:]
+            for i, first in zip(rest, self._call_many(operation, [batch.due[i] for i in rest]), strict=True):
+                firsts[i], started[i] = first, began
+        for i, due in enumerate(batch.due):
+            dispatch = due.dispatch
+            attempted = deliver_with_retries(partial(self._call, due.adapter, dispatch),
+                                             dispatch.route.config.retry, parks=due.lease.message.parks,
+                                             stop=self.stop, first=firsts.get(i), started=started.get(i))
+            self.record(due.lease, dispatch, attempted, batch, due.base, due.log)
+
+    def _call_many(self, operation: str, dues: Sequence[Due]) -> list[Outcome | Exception]:
+        """First attempts of several deliveries to one operation, sent together; each passes its system's
+        protections (rate limit, circuit breaker) as a single call would."""
+        out: list[Outcome | Exception | None] = [None] * len(dues)
+        admitted: list[int] = []
+        guards = []
+        for i, due in enumerate(dues):
+            guard = self.protections.get(due.dispatch.target.config.system) if self.protections is not None else None
+            guards.append(guard)
+            if guard is not None:
+                try:
+                    guard.admit(timeout=min(due.dispatch.route.config.retry.max_delay, 5.0))
+                except TransientError as exc:
+                    out[i] = exc
+                    continue
+            admitted.append(i)
+        if admitted:
+            adapter = dues[admitted[0]].adapter
+            calls = [self._call_for(dues[i].dispatch, 1) for i in admitted]
+            try:
+                results = adapter.call_many(operation, calls)
+            except Exception as exc:  # the adapter failed as a whole: every call failed with it
+                results = [exc] * len(calls)
+            for i, result in zip(admitted, results, strict=True):
+                out[i] = result
+                error = result if isinstance(result, Exception) else None
+                if isinstance(error, TransientError):
+                    target = dues[i].dispatch.target.config
+                    metrics.delivery(dues[i].dispatch.route.name, target.name, "retried")
+                guard = guards[i]
+                if guard is not None:
+                    guard.observe(error)
+        return [o if o is not None else TransientError("not sent") for o in out]
 
     def _held(self, dispatch: Dispatch, batch: Batch, base: dict[str, Any]) -> bool:
         """Park ``dispatch`` behind an earlier delivery of its key that is parked on the same route and target.
@@ -249,10 +327,14 @@ class Worker:
         self.stats.parked += 1
         return True
 
+    @staticmethod
+    def _call_for(dispatch: Dispatch, attempt: int) -> Call:
+        return Call(dispatch.event, dispatch.payload, dispatch.idempotency_key, route=dispatch.route.name,
+                    attempt=attempt, args=dispatch.target.config.args)
+
     def _call(self, adapter: Adapter, dispatch: Dispatch, attempt: int) -> Outcome:
         target = dispatch.target.config
-        call = Call(dispatch.event, dispatch.payload, dispatch.idempotency_key, route=dispatch.route.name,
-                    attempt=attempt, args=target.args)
+        call = self._call_for(dispatch, attempt)
         guard = self.protections.get(target.system) if self.protections is not None else None
         if guard is not None:
             # waits briefly for a rate-limit token; an open circuit raises TransientError(retry_after) -> park

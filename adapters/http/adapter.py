@@ -15,7 +15,7 @@ Every request carries ``Idempotency-Key`` (stable across retries and replays) an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import orjson
@@ -23,7 +23,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome
 from adapters.http.auth import auth_from_settings
-from adapters.http.client import HttpClient, join_url
+from adapters.http.client import HttpClient, Pending, join_url
 from adapters.http.settings import (
     SETTINGS_SCHEMA,
     OperationConfig,
@@ -112,9 +112,49 @@ class HttpAdapter(Adapter):
         super().close()
 
     def call(self, operation_name: str, call: Call) -> Outcome:
+        op = self._operation(operation_name)
+        pending = self._pending(operation_name, op, call)
+        try:
+            response = self.client.request(pending.method, pending.path, params=pending.params,
+                                           headers=pending.headers, body=pending.body, success=pending.success,
+                                           what=pending.what)
+        except DeliveryError as exc:
+            self._failed(operation_name, call, exc)
+            raise
+        # no per-delivery log line here: the worker logs every delivery with its ids (a bound logger per call
+        # cost more than the request's own bookkeeping)
+        return outcome_from_response(response, op.result, op.reference)
+
+    def call_many(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome | Exception]:
+        """Send the calls' requests at once on the pooled transport (see :meth:`HttpClient.request_many`)."""
+        op = self._operation(operation_name)
+        out: list[Outcome | Exception | None] = [None] * len(calls)
+        sendable: list[tuple[int, Pending]] = []
+        for i, one in enumerate(calls):
+            try:
+                sendable.append((i, self._pending(operation_name, op, one)))
+            except DeliveryError as exc:
+                out[i] = exc
+        answers = self.client.request_many([p for _, p in sendable])
+        for (i, _), answer in zip(sendable, answers, strict=True):
+            if isinstance(answer, DeliveryError):
+                self._failed(operation_name, calls[i], answer)
+                out[i] = answer
+                continue
+            try:
+                out[i] = outcome_from_response(answer, op.result, op.reference)
+            except Exception as exc:  # a result or reference expression that fails on this response
+                out[i] = exc
+        return [o if o is not None else PermanentError("not sent") for o in out]
+
+    def _operation(self, operation_name: str) -> OperationConfig:
         op = self._operations.get(operation_name)
         if op is None:
             raise UnknownNameError(f"operation of system {self.system!r}", operation_name, self._operations)
+        return op
+
+    def _pending(self, operation_name: str, op: OperationConfig, call: Call) -> Pending:
+        """The request ``call`` becomes: rendered path, query, headers and body (PermanentError if it cannot)."""
         payload = call.payload
         headers = {k: t.render(payload) for k, t in op.headers.items()}
         headers["Idempotency-Key"] = call.idempotency_key
@@ -132,14 +172,9 @@ class HttpAdapter(Adapter):
             headers.setdefault("Content-Type", "application/json")
         path = op.path.render_path(payload)
         what = f"{self.system}.{operation_name}: {op.method} {join_url(self.client.base_url, path)}"
-        try:
-            response = self.client.request(op.method, path, params=params, headers=headers, body=body,
-                                           success=op.success, what=what)
-        except DeliveryError as exc:
-            log.warning("http_delivery_failed", system=self.system, operation=operation_name, event_id=call.event.id,
-                        correlation_id=call.event.correlationid, attempt=call.attempt, error=str(exc),
-                        kind=type(exc).__name__)
-            raise
-        # no per-delivery log line here: the worker logs every delivery with its ids (a bound logger per call
-        # cost more than the request's own bookkeeping)
-        return outcome_from_response(response, op.result, op.reference)
+        return Pending(op.method, path, params, headers, body, op.success, what)
+
+    def _failed(self, operation_name: str, call: Call, exc: DeliveryError) -> None:
+        log.warning("http_delivery_failed", system=self.system, operation=operation_name, event_id=call.event.id,
+                    correlation_id=call.event.correlationid, attempt=call.attempt, error=str(exc),
+                    kind=type(exc).__name__)

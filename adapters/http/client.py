@@ -6,7 +6,8 @@ but a refused OAuth2 token: retries with backoff are the route's delivery policy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from adapters.http.transport import Request, Response, Transport
 from adapters.http.wire import StaticHeaders
 from bus.errors import DeliveryError
 
-__all__ = ["Classifier", "HttpClient", "join_url"]
+__all__ = ["Classifier", "HttpClient", "Pending", "join_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,19 @@ log = structlog.get_logger(__name__)
 Classifier = Callable[[Response], DeliveryError | None]
 
 _NO_JSON = object()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One request for :meth:`HttpClient.request_many` (the arguments of :meth:`HttpClient.request`)."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    success: Collection[int] | None = None
+    what: str | None = None
 
 
 def join_url(base_url: str, path: str) -> str:
@@ -72,19 +86,58 @@ class HttpClient:
         url = join_url(self.base_url, path)
         what = what or f"{method} {url}"
         for attempt in (1, 2):
-            send_headers = dict(own)
-            send_params = dict(params or {})
-            tag = self.auth.apply(send_headers, send_params)
-            full = url + (("&" if "?" in url else "?") + urlencode(send_params) if send_params else "")
-            response = self.transport.send(Request(method, full, send_headers, body, self.static_headers))
+            request, tag = self._prepare(method, url, own, params, body)
+            response = self.transport.send(request)
             if response.status == 401 and attempt == 1 and self.auth.refresh(tag):
                 log.info("http_credential_refused_retrying", url=url)
                 continue
-            if (response.status in success) if success is not None else 200 <= response.status < 300:
-                return response
-            error = self.classify(response) if self.classify else None
-            raise error or error_for_response(response, self.policy, what)
+            return self._accept(response, success, what)
         raise AssertionError("unreachable: the second attempt always returns or raises")
+
+    def request_many(self, requests: Sequence[Pending]) -> list[Response | DeliveryError]:
+        """Send several independent requests at once (a transport with ``send_many``; one by one otherwise):
+        one accepted response or delivery error per request, in order. A 401 with a refreshable credential
+        is sent once more on its own, as :meth:`request` does."""
+        send_many = getattr(self.transport, "send_many", None)
+        if send_many is None or len(requests) < 2:
+            return [self._one(p) for p in requests]
+        prepared = [self._prepare(p.method, join_url(self.base_url, p.path), p.headers, p.params, p.body)
+                    for p in requests]
+        out: list[Response | DeliveryError] = []
+        for p, (_, tag), sent in zip(requests, prepared, send_many([r for r, _ in prepared]), strict=True):
+            if isinstance(sent, DeliveryError):
+                out.append(sent)
+            elif sent.status == 401 and self.auth.refresh(tag):
+                log.info("http_credential_refused_retrying", url=sent.url)
+                out.append(self._one(p))
+            else:
+                try:
+                    out.append(self._accept(sent, p.success, p.what or f"{p.method} {sent.url}"))
+                except DeliveryError as exc:
+                    out.append(exc)
+        return out
+
+    def _one(self, p: Pending) -> Response | DeliveryError:
+        try:
+            return self.request(p.method, p.path, params=p.params, headers=p.headers, body=p.body,
+                                success=p.success, what=p.what)
+        except DeliveryError as exc:
+            return exc
+
+    def _prepare(self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,
+                 body: bytes | None) -> tuple[Request, Any]:
+        """The request to send with the current credential applied, and the credential's tag (for refresh)."""
+        send_headers = dict(headers)
+        send_params = dict(params or {})
+        tag = self.auth.apply(send_headers, send_params)
+        full = url + (("&" if "?" in url else "?") + urlencode(send_params) if send_params else "")
+        return Request(method, full, send_headers, body, self.static_headers), tag
+
+    def _accept(self, response: Response, success: Collection[int] | None, what: str) -> Response:
+        if (response.status in success) if success is not None else 200 <= response.status < 300:
+            return response
+        error = self.classify(response) if self.classify else None
+        raise error or error_for_response(response, self.policy, what)
 
     def close(self) -> None:
         self.transport.close()
