@@ -176,3 +176,29 @@ def test_without_a_stop_event_real_waits_are_short() -> None:
     attempted = deliver_with_retries(send, policy)
     assert (attempted.status, seen) == ("delivered", [1, 2, 3])
     assert attempted.duration_ms > 0
+
+
+def test_a_first_attempt_made_elsewhere_is_not_repeated() -> None:
+    """The worker sends a batch's first attempts together (Adapter.call_many) and hands each result in as
+    ``first``: a success is taken as it is, a failure is classified like a raised one and retried from attempt 2."""
+    began = time.monotonic() - 0.05
+    send, seen = failing([])
+    done = deliver_with_retries(send, QUICK, stop=RecordingStop(), first=Outcome(result="made", reference="R-9"),
+                                started=began)
+    assert (done.status, done.attempts, done.outcome) == ("delivered", 1, Outcome(result="made", reference="R-9"))
+    assert seen == [] and done.duration_ms >= 50  # timed from when the first attempt began
+
+    send, seen = failing([TransientError("HTTP 503")])
+    retried = deliver_with_retries(send, QUICK, stop=RecordingStop(), first=TransientError("HTTP 503"))
+    assert (retried.status, retried.attempts) == ("delivered", 3)
+    assert seen == [2, 3]
+
+    send, seen = failing([])
+    refused = deliver_with_retries(send, QUICK, stop=RecordingStop(), first=PermanentError("HTTP 400"))
+    assert (refused.status, refused.attempts, str(refused.error)) == ("dead", 1, "HTTP 400")
+    assert seen == []
+
+    # an exception the adapter did not translate is permanent, as when raised
+    send, seen = failing([])
+    bug = deliver_with_retries(send, QUICK, stop=RecordingStop(), first=KeyError("payload"))
+    assert bug.status == "dead" and "KeyError" in str(bug.error) and seen == []

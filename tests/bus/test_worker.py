@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bus.config import load_config
 from bus.envelope import Event
 from bus.journal import Journal
@@ -16,7 +18,7 @@ from bus.queue.base import Message
 from bus.runtime import Runtime, RuntimeOptions
 from bus.tracing import build_trace
 from tests.helpers.backends import Backend
-from tests.helpers.routes import orders, run_until_idle, write_routes
+from tests.helpers.routes import enqueue, orders, run_until_idle, write_routes
 from tests.helpers.sink import Sink
 
 
@@ -224,3 +226,24 @@ def test_a_parked_delivery_holds_back_later_events_of_its_key(tmp_path: Path, ba
                        == ["delivered", "delivered"], timeout=10, what="both deliveries journaled as delivered")
         finally:
             runtime.stop()
+
+
+@pytest.mark.parametrize("backend", ["embedded-sqlite", "rabbitmq"], indirect=True)
+def test_a_batch_sends_its_first_attempts_together(tmp_path: Path, backend: Backend) -> None:
+    """Given one worker and 16 queued orders for an http target, the first attempts go out together after one
+    probe call (the sink sees several requests in flight at once) and each delivery happens exactly once."""
+    with Sink("ok", company=4) as sink:
+        routes = write_routes(tmp_path, sink.url)
+        events = orders(16)
+        enqueue(backend.journal, backend.broker, events)
+        runtime = Runtime(routes, journal=backend.journal, broker=backend.broker,
+                          options=RuntimeOptions(workers=1, batch_size=32, port=None, triggers=False))
+        runtime.start()
+        try:
+            assert runtime.wait_idle(timeout=60), runtime.queue.depth()
+        finally:
+            runtime.stop()
+        # both hops of every order arrived, once each
+        assert len(sink.delivered) == 32 and set(sink.delivered.values()) == {1}
+        # and a one-worker bus had several of them in flight at the same time
+        assert sink.max_in_flight >= 4

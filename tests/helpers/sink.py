@@ -18,9 +18,15 @@ from typing import Any
 
 
 class Sink:
-    def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0) -> None:
+    def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0, company: int = 0) -> None:
         self.mode = mode
         self.slow = slow
+        # company > 0: a request waits (at most 0.1 s, below the routes' read timeout) until that many are in flight at once, so a test can see
+        # whether a client sends requests together (max_in_flight) without failing one that does not
+        self.company = company
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.together = threading.Condition()
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.delivered: Counter[str] = Counter()
@@ -40,6 +46,8 @@ class Sink:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 key = self.headers.get("Idempotency-Key", "")
+                if sink.company:
+                    sink.wait_for_company()
                 status, headers, delay = sink.decide()
                 if delay:
                     time.sleep(delay)  # the client's timeout fires first: a real timeout, on purpose
@@ -64,12 +72,22 @@ class Sink:
             do_PATCH = do_POST  # noqa: N815
 
         class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # clients that open many connections at once are not left in SYN retries
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client killed mid-request (the crash test does that on purpose) is not news
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for_company(self) -> None:
+        with self.together:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.together.notify_all()
+            self.together.wait_for(lambda: self.in_flight >= self.company, timeout=0.1)
+        with self.together:
+            self.in_flight -= 1
 
     def decide(self) -> tuple[int, dict[str, str], float]:
         if self.mode == "permanent":
