@@ -13,10 +13,11 @@ Figures:
 
 Targets (issue 4): >= 2,000 events/s end to end embedded; >= 0.5x raw kombu consume on RabbitMQ; p99
 accepted -> delivered <= 20 ms at 500 events/s. Usage: ``python bench/e2e.py [--events N] [--skip-rabbitmq]
-[--bus-processes N|auto] [--workers N]``; the bus runs as ``ironbus run --processes N --workers N`` (defaults:
-the product's, one process with 4 workers; ``--bus-processes auto --workers 1`` is the layout that carries
-most on this machine end to end, ``--workers 4`` for the RabbitMQ drain). The last line is one JSON object
-of the figures, with the process and worker counts.
+[--only embedded|rabbitmq|drain] [--bus-processes N|auto] [--workers N] [--bus-arg=--batch=N]``; the bus runs as
+``ironbus run --processes N --workers N`` (defaults: the product's, one process with 4 workers and batches of
+32). ``--bus-processes auto --workers 1 --bus-arg=--batch=128`` is the layout that carries most on this machine,
+in all three scenarios (``make bench`` uses it). The last line is one JSON object of the figures, with the
+process and worker counts.
 """
 
 from __future__ import annotations
