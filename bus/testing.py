@@ -194,6 +194,18 @@ class AdapterContract:
         attempted = deliver_with_retries(lambda attempt: adapter.call(operation, make_call(payload)), _QUICK)
         assert attempted.status == "dead" and attempted.attempts == 1, attempted
 
+    def test_call_many_answers_each_call_in_order(self, adapter: Adapter) -> None:
+        """``call_many`` (several first attempts at once) gives what ``call`` would, per call, in order — an
+        error as a returned exception, never raised for the whole group."""
+        operation, payload = self.arrange_success(adapter)
+        calls = [make_call(payload, idempotency_key=f"contract-many-{i}") for i in range(3)]
+        outcomes = adapter.call_many(operation, calls)
+        assert len(outcomes) == len(calls), "one answer per call"
+        assert all(isinstance(o, Outcome) for o in outcomes), outcomes
+        bad_operation, bad_payload = self.arrange_permanent(adapter)
+        answers = adapter.call_many(bad_operation, [make_call(bad_payload)])
+        assert len(answers) == 1 and isinstance(answers[0], PermanentError), answers
+
     def test_idempotency_key_reaches_the_system(self, adapter: Adapter) -> None:
         operation, payload = self.arrange_success(adapter)
         key = "contract-idem-7f3a9c"
