@@ -33,6 +33,7 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
+from adapters.http.wire import check_header
 from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
@@ -132,9 +133,15 @@ class HttpAdapter(Adapter):
         sendable: list[tuple[int, Pending]] = []
         for i, one in enumerate(calls):
             try:
-                sendable.append((i, self._pending(operation_name, op, one)))
-            except DeliveryError as exc:
+                pending = self._pending(operation_name, op, one)
+                for name, value in pending.headers.items():
+                    # as sending checks them (ValueError, as call() raises), but before the wave: one payload's
+                    # bad header must fail its own call, not the whole wave with requests already written
+                    check_header(name, value)
+            except (DeliveryError, ValueError) as exc:
                 out[i] = exc
+                continue
+            sendable.append((i, pending))
         answers = self.client.request_many([p for _, p in sendable])
         for (i, _), answer in zip(sendable, answers, strict=True):
             if isinstance(answer, DeliveryError):

@@ -109,13 +109,25 @@ class HttpClient:
                 out.append(sent)
             elif sent.status == 401 and self.auth.refresh(tag):
                 log.info("http_credential_refused_retrying", url=sent.url)
-                out.append(self._one(p))
+                out.append(self._again(p))
             else:
                 try:
-                    out.append(self._accept(sent, p.success, p.what or f"{p.method} {sent.url}"))
+                    out.append(self._accept(sent, p.success, self._what(p)))
                 except DeliveryError as exc:
                     out.append(exc)
         return out
+
+    def _what(self, p: Pending) -> str:
+        """How errors name ``p`` (as :meth:`request` does: without the query, which may carry a credential)."""
+        return p.what or f"{p.method} {join_url(self.base_url, p.path)}"
+
+    def _again(self, p: Pending) -> Response | DeliveryError:
+        """The one more send of a request whose credential was refused and refreshed (not request()'s two)."""
+        try:
+            request, _ = self._prepare(p.method, join_url(self.base_url, p.path), p.headers, p.params, p.body)
+            return self._accept(self.transport.send(request), p.success, self._what(p))
+        except DeliveryError as exc:
+            return exc
 
     def _one(self, p: Pending) -> Response | DeliveryError:
         try:

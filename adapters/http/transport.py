@@ -259,27 +259,39 @@ class PooledTransport:
         while todo:
             wave: list[tuple[int, _Origin, Http11Connection, bool, str]] = []
             alone: list[int] = []
-            for i in todo:
-                request = requests[i]
-                origin, path, target = self._resolve(request.url)
-                got = origin.try_acquire()
-                if got is None:
-                    alone.append(i)
-                    continue
-                conn, reused = got
-                try:
-                    if conn.sock is None:
-                        conn.connect()
-                    conn.send_request(request.method, target, request.headers, request.body, request.static_headers)
-                except _FAILURES as exc:
-                    origin.release(conn, False)
-                    if isinstance(exc, _STALE) and reused:
-                        alone.append(i)  # send() retries it on a fresh connection
-                    else:
-                        phase = "connect" if conn.sock is None else "send"
-                        results[i] = self._failure(exc, origin, request.method, path, phase)
-                    continue
-                wave.append((i, origin, conn, reused, path))
+            try:
+                for i in todo:
+                    request = requests[i]
+                    origin, path, target = self._resolve(request.url)
+                    got = origin.try_acquire()
+                    if got is None:
+                        alone.append(i)
+                        continue
+                    conn, reused = got
+                    try:
+                        if conn.sock is None:
+                            conn.connect()
+                        conn.send_request(request.method, target, request.headers, request.body,
+                                          request.static_headers)
+                    except _FAILURES as exc:
+                        phase = "connect" if conn.sock is None else "send"  # before release() closes it
+                        origin.release(conn, False)
+                        if isinstance(exc, _STALE) and reused:
+                            alone.append(i)  # send() retries it on a fresh connection
+                        else:
+                            results[i] = self._failure(exc, origin, request.method, path, phase)
+                        continue
+                    except BaseException:
+                        origin.release(conn, False)
+                        raise
+                    wave.append((i, origin, conn, reused, path))
+            except BaseException:
+                # A request that cannot be written at all (ValueError: a header with a line break, a URL that
+                # is not http(s)) is raised, as send() raises it; the wave's connections must go back to the
+                # pool, or each such request would take slots for good until the pool is exhausted.
+                for _, origin, conn, _, _ in wave:
+                    origin.release(conn, False)  # written but never read: not reusable
+                raise
             for i, origin, conn, reused, path in wave:
                 reusable = False
                 try:
