@@ -21,8 +21,9 @@ class Sink:
     def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0, company: int = 0) -> None:
         self.mode = mode
         self.slow = slow
-        # company > 0: a request waits (at most 0.1 s, below the routes' read timeout) until that many are in flight at once, so a test can see
-        # whether a client sends requests together (max_in_flight) without failing one that does not
+        # company > 0: a request waits (at most 0.1 s, below the routes' read timeout) until that many are in
+        # flight at once, so a test sees whether a client sends requests together (max_in_flight), without
+        # failing one that does not
         self.company = company
         self.in_flight = 0
         self.max_in_flight = 0
