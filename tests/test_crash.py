@@ -38,9 +38,10 @@ def _start(routes: Path, backend: Backend, *extra: str) -> subprocess.Popen[byte
 @pytest.mark.parametrize("backend", ["embedded-sqlite", "rabbitmq"], indirect=True)
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, backend: Backend) -> None:
     rng = random.Random(int(os.environ.get("IRONBUS_CRASH_SEED", "20261124")))
-    # A few milliseconds per delivery keep the work under way long enough for five kills to land in it: the
-    # bus alone drains 3,000 deliveries faster than the kills come.
-    with Sink("ok", slow=0.01) as sink:
+    # Some milliseconds per delivery keep the work under way long enough for five kills to land in it: the
+    # bus alone drains 3,000 deliveries faster than the kills come (it sends a batch's requests together, so
+    # the sink's delay is paid per wave, not per delivery).
+    with Sink("ok", slow=0.05) as sink:
         routes = write_routes(tmp_path, sink.url)
         events = orders(EVENTS)
         enqueue(backend.journal, backend.broker, events)
