@@ -273,8 +273,8 @@ class AmqpQueue:
         waiting: set[str] = set()
         generation = self._generation
         buffer = self._buffer
-        # Stop at the limit: what is behind it stays as it is (walking a full prefetch buffer on every take
-        # cost the consumer more than the lease itself).
+        # Stop at the limit: what is behind it stays as it is, rather than being walked on every take (the
+        # buffer holds up to partitions x prefetch messages).
         while buffer and len(taken) < limit:
             raw = buffer.popleft()
             key = raw.headers.get(_H_KEY)
