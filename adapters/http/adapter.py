@@ -146,6 +146,7 @@ class HttpAdapter(Adapter):
         for (i, _), answer in zip(sendable, answers, strict=True):
             if isinstance(answer, DeliveryError):
                 self._failed(operation_name, calls[i], answer)
+            if isinstance(answer, Exception):
                 out[i] = answer
                 continue
             try:

@@ -94,18 +94,19 @@ class HttpClient:
             return self._accept(response, success, what)
         raise AssertionError("unreachable: the second attempt always returns or raises")
 
-    def request_many(self, requests: Sequence[Pending]) -> list[Response | DeliveryError]:
+    def request_many(self, requests: Sequence[Pending]) -> list[Response | DeliveryError | ValueError]:
         """Send several independent requests at once (a transport with ``send_many``; one by one otherwise):
-        one accepted response or delivery error per request, in order. A 401 with a refreshable credential
-        is sent once more on its own, as :meth:`request` does."""
+        one accepted response or delivery error per request, in order (ValueError for one the transport
+        refused to write, as :meth:`request` raises it). A 401 with a refreshable credential is sent once more
+        on its own, as :meth:`request` does."""
         send_many = getattr(self.transport, "send_many", None)
         if send_many is None or len(requests) < 2:
             return [self._one(p) for p in requests]
         prepared = [self._prepare(p.method, join_url(self.base_url, p.path), p.headers, p.params, p.body)
                     for p in requests]
-        out: list[Response | DeliveryError] = []
+        out: list[Response | DeliveryError | ValueError] = []
         for p, (_, tag), sent in zip(requests, prepared, send_many([r for r, _ in prepared]), strict=True):
-            if isinstance(sent, DeliveryError):
+            if isinstance(sent, DeliveryError | ValueError):
                 out.append(sent)
             elif sent.status == 401 and self.auth.refresh(tag):
                 log.info("http_credential_refused_retrying", url=sent.url)

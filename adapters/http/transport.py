@@ -245,16 +245,18 @@ class PooledTransport:
                 origin.release(conn, reusable)
         raise AssertionError("unreachable: the second attempt always returns or raises")
 
-    def send_many(self, requests: Sequence[Request]) -> list[Response | TransientError]:
+    def send_many(self, requests: Sequence[Request]) -> list[Response | TransientError | ValueError]:
         """Send several independent requests at once; one response or error per request, in order.
 
         Each goes on its own pooled connection, and a wave of them is written before any response is read: the
         server works on them together and this thread waits once per wave instead of once per request (on a
         busy host that also saves a context switch per request). A request the pool has no free connection
         for, or whose reused connection turns out to be closed, is sent alone with :meth:`send` — the results
-        are what sending them one by one would give.
+        are what sending them one by one would give, except that a request :meth:`send` would refuse with
+        ValueError (not an http(s) URL, a header with a line break) gets that ValueError as its result: the
+        others of its wave, maybe written already, are still answered.
         """
-        results: list[Response | TransientError | None] = [None] * len(requests)
+        results: list[Response | TransientError | ValueError | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         while todo:
             wave: list[tuple[int, _Origin, Http11Connection, bool, str]] = []
@@ -262,7 +264,11 @@ class PooledTransport:
             try:
                 for i in todo:
                     request = requests[i]
-                    origin, path, target = self._resolve(request.url)
+                    try:
+                        origin, path, target = self._resolve(request.url)
+                    except ValueError as exc:
+                        results[i] = exc
+                        continue
                     got = origin.try_acquire()
                     if got is None:
                         alone.append(i)
@@ -281,14 +287,17 @@ class PooledTransport:
                         else:
                             results[i] = self._failure(exc, origin, request.method, path, phase)
                         continue
+                    except ValueError as exc:  # a header with a line break: nothing was written
+                        origin.release(conn, True)
+                        results[i] = exc
+                        continue
                     except BaseException:
                         origin.release(conn, False)
                         raise
                     wave.append((i, origin, conn, reused, path))
             except BaseException:
-                # A request that cannot be written at all (ValueError: a header with a line break, a URL that
-                # is not http(s)) is raised, as send() raises it; the wave's connections must go back to the
-                # pool, or each such request would take slots for good until the pool is exhausted.
+                # Anything else ends the call, but the wave's connections go back to the pool first: each would
+                # otherwise hold its slot for good.
                 for _, origin, conn, _, _ in wave:
                     origin.release(conn, False)  # written but never read: not reusable
                 raise
@@ -309,7 +318,7 @@ class PooledTransport:
                 i = alone.pop(0)
                 try:
                     results[i] = self.send(requests[i])
-                except TransientError as exc:
+                except (TransientError, ValueError) as exc:
                     results[i] = exc
             todo = alone
         return [r if r is not None else TransientError("not sent") for r in results]

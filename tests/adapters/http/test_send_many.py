@@ -260,7 +260,7 @@ def test_a_connection_reset_while_the_request_is_written_is_a_send_failure(
     assert isinstance(in_wave, TransientError) and "lost during send" in str(in_wave)
 
 
-def test_a_request_that_cannot_be_written_keeps_no_connection(
+def test_a_request_that_cannot_be_written_fails_alone_and_keeps_no_connection(
         sink: Sink, make_transport: Callable[..., PooledTransport]) -> None:
     # Given a pool of one and a request whose header would break the message
     sink.on("POST", "/echo", echo)
@@ -268,13 +268,20 @@ def test_a_request_that_cannot_be_written_keeps_no_connection(
     good = numbered(sink, 1)[0]
     bad = Request("POST", sink.url + "/echo", {"X-Note": "a\r\nX-Injected: 1"}, b'{"n": 9}')
 
-    # When it goes in a wave, it is refused as send() refuses it
+    # When it goes in a wave, it alone is refused, with the ValueError send() raises; the other is answered
+    answered, refused = transport.send_many([good, bad])
+    assert isinstance(answered, Response) and answered.status == 200
+    assert isinstance(refused, ValueError) and "line break" in str(refused)
     with pytest.raises(ValueError, match="line break"):
-        transport.send_many([good, bad])
+        transport.send(bad)
 
     # Then the pool's one connection is free again
     assert transport.send(good).status == 200
     assert responses(transport.send_many([good, good]))[1].json() == {"n": 0, "path": "/echo?i=0"}
+    # and a URL it cannot send to fails alone too
+    elsewhere = Request("POST", "ftp://127.0.0.1/echo", {}, b"{}")
+    mixed = transport.send_many([elsewhere, good])
+    assert isinstance(mixed[0], ValueError) and isinstance(mixed[1], Response) and mixed[1].status == 200
 
 
 # -- HttpClient.request_many -----------------------------------------------------------------------------------
