@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
-from adapters.http.errors import parse_retry_after
+from adapters.http.errors import DEFAULT_TRANSIENT, parse_retry_after
 from adapters.templates import TextTemplate, cached_template
 from bus.errors import ConfigError, PermanentError, TransientError
 
@@ -33,7 +33,6 @@ __all__ = ["ChatWebhookAdapter", "chat_body"]
 
 log = structlog.get_logger(__name__)
 
-_TRANSIENT = frozenset({408, 425, 429, 500, 502, 503, 504})
 _EXCERPT = 200
 
 
@@ -133,7 +132,7 @@ class ChatWebhookAdapter(Adapter):
         except httpx.TransportError as exc:
             raise TransientError(f"{self.system}: webhook unreachable: {type(exc).__name__}: {exc}") from None
         excerpt = " ".join(response.text[: _EXCERPT * 2].split())[:_EXCERPT]
-        if response.status_code in _TRANSIENT:
+        if response.status_code in DEFAULT_TRANSIENT:
             raise TransientError(f"{self.system}: webhook answered {response.status_code}: {excerpt}",
                                  retry_after=parse_retry_after(response.headers.get("retry-after")))
         if not response.is_success:
