@@ -31,7 +31,7 @@ from bus.journal.journal import ParkedAhead
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.ordering import SequenceGuard
 from bus.pipeline import Dispatch, Pipeline, RouteResult
-from bus.protection import Protections
+from bus.protection import Protections, SystemProtection
 from bus.queue.base import Lease, Queue
 
 __all__ = ["Batch", "Due", "Ingest", "Worker", "WorkerStats", "ack"]
@@ -68,13 +68,17 @@ class Batch:
 
 @dataclass(slots=True)
 class Due:
-    """A delivery the worker is about to make: it passed every check (stale, unchanged, shadow, held)."""
+    """A delivery the worker is about to make: it passed every check (stale, unchanged, shadow, held).
+    ``first`` is its first attempt's outcome when that was made with others (``call_many``), begun at
+    ``started``."""
 
     lease: Lease
     dispatch: Dispatch
     adapter: Adapter
     base: dict[str, Any]
     log: Any
+    first: Outcome | Exception | None = None
+    started: float | None = None
 
 
 class Worker:
@@ -242,67 +246,52 @@ class Worker:
         """Make the batch's deliveries and record them. Where an adapter can take several calls at once
         (``call_many``), the first attempts of one operation go together; retries follow one by one, as each
         delivery's policy says. Calls in one batch are independent: the queue hands out one event per key."""
-        firsts: dict[int, Outcome | Exception] = {}
-        started: dict[int, float] = {}
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, due in enumerate(batch.due):
+        groups: dict[tuple[str, str], list[Due]] = {}
+        for due in batch.due:
             if type(due.adapter).call_many is not Adapter.call_many:
                 target = due.dispatch.target.config
-                groups.setdefault((target.system, target.operation), []).append(i)
+                groups.setdefault((target.system, target.operation), []).append(due)
         for (_, operation), members in groups.items():
             if len(members) < 2:
                 continue
             # One call first: a system that is down gets the others one by one, through its circuit breaker,
             # instead of a whole wave of calls it would refuse.
             probe = members[0]
-            started[probe] = time.monotonic()
-            firsts[probe] = self._call_many(operation, [batch.due[probe]])[0]
-            if isinstance(firsts[probe], Exception):
+            probe.started = time.monotonic()
+            try:
+                probe.first = self._call(probe.adapter, probe.dispatch, 1)
+            except Exception as exc:  # classified by deliver_with_retries, as if raised there
+                probe.first = exc
                 continue
-            began = time.monotonic()
-            rest = members[1:]
-            for i, first in zip(rest, self._call_many(operation, [batch.due[i] for i in rest]), strict=True):
-                firsts[i], started[i] = first, began
-        for i, due in enumerate(batch.due):
+            self._send_together(operation, members[1:])
+        for due in batch.due:
             dispatch = due.dispatch
             attempted = deliver_with_retries(partial(self._call, due.adapter, dispatch),
                                              dispatch.route.config.retry, parks=due.lease.message.parks,
-                                             stop=self.stop, first=firsts.get(i), started=started.get(i))
+                                             stop=self.stop, first=due.first, started=due.started)
             self.record(due.lease, dispatch, attempted, batch, due.base, due.log)
 
-    def _call_many(self, operation: str, dues: Sequence[Due]) -> list[Outcome | Exception]:
-        """First attempts of several deliveries to one operation, sent together; each passes its system's
-        protections (rate limit, circuit breaker) as a single call would."""
-        out: list[Outcome | Exception | None] = [None] * len(dues)
-        admitted: list[int] = []
-        guards = []
-        for i, due in enumerate(dues):
-            guard = self.protections.get(due.dispatch.target.config.system) if self.protections is not None else None
-            guards.append(guard)
-            if guard is not None:
-                try:
-                    guard.admit(timeout=min(due.dispatch.route.config.retry.max_delay, 5.0))
-                except TransientError as exc:
-                    out[i] = exc
-                    continue
-            admitted.append(i)
-        if admitted:
-            adapter = dues[admitted[0]].adapter
-            calls = [self._call_for(dues[i].dispatch, 1) for i in admitted]
+    def _send_together(self, operation: str, dues: Sequence[Due]) -> None:
+        """The first attempts of several deliveries to one operation, made at once (``call_many``) into each
+        one's ``first``; each passes its system's protections as a single call does."""
+        began = time.monotonic()
+        admitted: list[tuple[Due, SystemProtection | None]] = []
+        for due in dues:
+            due.started = began
             try:
-                results = adapter.call_many(operation, calls)
-            except Exception as exc:  # the adapter failed as a whole: every call failed with it
-                results = [exc] * len(calls)
-            for i, result in zip(admitted, results, strict=True):
-                out[i] = result
-                error = result if isinstance(result, Exception) else None
-                if isinstance(error, TransientError):
-                    target = dues[i].dispatch.target.config
-                    metrics.delivery(dues[i].dispatch.route.name, target.name, "retried")
-                guard = guards[i]
-                if guard is not None:
-                    guard.observe(error)
-        return [o if o is not None else TransientError("not sent") for o in out]
+                admitted.append((due, self._admit(due.dispatch)))
+            except TransientError as exc:  # an open circuit, or no rate-limit token in time
+                due.first = exc
+        if not admitted:
+            return
+        calls = [self._call_for(due.dispatch, 1) for due, _ in admitted]
+        try:
+            results = admitted[0][0].adapter.call_many(operation, calls)
+        except Exception as exc:  # the adapter failed as a whole: every call failed with it
+            results = [exc] * len(calls)
+        for (due, guard), result in zip(admitted, results, strict=True):
+            due.first = result
+            self._observe(due.dispatch, guard, result if isinstance(result, Exception) else None)
 
     def _held(self, dispatch: Dispatch, batch: Batch, base: dict[str, Any]) -> bool:
         """Park ``dispatch`` behind an earlier delivery of its key that is parked on the same route and target.
@@ -333,23 +322,30 @@ class Worker:
                     attempt=attempt, args=dispatch.target.config.args)
 
     def _call(self, adapter: Adapter, dispatch: Dispatch, attempt: int) -> Outcome:
-        target = dispatch.target.config
-        call = self._call_for(dispatch, attempt)
-        guard = self.protections.get(target.system) if self.protections is not None else None
-        if guard is not None:
-            # waits briefly for a rate-limit token; an open circuit raises TransientError(retry_after) -> park
-            guard.admit(timeout=min(dispatch.route.config.retry.max_delay, 5.0))
+        guard = self._admit(dispatch)
         error: BaseException | None = None
         try:
-            return adapter.call(target.operation, call)
+            return adapter.call(dispatch.target.config.operation, self._call_for(dispatch, attempt))
         except BaseException as exc:
             error = exc
-            if isinstance(exc, TransientError):
-                metrics.delivery(dispatch.route.name, target.name, "retried")
             raise
         finally:
-            if guard is not None:
-                guard.observe(error)
+            self._observe(dispatch, guard, error)
+
+    def _admit(self, dispatch: Dispatch) -> SystemProtection | None:
+        """Pass the target system's protections before a call; the guard to report the call's end to, if any.
+        Waits briefly for a rate-limit token; an open circuit raises TransientError(retry_after) -> park."""
+        guard = self.protections.get(dispatch.target.config.system) if self.protections is not None else None
+        if guard is not None:
+            guard.admit(timeout=min(dispatch.route.config.retry.max_delay, 5.0))
+        return guard
+
+    def _observe(self, dispatch: Dispatch, guard: SystemProtection | None, error: BaseException | None) -> None:
+        """How a call ended, for the metrics and the system's circuit breaker."""
+        if isinstance(error, TransientError):
+            metrics.delivery(dispatch.route.name, dispatch.target.config.name, "retried")
+        if guard is not None:
+            guard.observe(error)
 
     def record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: Batch,
                 base: dict[str, Any], log_: Any) -> None:
