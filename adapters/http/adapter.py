@@ -33,7 +33,6 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
-from adapters.http.wire import check_header
 from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
@@ -114,11 +113,8 @@ class HttpAdapter(Adapter):
 
     def call(self, operation_name: str, call: Call) -> Outcome:
         op = self._operation(operation_name)
-        pending = self._pending(operation_name, op, call)
         try:
-            response = self.client.request(pending.method, pending.path, params=pending.params,
-                                           headers=pending.headers, body=pending.body, success=pending.success,
-                                           what=pending.what)
+            response = self.client.send(self._pending(operation_name, op, call))
         except DeliveryError as exc:
             self._failed(operation_name, call, exc)
             raise
@@ -129,31 +125,26 @@ class HttpAdapter(Adapter):
     def call_many(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome | Exception]:
         """Send the calls' requests at once on the pooled transport (see :meth:`HttpClient.request_many`)."""
         op = self._operation(operation_name)
-        out: list[Outcome | Exception | None] = [None] * len(calls)
-        sendable: list[tuple[int, Pending]] = []
-        for i, one in enumerate(calls):
+        built: list[Pending | DeliveryError] = []
+        for one in calls:
             try:
-                pending = self._pending(operation_name, op, one)
-                for name, value in pending.headers.items():
-                    # as sending checks them (ValueError, as call() raises), but before the wave: one payload's
-                    # bad header must fail its own call, not the whole wave with requests already written
-                    check_header(name, value)
-            except (DeliveryError, ValueError) as exc:
-                out[i] = exc
-                continue
-            sendable.append((i, pending))
-        answers = self.client.request_many([p for _, p in sendable])
-        for (i, _), answer in zip(sendable, answers, strict=True):
-            if isinstance(answer, DeliveryError):
-                self._failed(operation_name, calls[i], answer)
-            if isinstance(answer, Exception):
-                out[i] = answer
-                continue
-            try:
-                out[i] = outcome_from_response(answer, op.result, op.reference)
-            except Exception as exc:  # a result or reference expression that fails on this response
-                out[i] = exc
-        return [o if o is not None else PermanentError("not sent") for o in out]
+                built.append(self._pending(operation_name, op, one))
+            except DeliveryError as exc:
+                built.append(exc)
+        answers = iter(self.client.request_many([p for p in built if isinstance(p, Pending)]))
+        return [p if isinstance(p, DeliveryError) else self._outcome(operation_name, op, one, next(answers))
+                for p, one in zip(built, calls, strict=True)]
+
+    def _outcome(self, operation_name: str, op: OperationConfig, call: Call,
+                 answer: Response | DeliveryError | ValueError) -> Outcome | Exception:
+        if isinstance(answer, DeliveryError):
+            self._failed(operation_name, call, answer)
+        if isinstance(answer, Exception):
+            return answer
+        try:
+            return outcome_from_response(answer, op.result, op.reference)
+        except Exception as exc:  # a result or reference expression that fails on this response
+            return exc
 
     def _operation(self, operation_name: str) -> OperationConfig:
         op = self._operations.get(operation_name)

@@ -30,7 +30,7 @@ Classifier = Callable[[Response], DeliveryError | None]
 _NO_JSON = object()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pending:
     """One request for :meth:`HttpClient.request_many` (the arguments of :meth:`HttpClient.request`)."""
 
@@ -83,15 +83,22 @@ class HttpClient:
             body = orjson.dumps(json)
             if "Content-Type" not in own and "Content-Type" not in self.static_headers.items:
                 own["Content-Type"] = "application/json"
-        url = join_url(self.base_url, path)
-        what = what or f"{method} {url}"
+        return self.send(Pending(method, path, params, own, body, success, what))
+
+    def send(self, p: Pending, first: Response | None = None, tag: Any = None) -> Response:
+        """:meth:`request` for a prepared request. ``first`` is its answer when it was sent already (with
+        ``tag``, the credential it went with): then it is only sent again after a refreshed 401."""
+        url = join_url(self.base_url, p.path)
+        sent = first
         for attempt in (1, 2):
-            request, tag = self._prepare(method, url, own, params, body)
-            response = self.transport.send(request)
-            if response.status == 401 and attempt == 1 and self.auth.refresh(tag):
+            if sent is None:
+                request, tag = self._prepare(p.method, url, p.headers, p.params, p.body)
+                sent = self.transport.send(request)
+            if sent.status == 401 and attempt == 1 and self.auth.refresh(tag):
                 log.info("http_credential_refused_retrying", url=url)
+                sent = None
                 continue
-            return self._accept(response, success, what)
+            return self._accept(sent, p.success, p.what or f"{p.method} {url}")
         raise AssertionError("unreachable: the second attempt always returns or raises")
 
     def request_many(self, requests: Sequence[Pending]) -> list[Response | DeliveryError | ValueError]:
@@ -101,40 +108,18 @@ class HttpClient:
         on its own, as :meth:`request` does."""
         send_many = getattr(self.transport, "send_many", None)
         if send_many is None or len(requests) < 2:
-            return [self._one(p) for p in requests]
+            return [self._answer(p) for p in requests]
         prepared = [self._prepare(p.method, join_url(self.base_url, p.path), p.headers, p.params, p.body)
                     for p in requests]
-        out: list[Response | DeliveryError | ValueError] = []
-        for p, (_, tag), sent in zip(requests, prepared, send_many([r for r, _ in prepared]), strict=True):
-            if isinstance(sent, DeliveryError | ValueError):
-                out.append(sent)
-            elif sent.status == 401 and self.auth.refresh(tag):
-                log.info("http_credential_refused_retrying", url=sent.url)
-                out.append(self._again(p))
-            else:
-                try:
-                    out.append(self._accept(sent, p.success, self._what(p)))
-                except DeliveryError as exc:
-                    out.append(exc)
-        return out
+        return [sent if isinstance(sent, DeliveryError | ValueError) else self._answer(p, sent, tag)
+                for p, (_, tag), sent in zip(requests, prepared, send_many([r for r, _ in prepared]), strict=True)]
 
-    def _what(self, p: Pending) -> str:
-        """How errors name ``p`` (as :meth:`request` does: without the query, which may carry a credential)."""
-        return p.what or f"{p.method} {join_url(self.base_url, p.path)}"
-
-    def _again(self, p: Pending) -> Response | DeliveryError:
-        """The one more send of a request whose credential was refused and refreshed (not request()'s two)."""
+    def _answer(self, p: Pending, first: Response | None = None, tag: Any = None,
+                ) -> Response | DeliveryError | ValueError:
+        """:meth:`send`, with its error as the result (one request's failure is not the others')."""
         try:
-            request, _ = self._prepare(p.method, join_url(self.base_url, p.path), p.headers, p.params, p.body)
-            return self._accept(self.transport.send(request), p.success, self._what(p))
-        except DeliveryError as exc:
-            return exc
-
-    def _one(self, p: Pending) -> Response | DeliveryError:
-        try:
-            return self.request(p.method, p.path, params=p.params, headers=p.headers, body=p.body,
-                                success=p.success, what=p.what)
-        except DeliveryError as exc:
+            return self.send(p, first, tag)
+        except (DeliveryError, ValueError) as exc:
             return exc
 
     def _prepare(self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,

@@ -321,7 +321,9 @@ class PooledTransport:
                 except (TransientError, ValueError) as exc:
                     results[i] = exc
             todo = alone
-        return [r if r is not None else TransientError("not sent") for r in results]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results), "every request ends with a response or an error"
+        return done
 
     def _failure(self, exc: BaseException, origin: _Origin, method: str, path: str, phase: str) -> TransientError:
         """The delivery error a failed exchange becomes (every one is worth retrying later)."""
