@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from bus.journal import tables
 from bus.journal.engine import reading, writing
-from bus.journal.sql import insert_for
+from bus.journal.sql import InFilter, ListSelect, insert_for
 
 __all__ = ["SequenceGuard", "payload_digest"]
 
@@ -32,33 +32,45 @@ def payload_digest(payload: Any) -> str:
                            digest_size=16).hexdigest()
 
 
+def _marks_lookup(column: sa.Column[Any]) -> ListSelect:
+    """(scope, key, ``column``) of the rows of ``column``'s table for lists of scopes and keys."""
+    t = column.table
+
+    def build(in_: InFilter) -> sa.Select[Any]:
+        return sa.select(t.c.scope, t.c.key, column.label("value")).where(
+            in_("scopes", t.c.scope), in_("keys", t.c.key))
+
+    return ListSelect(build)
+
+
 class SequenceGuard:
     """Reads and advances ``ib_key_versions`` in the journal database."""
 
     def __init__(self, journal: Any) -> None:
         self.engine: sa.Engine = journal.engine
+        # both columns of the primary key, so the lookup uses its index instead of scanning the table; compiled
+        # once, as the journal's per-batch lookups are
+        self._sequences = _marks_lookup(tables.key_versions.c.last_sequence)
+        self._digests = _marks_lookup(tables.last_payloads.c.digest)
 
     def last_many(self, pairs: Sequence[tuple[str, str]], *,
                   conn: Connection | None = None) -> dict[tuple[str, str], int]:
         """The last applied sequence of every ``(scope, key)`` that has one, in one query."""
-        marks = self._marks(tables.key_versions.c.last_sequence, pairs, conn)
+        marks = self._marks(self._sequences, pairs, conn)
         return {pair: int(last) for pair, last in marks.items()}
 
-    def _marks(self, column: sa.Column[Any], pairs: Sequence[tuple[str, str]],
+    def _marks(self, lookup: ListSelect, pairs: Sequence[tuple[str, str]],
                conn: Connection | None) -> dict[tuple[str, str], Any]:
-        """``column`` of its per-(scope, key) table for every pair that has a row, in one query."""
+        """The value ``lookup`` reads for every pair that has a row, in one query."""
         if not pairs:
             return {}
-        t = column.table
         wanted = set(pairs)
         out: dict[tuple[str, str], Any] = {}
         with reading(self.engine, conn) as conn:
-            # both columns of the primary key, so the lookup uses its index instead of scanning the table
-            for scope, key, value in conn.execute(
-                    sa.select(t.c.scope, t.c.key, column).where(
-                        t.c.scope.in_(sorted({s for s, _ in wanted})), t.c.key.in_(sorted({k for _, k in wanted})))):
-                if (scope, key) in wanted:
-                    out[(scope, key)] = value
+            for row in lookup.execute(
+                    conn, scopes=sorted({s for s, _ in wanted}), keys=sorted({k for _, k in wanted})):
+                if (row.scope, row.key) in wanted:
+                    out[(row.scope, row.key)] = row.value
         return out
 
     def applied_many(self, marks: Sequence[tuple[str, str, int]], *, conn: Connection | None = None) -> None:
@@ -81,7 +93,7 @@ class SequenceGuard:
     def last_digests(self, pairs: Sequence[tuple[str, str]], *,
                      conn: Connection | None = None) -> dict[tuple[str, str], str]:
         """The digest of the last payload delivered for each ``(scope, key)`` that has one, in one query."""
-        return {pair: str(digest) for pair, digest in self._marks(tables.last_payloads.c.digest, pairs, conn).items()}
+        return {pair: str(digest) for pair, digest in self._marks(self._digests, pairs, conn).items()}
 
     def remember_digests(self, digests: Mapping[tuple[str, str], str], *, conn: Connection | None = None) -> None:
         """Store the digests of payloads just delivered, in one transaction (the caller's, when ``conn`` is

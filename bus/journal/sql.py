@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["ListSelect", "ManyRows", "chunks", "dumps", "insert_for", "loads"]
+__all__ = ["Compiled", "InFilter", "ListSelect", "ManyRows", "chunks", "compile_for", "dumps", "insert_for", "loads"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,20 @@ def loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+#: A statement compiled for one dialect: SQL text, positional parameter order (None: named), bound constants.
+Compiled = tuple[str, tuple[str, ...] | None, dict[str, Any]]
+
+
+def compile_for(statement: Any, dialect: Any, bound: Collection[str], **kw: Any) -> Compiled:
+    """``statement`` compiled once for ``dialect``, to run through ``exec_driver_sql``. ``bound`` names the
+    parameters the caller supplies; any other bind is a constant inside the statement (e.g. a WHERE
+    status != 'delivered') and comes back with its value."""
+    compiled = statement.compile(dialect=dialect, **kw)
+    order = tuple(compiled.positiontup) if compiled.positiontup else None
+    constants = {k: v for k, v in compiled.params.items() if k not in bound}
+    return compiled.string, order, constants
+
+
 class ManyRows:
     """An INSERT (or upsert) run for many rows through the driver's ``executemany``, compiled once per dialect.
 
@@ -52,17 +66,14 @@ class ManyRows:
         self.statement = statement
         table = statement.table
         self.columns = tuple(c.name for c in table.c if c is not table.autoincrement_column)
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        self._compiled: dict[str, Compiled] = {}
 
-    def _for(self, conn: Connection) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    def _for(self, conn: Connection) -> Compiled:
         name = conn.dialect.name
         found = self._compiled.get(name)
         if found is None:
-            compiled = self.statement.compile(dialect=conn.dialect, column_keys=list(self.columns))
-            order = tuple(compiled.positiontup) if compiled.positiontup else None
-            # constants inside the statement (e.g. a WHERE status != 'delivered') are binds too
-            constants = {k: v for k, v in compiled.params.items() if k not in self.columns}
-            found = self._compiled[name] = (compiled.string, order, constants)
+            found = self._compiled[name] = compile_for(self.statement, conn.dialect, self.columns,
+                                                       column_keys=list(self.columns))
         return found
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -91,10 +102,9 @@ class ListSelect:
 
     def __init__(self, build: Callable[[InFilter], sa.Select[Any]]) -> None:
         self._build = build
-        self._compiled: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        self._compiled: dict[tuple[Any, ...], Compiled] = {}
 
-    def _for(self, conn: Connection, lengths: tuple[int, ...], names: tuple[str, ...]
-             ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    def _for(self, conn: Connection, lengths: tuple[int, ...], names: tuple[str, ...]) -> Compiled:
         postgres = conn.dialect.name == "postgresql"
         cache_key = (conn.dialect.name,) if postgres else (conn.dialect.name, names, lengths)
         found = self._compiled.get(cache_key)
@@ -107,11 +117,8 @@ class ListSelect:
                 return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
             return column.in_([sa.bindparam(f"{name}__{i}") for i in range(size[name])])
 
-        compiled = self._build(in_).compile(dialect=conn.dialect)
-        order = tuple(compiled.positiontup) if compiled.positiontup else None
-        lists = set(names)
-        constants = {k: v for k, v in compiled.params.items() if k not in lists and "__" not in k}
-        found = self._compiled[cache_key] = (compiled.string, order, constants)
+        bound = set(names) if postgres else {f"{n}__{i}" for n in names for i in range(size[n])}
+        found = self._compiled[cache_key] = compile_for(self._build(in_), conn.dialect, bound)
         return found
 
     def execute(self, conn: Connection, **lists: Sequence[Any]) -> sa.CursorResult[Any]:
