@@ -87,7 +87,6 @@ class Sink:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.together.notify_all()
             self.together.wait_for(lambda: self.in_flight >= self.company, timeout=0.1)
-        with self.together:
             self.in_flight -= 1
 
     def decide(self) -> tuple[int, dict[str, str], float]:
