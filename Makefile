@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install deps demo test lint typecheck unit bench clean
 
 # A fresh clone gets its virtualenv here; re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The protocol peers the tests start (sftp-server, Chromium, …): one idempotent script each in scripts/deps/.
+deps:
+	@for script in scripts/deps/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
+
 demo: install
 	$(PY) -m demo
 
@@ -25,7 +29,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install
+unit: install deps
 	$(VENV)/bin/pytest -q --cov=bus --cov=adapters --cov-report=term:skip-covered
 
 test: lint typecheck unit

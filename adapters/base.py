@@ -33,6 +33,7 @@ __all__ = [
     "Outcome",
     "PollResult",
     "TriggerSpec",
+    "WebhookAnswer",
     "WebhookRequest",
     "operation",
     "trigger",
@@ -95,6 +96,17 @@ class WebhookRequest:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """The HTTP answer a vendor protocol dictates for an inbound document (a cXML ``Response``, a SOAP ``Ack``,
+    an AS2 MDN), given by :meth:`Adapter.webhook_answer` in place of the bus's JSON answer."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,28 @@ class Adapter:
     def close(self) -> None:
         """Release connections. Safe to call more than once."""
         self.closed = True
+
+    # -- webhook edge (asked by bus.webhooks.endpoints_for once per webhook trigger) ---------------------
+    def webhook_key(self, trigger_name: str) -> Callable[[Any], str | None] | None:
+        """A function giving the business key of one payload of ``trigger_name``, or None (no key)."""
+        return None
+
+    def webhook_content_types(self, trigger_name: str) -> tuple[str, ...]:
+        """Media types ``trigger_name`` accepts (entries as in :data:`bus.mediatypes.MEDIA_TYPES`); () = any."""
+        return ()
+
+    def webhook_answer(self, trigger_name: str, request: WebhookRequest | None, status: int, reason: str,
+                       detail: str, accepted: Sequence[str]) -> WebhookAnswer | None:
+        """Shape the HTTP answer when the vendor's protocol dictates one; None keeps the bus's JSON answer.
+
+        Called once per request, after the bus decided: ``status`` 202 with the ``accepted`` event ids when
+        every payload is durably journaled, otherwise the refusal's status (4xx for a bad document, 503 when
+        the bus could not store it), its fixed ``reason`` code and ``detail``. ``request`` is None when the
+        request was refused before its body was read. It must not raise and must not block on I/O; the
+        answer's status may differ from ``status`` (a cXML acceptance is ``200``), but a refusal must stay a
+        refusal, so the vendor retries or gives up as the bus decided.
+        """
+        return None
 
     # -- master data -------------------------------------------------------------------------------------
     def master_data(self, entity: str) -> list[MasterRecord] | None:

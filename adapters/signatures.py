@@ -41,8 +41,7 @@ from urllib.parse import urlsplit
 
 from adapters.base import WebhookRequest
 from bus.config import parse_duration
-from bus.errors import ConfigError, Location
-from bus.webhooks.base import WebhookRejected
+from bus.errors import ConfigError, Location, WebhookRejected
 
 __all__ = [
     "FRAPPE_HEADER",

@@ -30,9 +30,9 @@ import orjson
 
 from adapters.base import Adapter, WebhookRequest, trigger
 from adapters.signatures import SCHEMES, Verifier
-from bus.errors import DecodeError, MappingError
+from bus.errors import DecodeError, MappingError, WebhookRejected
 from bus.expr import Expression, compile_expression
-from bus.webhooks.base import MEDIA_TYPES, WebhookRejected, media_type_allowed
+from bus.mediatypes import MEDIA_TYPES, media_type_allowed
 from bus.xmldict import xml_to_dict
 
 __all__ = ["WebhookAdapter"]

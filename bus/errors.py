@@ -35,6 +35,7 @@ __all__ = [
     "SchemaViolation",
     "TransientError",
     "UnknownNameError",
+    "WebhookRejected",
     "closest",
 ]
 
@@ -132,3 +133,17 @@ class TransientError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Retrying will not help (validation rejected, 4xx other than 408/429, unknown record): dead-letter."""
+
+
+class WebhookRejected(PermanentError):
+    """A webhook request refused on purpose by an adapter's webhook trigger.
+
+    ``status`` is the HTTP status to answer (400, 401, 403, 413, 415 …); ``reason`` is a short, fixed code
+    (``malformed_body``, ``mismatch`` …) that becomes a metric label, so it must never contain request data.
+    The message is returned to the caller: it must never contain a secret or a signature value.
+    """
+
+    def __init__(self, message: str, *, status: int = 400, reason: str = "bad_request") -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(message)

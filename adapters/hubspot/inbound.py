@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bus.webhooks.base import WebhookRejected
+from bus.errors import WebhookRejected
 
 __all__ = ["EventDeduper", "parse_events", "search_body", "to_epoch_ms"]
 

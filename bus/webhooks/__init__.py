@@ -6,9 +6,7 @@ one adapter instance) and serve it with :class:`WebhookServer`. See ``docs/webho
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from adapters.base import Adapter
 from bus.webhooks.app import WebhookApp
@@ -30,19 +28,17 @@ __all__ = [
 def endpoints_for(system: str, adapter: Adapter) -> dict[tuple[str, str], Endpoint]:
     """One :class:`Endpoint` per webhook trigger of ``adapter`` (a configured system).
 
-    The event type is ``"{system}.{trigger}"``. An adapter may offer, optionally, ``webhook_key(trigger)``
-    returning a business-key function and ``webhook_content_types(trigger)`` returning accepted media types
-    (as :class:`adapters.webhook.WebhookAdapter` does); without them the key is None and any type passes.
+    The event type is ``"{system}.{trigger}"``; the key function, accepted media types and protocol-shaped
+    answers come from the adapter's ``webhook_key``, ``webhook_content_types`` and ``webhook_answer`` hooks.
     """
     out: dict[tuple[str, str], Endpoint] = {}
-    key_of: Callable[[str], Callable[[Any], str | None] | None] | None = getattr(adapter, "webhook_key", None)
-    types_of: Callable[[str], tuple[str, ...]] | None = getattr(adapter, "webhook_content_types", None)
     for name, spec in adapter.triggers.items():
         if spec.kind != "webhook":
             continue
         out[(system, name)] = Endpoint(
             system=system, trigger=name, handler=partial(adapter.webhook, name), event_type=f"{system}.{name}",
-            key=key_of(name) if key_of else None, content_types=types_of(name) if types_of else (),
+            key=adapter.webhook_key(name), content_types=adapter.webhook_content_types(name),
+            answer=partial(adapter.webhook_answer, name),
             # adapters whose webhook handling is pure CPU (verify + parse) say so: no thread-pool hop per request
             blocking=adapter.webhook_blocking,
         )

@@ -142,8 +142,9 @@ class WebhookApp:
             await respond_json(send, 404, {"error": "not_found",
                                            "detail": f"no webhook endpoint at {redact_hook_path(path)}"})
             return
+        seen: list[WebhookRequest] = []  # the request once its body is read, for a protocol-shaped answer
         try:
-            accepted = await self._accept(endpoint, scope, receive, method)
+            accepted = await self._accept(endpoint, scope, receive, method, seen)
         except _ClientGone:
             log.info("webhook client disconnected", system=endpoint.system, trigger=endpoint.trigger,
                      path=redact_hook_path(path), remote=_remote(scope))
@@ -151,12 +152,34 @@ class WebhookApp:
         except _Refusal as refusal:
             self._rejected(scope, path, endpoint.system, endpoint.trigger, refusal.reason, refusal.status,
                            refusal.detail)
-            await respond_json(send, refusal.status, {"error": refusal.reason, "detail": refusal.detail},
-                               refusal.headers)
+            if not await self._answer(send, endpoint, seen, refusal.status, refusal.reason, refusal.detail, [],
+                                      refusal.headers):
+                await respond_json(send, refusal.status, {"error": refusal.reason, "detail": refusal.detail},
+                                   refusal.headers)
             return
-        await respond_json(send, 202, {"accepted": accepted})
+        if not await self._answer(send, endpoint, seen, 202, "accepted", "", accepted, None):
+            await respond_json(send, 202, {"accepted": accepted})
 
-    async def _accept(self, endpoint: Endpoint, scope: Scope, receive: Receive, method: str) -> list[str]:
+    async def _answer(self, send: Send, endpoint: Endpoint, seen: list[WebhookRequest], status: int, reason: str,
+                      detail: str, accepted: list[str], headers: list[tuple[bytes, bytes]] | None) -> bool:
+        """Send the adapter's protocol-shaped answer when it gives one; False leaves the JSON answer to the caller."""
+        if endpoint.answer is None:
+            return False
+        try:
+            answer = endpoint.answer(seen[0] if seen else None, status, reason, detail, accepted)
+        except Exception as exc:  # a broken answer hook must not turn an accepted document into a 500
+            log.error("webhook answer hook failed", system=endpoint.system, trigger=endpoint.trigger,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return False
+        if answer is None:
+            return False
+        extra = list(headers or [])
+        extra.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+        await respond(send, answer.status, answer.body, answer.content_type, extra)
+        return True
+
+    async def _accept(self, endpoint: Endpoint, scope: Scope, receive: Receive, method: str,
+                      seen: list[WebhookRequest]) -> list[str]:
         if method != "POST":
             raise _Refusal(405, "method_not_allowed", f"{method} not allowed; webhooks are POSTed",
                            [(b"allow", b"POST")])
@@ -176,6 +199,7 @@ class WebhookApp:
         body = await self._read_body(receive)
         request = WebhookRequest(method=method, url=request_url(scope, headers, self.trust_proxy), headers=headers,
                                  body=body, query=query_of(scope))
+        seen.append(request)
         payloads = await self._run_handler(endpoint, request)
         events = self._events(endpoint, payloads)
         if events:

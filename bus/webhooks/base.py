@@ -13,35 +13,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import WebhookRequest
+from adapters.base import WebhookAnswer, WebhookRequest
 from bus.envelope import Event
-from bus.errors import PermanentError
+from bus.errors import WebhookRejected
+from bus.mediatypes import MEDIA_TYPES, media_type_allowed
 
 __all__ = ["MEDIA_TYPES", "Endpoint", "Ingest", "WebhookRejected", "media_type_allowed"]
 
 #: Journals and queues events durably; returns only when they survive a crash, raises on failure.
 Ingest = Callable[[list[Event]], Awaitable[None]]
-
-#: Media types accepted for each ``content_type`` setting; ``+json`` / ``+xml`` suffixes match too.
-MEDIA_TYPES: dict[str, tuple[str, ...]] = {
-    "json": ("application/json", "text/json", "+json"),
-    "xml": ("application/xml", "text/xml", "+xml"),
-    "form": ("application/x-www-form-urlencoded",),
-}
-
-
-class WebhookRejected(PermanentError):
-    """A webhook request refused on purpose.
-
-    ``status`` is the HTTP status to answer (400, 401, 403, 413, 415 …); ``reason`` is a short, fixed code
-    (``malformed_body``, ``mismatch`` …) that becomes a metric label, so it must never contain request data.
-    The message is returned to the caller: it must never contain a secret or a signature value.
-    """
-
-    def __init__(self, message: str, *, status: int = 400, reason: str = "bad_request") -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -63,17 +43,6 @@ class Endpoint:
     key: Callable[[Any], str | None] | None = None
     content_types: tuple[str, ...] = ()
     blocking: bool = True
-
-
-def media_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> bool:
-    """Whether a ``Content-Type`` header value is one of ``allowed`` (``+suffix`` entries match suffixes)."""
-    if not allowed or content_type is None or not content_type.strip():
-        return True
-    media = content_type.split(";", 1)[0].strip().lower()
-    for entry in allowed:
-        if entry.startswith("+"):
-            if media.endswith(entry):
-                return True
-        elif media == entry:
-            return True
-    return False
+    #: ``(request | None, status, reason, detail, accepted ids) -> WebhookAnswer | None``: the adapter's
+    #: protocol-shaped answer (see :meth:`adapters.base.Adapter.webhook_answer`); None answers JSON.
+    answer: Callable[[WebhookRequest | None, int, str, str, list[str]], WebhookAnswer | None] | None = None

@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import bus.webhooks.app as app_module
-from adapters.base import WebhookRequest
+from adapters.base import WebhookAnswer, WebhookRequest
 from adapters.signatures import hubspot_v3_signature
 from adapters.webhook import WebhookAdapter
 from bus.envelope import Event
-from bus.errors import ConfigError
+from bus.errors import ConfigError, WebhookRejected
 from bus.metrics import Metrics
 from bus.webhooks import Endpoint, WebhookApp, WebhookServer, endpoints_for
 
@@ -56,6 +56,20 @@ def not_a_list(request: WebhookRequest) -> list[Any]:
     return {"oops": 1}  # type: ignore[return-value]
 
 
+def soap_handler(request: WebhookRequest) -> list[Any]:
+    if not request.body.startswith(b"<"):
+        raise WebhookRejected("not XML", reason="malformed_body")
+    return [{"body": request.body.decode()}]
+
+
+def soap_answer(request: WebhookRequest | None, status: int, reason: str, detail: str,
+                accepted: list[str]) -> WebhookAnswer | None:
+    """A protocol that dictates its own answer: 200 with an Ack for an accepted document, a fault otherwise."""
+    if status == 202:
+        return WebhookAnswer(200, f"<Ack>{len(accepted)}</Ack>".encode(), "text/xml", {"X-Ack": "true"})
+    return WebhookAnswer(status, f"<Fault>{reason}</Fault>".encode(), "text/xml")
+
+
 def build_endpoints() -> dict[tuple[str, str], Endpoint]:
     endpoints: dict[tuple[str, str], Endpoint] = {}
     endpoints |= endpoints_for("crm", WebhookAdapter("crm", {"signature": {"scheme": "hubspot-v3",
@@ -65,6 +79,7 @@ def build_endpoints() -> dict[tuple[str, str], Endpoint]:
                                                                            "secret": FRAPPE["webhook_secret"]},
                                                              "key": "name"}))
     endpoints |= endpoints_for("odoo", WebhookAdapter("odoo", {"signature": {"scheme": "token", "secret": "t0k3n"}}))
+    endpoints[("soap", "notify")] = Endpoint("soap", "notify", soap_handler, "soap.notify", answer=soap_answer)
     endpoints[("bad", "raise")] = Endpoint("bad", "raise", broken_handler, "bad.raise")
     endpoints[("bad", "shape")] = Endpoint("bad", "shape", not_a_list, "bad.shape", blocking=False)
     return endpoints
@@ -411,3 +426,15 @@ def test_oversized_headers_are_431(make_harness: Callable[..., Harness]) -> None
     assert h.rejected("-", "-", "headers_too_large") == 1
     assert h.bus.ingest_calls == 0
     assert h.client.get("/ping").status_code == 200
+
+
+def test_protocol_shaped_answers_replace_json_for_acceptance_and_refusal(h: Harness) -> None:
+    ok = h.client.post("/hooks/soap/notify", content=b"<n/>", headers={"content-type": "text/xml"})
+    assert (ok.status_code, ok.text, ok.headers["content-type"], ok.headers["x-ack"]) == (
+        200, "<Ack>1</Ack>", "text/xml", "true")
+    assert [e.data for e in h.bus.events] == [{"body": "<n/>"}]
+    bad = h.client.post("/hooks/soap/notify", content=b"junk")
+    assert (bad.status_code, bad.text) == (400, "<Fault>malformed_body</Fault>")
+    h.bus.fail = True
+    down = h.client.post("/hooks/soap/notify", content=b"<n/>")
+    assert (down.status_code, down.text, down.headers["retry-after"]) == (503, "<Fault>ingest_failed</Fault>", "5")
