@@ -18,17 +18,20 @@ to call twice). Adapters are loaded lazily from the entry-point group ``ironbus.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bus.envelope import Event
 
 __all__ = [
     "Adapter",
+    "AdapterStore",
     "Call",
     "Health",
     "MasterRecord",
+    "MemoryAdapterStore",
     "OperationSpec",
     "Outcome",
     "PollResult",
@@ -136,6 +139,60 @@ class TriggerSpec:
     interval: float | None = None  # default poll interval in seconds
 
 
+class AdapterStore(Protocol):
+    """Small durable state an adapter keeps per system: EDI control numbers per trading partner, interchanges
+    awaiting their acknowledgement, a session it must resume. The bus gives each system one bound to the
+    journal (:meth:`Adapter.bind_store`), so it survives restarts and is shared by every process of one bus.
+    Names are the adapter's own (``"isa:ACME"``); values are short strings (JSON when structured)."""
+
+    def next_number(self, name: str, *, start: int = 1, wrap: int | None = None) -> int:
+        """Atomically take the next number of counter ``name`` (``start`` first; back to ``start`` after
+        ``wrap``), so two processes never issue the same one."""
+        ...
+
+    def get(self, name: str) -> str | None:
+        """The value stored under ``name``, or None."""
+        ...
+
+    def put(self, name: str, value: str | None) -> None:
+        """Store ``value`` under ``name``; None removes it."""
+        ...
+
+    def items(self, prefix: str = "") -> list[tuple[str, str]]:
+        """Every ``(name, value)`` whose name starts with ``prefix``, by name."""
+        ...
+
+
+class MemoryAdapterStore:
+    """An :class:`AdapterStore` in memory: the default before the bus binds the journal's, and for tests."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def next_number(self, name: str, *, start: int = 1, wrap: int | None = None) -> int:
+        with self._lock:
+            current = self._values.get(name)
+            number = start if current is None else int(current) + 1
+            if wrap is not None and number > wrap:
+                number = start
+            self._values[name] = str(number)
+            return number
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def put(self, name: str, value: str | None) -> None:
+        with self._lock:
+            if value is None:
+                self._values.pop(name, None)
+            else:
+                self._values[name] = value
+
+    def items(self, prefix: str = "") -> list[tuple[str, str]]:
+        return sorted((k, v) for k, v in self._values.items() if k.startswith(prefix))
+
+
 def operation(name: str | None = None, *, description: str = "", bulk: bool = False) -> Callable[[F], F]:
     """Mark a method as an outbound operation: ``def update_order(self, call: Call) -> Outcome``."""
 
@@ -201,6 +258,12 @@ class Adapter:
         self.system = system
         self.settings = dict(settings)
         self.closed = False
+        #: Durable per-system state (see :class:`AdapterStore`); in memory until the bus binds the journal's.
+        self.store: AdapterStore = MemoryAdapterStore()
+
+    def bind_store(self, store: AdapterStore) -> None:
+        """Called by the bus before :meth:`open` with the journal-backed store of this system."""
+        self.store = store
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:

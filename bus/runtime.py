@@ -141,6 +141,7 @@ class Runtime:
             self.lane_recorder = self._worker("bulk-lanes")
             self.lanes.recorder = self.lane_recorder
         for name, adapter in self.adapters.items():
+            adapter.bind_store(self.journal.adapter_store(name))
             try:
                 adapter.open()
             except Exception as exc:  # noqa: BLE001 - any failure to connect at start is survivable

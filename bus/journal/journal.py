@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from bus.envelope import Event
 from bus.errors import TransientError
 from bus.journal import tables
+from bus.journal.adapterstate import JournalAdapterStore
 from bus.journal.deadletters import DeadLetterStore
 from bus.journal.engine import create_engine, read, reading, write, writing
 from bus.journal.migrations import migrate
@@ -316,6 +317,10 @@ class Journal(DeadLetterStore, Watermarks):
     def xref_rows(self, entity: str | None = None) -> list[XrefRow]:
         """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
         return self.xref.rows(entity)
+
+    def adapter_store(self, system: str) -> JournalAdapterStore:
+        """The durable :class:`~adapters.base.AdapterStore` of ``system`` (bound before the adapter opens)."""
+        return JournalAdapterStore(self.engine, system)
 
     def close(self) -> None:
         self.engine.dispose()

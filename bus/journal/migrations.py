@@ -46,7 +46,11 @@ def _v3_last_payloads(conn: Connection) -> None:
     tables.last_payloads.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads]
+def _v4_adapter_state(conn: Connection) -> None:
+    tables.adapter_state.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state]
 
 
 def current_version(conn: Connection) -> int:

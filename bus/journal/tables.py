@@ -176,3 +176,13 @@ last_payloads = sa.Table(
     sa.Column("digest", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )
+
+# Added by migration step 4: what adapters keep per system (EDI control numbers per partner, interchanges
+# awaiting acknowledgement …), through adapters.base.AdapterStore.
+adapter_state = sa.Table(
+    "ib_adapter_state", metadata,
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
