@@ -19,6 +19,7 @@ import orjson
 
 from bus.errors import ConfigError, Location, UnknownNameError
 from bus.interpolate import interpolate
+from bus.ownership import EntityOwnership, parse_ownership
 from bus.yamlfile import load_yaml, locate
 
 __all__ = [
@@ -118,6 +119,7 @@ class RouteConfig:
     timing: Literal["realtime"] | str | BatchTiming = "realtime"
     mode: Literal["live", "shadow"] = "live"
     skip_unchanged: bool = False
+    link: str | None = None  # master-data entity whose xref links the bus writes after each delivery
     locations: Mapping[str, Location] = field(default_factory=dict)
 
     @property
@@ -151,6 +153,7 @@ class Config:
     systems: Mapping[str, SystemConfig]
     routes: tuple[RouteConfig, ...]
     value_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    master_data: Mapping[str, EntityOwnership] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -304,7 +307,9 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
             retry=RetryPolicy.from_dict(body.get("retry"), default_retry),
             timing=_timing(body.get("timing", defaults.get("timing"))),
             mode=body.get("mode", defaults.get("mode", "live")),
-            skip_unchanged=bool(body.get("skip_unchanged", False)),
+            skip_unchanged=bool(body.get("skip_unchanged", False)), link=body.get("link"),
             locations={k: loc for k in body if (loc := locate(doc, ["routes", index, k])) is not None},
         ))
-    return Config(path=Path(path), systems=systems, routes=tuple(routes), value_maps=dict(doc.get("value_maps") or {}))
+    ownership = parse_ownership(doc.get("master_data"), lambda at: locate(doc, at))
+    return Config(path=Path(path), systems=systems, routes=tuple(routes), value_maps=dict(doc.get("value_maps") or {}),
+                  master_data=ownership)

@@ -94,10 +94,16 @@ class MappingError(IronbusError):
     Names the mapping file, the target field and what about the input failed.
     """
 
-    def __init__(self, mapping: str, field: str, reason: str) -> None:
+    #: ``(entity, system, id)`` when the mapping failed only because a cross reference is not linked *yet*
+    #: (master data that a sync route is about to bring): the bus parks the event and tries again.
+    waiting_for: tuple[str, str, str] | None = None
+
+    def __init__(self, mapping: str, field: str, reason: str, *,
+                 waiting_for: tuple[str, str, str] | None = None) -> None:
         self.mapping = mapping
         self.field = field
         self.reason = reason
+        self.waiting_for = waiting_for
         super().__init__(f"{mapping}: field {field!r}: {reason}")
 
 

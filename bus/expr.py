@@ -48,7 +48,8 @@ class Expression:
         try:
             return self.fn(doc)
         except IronbusError as exc:
-            raise MappingError(self.where or "expression", self.text, str(exc)) from None
+            raise MappingError(self.where or "expression", self.text, str(exc),
+                               waiting_for=getattr(exc, "waiting_for", None)) from None
         except (jexc.JMESPathError, TypeError, ValueError) as exc:
             raise MappingError(self.where or "expression", self.text, _describe_runtime(exc)) from None
 

@@ -181,8 +181,10 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         cid = normalise_id(canonical_id)
         found = self._store("xref_to").reverse(entity, system, cid)
         if found is None:
-            raise FunctionError("xref_to", f"no cross-reference for {entity} {cid} in {system}; "
-                                f"link it with `ironbus xref set {entity} {cid} {system} <{system} id>`")
+            error = FunctionError("xref_to", f"no cross-reference for {entity} {cid} in {system}; "
+                                  f"link it with `ironbus xref set {entity} {cid} {system} <{system} id>`")
+            error.waiting_for = (entity, system, cid)
+            raise error
         return found
 
     # -- conversions
@@ -298,8 +300,10 @@ def _xref_id(system_id: Any) -> str:
 
 
 def _no_xref(entity: str, system: str, sid: str) -> FunctionError:
-    return FunctionError("xref", f"no cross-reference for {entity} {system}:{sid}; "
-                         f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
+    error = FunctionError("xref", f"no cross-reference for {entity} {system}:{sid}; "
+                          f"link it with `ironbus xref set {entity} <canonical> {system} {sid}`")
+    error.waiting_for = (entity, system, sid)
+    return error
 
 
 def _xref_of(functions: IronbusFunctions, entity: str, system: str) -> Callable[[Any], str | None]:

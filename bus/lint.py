@@ -16,6 +16,7 @@ from adapters.base import Adapter
 from bus.config import Config, RouteConfig, load_config
 from bus.errors import ConfigError, Location, UnknownNameError
 from bus.interpolate import redact
+from bus.ownership import ownership_problems
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
 from bus.schemas import SchemaRegistry, default_registry
@@ -91,6 +92,14 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     elif route.source not in emitted and route.source not in schemas.names():
         issues.append(Issue("warning", f"route {route.name!r}: nothing in routes.yaml produces event type "
                             f"{route.source!r} (no trigger, no 'emit:'); only 'ironbus send' will feed it", loc_from))
+    if route.link is not None:
+        where = route.locations.get("link", route.location)
+        if route.key is None:
+            issues.append(Issue("error", f"route {route.name!r}: link needs 'key' (the canonical id the records are "
+                                "linked to)", where))
+        if route.link not in config.master_data:
+            issues.append(Issue("warning", f"route {route.name!r}: links {route.link!r}, which master_data does not "
+                                "declare (no owner: `ironbus xref check` cannot compare it)", where))
     if route.skip_unchanged and route.key is None:
         issues.append(Issue("error", f"route {route.name!r}: skip_unchanged needs 'key' (the business key whose last "
                             "payload is compared)", route.locations.get("skip_unchanged", route.location)))
@@ -109,6 +118,17 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
                                 where))
     for problem in Pipeline(replace(config, routes=()), schemas=schemas).check_route(route):
         issues.append(Issue("error", problem.message, problem.location or route.location))
+    return issues
+
+
+def _check_ownership(config: Config, schemas: SchemaRegistry) -> list[Issue]:
+    issues: list[Issue] = []
+    known = set(schemas.names())
+    for ownership in config.master_data.values():
+        properties = list(schemas.schema(ownership.schema).get("properties", {})) if ownership.schema in known \
+            else None
+        issues.extend(Issue("error", message, where) for message, where in
+                      ownership_problems(ownership, list(config.systems), properties))
     return issues
 
 
@@ -136,6 +156,7 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
     emitted |= {r.type or r.validate or "" for r in config.routes}
     for route in config.routes:
         issues.extend(_check_route(config, route, classes, emitted, schemas))
+    issues.extend(_check_ownership(config, schemas))
     # reading order, so an integrator can fix routes.yaml top to bottom; problems in other files come after it
     main = str(path)
 

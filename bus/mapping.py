@@ -39,10 +39,11 @@ _Builder = Callable[[Any], Any]
 class _Failure(Exception):
     """A field failed; ``path`` is relative to the object being built, outer builders prefix their key."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, waiting_for: tuple[str, str, str] | None = None) -> None:
         super().__init__(path, reason)
         self.path = path
         self.reason = reason
+        self.waiting_for = waiting_for  # carried from a missing cross reference (MappingError.waiting_for)
 
 
 def _join(key: str, path: str) -> str:
@@ -73,10 +74,10 @@ _TEMPLATE = """def {name}(doc):
     try:
 {body}
     except _Failure as exc:
-        raise _Failure(_join(_paths[exc.__traceback__.tb_lineno], exc.path), exc.reason) from None
+        raise _Failure(_join(_paths[exc.__traceback__.tb_lineno], exc.path), exc.reason, exc.waiting_for) from None
     except _ERRORS as exc:
         f = _paths[exc.__traceback__.tb_lineno]
-        raise _Failure(f, _reason(exc, _texts.get(f, f))) from None
+        raise _Failure(f, _reason(exc, _texts.get(f, f)), getattr(exc, "waiting_for", None)) from None
     return out
 """
 # Inputs are nearly always plain dicts (that is what JSON decodes to): the fast version reads their fields
@@ -181,7 +182,8 @@ def _each_builder(source: Compiled, element: _Builder, text: str) -> Compiled:
             try:
                 out.append(element(item))
             except _Failure as exc:
-                raise _Failure(f"[{index}]." + exc.path if exc.path else f"[{index}]", exc.reason) from None
+                raise _Failure(f"[{index}]." + exc.path if exc.path else f"[{index}]", exc.reason,
+                               exc.waiting_for) from None
         return out
 
     return each
@@ -352,7 +354,7 @@ class Mapping:
             result: dict[str, Any] = self._build(doc)
             return result
         except _Failure as exc:
-            raise MappingError(self.path, exc.path, exc.reason) from None
+            raise MappingError(self.path, exc.path, exc.reason, waiting_for=exc.waiting_for) from None
         finally:
             if token is not None:
                 CURRENT_EVENT.reset(token)

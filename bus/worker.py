@@ -28,7 +28,8 @@ from bus.followups import followup_id, letter_body, not_emitted
 from bus.journal import Journal
 from bus.journal.engine import read, write
 from bus.journal.journal import ParkedAhead
-from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
+from bus.journal.records import DeadLetter, DeliveryUpdate, XrefRow, idempotency_key
+from bus.linking import WHOLE_ROUTE, links_for
 from bus.ordering import SequenceGuard
 from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections, SystemProtection
@@ -64,6 +65,7 @@ class Batch:
     parked_ahead: dict[tuple[str, str, str], ParkedAhead] = field(default_factory=dict)  # (route, target, key)
     received_at: dict[str, float] = field(default_factory=dict)  # of this batch's events, when some key waits
     due: list[Due] = field(default_factory=list)  # deliveries to make, once the batch is sorted
+    links: list[XrefRow] = field(default_factory=list)  # master-data links made by this batch's deliveries
 
 
 @dataclass(slots=True)
@@ -141,7 +143,9 @@ class Worker:
             if event is None:
                 continue
             try:
-                results = self.pipeline.process(event, route=lease.message.route, target=lease.message.target)
+                # target "*" pins a whole route: an event parked because it waited for master data (below)
+                pinned = lease.message.target if lease.message.target != WHOLE_ROUTE else None
+                results = self.pipeline.process(event, route=lease.message.route, target=pinned)
             except IronbusError as exc:  # e.g. a pinned route that no longer exists
                 batch.letters.append(DeadLetter(lease.message.body, str(exc), event.id, lease.message.route,
                                                 lease.message.target))
@@ -190,6 +194,8 @@ class Worker:
                                                 "filtered"))
             metrics.delivery(route.name, "*", "filtered")
             return
+        if result.status == "invalid" and self._wait_for_master_data(lease, event, result, batch, log_):
+            return
         if result.status == "invalid":
             reason = str(result.error)
             log_.warning("event invalid for route; dead-lettered", route=route.name, error=reason)
@@ -200,11 +206,35 @@ class Worker:
             metrics.delivery(route.name, target, "dead")
             self.stats.dead += 1
             return
+        if lease.message.target == WHOLE_ROUTE:  # it waited for master data and maps now: that wait is over
+            batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, WHOLE_ROUTE), event.id,
+                                                route.name, WHOLE_ROUTE, "mapped"))
         for dispatch in result.dispatches:
             if dispatch.idempotency_key in done and not force:
                 self.stats.skipped += 1
                 continue
             self._dispatch(lease, dispatch, batch, log_, force)
+
+    def _wait_for_master_data(self, lease: Lease, event: Event, result: RouteResult, batch: Batch,
+                              log_: Any) -> bool:
+        """Park an event whose route failed only on a cross reference not linked yet (an order that raced ahead
+        of its customer's sync): it is mapped again after the route's park delay, up to ``max_parks`` times,
+        and dead-lettered only then. False when the failure is of another kind."""
+        waiting = getattr(result.error, "waiting_for", None)
+        policy = result.route.config.retry
+        if waiting is None or lease.message.parks >= policy.max_parks:
+            return False
+        route = result.route.name
+        entity, system, sid = waiting
+        reason = f"waiting for master data: {entity} {sid} in {system} is not linked yet ({result.error})"
+        batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route, WHOLE_ROUTE), event.id, route,
+                                            WHOLE_ROUTE, "parked", error=reason, error_kind="transient",
+                                            next_attempt_at=time.time() + policy.park))
+        metrics.delivery(route, WHOLE_ROUTE, "parked")
+        self.stats.parked += 1
+        log_.info("event waits for master data", route=route, entity=entity, system=system, id=sid,
+                  parks=lease.message.parks)
+        return True
 
     def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: Batch, log_: Any, force: bool = False) -> None:
         route, target, mapped = dispatch.route, dispatch.target.config, dispatch.event
@@ -363,6 +393,7 @@ class Worker:
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))
+            batch.links.extend(links_for(dispatch, outcome))
             try:
                 follow = self.pipeline.follow_up(dispatch, outcome.result)
             except IronbusError as exc:
@@ -414,10 +445,11 @@ class Worker:
         delivery states, dead letters and per-key marks, so a crash cannot keep some of them and lose others."""
         if batch.followups:
             self.ingest(batch.followups)
-        if not (batch.updates or batch.letters or batch.applied or batch.digests):
+        if not (batch.updates or batch.letters or batch.applied or batch.digests or batch.links):
             return
         with write(self.journal.engine) as conn:
             self.journal.settle(batch.updates, conn=conn)
+            self.journal.xref.import_rows(batch.links, conn=conn)
             self.journal.dead_letter(batch.letters, conn=conn)
             self.sequences.applied_many(batch.applied, conn=conn)
             self.sequences.remember_digests(batch.digests, conn=conn)

@@ -24,10 +24,12 @@ __all__ = [
 ]
 
 ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule"})
+#: ``mapped``: a route that could not map an event because master data it names was not linked yet (parked
+#: under target ``*``, see bus.worker) mapped it at last and sent it on to its targets.
 DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid",
-                               "unchanged"})
+                               "unchanged", "mapped"})
 #: A delivery in one of these states needs no more work; an event whose deliveries are all settled may be pruned.
-SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow", "unchanged"})
+SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow", "unchanged", "mapped"})
 ATTEMPT_STATUSES = frozenset({"ok", "transient", "permanent", "stale", "shadow", "skipped"})
 DEAD_LETTER_STATES = frozenset({"dead", "retried", "purged"})
 
@@ -38,6 +40,7 @@ _ATTEMPT_FOR = {
     "unchanged": "skipped",
     "shadow": "shadow",
     "filtered": "skipped",
+    "mapped": "ok",
     "invalid": "permanent",
     "dead": "permanent",
     "parked": "transient",

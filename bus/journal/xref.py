@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bus.journal import tables
-from bus.journal.engine import read, write
+from bus.journal.engine import read, write, writing
 from bus.journal.records import XrefRow
 from bus.journal.sql import insert_for
 
@@ -45,14 +45,16 @@ class DurableXref:
         """Record that ``system``'s ``system_id`` is canonical ``canonical_id`` (re-linking replaces)."""
         self.import_rows([XrefRow(entity, system, str(system_id), str(canonical_id))])
 
-    def import_rows(self, rows: Iterable[XrefRow]) -> int:
-        """Upsert many links in one transaction; returns how many were given."""
+    def import_rows(self, rows: Iterable[XrefRow], *, conn: Connection | None = None) -> int:
+        """Upsert many links in one transaction (the caller's, when ``conn`` is given); returns how many."""
         now = time.time()
+        # one row per link (the last given wins): PostgreSQL refuses to upsert the same row twice in one statement
+        unique = {(r.entity, r.system, str(r.system_id)): r for r in rows}
         values = [{"entity": r.entity, "system": r.system, "system_id": str(r.system_id),
-                   "canonical_id": str(r.canonical_id), "updated_at": now} for r in rows]
+                   "canonical_id": str(r.canonical_id), "updated_at": now} for r in unique.values()]
         if not values:
             return 0
-        with write(self._engine) as conn:
+        with writing(self._engine, conn) as conn:
             stmt = insert_for(conn, _X)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[_X.c.entity, _X.c.system, _X.c.system_id],
