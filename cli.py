@@ -163,6 +163,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = xsub.add_parser("check", help="read master data from every system and report what is missing or unlinked",
                          parents=[common])
     sp.add_argument("--entity", action="append", help="customer, material, supplier (default: all)")
+    sp.add_argument("--repair", action="store_true",
+                    help="plan pushing each owner's values over drift and missing records (a dry run)")
+    sp.add_argument("--apply", action="store_true", help="with --repair: queue the repairs through the sync routes")
+    sp.add_argument("--broker", help="with --repair --apply: the bus's broker URL (default: the embedded queue)")
+    routes_arg(sp)
+    sp = xsub.add_parser("match", help="propose links between records that already exist in several systems",
+                         parents=[common])
+    sp.add_argument("--entity", action="append", help="customer, material, supplier (default: master_data's)")
+    sp.add_argument("--apply", action="store_true", help="link the sure matches (business keys); list the rest")
     routes_arg(sp)
     for sp in xsub.choices.values():
         sp.set_defaults(handler=commands.xref)

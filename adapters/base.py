@@ -114,12 +114,14 @@ class WebhookAnswer:
 
 @dataclass(frozen=True)
 class MasterRecord:
-    """One master-data record as a system holds it, for ``ironbus xref check``: the system's own id plus the
-    attributes that should agree across systems (a code such as a VAT number or SKU, and a name)."""
+    """One master-data record as a system holds it, for ``ironbus xref check`` and ``xref match``: the system's
+    own id, its business code (SKU, customer number) and name, and ``attributes`` in the canonical schema's names
+    (``active``, ``vat_id``, ``gtin``, ``email``, ``unit`` …) that ownership compares across systems."""
 
     id: str
     code: str | None = None
     name: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def _check_ownership(config: Config, schemas: SchemaRegistry) -> list[Issue]:
     issues: list[Issue] = []
     known = set(schemas.names())
     for ownership in config.master_data.values():
-        properties = list(schemas.schema(ownership.schema).get("properties", {})) if ownership.schema in known \
+        properties = dict(schemas.schema(ownership.schema).get("properties", {})) if ownership.schema in known \
             else None
         issues.extend(Issue("error", message, where) for message, where in
                       ownership_problems(ownership, list(config.systems), properties))

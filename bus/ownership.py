@@ -68,10 +68,23 @@ def parse_ownership(doc: Mapping[str, Any] | None, locate: Any) -> dict[str, Ent
     return out
 
 
+def _has_path(schema: Mapping[str, Any], path: list[str]) -> bool:
+    """Whether a nested attribute (``suppliers.lead_time_days``) exists below ``schema`` (objects, arrays)."""
+    for name in path:
+        while isinstance(schema.get("items"), Mapping):
+            schema = schema["items"]
+        child = (schema.get("properties") or {}).get(name)
+        if not isinstance(child, Mapping):
+            return False
+        schema = child
+    return True
+
+
 def ownership_problems(ownership: EntityOwnership, systems: Sequence[str],
-                       properties: Sequence[str] | None) -> list[tuple[str, Location | None]]:
+                       properties: Mapping[str, Any] | None) -> list[tuple[str, Location | None]]:
     """What is wrong with one declaration: unknown systems, an owner that does not hold the entity, attributes
-    the canonical schema does not have (``properties`` None: the schema is missing, reported as such)."""
+    the canonical schema does not have. ``properties`` is the schema's ``properties`` (None: the schema is missing,
+    reported as such); a dotted attribute (``suppliers.lead_time_days``) names one inside a list or object."""
     found: list[tuple[str, Location | None]] = []
     where = ownership.locations
     entity = ownership.entity
@@ -95,8 +108,13 @@ def ownership_problems(ownership: EntityOwnership, systems: Sequence[str],
     for label, names in (("attributes", list(ownership.attributes)), ("compare", list(ownership.compare)),
                          ("match", list(ownership.match))):
         for attribute in names:
-            if attribute not in properties and not (label == "match" and attribute == "code"):
-                unknown = UnknownNameError("attribute", attribute, properties)
-                found.append((f"master_data.{entity}.{label}: {unknown.message} (schema {ownership.schema!r})",
-                              where.get(label, ownership.location)))
+            if label == "match" and attribute == "code":
+                continue  # every record has a code, whatever the schema calls it
+            head, _, rest = attribute.partition(".")
+            known = properties.get(head)
+            if known is not None and (not rest or _has_path(known, rest.split("."))):
+                continue
+            unknown = UnknownNameError("attribute", attribute, list(properties))
+            found.append((f"master_data.{entity}.{label}: {unknown.message} (schema {ownership.schema!r})",
+                          where.get(label, ownership.location)))
     return found

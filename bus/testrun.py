@@ -121,7 +121,9 @@ def _input(test: YamlMap, base: Path) -> Any:
         except orjson.JSONDecodeError as exc:
             raise ConfigError(f"input_file {file} is not valid JSON: {exc}", locate(test, ["input_file"])) from None
     if "input" in test:
-        return test["input"]
+        # plain dicts and lists, as a decoded JSON payload would be: JMESPath's type checks (join, sort …) do not
+        # know the YAML loader's located subclasses
+        return plain(test["input"])
     if "event" in test:
         return test["event"].get("data") if isinstance(test["event"], dict) else None
     raise ConfigError("a test needs 'input', 'input_file' or 'event'", getattr(test, "location", None))

@@ -1,7 +1,9 @@
 """``make demo``: the two iron-triangle flows, end to end, against three live Tryton databases.
 
-1. start one trytond serving crm, scm and srm (fresh copies of the cached template) and load master data;
-2. link the master data in the xref (``ironbus xref import``) and start the bus on the shipped routes.yaml;
+1. start one trytond serving crm, scm and srm (fresh copies of the cached template) and the bus on the shipped
+   routes.yaml;
+2. master data through the bus: the supplier created in the SRM, the material in the SCM, the customer in the CRM;
+   the sync routes bring each to the other databases and link it in the xref (docs/masterdata.md);
 3. flow 1 — a sales rep quotes 10 widgets to ACME: the SCM plans the demand, its purchase request becomes an SRM
    purchase order, and the CRM sale gets a note; the customer raises the quantity to 15: the extra demand goes
    the same way; the rep confirms the sale;
@@ -122,7 +124,7 @@ def master_data_report(stack: Stack) -> str:
     adapters = {name: stack.runtime.adapters[name] for name in ("crm", "scm", "srm")}
     journal = stack.journal()
     try:
-        report = check_master_data(adapters, journal.xref_rows())
+        report = check_master_data(adapters, journal.xref_rows(), ownership=stack.runtime.config.master_data)
     finally:
         journal.close()
     lines = [f"   {entity:<9} {c['records']} records in {c['systems']} systems, {c['canonical']} canonical ids, "
@@ -141,16 +143,14 @@ def run() -> None:
         server = stack.start_tryton()
         say(f"   trytond {server.url} serving crm, scm, srm (up in {server.started_in:.1f} s); log {server.log_path}")
 
-        step("Master data through the adapter (upsert_party / upsert_product), then the xref")
-        links = stack.provision(Codes())
-        for link in links:
-            say(f"   {link.entity:<9} {link.canonical_id:<7} = {link.system}:{link.system_id}")
-        path = stack.import_xref(links)
-        say(f"   (ironbus xref import {path.relative_to(REPO)})")
-
         step("Starting the bus on routes.yaml (embedded journal and queue in var/demo)")
         runtime = stack.start_bus()
         say(f"   {len(runtime.config.routes)} routes: " + ", ".join(r.name for r in runtime.config.routes))
+
+        step("Master data, each record created once in its owner; the bus syncs it and writes the xref")
+        links = stack.provision_through_bus(Codes(), say=say)
+        for link in links:
+            say(f"   {link.entity:<9} {link.canonical_id:<7} = {link.system}:{link.system_id}")
 
         rep = SalesRep(stack.adapters["crm"].client)
         sale = flow_one(stack, rep)

@@ -1,14 +1,15 @@
 """Master data for the iron triangle: one customer, one supplier, one material, in the databases that need them.
 
-Everything goes through the Tryton adapter's own operations (``upsert_party``, ``upsert_product``), the way an
-integrator would load master data, and the result is the list of cross references that tie each database's ids
-to the canonical business codes.
+:func:`create_in_owners` is how the demo loads it: each record is created once, in the system that owns it
+(routes.yaml ``master_data:``) — the supplier in the SRM, the material in the SCM, the customer in the CRM — and
+the bus's sync routes bring it to the other databases and link it in the xref. :func:`provision` loads every
+database directly and returns the links, for tests that start from linked master data.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from adapters.base import Adapter, Call
 from bus.envelope import Event
 
-__all__ = ["Codes", "XrefLink", "call", "provision", "write_xref_csv"]
+__all__ = ["Codes", "XrefLink", "call", "create_in_owners", "provision", "write_xref_csv"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,34 @@ def write_xref_csv(links: Iterable[XrefLink], path: Path) -> Path:
         for row in links:
             writer.writerow([row.entity, row.canonical_id, row.system, row.system_id])
     return path
+
+
+#: ``(entity, canonical id, system) -> that system's id``, waiting until the bus has linked it.
+LinkWaiter = Callable[[str, str, str], str]
+
+
+def create_in_owners(adapters: Mapping[str, Adapter], linked: LinkWaiter, codes: Codes | None = None,
+                     say: Callable[[str], None] = lambda _: None) -> None:
+    """Create each record in its owner only; ``linked`` waits for the bus to bring it to the others.
+
+    The supplier's lead time and price are the SRM's own (``master_data.material.attributes``): the SRM buyer
+    sets them on the synced material, and the bus carries the lead time back to the SCM's planning.
+    """
+    codes = codes or Codes()
+    crm, scm, srm = adapters["crm"], adapters["scm"], adapters["srm"]
+    _id(srm, "upsert_party", {"code": codes.supplier, "name": codes.supplier_name})
+    say(f"   SRM: supplier {codes.supplier} created; waiting for the bus to bring it to the SCM")
+    scm_supplier = linked("supplier", codes.supplier, "scm")
+    _id(scm, "upsert_product", {"code": codes.material, "name": codes.material_name, "list_price": codes.list_price,
+                                "supply_on_sale": "always", "suppliers": [{"party": scm_supplier}]})
+    say(f"   SCM: material {codes.material} created with supplier {codes.supplier}; waiting for the CRM and the SRM")
+    linked("material", codes.material, "crm")
+    srm_supplier = linked("supplier", codes.supplier, "srm")
+    linked("material", codes.material, "srm")
+    _id(srm, "upsert_product", {"code": codes.material, "suppliers": [
+        {"party": int(srm_supplier), "lead_time_days": codes.lead_time_days, "price": codes.purchase_price}]})
+    say(f"   SRM: the buyer agrees {codes.lead_time_days} days and {codes.purchase_price} with the supplier")
+    _id(crm, "upsert_party", {"code": codes.customer, "name": codes.customer_name,
+                              "addresses": [{"street": "1 Harbour Road", "postal_code": "4000", "city": "Liège"}]})
+    say(f"   CRM: customer {codes.customer} created; waiting for the SCM")
+    linked("customer", codes.customer, "scm")

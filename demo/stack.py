@@ -21,7 +21,7 @@ from bus.config import load_config
 from bus.journal import Journal
 from bus.runtime import Runtime, RuntimeOptions
 from bus.tracing import build_trace, render_trace
-from demo.masterdata import Codes, XrefLink, provision, write_xref_csv
+from demo.masterdata import Codes, XrefLink, create_in_owners, provision, write_xref_csv
 from tryton import tryton_env
 
 __all__ = ["REPO", "Stack", "wait_for"]
@@ -79,6 +79,22 @@ class Stack:
     def provision(self, codes: Codes | None = None) -> list[XrefLink]:
         """Master data in every database (through the adapter's operations); returns the xref links."""
         self.links = provision(self.adapters, codes or Codes())
+        return self.links
+
+    def provision_through_bus(self, codes: Codes | None = None, timeout: float = 60.0,
+                              say: Callable[[str], None] = lambda _: None) -> list[XrefLink]:
+        """Create the master data in its owners only and let the running bus sync and link it (the shipped
+        ``master_data:`` and sync routes); returns the links the bus wrote."""
+        assert self.runtime is not None, "start_bus() first"
+        xref = self.runtime.journal.xref
+
+        def linked(entity: str, canonical: str, system: str) -> str:
+            return wait_for(f"{entity} {canonical} linked in {system}",
+                            lambda: xref.reverse(entity, system, canonical), timeout, progress=say)
+
+        create_in_owners(self.adapters, linked, codes or Codes(), say)
+        self.links = [XrefLink(r.entity, r.canonical_id, r.system, r.system_id)
+                      for r in self.runtime.journal.xref_rows()]
         return self.links
 
     def system_id(self, entity: str, system: str) -> int:

@@ -86,10 +86,20 @@ class TrytonAdapter(Adapter):
         spec = (self.settings.get("master_data") or {}).get(entity)
         if not spec:
             return None
-        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", "rec_name"],
-                                       order=[("id", "ASC")])
-        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("rec_name") or None)
-                for r in rows]
+        model = str(spec["model"])
+        product = model == "product.product"
+        extra = ["default_uom.symbol"] if product else []
+        # archived records too: a record deactivated in its owner but active elsewhere is drift to report
+        rows = self.client.search_read(model, [*(spec.get("domain") or []), ["active", "in", [True, False]]],
+                                       ["code", "name", "active", *extra], order=[("id", "ASC")])
+        records = []
+        for r in rows:
+            attributes: dict[str, Any] = {"name": r.get("name"), "active": bool(r.get("active"))}
+            if product:
+                attributes["unit"] = (r.get("default_uom.") or {}).get("symbol")
+            records.append(MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("name") or None,
+                                        attributes=attributes))
+        return records
 
     # -- triggers --------------------------------------------------------------------------------------
     @trigger(kind="poll", interval=5.0)
@@ -110,13 +120,13 @@ class TrytonAdapter(Adapter):
     @trigger(kind="poll", interval=30.0)
     def parties_changed(self, watermark: str | None) -> PollResult:
         """Parties (customers, suppliers) created or changed, with addresses."""
-        return self.poller.poll("party.party", Poller.PARTY_FIELDS, watermark, self.poller.parties)
+        return self.poller.poll("party.party", Poller.PARTY_FIELDS, watermark, self.poller.parties, archived=True)
 
     @trigger(kind="poll", interval=30.0)
     def products_changed(self, watermark: str | None) -> PollResult:
         """Products created or changed (variant or template), with suppliers."""
         return self.poller.poll("product.product", Poller.PRODUCT_FIELDS, watermark, self.poller.products,
-                                dates=("create_date", "write_date", "template.write_date"))
+                                dates=("create_date", "write_date", "template.write_date"), archived=True)
 
     # -- operations ------------------------------------------------------------------------------------
     @operation()

@@ -65,6 +65,11 @@ def _lines(client: TrytonClient, model: str, parent: str, ids: list[int], extra:
     return by_parent
 
 
+def _flag(value: Any) -> bool | None:
+    """A Boolean field as a bool: Tryton on SQLite answers 1/0 for some of them over JSON-RPC."""
+    return None if value is None else bool(value)
+
+
 def _line(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "product": _ref(row, "product", "code", "name"), "quantity": row.get("quantity"),
             "unit": _ref(row, "unit", "symbol"), "unit_price": row.get("unit_price")}
@@ -79,17 +84,20 @@ class Poller:
 
     def poll(self, model: str, fields: Sequence[str], watermark: str | None,
              shape: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
-             dates: Sequence[str] = _DATES) -> PollResult:
+             dates: Sequence[str] = _DATES, *, archived: bool = False) -> PollResult:
         """Records of ``model`` changed after ``watermark`` (minus the overlap), shaped into payloads.
 
         ``dates`` are the datetime fields that signal a change (dotted paths allowed, e.g. a product's
-        ``template.write_date``). The first poll (no watermark) returns every record.
+        ``template.write_date``). The first poll (no watermark) returns every record. ``archived`` includes
+        deactivated records (Tryton hides them from searches): master data must see a deactivation.
         """
         since = parse_watermark(watermark)
         domain: list[Any] = []
         if since is not None:
             start = since - self.overlap
             domain = ["OR", *([name, ">", start] for name in dates)]
+        if archived:
+            domain = [["active", "in", [True, False]], *([domain] if domain else [])]
         rows = self.client.search_read(model, domain, ["id", *dates, *fields], order=[("id", "ASC")])
         if not rows:
             return PollResult(records=[], watermark=watermark)
@@ -215,12 +223,12 @@ class Poller:
             addresses[a["party"]].append({"id": a["id"], "name": a.get("party_name"), "street": a.get("street"),
                                           "postal_code": a.get("postal_code"), "city": a.get("city"),
                                           "country": (a.get("country.") or {}).get("code")})
-        return [{"id": r["id"], "code": r.get("code"), "name": r.get("name"), "active": r.get("active"),
+        return [{"id": r["id"], "code": r.get("code"), "name": r.get("name"), "active": _flag(r.get("active")),
                  "addresses": addresses[r["id"]], "create_date": r.get("create_date"),
                  "write_date": r.get("write_date")} for r in rows]
 
-    PRODUCT_FIELDS = ("code", "name", "template", "type", "list_price", "cost_price", "default_uom",
-                      "default_uom.symbol", "active")
+    PRODUCT_FIELDS = ("code", "name", "template", "template.list_price", "type", "list_price", "cost_price",
+                      "default_uom", "default_uom.symbol", "active")
 
     def products(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         templates = sorted({r["template"] for r in rows})
@@ -232,7 +240,10 @@ class Poller:
                                              "lead_time_days": lead.days if isinstance(lead, dt.timedelta)
                                              else None})
         return [{"id": r["id"], "code": r.get("code"), "name": r.get("name"), "template": r.get("template"),
-                 "type": r.get("type"), "list_price": r.get("list_price"), "cost_price": r.get("cost_price"),
-                 "unit": _ref(r, "default_uom", "symbol"), "active": r.get("active"),
+                 "type": r.get("type"), "cost_price": r.get("cost_price"),
+                 # the variant's list price is computed in a context; the template holds the stored one
+                 "list_price": r.get("list_price") if r.get("list_price") is not None
+                 else (r.get("template.") or {}).get("list_price"),
+                 "unit": _ref(r, "default_uom", "symbol"), "active": _flag(r.get("active")),
                  "suppliers": suppliers.get(r["template"], []), "create_date": r.get("create_date"),
                  "write_date": r.get("write_date")} for r in rows]

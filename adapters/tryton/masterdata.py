@@ -14,6 +14,10 @@ from bus.errors import PermanentError
 __all__ = ["upsert_party", "upsert_product"]
 
 _ADDRESS_FIELDS = ("street", "postal_code", "city")
+#: Tryton hides archived (inactive) records from searches unless the domain asks for both states.
+_ANY_STATE = ["active", "in", [True, False]]
+
+
 
 
 def _address(a: Payload) -> dict[str, Any]:
@@ -31,12 +35,15 @@ def upsert_party(client: TrytonClient, call: Call) -> Outcome:
     party = p.ref("id")
     if party is None:
         domain = [["code", "=", code]] if code is not None else [["name", "=", name]]
-        found = client.search("party.party", domain, limit=1, order=[("id", "ASC")])
+        # an archived party is still the one with this code: re-activating beats creating a duplicate
+        found = client.search("party.party", [*domain, _ANY_STATE], limit=1, order=[("id", "ASC")])
         party = found[0] if found else None
     addresses = [_address(a) for a in p.items("addresses")]
     values: dict[str, Any] = {"name": name}
     if code is not None:
         values["code"] = code
+    if p.has("active"):
+        values["active"] = p.flag("active", True)
     if party is None:
         # Sales and purchases need an address: give every new party at least an empty one.
         values["addresses"] = [["create", addresses or [{}]]]
@@ -86,7 +93,7 @@ def upsert_product(client: TrytonClient, call: Call) -> Outcome:
     code = p.text("code", required=product is None)
     template: int | None = None
     if product is None:
-        found = client.search_read("product.product", [["code", "=", code]], ["template"], limit=1)
+        found = client.search_read("product.product", [["code", "=", code], _ANY_STATE], ["template"], limit=1)
         if found:
             product, template = found[0]["id"], found[0]["template"]
     elif product is not None:
@@ -97,6 +104,8 @@ def upsert_product(client: TrytonClient, call: Call) -> Outcome:
     for name in ("list_price",):
         if p.has(name):
             values[name] = p.decimal(name)
+    if p.has("active"):
+        values["active"] = p.flag("active", True)
     if "supply_on_sale" in p.data:
         choice = p.data["supply_on_sale"]
         if choice not in (None, "always", "stock_first"):
@@ -127,13 +136,25 @@ def upsert_product(client: TrytonClient, call: Call) -> Outcome:
         created = True
     else:
         if suppliers:
-            # Replace by party: the given list is the whole supplier list for the parties it names.
-            parties = [s["party"] for s in suppliers]
-            old = client.search("purchase.product_supplier", [["template", "=", template], ["party", "in", parties]])
-            commands: list[Any] = [["create", suppliers]]
-            if old:
-                commands.insert(0, ["delete", old])
-            values["product_suppliers"] = commands
+            # Update by party: a supplier already listed keeps what the payload does not name (its lead time,
+            # owned by the SRM, survives the SCM's update), a new one is added.
+            existing = {row["party"]: row["id"] for row in client.search_read(
+                "purchase.product_supplier", [["template", "=", template],
+                                              ["party", "in", [s["party"] for s in suppliers]]], ["party"])}
+            commands: list[Any] = []
+            for supplier in suppliers:
+                known = existing.get(supplier["party"])
+                if known is None:
+                    commands.append(["create", [supplier]])
+                    continue
+                changes = {k: v for k, v in supplier.items() if k != "party"}
+                if "prices" in changes:
+                    old_prices = client.search("purchase.product_supplier.price", [["product_supplier", "=", known]])
+                    changes["prices"] = ([["delete", old_prices]] if old_prices else []) + changes["prices"]
+                if changes:
+                    commands.append(["write", [known], changes])
+            if commands:
+                values["product_suppliers"] = commands
         if values:
             client.write("product.template", [template], values)
         created = False

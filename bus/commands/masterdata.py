@@ -1,4 +1,4 @@
-"""``ironbus xref``: the master-data cross reference — get, set, import, export, check."""
+"""``ironbus xref``: the master-data cross reference — get, set, import, export, check (and repair), match."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from typing import Any
 
 import orjson
 
-from bus.config import load_config
-from bus.console import dump_json, table
+from bus.config import Config, load_config
+from bus.console import Progress, dump_json, table
 from bus.errors import ConfigError, Location
 from bus.journal import Journal
 from bus.journal.records import XrefRow
 from bus.masterdata import check_master_data
-from bus.runtime import journal_url, open_adapters
+from bus.pipeline import Pipeline
+from bus.queue.base import Message
+from bus.queue.open import open_queue
+from bus.repair import Repair, plan_repairs
+from bus.runtime import broker_url, journal_url, open_adapters
+from bus.xrefmatch import match_records
 
 __all__ = ["xref"]
 
@@ -105,21 +110,101 @@ def _check(args: argparse.Namespace, journal: Journal) -> int:
     try:
         for adapter in adapters.values():
             adapter.open()
-        report = check_master_data(adapters, journal.xref_rows(), entities=args.entity)
+        report = check_master_data(adapters, journal.xref_rows(), entities=args.entity,
+                                   ownership=config.master_data)
+        problems: list[dict[str, Any]] = report["problems"]
+        if args.json and not args.repair:
+            dump_json(report)
+        elif not args.repair or problems:
+            for entity, counts in report["summary"].items():
+                print(f"{entity}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            table([(p["entity"], p["kind"], p.get("canonical_id"), p.get("system"), p.get("field"),
+                    p["detail"]) for p in problems], ["entity", "problem", "canonical", "system", "field", "detail"])
+        if args.repair:
+            return _repair(args, config, adapters, problems, journal)
+        if problems:
+            print("next: 'ironbus xref check --repair' pushes the owners' values over drift; link records with "
+                  "'ironbus xref match' or 'ironbus xref set ENTITY CANONICAL SYSTEM ID'")
     finally:
         for adapter in adapters.values():
             adapter.close()
-    problems: list[dict[str, Any]] = report["problems"]
-    if args.json:
-        dump_json(report)
-    else:
-        for entity, counts in report["summary"].items():
-            print(f"{entity}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        table([(p["entity"], p["kind"], p.get("canonical_id"), p.get("system"), p.get("system_id"), p["detail"])
-               for p in problems], ["entity", "problem", "canonical", "system", "id", "detail"])
-        if problems:
-            print("fix with 'ironbus xref set ENTITY CANONICAL SYSTEM ID' or 'ironbus xref import FILE'")
     return 1 if problems else 0
 
 
-_ACTIONS = {"get": _get, "set": _set, "import": _import, "export": _export, "check": _check}
+def _repair(args: argparse.Namespace, config: Config, adapters: dict[str, Any], problems: list[dict[str, Any]],
+            journal: Journal) -> int:
+    pipeline = Pipeline(config, xref=journal.xref)
+    progress = Progress(0, "reading owners")
+    repairs, unrepairable = plan_repairs(config, adapters, problems, pipeline, progress=progress.advance)
+    if args.json:
+        dump_json({"repairs": [{"entity": r.entity, "canonical_id": r.canonical_id, "route": r.route,
+                                "targets": list(r.targets), "reasons": list(r.reasons)} for r in repairs],
+                   "unrepairable": unrepairable, "applied": bool(args.apply)})
+    else:
+        for r in repairs:
+            print(f"{'push' if args.apply else 'would push'} {r.entity} {r.canonical_id} through route {r.route!r} "
+                  f"to {', '.join(r.targets)}: " + "; ".join(r.reasons))
+        for line in unrepairable:
+            print(f"cannot repair {line}", file=sys.stderr)
+    if repairs and args.apply:
+        _publish(args, journal, repairs)
+        if not args.json:
+            print(f"{len(repairs)} repair(s) queued; 'ironbus trace --key ID' follows each, and the bus must be "
+                  "running to deliver them")
+    elif repairs and not args.json:
+        print("dry run: nothing changed; add --apply to push these")
+    return 1 if unrepairable else 0
+
+
+def _publish(args: argparse.Namespace, journal: Journal, repairs: list[Repair]) -> None:
+    """Journal each repair event, then queue it pinned to its sync route and forced past skip_unchanged."""
+    journal.record_events([(r.event, "repair") for r in repairs])
+    queue = open_queue(broker_url(args.broker), journal)
+    try:
+        queue.publish([Message(body=r.event.encode(), key=r.event.key, route=r.route, headers={"force": "1"})
+                       for r in repairs])
+    finally:
+        queue.close()
+
+
+def _match(args: argparse.Namespace, journal: Journal) -> int:
+    config = load_config(args.routes)
+    adapters = open_adapters(config)
+    proposals = []
+    try:
+        for adapter in adapters.values():
+            adapter.open()
+        entities = args.entity or sorted(config.master_data) or ["customer", "material", "supplier"]
+        for entity in entities:
+            held = {name: records for name, adapter in adapters.items()
+                    if (records := adapter.master_data(entity)) is not None}
+            progress = Progress(sum(len(v) for v in held.values()), f"matching {entity}")
+            proposals.extend(match_records(entity, held, journal.xref_rows(entity), config.master_data.get(entity),
+                                           progress=progress.advance))
+    finally:
+        for adapter in adapters.values():
+            adapter.close()
+    sure = [p for p in proposals if p.sure]
+    if args.apply and sure:
+        journal.xref.import_rows([row for p in sure for row in p.rows()])
+    if args.json:
+        dump_json([{"entity": p.entity, "canonical_id": p.canonical_id, "system": p.system, "system_id": p.system_id,
+                    "owner": p.owner, "owner_id": p.owner_id, "reason": p.reason, "confidence": p.confidence,
+                    "sure": p.sure, "applied": bool(args.apply and p.sure)} for p in proposals])
+        return 0
+    table([(p.entity, p.canonical_id, f"{p.system}:{p.system_id}", p.label, f"{p.owner}:{p.owner_id}", p.reason,
+            f"{p.confidence:.2f}", ("linked" if args.apply else "sure") if p.sure else "decide")
+           for p in proposals], ["entity", "canonical", "record", "label", "owner record", "reason", "confidence",
+                                 "status"])
+    undecided = [p for p in proposals if not p.sure]
+    if args.apply:
+        print(f"linked {len(sure)} sure match(es)")
+    elif sure:
+        print(f"{len(sure)} sure match(es); add --apply to link them")
+    if undecided:
+        print(f"{len(undecided)} proposal(s) need a person: 'ironbus xref set ENTITY CANONICAL SYSTEM ID' for each "
+              "one that is right")
+    return 0
+
+
+_ACTIONS = {"get": _get, "set": _set, "import": _import, "export": _export, "check": _check, "match": _match}

@@ -23,7 +23,7 @@ __all__ = [
     "idempotency_key",
 ]
 
-ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule"})
+ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule", "repair"})
 #: ``mapped``: a route that could not map an event because master data it names was not linked yet (parked
 #: under target ``*``, see bus.worker) mapped it at last and sent it on to its targets.
 DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid",

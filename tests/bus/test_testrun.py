@@ -261,3 +261,13 @@ def test_discover_finds_test_files_recursively(tmp_path: Path) -> None:
         tmp_path / "a" / "b" / "two.test.yml", tmp_path / "a" / "one.test.yaml", tmp_path / "three.test.yaml"]
     with pytest.raises(ConfigError, match="no such file or folder"):
         discover([tmp_path / "missing"])
+
+
+def test_inline_inputs_are_plain_json_for_type_checked_functions(tmp_path: Path) -> None:
+    # join() refused the YAML loader's located list subclass ("received: unknown") though JSON input worked
+    (tmp_path / "m.yaml").write_text("fields:\n  street: \"join(', ', street)\"\n")
+    (tmp_path / "t.test.yaml").write_text(
+        "tests:\n  - name: join\n    mapping: m.yaml\n    input: {street: [a, b]}\n"
+        "    expect: {json_equals: {street: 'a, b'}}\n")
+    [result] = run_file(tmp_path / "t.test.yaml")
+    assert result.passed, result.details
