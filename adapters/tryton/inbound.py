@@ -96,9 +96,10 @@ class Poller:
         if since is not None:
             start = since - self.overlap
             domain = ["OR", *([name, ">", start] for name in dates)]
-        if archived:
-            domain = [["active", "in", [True, False]], *([domain] if domain else [])]
-        rows = self.client.search_read(model, domain, ["id", *dates, *fields], order=[("id", "ASC")])
+        # Tryton adds "active only" to every level of a domain that does not name ``active`` (both sides of
+        # an OR included); the context switch is the one way to see archived records through a date OR.
+        rows = self.client.search_read(model, domain, ["id", *dates, *fields], order=[("id", "ASC")],
+                                       context={"active_test": False} if archived else None)
         if not rows:
             return PollResult(records=[], watermark=watermark)
         payloads = shape(rows)

@@ -20,6 +20,18 @@ _ANY_STATE = ["active", "in", [True, False]]
 
 
 
+def _write_keeping_active_last(client: TrytonClient, model: str, record: int, values: dict[str, Any]) -> None:
+    """Write ``values``; an archived record's fields are read-only in Tryton, so a re-activation is written
+    before the other changes and a deactivation after them."""
+    active = values.pop("active", None)
+    if active is True:
+        client.write(model, [record], {"active": True})
+    if values:
+        client.write(model, [record], values)
+    if active is False:
+        client.write(model, [record], {"active": False})
+
+
 def _address(a: Payload) -> dict[str, Any]:
     values: dict[str, Any] = {name: a.text(name) for name in _ADDRESS_FIELDS if a.has(name)}
     if a.has("name"):
@@ -40,8 +52,8 @@ def upsert_party(client: TrytonClient, call: Call) -> Outcome:
         party = found[0] if found else None
     addresses = [_address(a) for a in p.items("addresses")]
     values: dict[str, Any] = {"name": name}
-    if code is not None:
-        values["code"] = code
+    if code is not None and party is None:
+        values["code"] = code  # Tryton refuses to write a party's code once set, even unchanged
     if p.has("active"):
         values["active"] = p.flag("active", True)
     if party is None:
@@ -56,7 +68,7 @@ def upsert_party(client: TrytonClient, call: Call) -> Outcome:
             if len(addresses) > len(existing):
                 commands.append(["create", addresses[len(existing):]])
             values["addresses"] = commands
-        client.write("party.party", [party], values)
+        _write_keeping_active_last(client, "party.party", party, values)
         created = False
     row = client.read("party.party", [party], ["code", "name"])[0]
     return Outcome(result={"id": party, "code": row["code"], "name": row["name"], "created": created},
@@ -156,7 +168,7 @@ def upsert_product(client: TrytonClient, call: Call) -> Outcome:
             if commands:
                 values["product_suppliers"] = commands
         if values:
-            client.write("product.template", [template], values)
+            _write_keeping_active_last(client, "product.template", template, values)
         created = False
     assert product is not None
     row = client.read("product.product", [product], ["code", "name"])[0]

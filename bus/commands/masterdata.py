@@ -122,9 +122,9 @@ def _check(args: argparse.Namespace, journal: Journal) -> int:
                     p["detail"]) for p in problems], ["entity", "problem", "canonical", "system", "field", "detail"])
         if args.repair:
             return _repair(args, config, adapters, problems, journal)
-        if problems:
+        if problems and not args.json:
             print("next: 'ironbus xref check --repair' pushes the owners' values over drift; link records with "
-                  "'ironbus xref match' or 'ironbus xref set ENTITY CANONICAL SYSTEM ID'")
+                  "'ironbus xref match' or 'ironbus xref set ENTITY CANONICAL SYSTEM ID'", file=sys.stderr)
     finally:
         for adapter in adapters.values():
             adapter.close()

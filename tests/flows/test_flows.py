@@ -164,29 +164,31 @@ def purchases_unreachable(stack: Stack) -> bool:
     return False
 
 
-def test_unlinked_customer_is_dead_lettered_then_fixed_with_xref_set_and_retry(stack: Stack) -> None:
-    # Given a customer the CRM has but the xref does not know
+def test_an_order_of_an_unlinked_customer_waits_until_the_operator_links_it(stack: Stack) -> None:
+    # Given a customer the sync route does not carry (its code is outside the CRM's customer numbering), so
+    # nothing links it by itself
     crm, scm = stack.adapters["crm"], stack.adapters["scm"]
-    new = {"code": "C-GLOBEX", "name": "Globex", "addresses": [{"street": "5 Side St", "city": "Namur"}]}
+    new = {"code": "GLOBEX", "name": "Globex", "addresses": [{"street": "5 Side St", "city": "Namur"}]}
     crm_id = crm.call("upsert_party", call(new)).result["id"]
     scm_id = scm.call("upsert_party", call(new)).result["id"]
     sale = quote(stack, 2, customer=crm_id)
-    # Then its order is dead-lettered with a reason that says what to do
+    # Then its order waits (parked, with a reason that says what it waits for), and is not dead-lettered
     journal = stack.journal()
     try:
-        letters = wait_for("the dead letter", lambda: [
-            d for d in journal.dead_letters(route="crm-order-changed") if f"crm:{crm_id}" in d.reason], TIMEOUT)
+        waiting = wait_for("the order to wait", lambda: [
+            d for d in journal.deliveries_for_events([e.id for e in journal.events_for(route="crm-order-changed")])
+            if d.route == "crm-order-changed" and d.status == "parked" and f"crm:{crm_id}" in (d.last_error or "")],
+            TIMEOUT)
+        assert f"ironbus xref set customer <canonical> crm {crm_id}" in (waiting[0].last_error or "")
+        assert not [d for d in journal.dead_letters(route="crm-order-changed") if f"crm:{crm_id}" in d.reason]
     finally:
         journal.close()
-    assert f"no cross-reference for customer crm:{crm_id}" in letters[0].reason
-    assert f"ironbus xref set customer <canonical> crm {crm_id}" in letters[0].reason
     assert purchases(stack, sale.order_id) == []
-    # When the operator links the customer and re-drives the dead letters once
+    # When the operator links the customer
     url = stack.journal_url
     assert cli.main(["xref", "set", "customer", "C-GLOBEX", "crm", str(crm_id), "--journal", url]) == 0
     assert cli.main(["xref", "set", "customer", "C-GLOBEX", "scm", str(scm_id), "--journal", url]) == 0
-    assert cli.main(["dlq", "retry", "--route", "crm-order-changed", "--journal", url]) == 0
-    # Then the order flows to the end
+    # Then the order flows to the end by itself, at its next try
     wait_for("the SRM purchase", lambda: purchased_quantity(stack, sale.order_id) == 2 or None, TIMEOUT)
     [notice] = wait_for("the notice", lambda: notices(stack, "order_confirmed-", sale.order_id), TIMEOUT)
     assert notice["customer"] == {"id": "C-GLOBEX"}
@@ -241,24 +243,27 @@ def xref_check(stack: Stack, entity: str) -> tuple[int, list[dict[str, Any]]]:
     return code, json.loads(out.getvalue())["problems"]
 
 
-def test_xref_check_reads_every_system_and_reports_unlinked_and_missing_records(stack: Stack) -> None:
+def test_xref_check_reads_every_system_and_reports_records_outside_their_owner_and_missing(stack: Stack) -> None:
     # Given the demo's master data, linked everywhere: the shipped supplier is consistent
     code, problems = xref_check(stack, "supplier")
     assert [p for p in problems if p.get("canonical_id") == "S-BOLT"] == []
-    # When a new supplier appears in the SRM only, unlinked
+    # When a supplier is created in the SCM, which does not own suppliers (the SRM does)
     srm, scm = stack.adapters["srm"], stack.adapters["scm"]
     new = {"code": "S-GEARS", "name": "Gears & Co"}
-    srm_id = str(srm.call("upsert_party", call(new)).result["id"])
+    scm_id = str(scm.call("upsert_party", call(new)).result["id"])
     code, problems = xref_check(stack, "supplier")
     assert code == 1
-    assert {"kind": "unlinked", "system": "srm", "system_id": srm_id} in [
+    assert {"kind": "outside_owner", "system": "scm", "system_id": scm_id} in [
         {k: p[k] for k in ("kind", "system", "system_id")} for p in problems]
-    # When it is linked in the SRM only, the SCM is reported as missing it
-    assert cli.main(["xref", "set", "supplier", "S-GEARS", "srm", srm_id, "--journal", stack.journal_url]) == 0
-    code, problems = xref_check(stack, "supplier")
-    assert [(p["kind"], p["system"]) for p in problems if p.get("canonical_id") == "S-GEARS"] == [("missing", "scm")]
-    # Then once the SCM has and links it too, the supplier is consistent across systems
-    scm_id = str(scm.call("upsert_party", call(new)).result["id"])
+    # When it is linked there by hand, the owner is reported as missing it
     assert cli.main(["xref", "set", "supplier", "S-GEARS", "scm", scm_id, "--journal", stack.journal_url]) == 0
+    code, problems = xref_check(stack, "supplier")
+    assert [(p["kind"], p["system"]) for p in problems if p.get("canonical_id") == "S-GEARS"] == [("missing", "srm")]
+    # Then once the owner has it, the sync route finds the SCM's record by its code, links both, and the supplier
+    # is consistent across systems
+    srm_id = str(srm.call("upsert_party", call(new)).result["id"])
+    assert stack.runtime is not None
+    xref = stack.runtime.journal.xref
+    wait_for("S-GEARS linked in the SRM", lambda: xref.reverse("supplier", "srm", "S-GEARS"), TIMEOUT)
     code, problems = xref_check(stack, "supplier")
     assert [p for p in problems if p.get("canonical_id") == "S-GEARS" or p.get("system_id") in (srm_id, scm_id)] == []
