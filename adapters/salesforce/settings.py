@@ -43,7 +43,7 @@ SETTINGS_SCHEMA: dict[str, Any] = {
         "api_version": {"type": "string", "pattern": "^[0-9]{2}\\.0$", "default": "66.0"},
         "session_lifetime": {**_DURATION, "default": "2h",
                              "description": "The session timeout of the app/org: the token is renewed before it ends."},
-        "organization_id": {"type": "string", "pattern": "^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$",
+        "organization_id": {"type": "string", "pattern": "^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$",
                             "description": "The org id (00D…): outbound messages from any other org are refused; "
                                            "default for Pub/Sub is the id the token answer names."},
         "all_or_none": {"type": "boolean", "default": False,
