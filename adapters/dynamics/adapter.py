@@ -6,7 +6,8 @@ Payload of an operation (after the route's mapping)::
      "id": "6c9a…",                              # update: the row's GUID
      "etag": "W/\\"1234567\\"",                  # update: only if unchanged since read (If-Match)
      "key": {"ordernumber": "SO-1001"},          # upsert: the alternate key's columns and values
-     "fields": {"requestdeliveryby": "2026-12-01", "customerid_account@odata.bind": "/accounts(…)"}}
+     "fields": {"requestdeliveryby": "2026-12-01"},
+     "binds": {"customerid_account": "/accounts(…)"}}  # lookups: sent as customerid_account@odata.bind
 
 Upserts are ``PATCH entity_set(key=value)``: with no condition header they create or update; ``mode:
 create_only`` sends ``If-None-Match: *`` (never update), ``update_only`` sends ``If-Match: *`` (never create).
@@ -131,6 +132,11 @@ class DynamicsAdapter(Adapter):
         fields = payload.get("fields")
         if not isinstance(fields, Mapping) or not fields:
             raise PermanentError(f"{kind}: payload 'fields' must be a non-empty object of columns")
+        binds = payload.get("binds") or {}
+        if not isinstance(binds, Mapping) or not all(isinstance(v, str) and v.startswith("/") for v in binds.values()):
+            raise PermanentError(f"{kind}: 'binds' must map navigation properties to '/entityset(id)' paths")
+        # A mapping cannot write a key with dots; '@odata.bind' is added here.
+        fields = {**fields, **{f"{name}@odata.bind": path for name, path in binds.items()}}
         headers = self._prefer()
         if kind == "update":
             row = payload.get("id")

@@ -271,10 +271,18 @@ class SalesforceAdapter(Adapter):
         if not read or not record_id or change.endswith("DELETE"):
             return record
         entity = str(header.get("entityName") or "")
-        query = f"?fields={','.join(read)}" if isinstance(read, list) else ""
-        doc = _json(self._request("GET", f"/services/data/v{self.api}/sobjects/{entity}/{record_id}{query}",
-                                  what=f"{self.system} read {entity} {record_id}"))
-        current = {k: v for k, v in (doc or {}).items() if k != "attributes"}
+        if isinstance(read, list) and any(f.lstrip().startswith("(") for f in read):
+            # Child records (an Order's OrderItems) come only with SOQL: one query for the record and its lines.
+            soql = f"SELECT {', '.join(read)} FROM {entity} WHERE Id = '{record_id}'"
+            doc = _json(self._request("GET", f"/services/data/v{self.api}/query?q={quote(soql, safe='')}",
+                                      what=f"{self.system} read {entity} {record_id}")) or {}
+            rows = doc.get("records") or [{}]
+            found = rows[0] if isinstance(rows[0], dict) else {}
+        else:
+            query = f"?fields={','.join(read)}" if isinstance(read, list) else ""
+            found = _json(self._request("GET", f"/services/data/v{self.api}/sobjects/{entity}/{record_id}{query}",
+                                        what=f"{self.system} read {entity} {record_id}")) or {}
+        current = {k: v for k, v in found.items() if k != "attributes"}
         # The record as it is now, plus the event's own values where it has one.
         return {**current, **{k: v for k, v in record.items() if v is not None}}
 

@@ -79,10 +79,12 @@ SETTINGS_SCHEMA: dict[str, Any] = {
                                   "description": "One payload per record id of a change event."},
                 "ignore_own_changes": {"type": "boolean", "default": True,
                                        "description": "Skip changes whose changeOrigin carries our client tag."},
-                "read_record": {"oneOf": [{"type": "boolean"}, {"type": "array", "items": _NAME}],
+                "read_record": {"oneOf": [{"type": "boolean"},
+                                          {"type": "array", "items": {"type": "string", "minLength": 1}}],
                                 "default": False,
-                                "description": "Read the full record (or these fields) over REST and merge it in: "
-                                               "an UPDATE event carries only the changed fields."}}},
+                                "description": "Read the full record (or these fields; a child subquery such as "
+                                               "'(SELECT Id, Quantity FROM OrderItems)' reads by SOQL) and merge "
+                                               "it in: an UPDATE event carries only the changed fields."}}},
             "modified_records": {"type": "object", "additionalProperties": False, "properties": {
                 **_TIMING,
                 "sobject": {**_NAME, "default": "Order"},

@@ -443,6 +443,9 @@ class FakeSalesforce:
             start = int(offset)
         else:
             soql = query["q"][0]
+            by_id = re.match(r"SELECT (.+) FROM (\w+) WHERE Id = '(\w+)'$", soql)
+            if by_id:
+                return 200, self.select_by_id(by_id.group(2), by_id.group(3), by_id.group(1))
             match = re.match(r"SELECT (.+) FROM (\w+)(?: WHERE SystemModstamp >= (\S+))?.* LIMIT (\d+)$", soql)
             assert match, soql
             fields = [f.strip() for f in match.group(1).split(",")]
@@ -462,3 +465,18 @@ class FakeSalesforce:
         return 200, answer
 
     _cursors: dict[str, list[dict[str, Any]]] = {}
+
+    def select_by_id(self, sobject: str, record_id: str, select: str) -> dict[str, Any]:
+        """SOQL by Id with child subqueries, e.g. ``Id, Status, (SELECT Id, Quantity FROM OrderItems)``."""
+        record = self.records.get(sobject, {}).get(record_id)
+        if record is None:
+            return {"totalSize": 0, "done": True, "records": []}
+        children = re.findall(r"\(SELECT (.+?) FROM (\w+)\)", select)
+        plain = [f.strip() for f in re.sub(r"\(SELECT .+? FROM \w+\)", "", select).split(",") if f.strip()]
+        row: dict[str, Any] = {"attributes": {"type": sobject}, **{f: record.get(f) for f in plain}}
+        for child_fields, relation in children:
+            names = [f.strip() for f in child_fields.split(",")]
+            kids = [{"attributes": {"type": "OrderItem"}, **{f: kid.get(f) for f in names}}
+                    for kid in self.records.get("OrderItem", {}).values() if kid.get("OrderId") == record_id]
+            row[relation] = {"totalSize": len(kids), "done": True, "records": kids} if kids else None
+        return {"totalSize": 1, "done": True, "records": [row]}
