@@ -175,8 +175,10 @@ class PubSubClient:
         self.timeout = timeout
         self._schemas: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._stream: _Stream | None = None
 
     def close(self) -> None:
+        self.close_stream()
         self.channel.close()
 
     def _metadata(self) -> tuple[str, list[tuple[str, str]]]:
@@ -240,69 +242,122 @@ class PubSubClient:
         return decode_header(plain, doc)
 
     def fetch(self, topic: str, after: bytes | None, preset: str, batch: int, wait: float) -> Batch:
-        """Up to ``batch`` events of ``topic`` after replay id ``after`` (or from ``preset`` when None)."""
-        batch_: Batch = self._with_session(f"Subscribe {topic}",
-                                           lambda md: self._fetch(md, topic, after, preset, batch, wait))
-        return batch_
+        """Up to ``batch`` events of ``topic`` after replay id ``after`` (or from ``preset`` when None).
 
-    def _fetch(self, metadata: list[tuple[str, str]], topic: str, after: bytes | None, preset: str, batch: int,
-               wait: float) -> Batch:
-        first = pb.FetchRequest(topic_name=topic, num_requested=batch)
-        if after is not None:
-            first.replay_preset = pb.CUSTOM
-            first.replay_id = after
-        else:
-            first.replay_preset = pb.EARLIEST if preset == "earliest" else pb.LATEST
-        outgoing: queue.Queue[Any] = queue.Queue()
-        outgoing.put(first)
-
-        def requests() -> Any:
-            while (item := outgoing.get()) is not None:
-                yield item
-
-        call = self.stub.Subscribe(requests(), metadata=metadata)
-        incoming: queue.Queue[Any] = queue.Queue()
-
-        def read() -> None:
+        The subscription stays open between polls while each poll resumes where the last one ended (the bus
+        stored its watermark): events then keep flowing without a new stream per poll, and a subscription
+        started at the tip (``latest``) does not miss what arrives between two polls. A poll that resumes
+        anywhere else (the bus did not store the last watermark, or a restart) opens a new stream there.
+        """
+        position = after.hex() if after is not None else None
+        stream = self._stream
+        if stream is not None and (stream.topic != topic or stream.position != position or stream.failed):
+            stream.close()
+            stream = self._stream = None
+        for attempt in (1, 2):
+            if stream is None:
+                token, metadata = self._metadata()
+                stream = self._stream = _Stream(self.stub, metadata, token, topic, after, preset, position)
             try:
-                for response in call:
-                    incoming.put(response)
+                events, resume = stream.take(batch, wait)
+                break
             except grpc.RpcError as exc:
-                incoming.put(exc)
-            incoming.put(None)
+                stream.close()
+                self._stream = None
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 1:  # type: ignore[attr-defined]
+                    log.info("pubsub_session_refused_renewing", topic=topic)
+                    self.invalidate(stream.token)
+                    stream = None
+                    continue
+                raise self._error(exc, f"Subscribe {topic}") from None
+        decoded = []
+        for consumer in events:
+            replay = bytes(consumer.replay_id).hex()
+            decoded.append((replay, consumer.event.id, consumer.event.schema_id, self.decode(consumer.event)))
+        return Batch(decoded, resume)
 
-        reader = threading.Thread(target=read, name=f"pubsub-{topic}", daemon=True)
-        reader.start()
-        received: list[Any] = []
-        latest: bytes | None = None
-        deadline = time.monotonic() + wait
+    def close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class _Stream:
+    """One open ``Subscribe`` call: the requests it sends, the events it received and not yet handed out."""
+
+    def __init__(self, stub: Any, metadata: list[tuple[str, str]], token: str, topic: str, after: bytes | None,
+                 preset: str, position: str | None) -> None:
+        self.topic, self.token, self.position = topic, token, position
+        self.outstanding = 0  # events asked for and not received yet
+        self.buffer: list[Any] = []
+        self.error: grpc.RpcError | None = None
+        self.failed = False
+        self.latest: bytes | None = None
+        self._first = pb.FetchRequest(topic_name=topic)
+        if after is not None:
+            self._first.replay_preset = pb.CUSTOM
+            self._first.replay_id = after
+        else:
+            self._first.replay_preset = pb.EARLIEST if preset == "earliest" else pb.LATEST
+        self._outgoing: queue.Queue[Any] = queue.Queue()
+        self._arrived = threading.Condition()
+        self._started = False
+        self._call = stub.Subscribe(self._requests(), metadata=metadata)
+        self._reader = threading.Thread(target=self._read, name=f"pubsub-{topic}", daemon=True)
+        self._reader.start()
+
+    def _requests(self) -> Any:
+        while (item := self._outgoing.get()) is not None:
+            yield item
+
+    def _read(self) -> None:
         try:
-            while len(received) < batch:
+            for response in self._call:
+                with self._arrived:
+                    self.buffer.extend(response.events)
+                    self.outstanding = max(0, self.outstanding - len(response.events))
+                    if response.latest_replay_id:
+                        self.latest = bytes(response.latest_replay_id)
+                    self._arrived.notify_all()
+        except grpc.RpcError as exc:
+            with self._arrived:
+                if exc.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                    self.error = exc
+                self.failed = True
+                self._arrived.notify_all()
+
+    def take(self, batch: int, wait: float) -> tuple[list[Any], str | None]:
+        """Hand out up to ``batch`` events, asking the server for what the buffer lacks (flow control)."""
+        with self._arrived:
+            wanted = batch - len(self.buffer) - self.outstanding
+            if wanted > 0:
+                request = self._first if not self._started else pb.FetchRequest(topic_name=self.topic)
+                request.num_requested = wanted
+                self._started = True
+                self.outstanding += wanted
+                self._outgoing.put(request)
+            deadline = time.monotonic() + (IDLE_GAP if self.buffer else wait)
+            while len(self.buffer) < batch and self.error is None and not self.failed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                try:
-                    item = incoming.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if item is None:
-                    break
-                if isinstance(item, grpc.RpcError):
-                    if received:
-                        break  # keep what arrived; the next poll resumes after it and meets the error again
-                    raise item
-                received.extend(item.events)
-                if item.latest_replay_id:
-                    latest = bytes(item.latest_replay_id)
-                if item.events:
+                had = len(self.buffer)
+                self._arrived.wait(remaining)
+                if self.buffer and len(self.buffer) == had:
+                    break  # spurious wake-up after events came: hand out what is there
+                if self.buffer:
                     deadline = min(deadline, time.monotonic() + IDLE_GAP)
-        finally:
-            outgoing.put(None)
-            call.cancel()
-            reader.join(2.0)
-        events = []
-        for consumer in received[:batch]:
-            replay = bytes(consumer.replay_id).hex()
-            events.append((replay, consumer.event.id, consumer.event.schema_id, self.decode(consumer.event)))
-        resume = events[-1][0] if events else (latest.hex() if latest else None)
-        return Batch(events, resume)
+            if self.error is not None and not self.buffer:
+                raise self.error
+            taken, self.buffer = self.buffer[:batch], self.buffer[batch:]
+            if taken:
+                self.position = bytes(taken[-1].replay_id).hex()
+            elif self.latest is not None and not self.buffer and self.outstanding:
+                # An empty keep-alive names the stream's latest replay id: nothing is pending before it.
+                self.position = self.latest.hex()
+            return taken, self.position
+
+    def close(self) -> None:
+        self._outgoing.put(None)
+        self._call.cancel()
+        self._reader.join(2.0)

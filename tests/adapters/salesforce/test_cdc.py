@@ -76,9 +76,24 @@ def test_flow_control_asks_for_the_batch_and_a_poll_returns_at_most_that(sf: Fak
     assert sf.pubsub.first_requests[0].replay_preset == pb.EARLIEST
     second = crm.change_events(first.watermark)
     assert len(second.records) == 2
+    assert len(sf.pubsub.first_requests) == 1, "the subscription stays open while polls resume where it is"
+    assert sf.pubsub.fetch_credits == [3], "the next poll asks for what it lacks"
+    assert sf.pubsub.schema_requests == 1, "the schema is fetched once per schema id"
+    # A poll that resumes elsewhere (the bus did not store the last watermark) opens a stream there.
+    again = crm.change_events(first.watermark)
+    assert [k for k, _ in again.records] == [k for k, _ in second.records]
     assert sf.pubsub.first_requests[1].replay_preset == pb.CUSTOM
     assert sf.pubsub.first_requests[1].replay_id.hex() == first.watermark
-    assert sf.pubsub.schema_requests == 1, "the schema is fetched once per schema id"
+
+
+def test_a_subscription_at_the_tip_keeps_what_arrives_between_polls(sf: FakeSalesforce) -> None:
+    publish_opportunities(sf, 2)  # before the first subscription: not wanted with start: latest
+    crm = cdc_adapter(sf, start="latest", wait="0.3s")
+    first = crm.change_events(None)
+    assert first.records == [] and first.watermark is None
+    published = publish_opportunities(sf, 2, first=2)
+    second = crm.change_events(first.watermark)
+    assert [p["ChangeEventHeader"]["recordIds"][0] for _, p in second.records] == published
 
 
 def run(sf: FakeSalesforce, journal_url: str, emitted: list[Event], polls: int,
@@ -150,7 +165,7 @@ def test_an_expired_replay_id_stops_with_a_clear_error_or_resumes_at_earliest(sf
     assert watermark
     sf.pubsub.expired_before = 10 ** 9  # everything before is past the 72 h retention
     with pytest.raises(PermanentError, match="retention"):
-        crm.change_events(watermark)
+        cdc_adapter(sf).change_events(watermark)  # a restart: a new subscription after the stored replay id
     recovered = cdc_adapter(sf, replay_expired="earliest").change_events(watermark)
     assert len(recovered.records) == 2
 
