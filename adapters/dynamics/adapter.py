@@ -52,13 +52,13 @@ def primary_key(entity_set: str) -> str:
     return (entity_set[:-1] if entity_set.endswith("s") else entity_set) + "id"
 
 
-def _literal(value: Any) -> str:
+def _literal(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    if isinstance(value, str) and _GUID.match(value):
-        return value
+    if column.startswith("_") and column.endswith("_value") and isinstance(value, str) and _GUID.match(value):
+        return value  # a lookup column in an alternate key: a bare GUID
     return "'" + quote(str(value).replace("'", "''"), safe="") + "'"
 
 
@@ -70,7 +70,7 @@ def key_segment(key: Any) -> str:
     for column, value in key.items():
         if not _NAME.match(str(column)) or value in (None, "") or isinstance(value, dict | list):
             raise PermanentError(f"upsert: key column {column!r} needs a plain value, got {value!r}")
-    return "(" + ",".join(f"{column}={_literal(value)}" for column, value in key.items()) + ")"
+    return "(" + ",".join(f"{column}={_literal(str(column), value)}" for column, value in key.items()) + ")"
 
 
 def _json(body: bytes) -> Any:

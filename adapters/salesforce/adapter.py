@@ -4,6 +4,7 @@ messages, and SOQL polling."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -37,6 +38,9 @@ from bus.errors import ConfigError, DeliveryError, PermanentError, TransientErro
 __all__ = ["SalesforceAdapter"]
 
 log = structlog.get_logger(__name__)
+
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_ENTITY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def _json(response: Response) -> Any:
@@ -271,6 +275,9 @@ class SalesforceAdapter(Adapter):
         if not read or not record_id or change.endswith("DELETE"):
             return record
         entity = str(header.get("entityName") or "")
+        if not _RECORD_ID.match(record_id) or not _ENTITY.match(entity):
+            raise PermanentError(f"change event names record {record_id!r} of {entity!r}: not a Salesforce id "
+                                 "and object name")
         if isinstance(read, list) and any(f.lstrip().startswith("(") for f in read):
             # Child records (an Order's OrderItems) come only with SOQL: one query for the record and its lines.
             soql = f"SELECT {', '.join(read)} FROM {entity} WHERE Id = '{record_id}'"

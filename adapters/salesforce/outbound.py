@@ -54,12 +54,19 @@ def _text(parent: Element, name: str) -> str | None:
     return node.text.strip() if node is not None and node.text else None
 
 
-def _value(node: Element) -> Any:
+#: sObject fields nest at most a few levels (an address, a related record); deeper is not a notification.
+MAX_DEPTH = 8
+
+
+def _value(node: Element, depth: int = 1) -> Any:
     if node.get(f"{{{XSI_NS}}}nil") == "true":
         return None
     children = list(node)
     if children:  # a compound field (address) or a related record
-        return {_local(child.tag): _value(child) for child in children}
+        if depth >= MAX_DEPTH:
+            raise WebhookRejected(f"sObject field <{_local(node.tag)}> nests deeper than {MAX_DEPTH} levels",
+                                  status=400, reason="too_deep")
+        return {_local(child.tag): _value(child, depth + 1) for child in children}
     return node.text or ""
 
 

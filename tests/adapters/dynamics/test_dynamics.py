@@ -84,6 +84,9 @@ def test_upsert_by_alternate_key_and_its_modes(dv: FakeDataverse) -> None:
 def test_key_segments_quote_strings_and_keep_numbers_and_guids() -> None:
     assert key_segment({"ordernumber": "SO-1"}) == "(ordernumber='SO-1')"
     assert key_segment({"a": 5, "b": "x y"}) == "(a=5,b='x%20y')"
+    guid = "60c4e274-0d87-e711-80e5-00155db19e6d"
+    assert key_segment({"ironbus_key": guid}) == f"(ironbus_key='{guid}')", "a text column quotes even a GUID"
+    assert key_segment({"_customerid_value": guid}) == f"(_customerid_value={guid})", "a lookup takes it bare"
     with pytest.raises(PermanentError):
         key_segment({})
     assert primary_key("opportunities") == "opportunityid" and primary_key("salesorders") == "salesorderid"

@@ -53,6 +53,8 @@ def test_the_captured_notification_becomes_one_payload_without_the_session_id() 
     (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', 400, "forbidden_xml"),
     (b'<Envelope xmlns="urn:other"/>', 400, "not_soap"),
     (NOTIFICATION.replace(b"<Id>04l9000001olR84AAE</Id>", b""), 400, "malformed_notification"),
+    (NOTIFICATION.replace(b"<sf:Name>Salesforce.com Inc.</sf:Name>",
+                          b"<sf:Name>" + b"<sf:x>" * 50 + b"deep" + b"</sf:x>" * 50 + b"</sf:Name>"), 400, "too_deep"),
 ])
 def test_bad_notifications_are_refused_with_a_4xx(body: bytes, status: int, reason: str) -> None:
     with pytest.raises(WebhookRejected) as info:
