@@ -284,7 +284,9 @@ class DynamicsAdapter(Adapter):
             emit = opts.get("initial", "all") == "all"
         prefer = f"odata.track-changes,odata.maxpagesize={int(opts.get('page_size', 500))}"
         records: list[tuple[str, Any]] = []
-        for _ in range(int(opts.get("max_pages", 10))):
+        # Skipping the initial load reads it to its delta link in one poll: a later poll must not resume inside it.
+        pages = int(opts.get("max_pages", 10)) if emit else 1_000_000
+        for _ in range(pages):
             token = (parse_qs(urlsplit(link).query).get("$deltatoken") or ["initial"])[0]
             doc = _json(self.client.request("GET", link, headers={"Prefer": prefer},
                                             what=f"{self.system}.changes {entity_set}").body) or {}

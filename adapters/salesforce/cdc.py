@@ -273,7 +273,15 @@ class PubSubClient:
         decoded = []
         for consumer in events:
             replay = bytes(consumer.replay_id).hex()
-            decoded.append((replay, consumer.event.id, consumer.event.schema_id, self.decode(consumer.event)))
+            try:
+                record = self.decode(consumer.event)
+            except PermanentError as exc:
+                # One undecodable event must not stop the stream behind it: it travels on with the reason, so
+                # the route's mapping fails on it and the bus dead-letters it with the raw payload kept.
+                log.error("pubsub_event_undecodable", topic=topic, event_id=consumer.event.id, error=str(exc))
+                record = {"_undecodable": str(exc),
+                          "_payload_base64": base64.b64encode(consumer.event.payload).decode("ascii")}
+            decoded.append((replay, consumer.event.id, consumer.event.schema_id, record))
         return Batch(decoded, resume)
 
     def close_stream(self) -> None:

@@ -249,3 +249,13 @@ class TestDynamicsContract(AdapterContract):
     def arrange_poll(self, adapter: Adapter) -> str:
         self.dv.put("annotations", {"subject": "to poll"})
         return "changes"
+
+
+def test_initial_skip_reads_the_whole_load_to_its_delta_link_in_one_poll(dv: FakeDataverse) -> None:
+    for n in range(7):
+        dv.put("salesorders", {"name": f"o{n}", "ordernumber": f"SO-{n}"})
+    crm = changes_adapter(dv, initial="skip")  # pages of 2, max 2 pages per poll
+    first = crm.changes(None)
+    assert first.records == [] and "$deltatoken" in str(first.watermark)
+    dv.put("salesorders", {"name": "new", "ordernumber": "SO-new"})
+    assert [p["ordernumber"] for _, p in crm.changes(first.watermark).records] == ["SO-new"]

@@ -191,3 +191,15 @@ def test_a_refused_session_is_renewed_for_the_pubsub_api(sf: FakeSalesforce) -> 
     publish_opportunities(sf, 1, first=1)
     assert len(crm.change_events(None).records) == 2  # from the earliest event, with a renewed session
     assert len(sf.token_requests) == 2
+
+
+def test_an_undecodable_event_travels_on_with_its_reason_and_does_not_block_the_stream(sf: FakeSalesforce) -> None:
+    schema = schema_from_sample("Opportunity", OPPORTUNITY)
+    schema_id = sf.pubsub.add_schema(schema)
+    with sf.pubsub.cond:
+        sf.pubsub.topics.setdefault(TOPIC, []).append(
+            (b"\x00" * 7 + b"\x01", pb.ProducerEvent(id="bad-1", schema_id=schema_id, payload=b"\xff\xff\xff")))
+    good = publish_opportunities(sf, 1)
+    records = cdc_adapter(sf).change_events(None).records
+    assert "_undecodable" in records[0][1] and records[0][1]["_payload_base64"] == "////"
+    assert records[1][1]["ChangeEventHeader"]["recordIds"] == good
