@@ -10,6 +10,8 @@ CRM and a customer notification.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import cli
 from adapters.stub import StubAdapter
 from bus.config import load_config
 from bus.envelope import Event
@@ -32,6 +35,15 @@ PO_CREATED = {"po_id": "PO-7", "source_system": "srm", "changed_at": "2026-11-25
               "supplier": {"id": "S-BOLT", "name": "Bolt & Nut Supplies"},
               "lines": [{"line_no": 1, "material_id": "W-100", "quantity": 10, "unit": "C62",
                          "requested_date": "2026-12-09"}]}
+
+
+@pytest.mark.parametrize("example", ["salesforce-triangle", "dynamics-triangle"])
+def test_the_example_routes_pass_lint(example: str) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["lint", str(REPO / "examples" / example / "routes.yaml")])
+    assert code == 0, out.getvalue()
+    assert "OK" in out.getvalue()
 
 
 def start(routes: Path, tmp_path: Path) -> Runtime:
