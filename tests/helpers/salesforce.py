@@ -151,7 +151,7 @@ class PubSubServer(pb_grpc.PubSubServicer):
     def stop(self) -> None:
         with self.cond:
             self.cond.notify_all()
-        self.server.stop(grace=0.5).wait(2)
+        self.server.stop(grace=0.05).wait(2)
 
     def add_schema(self, schema: dict[str, Any]) -> str:
         schema_id = uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(schema, sort_keys=True)).hex[:22]
