@@ -333,6 +333,10 @@ class _Stream:
                     self.error = exc
                 self.failed = True
                 self._arrived.notify_all()
+            return
+        with self._arrived:  # the server ended the stream: the next poll opens a new one where this one ended
+            self.failed = True
+            self._arrived.notify_all()
 
     def take(self, batch: int, wait: float) -> tuple[list[Any], str | None]:
         """Hand out up to ``batch`` events, asking the server for what the buffer lacks (flow control)."""
