@@ -136,6 +136,7 @@ class PubSubServer(pb_grpc.PubSubServicer):
         self.fetch_credits: list[int] = []
         self.schema_requests = 0
         self.expired_before = 0  # replay ids below this number are past retention
+        self.end_streams_after: int | None = None  # end every stream after sending this many events
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         pb_grpc.add_PubSubServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -217,6 +218,7 @@ class PubSubServer(pb_grpc.PubSubServicer):
 
         threading.Thread(target=more, daemon=True).start()
         events = self.topics[first.topic_name]  # appended to in place by publish()
+        sent = 0
 
         def ready() -> bool:
             return (position < len(events) and credits[0] > 0) or not context.is_active()
@@ -232,6 +234,9 @@ class PubSubServer(pb_grpc.PubSubServicer):
                 credits[0] -= take
             yield pb.FetchResponse(events=[pb.ConsumerEvent(event=e, replay_id=r) for r, e in batch],
                                    latest_replay_id=batch[-1][0], pending_num_requested=credits[0])
+            sent += len(batch)
+            if self.end_streams_after is not None and sent >= self.end_streams_after:
+                return  # the server ends the stream, as Salesforce may at any time
 
 
 # -- the REST API ---------------------------------------------------------------------------------------------

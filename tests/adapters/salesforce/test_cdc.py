@@ -203,3 +203,17 @@ def test_an_undecodable_event_travels_on_with_its_reason_and_does_not_block_the_
     records = cdc_adapter(sf).change_events(None).records
     assert "_undecodable" in records[0][1] and records[0][1]["_payload_base64"] == "////"
     assert records[1][1]["ChangeEventHeader"]["recordIds"] == good
+
+
+def test_a_stream_the_server_ends_is_reopened_where_it_stopped(sf: FakeSalesforce) -> None:
+    published = publish_opportunities(sf, 5)
+    sf.pubsub.end_streams_after = 2
+    crm = cdc_adapter(sf, batch=2, wait="0.5s")
+    seen: list[str] = []
+    watermark = None
+    for _ in range(5):
+        result = crm.change_events(watermark)
+        seen += [p["ChangeEventHeader"]["recordIds"][0] for _, p in result.records]
+        watermark = result.watermark
+    assert seen == published
+    assert len(sf.pubsub.first_requests) >= 3 and sf.pubsub.first_requests[-1].replay_preset == pb.CUSTOM
