@@ -1,0 +1,1 @@
+"""Generated modules of the Salesforce Pub/Sub API proto (see pubsub_api.proto)."""
