@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import jsonschema
 import orjson
+from croniter import croniter
 
 from bus.errors import ConfigError, Location, UnknownNameError
 from bus.interpolate import interpolate
@@ -154,6 +155,8 @@ class Config:
     routes: tuple[RouteConfig, ...]
     value_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     master_data: Mapping[str, EntityOwnership] = field(default_factory=dict)
+    #: ``(cron, entities or None)`` when routes.yaml asks for the scheduled master-data check.
+    master_data_check: tuple[str, tuple[str, ...] | None] | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -311,5 +314,11 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
             locations={k: loc for k in body if (loc := locate(doc, ["routes", index, k])) is not None},
         ))
     ownership = parse_ownership(doc.get("master_data"), lambda at: locate(doc, at))
+    check = doc.get("master_data_check")
+    if check is not None and not croniter.is_valid(str(check["schedule"])):
+        raise ConfigError(f"master_data_check.schedule: {check['schedule']!r} is not a valid cron expression "
+                          "(expected 5 fields, e.g. '0 6 * * *')", locate(doc, ["master_data_check", "schedule"]))
     return Config(path=Path(path), systems=systems, routes=tuple(routes), value_maps=dict(doc.get("value_maps") or {}),
-                  master_data=ownership)
+                  master_data=ownership,
+                  master_data_check=(str(check["schedule"]), tuple(check["entities"]) if check.get("entities")
+                                     else None) if check is not None else None)

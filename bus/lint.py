@@ -154,6 +154,8 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
     emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.triggers}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}
+    if config.master_data_check is not None:
+        emitted.add("masterdata.checked")  # the scheduled master-data check's report
     for route in config.routes:
         issues.extend(_check_route(config, route, classes, emitted, schemas))
     issues.extend(_check_ownership(config, schemas))

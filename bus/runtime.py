@@ -29,6 +29,7 @@ from bus.errors import ConfigError
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.journal.engine import read
+from bus.masterdatajob import MasterDataCheck
 from bus.parking import Parker
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
@@ -155,11 +156,22 @@ class Runtime:
         self._spawn(self._gauges, "ironbus-gauges")
         if self.options.triggers:
             self._start_triggers()
+            self._start_master_data_check()
         if self.options.port is not None:
             self._start_http()
         self._ready = True
         log.info("ironbus running", workers=self.options.workers, journal=self.journal.url,
                  routes=len(self.config.routes), port=self.port)
+
+    def _start_master_data_check(self) -> None:
+        """The scheduled ``xref check`` (routes.yaml ``master_data_check:``), run where the triggers run."""
+        if self.config.master_data_check is None:
+            return
+        schedule, entities = self.config.master_data_check
+        job = MasterDataCheck(schedule, self.adapters, self.journal.xref_rows, self.config.master_data,
+                              lambda events: self.ingest([(e, "schedule") for e in events]), self.stop_event,
+                              entities=entities or tuple(self.config.master_data) or None)
+        self._spawn(job.run, "ironbus-masterdata-check")
 
     def _worker(self, name: str) -> Worker:
         return Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,

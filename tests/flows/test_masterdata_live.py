@@ -169,3 +169,28 @@ def _call(payload: dict[str, Any]) -> Any:
     from demo.masterdata import call
 
     return call(payload)
+
+
+def test_the_scheduled_check_files_a_report_an_operator_can_read(stack: Stack) -> None:
+    from bus.masterdatajob import MasterDataCheck
+
+    runtime = stack.runtime
+    assert runtime is not None and runtime.config.master_data_check is not None
+    schedule, _ = runtime.config.master_data_check
+    # Given a material renamed by hand in the CRM (the SCM owns materials)
+    crm = stack.adapters["crm"].client
+    crm_id = int(linked(stack, "material", "W-100", "crm") or 0)
+    crm.write("product.template", [crm.read("product.product", [crm_id], ["template"])[0]["template"]],
+              {"name": "Widget (renamed in the CRM)"})
+    # When the scheduled check runs (here: now, as the shipped schedule would at 06:00)
+    job = MasterDataCheck(schedule, runtime.adapters, runtime.journal.xref_rows, runtime.config.master_data,
+                          lambda events: runtime.ingest([(e, "schedule") for e in events]), runtime.stop_event)
+    event = job.run_once()
+    # Then its report lands in the outbox through the master-data-report route, readable as text
+    report_id = event.data["report_id"]
+    path = wait_for("the report in the outbox", lambda: [p for p in stack.notifications()
+                                                          if p.name == f"{report_id}.json"], TIMEOUT)[0]
+    report = json.loads(path.read_text())
+    assert report["problems_total"] >= 1
+    assert "- material drift W-100 crm" in report["text"]
+    assert "name is 'Widget (renamed in the CRM)' in crm" in report["text"]
