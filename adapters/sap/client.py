@@ -15,7 +15,7 @@ import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, urlencode, urljoin
 
 import httpx
 import orjson
@@ -46,6 +46,12 @@ def auth_for(doc: Mapping[str, Any], timeouts: Timeouts, verify: bool | str) -> 
     return OAuth2ClientCredentials(HttpxTransport(timeouts, verify=verify), doc["token_url"], doc["client_id"],
                                    doc["client_secret"], scope=doc.get("scope"),
                                    client_auth=doc.get("client_auth", "basic"))
+
+
+def _query(params: Mapping[str, str]) -> str:
+    """A query string as SAP's own clients write it: ``$`` and OData punctuation literal, spaces as ``%20``
+    (never ``+``: Gateway reads a ``+`` in ``$filter`` as a plus sign)."""
+    return urlencode(params, quote_via=quote, safe="$,'():/@")
 
 
 class SapClient:
@@ -171,9 +177,9 @@ class SapClient:
             tag = self.auth.apply(send_headers, send_params)
             if token is not None:
                 send_headers["x-csrf-token"] = token
+            target = url + (("&" if "?" in url else "?") + _query(send_params) if send_params else "")
             try:
-                response = self._http.request(method, url, params=send_params or None, content=content,
-                                              headers=send_headers)
+                response = self._http.request(method, target, content=content, headers=send_headers)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"{what}: timed out ({type(exc).__name__})") from None
             except httpx.TransportError as exc:

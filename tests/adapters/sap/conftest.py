@@ -217,5 +217,40 @@ def gateway() -> Iterator[Gateway]:
         server.server.server_close()
 
 
+def batch_responder(answer: Responder) -> Responder:
+    """A ``$batch`` endpoint as SAP Gateway answers it: each change set's request run through ``answer``, the
+    answers written back as ``multipart/mixed`` with CRLF line ends and a change set boundary per set."""
+    import email.parser
+    import email.policy
+
+    def respond(seen: Seen) -> Reply:
+        head = f"Content-Type: {seen.headers['content-type']}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + seen.body)
+        out = []
+        for n, part in enumerate(message.get_payload()):
+            out.append("--batchresponse_1\r\n")
+            inner = part.get_payload() if part.is_multipart() else [part]
+            if part.is_multipart():
+                out.append(f"Content-Type: multipart/mixed; boundary=changesetresponse_{n}\r\n\r\n")
+            for request in inner:
+                raw = request.get_payload(decode=True)
+                lines, _, body = raw.partition(b"\r\n\r\n")
+                method, path, _ = lines.decode().split("\r\n")[0].split(" ", 2)
+                reply = answer(Seen(method, f"{V2}/API_SALES_ORDER_SRV/{path}", {}, body.strip()))
+                payload = json.dumps(reply.json) if reply.json is not None else reply.body.decode()
+                if part.is_multipart():
+                    out.append(f"--changesetresponse_{n}\r\n")
+                out.append("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                           f"HTTP/1.1 {reply.status} Whatever\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {len(payload)}\r\ndataserviceversion: 2.0\r\n\r\n{payload}\r\n")
+            if part.is_multipart():
+                out.append(f"--changesetresponse_{n}--\r\n")
+        out.append("--batchresponse_1--\r\n")
+        return Reply(202, body="".join(out).encode(),
+                     headers={"Content-Type": "multipart/mixed; boundary=batchresponse_1"})
+
+    return respond
+
+
 def sample(name: str) -> Any:
     return json.loads((SAMPLES / name).read_text())
