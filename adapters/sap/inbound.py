@@ -50,7 +50,7 @@ class Feed:
 FEEDS: dict[str, Feed] = {
     "sales_orders_changed": Feed("API_SALES_ORDER_SRV", "A_SalesOrder", "SalesOrder", "to_Item"),
     "purchase_orders_changed": Feed("API_PURCHASEORDER_PROCESS_SRV", "A_PurchaseOrder", "PurchaseOrder",
-                                    "to_PurchaseOrderItem"),
+                                    "to_PurchaseOrderItem,to_PurchaseOrderItem/to_ScheduleLine"),
     "purchase_requisitions_changed": Feed("API_PURCHASEREQ_PROCESS_SRV", "A_PurchaseRequisitionHeader",
                                           "PurchaseRequisition", "to_PurchaseReqnItem"),
     "products_changed": Feed("API_PRODUCT_SRV", "A_Product", "Product", "to_Description"),

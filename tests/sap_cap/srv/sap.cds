@@ -58,6 +58,7 @@ service API_PURCHASEORDER_PROCESS_SRV {
         DocumentCurrency       : String(5);
         PurchasingProcessingStatus : String(2);
         CorrespncExternalReference : String(12);
+        CorrespncInternalReference : String(12);
         to_PurchaseOrderItem   : Composition of many A_PurchaseOrderItem on to_PurchaseOrderItem.PurchaseOrder = PurchaseOrder;
   }
   entity A_PurchaseOrderItem {
@@ -72,6 +73,18 @@ service API_PURCHASEORDER_PROCESS_SRV {
         DocumentCurrency          : String(5);
         PurchaseRequisition       : String(10);
         PurchaseRequisitionItem   : String(5);
+        PurchasingDocumentDeletionCode : String(1);
+        to_ScheduleLine           : Composition of many A_PurchaseOrderScheduleLine
+                                      on  to_ScheduleLine.PurchasingDocument     = PurchaseOrder
+                                      and to_ScheduleLine.PurchasingDocumentItem = PurchaseOrderItem;
+  }
+  entity A_PurchaseOrderScheduleLine {
+    key PurchasingDocument        : String(10);
+    key PurchasingDocumentItem    : String(5);
+    key ScheduleLine              : String(4);
+        ScheduleLineDeliveryDate  : Date;
+        ScheduleLineOrderQuantity : Decimal(13, 3);
+        PurchaseOrderQuantityUnit : String(3);
   }
 }
 
