@@ -39,6 +39,8 @@ __all__ = ["SapAdapter"]
 
 log = structlog.get_logger(__name__)
 
+_SERVICES = ("API_SALES_ORDER_SRV", "API_PURCHASEORDER_PROCESS_SRV", "API_PURCHASEREQ_PROCESS_SRV", "API_PRODUCT_SRV",
+             "API_BUSINESS_PARTNER")
 _MASTER = {
     "customer": ("API_BUSINESS_PARTNER", "A_Customer", "Customer", "CustomerName"),
     "supplier": ("API_BUSINESS_PARTNER", "A_Supplier", "Supplier", "SupplierName"),
@@ -72,11 +74,21 @@ class SapAdapter(Adapter):
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def health(self) -> Health:
-        try:
-            self.client.get("API_SALES_ORDER_SRV", "")
-        except Exception as exc:  # health() must never raise
-            return Health(False, str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}")
-        return Health(True, f"{self.client.root}/API_SALES_ORDER_SRV reachable")
+        """Reads a service document: the first service this user may use answers (a communication user is
+        often granted only some of the scenarios); a refused logon or no connection is unhealthy at once."""
+        last = ""
+        for service in _SERVICES:
+            try:
+                self.client.get(service, "")
+            except DeliveryError as exc:
+                last = str(exc)
+                if isinstance(exc, TransientError) or "HTTP 401" in last:
+                    return Health(False, last)
+                continue
+            except Exception as exc:  # health() must never raise
+                return Health(False, f"{type(exc).__name__}: {exc}")
+            return Health(True, f"{self.client.root}/{service} reachable")
+        return Health(False, last)
 
     def close(self) -> None:
         if not self.closed:

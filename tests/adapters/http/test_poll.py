@@ -13,8 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from adapters.base import Adapter
 from adapters.http import HttpAdapter
 from bus.errors import ConfigError, PermanentError
+from bus.testing import AdapterContract
 from bus.triggers import MemoryWatermarkStore, TriggerPlan, TriggerRunner
 
 
@@ -27,6 +29,7 @@ class Api:
         self.clock = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.keys: list[str] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +38,7 @@ class Api:
 
             def do_GET(self) -> None:  # noqa: N802
                 api.calls.append(self.path)
+                api.keys.append(self.headers.get("Idempotency-Key", ""))
                 status, body, headers = api.answer(self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -56,6 +60,9 @@ class Api:
 
     def answer(self, path: str) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(path)
+        if parts.path.startswith("/status/"):  # for the contract suite: a transient and a permanent failure
+            code = int(parts.path.rsplit("/", 1)[1])
+            return code, {"error": f"status {code} on purpose"}, {}
         q = {k: v[0] for k, v in parse_qs(parts.query).items()}
         with self.lock:
             rows = sorted(self.items.values(), key=lambda r: (r["updated_at"], r["id"]))
@@ -171,3 +178,42 @@ def test_records_that_are_not_a_list_are_a_permanent_error(api: Api) -> None:
             adapter.poll("items_changed", None)
     finally:
         adapter.close()
+
+
+class TestHttpPollContract(AdapterContract):
+    """The contract suite for an http system that polls (and reads through an operation)."""
+
+    @pytest.fixture
+    def adapter_factory(self, api: Api) -> Any:
+        self.api = api
+        api.put(1, "first")
+        return lambda doc: HttpAdapter("crm", doc)
+
+    @pytest.fixture
+    def good_settings(self, api: Api) -> dict[str, Any]:
+        doc = settings(api, paging={"type": "offset", "param": "offset", "size_param": "limit", "size": 10})
+        doc["operations"] = {"list": {"method": "GET", "path": "/items"},
+                             "flaky": {"method": "GET", "path": "/status/503"},
+                             "broken": {"method": "GET", "path": "/status/400"}}
+        return doc
+
+    def junk_settings(self, good_settings: dict[str, Any]) -> list[Any]:
+        polls = good_settings["polls"]["items_changed"]
+        return [{**good_settings, "polls": {"items_changed": {**polls, "paging": {"type": "sideways"}}}},
+                {**good_settings, "polls": {"items_changed": {k: v for k, v in polls.items() if k != "records"}}},
+                {"base_url": good_settings["base_url"]}]
+
+    def arrange_success(self, adapter: Adapter) -> tuple[str, Any]:
+        return "list", {}
+
+    def arrange_transient(self, adapter: Adapter) -> tuple[str, Any]:
+        return "flaky", {}
+
+    def arrange_permanent(self, adapter: Adapter) -> tuple[str, Any]:
+        return "broken", {}
+
+    def observed_idempotency_key(self, adapter: Adapter) -> str | None:
+        return self.api.keys[-1]
+
+    def arrange_poll(self, adapter: Adapter) -> str:
+        return "items_changed"
