@@ -42,8 +42,8 @@ log = structlog.get_logger(__name__)
 _SERVICES = ("API_SALES_ORDER_SRV", "API_PURCHASEORDER_PROCESS_SRV", "API_PURCHASEREQ_PROCESS_SRV", "API_PRODUCT_SRV",
              "API_BUSINESS_PARTNER")
 _MASTER = {
-    "customer": ("API_BUSINESS_PARTNER", "A_Customer", "Customer", "CustomerName"),
-    "supplier": ("API_BUSINESS_PARTNER", "A_Supplier", "Supplier", "SupplierName"),
+    "customer": ("API_BUSINESS_PARTNER", "A_BusinessPartner", "Customer", "BusinessPartnerFullName"),
+    "supplier": ("API_BUSINESS_PARTNER", "A_BusinessPartner", "Supplier", "BusinessPartnerFullName"),
     "material": ("API_PRODUCT_SRV", "A_Product", "Product", None),
 }
 
@@ -263,23 +263,32 @@ class SapAdapter(Adapter):
 
     # -- master data ---------------------------------------------------------------------------------------
     def master_data(self, entity: str) -> list[MasterRecord] | None:
-        """Customers and suppliers (API_BUSINESS_PARTNER), materials (API_PRODUCT_SRV) for xref check."""
+        """Customers and suppliers (business partners with that role, API_BUSINESS_PARTNER) and materials
+        (API_PRODUCT_SRV), for ``ironbus xref check``. The id is SAP's customer/supplier/product number; the
+        code is the property ``master_data.<entity>.code`` names (what the other systems call the code: a
+        search term, an old material number), none by default; the name is the partner's full name or the
+        product description in ``language``."""
         found = _MASTER.get(entity)
         if found is None:
             return None
         service, entity_set, key, name = found
+        spec = (self.settings.get("master_data") or {}).get(entity) or {}
         params: dict[str, str] = {"$orderby": f"{key} asc"}
+        filters = [f"{key} ne null and {key} ne ''"] if entity_set == "A_BusinessPartner" else []
+        if spec.get("filter"):
+            filters.append(f"({spec['filter']})")
+        if filters:
+            params["$filter"] = " and ".join(filters)
         if entity == "material":
             params["$expand"] = "to_Description"
-        narrow = ((self.settings.get("master_data") or {}).get(entity) or {}).get("filter")
-        if narrow:
-            params["$filter"] = str(narrow)
         rows = self.client.get_all(service, entity_set, params)
         language = str(self.settings.get("language", "EN"))[:2].upper()
+        code_field = spec.get("code")
         out = []
         for row in rows:
             label = row.get(name) if name else _description(row, language)
-            out.append(MasterRecord(id=str(row[key]), code=str(row[key]), name=label or None))
+            code = row.get(code_field) if code_field else None
+            out.append(MasterRecord(id=str(row[key]), code=str(code) if code else None, name=label or None))
         return out
 
     # -- triggers ------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ _DURATION: dict[str, Any] = {"oneOf": [{"type": "number", "exclusiveMinimum": 0}
                                        {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$"}]}
 _FIELDS: dict[str, Any] = {"type": "object", "description": "Fields (SAP names) every create of this document gets "
                                                             "unless the payload sets them."}
-_FILTER: dict[str, Any] = {"type": "object", "additionalProperties": False,
-                           "properties": {"filter": {"type": "string", "description": "An OData $filter narrowing "
-                                                                                      "the list."}}}
+_FILTER: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "filter": {"type": "string", "description": "An OData $filter narrowing the list."},
+    "code": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+             "description": "The property holding the code the other systems use (e.g. SearchTerm1, ProductOldID)."}}}
 
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -86,9 +86,10 @@ class TrytonAdapter(Adapter):
         spec = (self.settings.get("master_data") or {}).get(entity)
         if not spec:
             return None
-        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", "rec_name"],
+        # "name", not "rec_name": a product's rec_name is "[code] name", which no other system's name matches
+        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", "name"],
                                        order=[("id", "ASC")])
-        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("rec_name") or None)
+        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("name") or None)
                 for r in rows]
 
     # -- triggers --------------------------------------------------------------------------------------

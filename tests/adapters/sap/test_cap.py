@@ -177,18 +177,24 @@ def test_poll_resumes_after_restart_without_gaps_or_repeats(cap: CapPeer) -> Non
 
 def test_master_data_lists_customers_materials_suppliers(cap: CapPeer) -> None:
     bp = "API_BUSINESS_PARTNER"
-    cap.seed(bp, "A_Customer", {"Customer": "MD-C1", "CustomerName": "Acme Retail"})
-    cap.seed(bp, "A_Supplier", {"Supplier": "MD-S1", "SupplierName": "Bolt Supply"})
-    cap.seed("API_PRODUCT_SRV", "A_Product", {"Product": "MD-M1", "to_Description": [
+    cap.seed(bp, "A_BusinessPartner", {"BusinessPartner": "MD-BP1", "Customer": "MD-C1", "SearchTerm1": "C-ACME",
+                                       "BusinessPartnerFullName": "Acme Retail"})
+    cap.seed(bp, "A_BusinessPartner", {"BusinessPartner": "MD-BP2", "Supplier": "MD-S1",
+                                       "BusinessPartnerFullName": "Bolt Supply"})
+    cap.seed(bp, "A_BusinessPartner", {"BusinessPartner": "MD-BP3", "BusinessPartnerFullName": "Neither role"})
+    cap.seed("API_PRODUCT_SRV", "A_Product", {"Product": "MD-M1", "ProductOldID": "W-100", "to_Description": [
         {"Language": "DE", "ProductDescription": "Schraube"}, {"Language": "EN", "ProductDescription": "Screw"}]})
-    only_ours = {"customer": {"filter": "startswith(Customer,'MD-')"}}
+    only_ours = {"customer": {"filter": "startswith(Customer,'MD-')", "code": "SearchTerm1"},
+                 "material": {"code": "ProductOldID"}}
     adapter = SapAdapter("s4", cap.settings(language="EN", master_data=only_ours))
     try:
         customers = adapter.master_data("customer")
-        assert customers is not None and [(c.id, c.name) for c in customers] == [("MD-C1", "Acme Retail")]
-        materials = {m.id: m.name for m in adapter.master_data("material") or []}
-        assert materials["MD-M1"] == "Screw"
-        assert ("MD-S1", "Bolt Supply") in [(s.id, s.name) for s in adapter.master_data("supplier") or []]
+        assert customers is not None and [(c.id, c.code, c.name) for c in customers] == [
+            ("MD-C1", "C-ACME", "Acme Retail")]
+        materials = {m.id: (m.code, m.name) for m in adapter.master_data("material") or []}
+        assert materials["MD-M1"] == ("W-100", "Screw")  # all pages: products come two a page
+        suppliers = [(s.id, s.name) for s in adapter.master_data("supplier") or []]
+        assert ("MD-S1", "Bolt Supply") in suppliers and all(s[1] != "Neither role" for s in suppliers)
         assert adapter.master_data("warehouse") is None
     finally:
         adapter.close()

@@ -120,6 +120,7 @@ service API_PRODUCT_SRV {
         ProductType      : String(4);
         BaseUnit         : String(3);
         ProductGroup     : String(9);
+        ProductOldID     : String(40);
         to_Description   : Composition of many A_ProductDescription on to_Description.Product = Product;
   }
   entity A_ProductDescription {
@@ -135,6 +136,7 @@ service API_BUSINESS_PARTNER {
     key BusinessPartner         : String(10);
         BusinessPartnerFullName : String(81);
         BusinessPartnerCategory : String(1);
+        SearchTerm1             : String(20);
         Customer                : String(10);
         Supplier                : String(10);
   }
