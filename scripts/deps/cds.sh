@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SAP adapter's real OData peer: SAP's CAP runtime (@sap/cds, @cap-js/sqlite) with the OData V2 adapter,
-# installed from the npm registry into tests/sap_cap (package-lock.json pins the versions). Idempotent: does
+# installed from the npm registry into tests/sap_cap (package-lock.json pins the versions). --ignore-scripts:
+# the database runs on sql.js (WebAssembly, see .cdsrc.json), so better-sqlite3 need not be compiled. Idempotent: does
 # nothing when node_modules matches the lock file. Without Node.js >= 20 it says so and exits 0; the tests
 # that need the peer then skip (and fail under IRONBUS_REQUIRE_SERVICES=1).
 set -u
@@ -26,5 +27,5 @@ if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -
   exit 0
 fi
 echo "cds.sh: npm ci in tests/sap_cap"
-npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
+npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null 2>&1 \
   || { echo "cds.sh: npm ci failed (no registry?); the SAP peer tests will skip"; exit 0; }
