@@ -7,11 +7,10 @@ canonical model. See ``docs/adapters/sap.md``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from email.utils import format_datetime
 from typing import Any, ClassVar
-
-import httpx
-import structlog
 
 from adapters.base import (
     Adapter,
@@ -36,8 +35,6 @@ from bus.config import parse_duration
 from bus.errors import DeliveryError, PermanentError, TransientError
 
 __all__ = ["SapAdapter"]
-
-log = structlog.get_logger(__name__)
 
 _SERVICES = ("API_SALES_ORDER_SRV", "API_PURCHASEORDER_PROCESS_SRV", "API_PURCHASEREQ_PROCESS_SRV", "API_PRODUCT_SRV",
              "API_BUSINESS_PARTNER")
@@ -184,7 +181,7 @@ class SapAdapter(Adapter):
     def _headers(self, call: Call) -> dict[str, str]:
         # OData repeatability (SAP's RAP-based APIs honour it): a repeated create returns the first result.
         return {"Repeatability-Request-ID": repeatability_id(call.idempotency_key),
-                "Repeatability-First-Sent": httpx_date(call.event.time)}
+                "Repeatability-First-Sent": imf_date(call.event.time)}
 
     def _body(self, doc: Document, kind: str, call: Call) -> dict[str, Any]:
         what = f"{self.system}: {doc.entity_set} create"
@@ -201,7 +198,7 @@ class SapAdapter(Adapter):
         body = self._body(doc, kind, call)
         response = self.client.write("POST", doc.service, doc.entity_set, body, self._headers(call))
         what = f"{self.system}: POST {doc.service}/{doc.entity_set}"
-        entity = single(self.client_json(response, what), what)
+        entity = single(SapClient.json_of(response, what), what)
         reference = entity.get(doc.keys[0]) or _key_from_location(response.headers.get("location"))
         return Outcome(result=plain(entity), reference=str(reference) if reference else None,
                        detail=f"HTTP {response.status_code}")
@@ -256,10 +253,6 @@ class SapAdapter(Adapter):
             if not 200 <= part.status < 300:
                 raise self.client.fail(part.status, part.body, part.headers.get("retry-after"), f"{what} (change set)")
         return Outcome(result=None, reference=keys[doc.keys[0]], detail=f"{len(changes)} changes in one change set")
-
-    @staticmethod
-    def client_json(response: httpx.Response, what: str) -> Any:
-        return SapClient._json(response, what)
 
     # -- master data ---------------------------------------------------------------------------------------
     def master_data(self, entity: str) -> list[MasterRecord] | None:
@@ -351,11 +344,8 @@ def _key_from_location(location: str | None) -> str | None:
     return location.rsplit("('", 1)[1].split("')", 1)[0]
 
 
-def httpx_date(iso: str) -> str:
+def imf_date(iso: str) -> str:
     """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``) from the event's ISO time, for Repeatability-First-Sent."""
-    import datetime as dt
-    from email.utils import format_datetime
-
     try:
         when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:

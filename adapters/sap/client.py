@@ -88,7 +88,7 @@ class SapClient:
     def get(self, service: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET one resource as JSON (``$format=json`` is implied by the Accept header)."""
         response = self._send("GET", self.url(service, path), params=params, what=f"GET {service}/{path}")
-        return self._json(response, f"GET {service}/{path}")
+        return self.json_of(response, f"GET {service}/{path}")
 
     def get_all(self, service: str, path: str, params: Mapping[str, str] | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
@@ -104,7 +104,7 @@ class SapClient:
                 raise PermanentError(f"{what}: more than {MAX_PAGES} pages; is the server's __next looping?")
             absolute = urljoin(self.service_url(service) + "/", link)
             response = self._send("GET", absolute, params=None, what=what, keep_params=False)
-            doc = self._json(response, what)
+            doc = self.json_of(response, what)
             rows.extend(results(doc, what))
             link = next_link(doc)
         return rows
@@ -199,7 +199,8 @@ class SapClient:
             raise self.fail(response.status_code, response.content, response.headers.get("retry-after"), what)
 
     @staticmethod
-    def _json(response: httpx.Response, what: str) -> Any:
+    def json_of(response: httpx.Response, what: str) -> Any:
+        """The JSON body of an answer; PermanentError naming the request when it is not JSON."""
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:

@@ -94,7 +94,7 @@ class Poller:
         what = f"{trigger} ({feed.service}/{feed.entity_set})"
         mark = watermark or self.start
         since = parse_watermark(mark, what) if mark else None
-        rows = self._read(feed, since - self.overlap if since is not None else None, what)
+        rows = self._read(feed, since - self.overlap if since is not None else None)
         records: list[tuple[str, Any]] = []
         newest = since
         for row in rows:
@@ -104,7 +104,7 @@ class Poller:
             records.append((f"{row.get(feed.key)}@{_iso(stamp) if stamp else ''}", plain(row)))
         return PollResult(records=records, watermark=_iso(newest) if newest is not None else watermark)
 
-    def _read(self, feed: Feed, since: dt.datetime | None, what: str) -> list[dict[str, Any]]:
+    def _read(self, feed: Feed, since: dt.datetime | None) -> list[dict[str, Any]]:
         """Up to ``max_records`` rows changed at or after ``since``, oldest first.
 
         Windows of ``page_size`` rows, each following the server's ``__next`` links; the next window starts at
