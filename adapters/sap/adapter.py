@@ -23,16 +23,17 @@ from adapters.base import (
     operation,
     trigger,
 )
+from adapters.http.settings import validate_settings
 from adapters.http.transport import Timeouts
 from adapters.sap.batch import BatchRequest, BatchResponse
 from adapters.sap.client import SapClient, auth_for
-from adapters.sap.inbound import FEEDS, Poller, parse_events, verify_basic
+from adapters.sap.inbound import FEEDS, Poller, parse_events, parse_watermark, verify_basic
 from adapters.sap.odata import entity_path, plain, results, single
 from adapters.sap.outbound import DOCUMENTS, Document, encode, repeatability_id, split_keys
 from adapters.sap.settings import SETTINGS_SCHEMA
 from adapters.signatures import SignatureError
 from bus.config import parse_duration
-from bus.errors import DeliveryError, PermanentError, TransientError
+from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
 __all__ = ["SapAdapter"]
 
@@ -55,6 +56,14 @@ class SapAdapter(Adapter):
 
     def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
         super().__init__(system, settings)
+        validate_settings(system, self.settings, SETTINGS_SCHEMA)
+        start = (self.settings.get("poll") or {}).get("start")
+        if start is not None:
+            try:
+                parse_watermark(str(start), "start")
+            except PermanentError:
+                raise ConfigError(f"system {system!r}: settings/poll/start: {start!r} is not an ISO timestamp "
+                                  "(e.g. 2026-01-01T00:00:00Z)") from None
         seconds = parse_duration(self.settings.get("timeout", 60))
         timeouts = Timeouts(connect=min(seconds, 10.0), read=seconds, pool=seconds)
         verify = self.settings.get("verify_tls", True)

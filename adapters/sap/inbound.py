@@ -33,7 +33,7 @@ from adapters.sap.odata import filter_datetimeoffset, parse_date, plain
 from adapters.signatures import SignatureError
 from bus.errors import PermanentError, WebhookRejected
 
-__all__ = ["EVENT_KEYS", "Feed", "FEEDS", "Poller", "parse_events", "verify_basic"]
+__all__ = ["EVENT_KEYS", "FEEDS", "Feed", "Poller", "parse_events", "parse_watermark", "verify_basic"]
 
 
 @dataclass(frozen=True)

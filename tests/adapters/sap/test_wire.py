@@ -162,3 +162,12 @@ def test_business_events(gateway: Gateway) -> None:
         assert refused.value.status == 401
     finally:
         adapter.close()
+
+
+def test_bad_settings_are_refused_naming_the_field(gateway: Gateway) -> None:
+    from bus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="poll/start"):
+        SapAdapter("s4", gateway.settings(poll={"start": "yesterday"}))
+    with pytest.raises(ConfigError, match="auth"):
+        SapAdapter("s4", {"url": gateway.url, "auth": {"type": "basic", "username": "u"}})
