@@ -217,3 +217,23 @@ class TestHttpPollContract(AdapterContract):
 
     def arrange_poll(self, adapter: Adapter) -> str:
         return "items_changed"
+
+
+def test_lint_knows_the_declared_polls(tmp_path: Any) -> None:
+    from bus.lint import lint
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "version: 1\n"
+        "systems:\n"
+        "  api:\n"
+        "    adapter: http\n"
+        "    settings:\n"
+        "      base_url: http://127.0.0.1:9\n"
+        "      polls: {items_changed: {path: /items, records: data, watermark: {field: updated_at}}}\n"
+        "  sink: {adapter: stub}\n"
+        "routes:\n"
+        "  - {name: good, from: api.items_changed, to: [sink.take]}\n"
+        "  - {name: typo, from: api.itemz_changed, to: [sink.take]}\n")
+    issues = [str(i) for i in lint(routes)]
+    assert len(issues) == 1 and "itemz_changed" in issues[0] and "items_changed" in issues[0], issues
