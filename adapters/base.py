@@ -301,6 +301,14 @@ class Adapter:
         """
         return None
 
+    # -- triggers a system's settings declare ------------------------------------------------------------
+    @classmethod
+    def declared_triggers(cls, settings: Mapping[str, Any]) -> dict[str, TriggerSpec]:
+        """The triggers a system with these ``settings`` offers: the decorated methods, plus any the adapter
+        lets its settings declare (the ``http`` adapter's ``polls``; such an adapter overrides this and
+        :meth:`poll`). Lint, the trigger planner and ``ironbus adapters`` ask this rather than ``triggers``."""
+        return dict(cls.triggers)
+
     # -- master data -------------------------------------------------------------------------------------
     def master_data(self, entity: str) -> list[MasterRecord] | None:
         """Every record of ``entity`` (``customer``, ``material``, ``supplier``) this system holds, or None when

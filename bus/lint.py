@@ -86,8 +86,9 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     loc_from = route.locations.get("from", route.location)
     if prefix in config.systems and trigger:
         cls = classes.get(prefix)
-        if cls is not None and trigger not in cls.triggers and not getattr(cls, "accepts_any_trigger", False):
-            unknown = UnknownNameError("trigger", trigger, cls.triggers)
+        declared = cls.declared_triggers(config.systems[prefix].settings) if cls is not None else {}
+        if cls is not None and trigger not in declared and not getattr(cls, "accepts_any_trigger", False):
+            unknown = UnknownNameError("trigger", trigger, declared)
             issues.append(Issue("error", f"system {prefix!r} (adapter {cls.name!r}): {unknown.message}", loc_from))
     elif route.source not in emitted and route.source not in schemas.names():
         issues.append(Issue("warning", f"route {route.name!r}: nothing in routes.yaml produces event type "
@@ -151,7 +152,7 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
             continue
         classes[name] = cls
         issues.extend(_check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
-    emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.triggers}
+    emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.declared_triggers(config.systems[s].settings)}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}
     if config.master_data_check is not None:

@@ -198,7 +198,7 @@ class Runtime:
         def polled(source: str) -> bool:
             system, _, trigger = source.partition(".")
             adapter = self.adapters.get(system)
-            return adapter is not None and trigger in type(adapter).triggers
+            return adapter is not None and trigger in type(adapter).declared_triggers(adapter.settings)
 
         config = replace(self.config, routes=tuple(r for r in self.config.routes if polled(r.source)))
         runner = TriggerRunner.from_config(config, self.adapters, self.journal,

@@ -109,7 +109,7 @@ class AdapterContract:
 
     def arrange_webhook(self, adapter: Adapter) -> tuple[str, WebhookRequest, WebhookRequest]:
         """For a webhook trigger: ``(trigger, a genuine request, a forged or malformed one)``."""
-        if any(t.kind == "webhook" for t in type(adapter).triggers.values()):
+        if any(t.kind == "webhook" for t in type(adapter).declared_triggers(adapter.settings).values()):
             pytest.fail(f"{type(self).__name__} must implement arrange_webhook(adapter): the adapter has a "
                         "webhook trigger, and its signature check is part of the contract")
         pytest.skip("the adapter has no webhook trigger")
@@ -128,7 +128,7 @@ class AdapterContract:
 
     def arrange_poll(self, adapter: Adapter) -> str:
         """Make at least one record available to a poll/schedule trigger and return the trigger's name."""
-        if any(t.kind != "webhook" for t in type(adapter).triggers.values()):
+        if any(t.kind != "webhook" for t in type(adapter).declared_triggers(adapter.settings).values()):
             pytest.fail(f"{type(self).__name__} must implement arrange_poll(adapter): the adapter has a poll or "
                         "schedule trigger, and not repeating records across polls is part of the contract")
         pytest.skip("the adapter has no poll or schedule trigger")
@@ -214,7 +214,7 @@ class AdapterContract:
 
     def test_poll_returns_records_and_the_runner_does_not_repeat_them(self, adapter: Adapter) -> None:
         name = self.arrange_poll(adapter)
-        spec = type(adapter).triggers[name]
+        spec = type(adapter).declared_triggers(adapter.settings)[name]
         assert spec.kind in ("poll", "schedule"), f"trigger {name!r} is a {spec.kind} trigger, not a poll"
         result = adapter.poll(name, None)
         assert isinstance(result, PollResult)

@@ -142,9 +142,10 @@ def plan_triggers(config: Config, adapters: Mapping[str, Adapter]) -> list[Trigg
         adapter = adapters.get(system)
         if adapter is None:
             raise ConfigError(f"route {route.name!r}: system {system!r} has no adapter instance", route.location)
-        spec = type(adapter).triggers.get(trigger)
+        offered = type(adapter).declared_triggers(adapter.settings)
+        spec = offered.get(trigger)
         if spec is None:
-            raise UnknownNameError(f"trigger of system {system!r}", trigger, type(adapter).triggers,
+            raise UnknownNameError(f"trigger of system {system!r}", trigger, offered,
                                    route.locations.get("from", route.location))
         if spec.kind == "webhook":
             continue
@@ -153,7 +154,7 @@ def plan_triggers(config: Config, adapters: Mapping[str, Adapter]) -> list[Trigg
     plans: list[TriggerPlan] = []
     for (system, trigger), routes in found.items():
         adapter = adapters[system]
-        spec = type(adapter).triggers[trigger]
+        spec = type(adapter).declared_triggers(adapter.settings)[trigger]
         own = (adapter.settings.get("triggers") or {}).get(trigger) or {}
         schedules = tuple(_check_cron(r.schedule, f"route {r.name!r} timing") for r in routes if r.schedule)
         if not schedules and own.get("schedule"):

@@ -1,4 +1,4 @@
-"""The generic ``http`` adapter: deliver to any REST endpoint, operations declared in settings.
+"""The generic ``http`` adapter: deliver to any REST endpoint and poll any JSON API, both declared in settings.
 
 Example system::
 
@@ -21,9 +21,11 @@ from typing import Any, ClassVar
 import orjson
 import structlog
 
-from adapters.base import Adapter, Call, Health, Outcome
+from adapters.base import Adapter, Call, Health, Outcome, PollResult, TriggerSpec
 from adapters.http.auth import auth_from_settings
 from adapters.http.client import HttpClient, Pending, join_url
+from adapters.http.poll import PollConfig, parse_polls, trigger_specs
+from adapters.http.poll import poll as run_poll
 from adapters.http.settings import (
     SETTINGS_SCHEMA,
     OperationConfig,
@@ -68,14 +70,16 @@ class HttpAdapter(Adapter):
     """Calls REST endpoints described in settings; one pooled client per system, shared by worker threads."""
 
     name: ClassVar[str] = "http"
-    summary: ClassVar[str] = "Generic REST delivery: operations (method, path template, body) declared in settings"
+    summary: ClassVar[str] = ("Generic REST: operations (method, path template, body) and poll triggers (watermark, "
+                              "paging, JMESPath records; OData) declared in settings")
     settings_schema: ClassVar[Mapping[str, Any]] = SETTINGS_SCHEMA
     accepts_any_operation: ClassVar[bool] = True
 
     def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
         super().__init__(system, settings)
         validate_settings(system, self.settings, SETTINGS_SCHEMA)
-        self._operations: dict[str, OperationConfig] = parse_operations(system, self.settings["operations"])
+        self._operations: dict[str, OperationConfig] = parse_operations(system, self.settings.get("operations") or {})
+        self._polls: dict[str, PollConfig] = parse_polls(system, self.settings.get("polls"))
         self._client_settings = parse_client_settings(self.settings)
         transport = make_transport(self._client_settings)
         auth = auth_from_settings(self.settings.get("auth"), transport)
@@ -91,6 +95,17 @@ class HttpAdapter(Adapter):
         """Operation names a system's settings declare (lint checks ``to:`` targets against these)."""
         operations = settings.get("operations")
         return sorted(operations) if isinstance(operations, Mapping) else []
+
+    @classmethod
+    def declared_triggers(cls, settings: Mapping[str, Any]) -> dict[str, TriggerSpec]:
+        """The poll triggers ``settings.polls`` declares (see docs/adapters/polling.md)."""
+        return {**cls.triggers, **trigger_specs(settings.get("polls") if isinstance(settings, Mapping) else None)}
+
+    def poll(self, trigger_name: str, watermark: str | None) -> PollResult:
+        cfg = self._polls.get(trigger_name)
+        if cfg is None:
+            raise UnknownNameError(f"poll trigger of system {self.system!r}", trigger_name, self._polls)
+        return run_poll(self.system, self.client, cfg, watermark)
 
     def accepts(self, operation_name: str) -> bool:
         return operation_name in self._operations

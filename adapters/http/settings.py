@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 
 from adapters.http.errors import ErrorPolicy
+from adapters.http.poll import POLL_SCHEMA
 from adapters.http.template import Template, TemplateSyntaxError
 from adapters.http.transport import HttpxTransport, PooledTransport, PoolLimits, Timeouts, Transport
 from bus.config import parse_duration
@@ -69,12 +70,20 @@ _OPERATION: dict[str, Any] = {
 }
 
 SETTINGS_SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["base_url", "operations"],
+    "type": "object", "additionalProperties": False, "required": ["base_url"],
+    # a system delivers (operations), polls (polls), or both
+    "anyOf": [{"required": ["operations"]}, {"required": ["polls"]}],
     "properties": {
         "base_url": {"type": "string", "pattern": "^https?://", "description": "e.g. https://api.example.com/v2"},
         "operations": {"type": "object", "minProperties": 1,
                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
                        "additionalProperties": _OPERATION},
+        "polls": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                  "additionalProperties": POLL_SCHEMA,
+                  "description": "Poll triggers: endpoints asked for changes since a watermark "
+                                 "(docs/adapters/polling.md)."},
+        "triggers": {"type": "object", "description": "Poll timing per trigger: {name: {interval: '1m'}} or "
+                                                      "{name: {schedule: '*/5 * * * *'}}."},
         "auth": AUTH_SCHEMA,
         "headers": {"type": "object", "additionalProperties": {"type": "string"},
                     "description": "Headers sent with every request."},

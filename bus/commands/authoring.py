@@ -118,7 +118,8 @@ def adapters(args: argparse.Namespace) -> int:
         props = dict(cls.settings_schema).get("properties", {})
         rows.append({
             "name": name, "summary": cls.summary,
-            "triggers": {t.name: t.kind for t in cls.triggers.values()},
+            "triggers": {t.name: t.kind for t in cls.triggers.values()} | (
+                {"(declared in settings.polls)": "poll"} if "polls" in props else {}),
             "operations": sorted(cls.operations) or (
                 ["(declared in settings)"] if callable(getattr(cls, "declared_operations", None))
                 else ["(any)"] if getattr(cls, "accepts_any_operation", False) else ["none"]),
