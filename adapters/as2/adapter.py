@@ -68,6 +68,9 @@ class As2Adapter(Adapter):
             "quarantine": {"type": "string", "minLength": 1,
                            "description": "Folder where refused inbound messages are kept, raw, with the "
                                           "reason (default var/as2/<system>/quarantine)."},
+            "remember_days": {"type": "number", "exclusiveMinimum": 0, "default": 30,
+                              "description": "How long received Message-IDs are remembered, so that a resend "
+                                             "is answered as a duplicate (pruned when the bus starts)."},
             "mdn_attempts": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8,
                              "description": "Tries to post an asynchronous MDN before giving up (backoff "
                                             "1 s doubling, at most 5 min apart)."},
@@ -82,6 +85,7 @@ class As2Adapter(Adapter):
         self.partner = str(self.settings.get("partner") or self.profile.as_to)
         self.quarantine = Path(str(self.settings.get("quarantine") or Path("var") / "as2" / system / "quarantine"))
         self.mdn_attempts = int(self.settings.get("mdn_attempts", 8))
+        self.remember_days = float(self.settings.get("remember_days", 30))
         self._received: OrderedDict[int, tuple[WebhookRequest, Received]] = OrderedDict()
         self._received_lock = threading.Lock()
         self._outbox: queue.Queue[str | None] = queue.Queue()
@@ -95,11 +99,29 @@ class As2Adapter(Adapter):
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def open(self) -> None:
         self.transport.open()
+        self.prune()
         self._stop.clear()
         self._sender = threading.Thread(target=self._send_mdns, name=f"as2-mdn-{self.system}", daemon=True)
         self._sender.start()
         for name, _ in self.store.items(_PENDING_MDN):  # owed before a restart
             self._outbox.put(name)
+
+    def prune(self, now: float | None = None) -> int:
+        """Forget received message ids and settled outbound records older than ``remember_days`` (the window
+        in which a resend is recognised as a duplicate); records still awaiting an MDN are kept. Returns how
+        many were removed."""
+        cutoff = (now if now is not None else time.time()) - self.remember_days * 86400.0
+        removed = 0
+        for prefix, stamp in ((f"as2:in:{self.profile.as_to}:", "at"), ("as2:out:", "received")):
+            for name, value in self.store.items(prefix):
+                try:
+                    at = float(json.loads(value).get(stamp) or 0)
+                except (ValueError, AttributeError, TypeError):
+                    at = 0.0
+                if at and at < cutoff:
+                    self.store.put(name, None)
+                    removed += 1
+        return removed
 
     def close(self) -> None:
         if not self.closed:
@@ -111,9 +133,11 @@ class As2Adapter(Adapter):
         super().close()
 
     def health(self) -> Health:
+        """Always ok (AS2 has no login to probe); says what is outstanding: MDNs we owe, MDNs we wait for."""
         owed = len(self.store.items(_PENDING_MDN))
-        return Health(True, f"AS2 {self.profile.as_from} <-> {self.profile.as_to}; {owed} asynchronous MDN(s) "
-                            "waiting to be sent" if owed else f"AS2 {self.profile.as_from} <-> {self.profile.as_to}")
+        awaited = sum(1 for _, v in self.store.items("as2:out:") if _status(v) == "pending")
+        return Health(True, f"AS2 {self.profile.as_from} <-> {self.profile.as_to}; {owed} asynchronous MDN(s) to "
+                            f"send, {awaited} sent message(s) awaiting the partner's MDN")
 
     # -- outbound ----------------------------------------------------------------------------------------------
     @operation("send", description="Send a document {text | base64, filename, content_type} to the partner")
@@ -251,6 +275,14 @@ class As2Adapter(Adapter):
         except OSError as exc:
             log.error("as2 message refused; quarantine not writable", system=self.system,
                       message_id=received.message_id, reason=refusal.reason, error=exc.strerror or str(exc))
+
+
+def _status(value: str) -> str | None:
+    try:
+        state = json.loads(value)
+    except ValueError:
+        return None
+    return str(state.get("status")) if isinstance(state, dict) else None
 
 
 def _mdn_answer(mdn: Mdn, status: int) -> WebhookAnswer:

@@ -247,7 +247,7 @@ class SftpTransport:
             try:
                 if sftp.stat(temporary).st_size != len(document.body):
                     raise TransientError(f"{self.label}: upload of {name} was cut short")
-                sftp.posix_rename(temporary, final)
+                _replace(sftp, temporary, final)
             except BaseException:
                 try:
                     sftp.remove(temporary)
@@ -351,7 +351,7 @@ class SftpTransport:
                 target = _join(processed, f"{name}.{time.time_ns()}")  # never overwrite an earlier one
             except OSError:
                 pass
-            sftp.posix_rename(source, target)
+            _replace(sftp, source, target)
 
         self._run(f"settle {name}", move)
 
@@ -369,6 +369,22 @@ class SftpTransport:
             return "connected; folders present"
 
         return self._run("health check", probe)
+
+
+def _replace(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+    """Rename ``source`` onto ``target`` atomically (OpenSSH's posix-rename); a server without that extension
+    gets a plain rename, after removing an existing target (plain SFTP rename refuses to overwrite)."""
+    try:
+        sftp.posix_rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno is not None:  # a real refusal (permission, missing folder), not "unsupported"
+            raise
+    try:
+        sftp.remove(target)
+    except OSError:
+        pass
+    sftp.rename(source, target)
 
 
 def _reference(attrs: paramiko.SFTPAttributes, name: str | None = None) -> str:

@@ -83,6 +83,7 @@ class As2Station:
     #: knobs that make it misbehave on purpose
     answer_status: int | None = None  # answer every message with this HTTP status and no MDN
     wrong_mic: bool = False  # sign a positive MDN that carries a wrong MIC
+    mdn_status: int | None = None  # answer asynchronous MDNs with this HTTP status (and drop them)
     received: list[Exchange] = field(default_factory=list)
     mdns: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)  # (orig id, status, detail)
     sent: dict[str, Message] = field(default_factory=dict)
@@ -182,6 +183,8 @@ class As2Station:
         return 200, headers, mdn.content
 
     def _take_mdn(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self.mdn_status is not None:
+            return self.mdn_status, {"Content-Type": "text/plain"}, b"station told to fail"
         mdn = Mdn()
         status, detail = mdn.parse(raw, lambda message_id, recipient: self.sent.get(message_id))
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,46 @@ def test_the_transport_keeps_state_in_the_store_it_is_given(acme: Identity, supp
     transport.close()
     assert receipt.acknowledgement["status"] == "pending"
     assert json.loads(store.get(f"as2:out:{receipt.reference}") or "{}")["mic"] == receipt.acknowledgement["mic"]
+
+
+def test_an_owed_asynchronous_mdn_survives_a_restart(acme: Identity, supplier: Identity, station: As2Station,
+                                                     tmp_path: Path) -> None:
+    store = MemoryAdapterStore()  # stands in for the journal's store, which outlives the process
+    station.mdn_status = 503  # the partner's MDN endpoint is down for now
+    first = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path))
+    first.bind_store(store)
+    first.open()
+    message = station.build(DOCUMENT.encode(), mdn_mode="ASYNC")
+    request = request_of(message)
+    assert first.webhook("receive", request)
+    assert first.webhook_answer("receive", request, 202, "accepted", "", ["e-1"]) is not None
+    wait_until(lambda: '"attempts": 1' in (store.get(f"as2:mdn-out:{message.message_id}") or ""), 10,
+               "the first, failed attempt to post the MDN")
+    assert "1 asynchronous MDN(s) to send" in first.health().detail
+    first.close()  # the bus stops while it still owes the MDN
+    station.mdn_status = None
+    second = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path))
+    second.bind_store(store)
+    second.open()
+    try:
+        wait_until(lambda: station.mdns, 10, "the owed MDN to be posted after the restart")
+        assert station.mdns == [(message.message_id, "processed", None)]
+        wait_until(lambda: not store.items("as2:mdn-out:"), 5, "the owed MDN to be forgotten once delivered")
+        # and the message id is still known: a resend now is a duplicate
+        again = request_of(message)
+        assert second.webhook("receive", again) == []
+    finally:
+        second.close()
+
+
+def test_received_message_ids_are_forgotten_after_the_window(acme: Identity, supplier: Identity,
+                                                             station: As2Station, tmp_path: Path) -> None:
+    adapter = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path, remember_days=1))
+    message = station.build(DOCUMENT.encode())
+    request = request_of(message)
+    adapter.webhook("receive", request)
+    adapter.webhook_answer("receive", request, 202, "accepted", "", ["e-1"])
+    assert adapter.prune() == 0
+    assert adapter.prune(now=time.time() + 2 * 86400) == 1
+    assert adapter.webhook("receive", request_of(message)), "outside the window it is a new message again"
+    adapter.close()
