@@ -68,6 +68,9 @@ class As2Adapter(Adapter):
             "quarantine": {"type": "string", "minLength": 1,
                            "description": "Folder where refused inbound messages are kept, raw, with the "
                                           "reason (default var/as2/<system>/quarantine)."},
+            "max_size": {"type": "integer", "minimum": 1, "default": 64 * 1024 * 1024,
+                         "description": "Largest document accepted after decompression, in bytes (a compressed "
+                                        "message that expands beyond it is refused: decompression bomb)."},
             "remember_days": {"type": "number", "exclusiveMinimum": 0, "default": 30,
                               "description": "How long received Message-IDs are remembered, so that a resend "
                                              "is answered as a duplicate (pruned when the bus starts)."},
@@ -86,6 +89,7 @@ class As2Adapter(Adapter):
         self.quarantine = Path(str(self.settings.get("quarantine") or Path("var") / "as2" / system / "quarantine"))
         self.mdn_attempts = int(self.settings.get("mdn_attempts", 8))
         self.remember_days = float(self.settings.get("remember_days", 30))
+        self.max_size = int(self.settings.get("max_size", 64 * 1024 * 1024))
         self._received: OrderedDict[int, tuple[WebhookRequest, Received]] = OrderedDict()
         self._received_lock = threading.Lock()
         self._outbox: queue.Queue[str | None] = queue.Queue()
@@ -154,7 +158,8 @@ class As2Adapter(Adapter):
     # -- inbound -----------------------------------------------------------------------------------------------
     @trigger("receive", kind="webhook", description="AS2 messages from the partner (answered with an MDN)")
     def receive(self, request: WebhookRequest) -> list[Any]:
-        received = receive_message(self.profile, self.store, request.headers, request.body, self.partner)
+        received = receive_message(self.profile, self.store, request.headers, request.body, self.partner,
+                                   self.max_size)
         with self._received_lock:
             self._received[id(request)] = (request, received)
             while len(self._received) > 256:  # answers never asked for (a crashed request) must not pile up

@@ -17,6 +17,7 @@ from typing import Any
 from pyas2lib import Mdn, Message
 from pyas2lib.exceptions import DuplicateDocument
 
+from adapters.as2._compat import MAX_DECOMPRESSED
 from adapters.as2.profile import As2Profile
 from adapters.as2.transport import evaluate_mdn, outbound_state_key, raw_message
 from adapters.b2b.payload import document_payload, safe_filename
@@ -68,8 +69,9 @@ def _headers_lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def receive_message(profile: As2Profile, store: AdapterStore, headers: Mapping[str, str], body: bytes,
-                    partner_name: str) -> Received:
-    """Parse one inbound AS2 message. Never raises: a refusal is returned in :attr:`Received.refusal`."""
+                    partner_name: str, max_size: int = 64 * 1024 * 1024) -> Received:
+    """Parse one inbound AS2 message. Never raises: a refusal is returned in :attr:`Received.refusal`.
+    ``max_size`` bounds the decompressed document (a compressed message can be a decompression bomb)."""
     lower = _headers_lower(headers)
     missing = [h for h in ("as2-from", "as2-to", "message-id") if not lower.get(h)]
     if missing:
@@ -95,11 +97,14 @@ def receive_message(profile: As2Profile, store: AdapterStore, headers: Mapping[s
     def seen_before(message_id: str, partner_id: str) -> bool:
         return store.get(inbound_state_key(partner_id, message_id)) is not None
 
+    token = MAX_DECOMPRESSED.set(max_size)
     try:
         status, (error, _trace), mdn = message.parse(raw, find_org_partner_cb=find_org_partner,
                                                      find_message_cb=seen_before)
     except Exception as exc:  # pyas2lib failed while building its answer: refuse, without an MDN
         status, error, mdn = "processed/Error", exc, None
+    finally:
+        MAX_DECOMPRESSED.reset(token)
     message_id = str(message.message_id or lower["message-id"].strip("<> "))
     if isinstance(error, DuplicateDocument):
         return Received(message_id, [], mdn, duplicate=True)

@@ -444,3 +444,21 @@ def test_received_message_ids_are_forgotten_after_the_window(acme: Identity, sup
     assert adapter.prune(now=time.time() + 2 * 86400) == 1
     assert adapter.webhook("receive", request_of(message)), "outside the window it is a new message again"
     adapter.close()
+
+
+def test_a_decompression_bomb_is_refused_with_a_negative_mdn(acme: Identity, supplier: Identity,
+                                                              station: As2Station, tmp_path: Path) -> None:
+    adapter = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path, max_size=1_000_000))
+    adapter.open()
+    edge = Edge(adapter)
+    try:
+        message = station.build(b"0" * 3_000_000)  # compresses to a few KiB
+        assert len(message.content) < 100_000
+        response, status, detail = station.post(edge.url("receive"), message)
+        assert response.status_code == 400 and detail == "decompression-failed"
+        assert edge.events == []
+        small = station.build(b"0" * 900_000)
+        assert station.post(edge.url("receive"), small)[1] == "processed"
+        assert len(payload_body(edge.events[0].data)) == 900_000
+    finally:
+        edge.close()
