@@ -89,13 +89,17 @@ def test_upload_is_atomic_a_reader_never_sees_a_half_file(sshd: SshServer) -> No
     done = threading.Event()
 
     def reader() -> None:
-        # A partner polling its inbox the whole time: the final name must only ever hold the whole file.
-        while not done.is_set():
+        # A partner polling its inbox the whole time (and once more after the upload returned): the final
+        # name must only ever hold the whole file.
+        while True:
+            last = done.is_set()
             for entry in os.scandir(out):
                 if entry.name == "big.bin":
                     seen_final.append(entry.stat().st_size)
                 elif entry.name.endswith(".part"):
                     seen_partial.append(entry.name)
+            if last:
+                return
 
     thread = threading.Thread(target=reader)
     thread.start()
