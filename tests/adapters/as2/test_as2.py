@@ -223,7 +223,7 @@ def test_an_mdn_signed_by_someone_else_is_permanent(acme: Identity, supplier: Id
     station.encrypt = False
     adapter = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path, encrypt=False,
                                               partner_certificate=stranger.certificate))
-    with pytest.raises(PermanentError):
+    with pytest.raises(PermanentError, match="could not be verified"):
         adapter.call("send", make_call({"filename": "a.edi", "text": DOCUMENT}))
     adapter.close()
 
