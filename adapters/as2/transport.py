@@ -101,7 +101,8 @@ class As2Transport:
     def __init__(self, settings: Mapping[str, Any], *, store: AdapterStore | None = None,
                  client: httpx.Client | None = None) -> None:
         self.profile: As2Profile = load_profile(settings)
-        #: Durable state (MICs awaiting an asynchronous MDN); the ``as2`` adapter hands it its journal store.
+        #: Durable state (MICs awaiting an asynchronous MDN); the ``as2`` adapter hands it its journal store,
+        #: and a document adapter using this transport should do the same (``transport.store = self.store``).
         self.store: AdapterStore = store or MemoryAdapterStore()
         self._client = client
         self._own_client = client is None
