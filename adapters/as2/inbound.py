@@ -8,7 +8,9 @@ and, when the partner asked for one, a negative MDN saying the same. A message i
 
 from __future__ import annotations
 
+import binascii
 import json
+import quopri
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +61,26 @@ class Received:
         return None if self.mdn is None else str(self.mdn.mdn_mode)
 
 
+def _decode_transfer_encoding(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+    """Undo a base64 / quoted-printable transfer encoding of the whole message (OpenSSL and some AS2 products
+    send enveloped data base64-encoded). pyas2lib copies the outer headers onto the document it unpacks, so an
+    outer ``Content-Transfer-Encoding: base64`` would make it decode the document's own text as base64."""
+    out = {k: v for k, v in headers.items() if k.lower() != "content-transfer-encoding"}
+    encoding = next((v for k, v in headers.items() if k.lower() == "content-transfer-encoding"), "").strip().lower()
+    if encoding == "base64":
+        try:
+            body = binascii.a2b_base64(body)
+        except binascii.Error:
+            pass  # left as it is: decryption then fails and says so
+    elif encoding == "quoted-printable":
+        body = quopri.decodestring(body)
+    elif encoding:
+        out["Content-Transfer-Encoding"] = encoding
+        return out, body
+    out["Content-Transfer-Encoding"] = "binary"
+    return out, body
+
+
 def _unquote(name: str) -> str:
     name = name.strip()
     return name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name
@@ -86,6 +108,7 @@ def receive_message(profile: As2Profile, store: AdapterStore, headers: Mapping[s
                                   reason="unknown_partner")
         return Received(lower["message-id"].strip("<> ")[:250], [], None, refusal=refusal,
                         raw=raw_message(headers, body))
+    headers, body = _decode_transfer_encoding(headers, body)
     raw = raw_message(headers, body)
     message = Message()
 
