@@ -8,6 +8,10 @@ import io
 from typing import Any
 
 import paramiko
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from adapters.b2b.pem import PEM_DESCRIPTION
 from bus.errors import ConfigError
@@ -65,14 +69,31 @@ def parse_host_key(line: str) -> paramiko.PKey:
 
 
 def load_private_key(pem: bytes, password: str | None) -> paramiko.PKey:
-    text = pem.decode("ascii", "replace")
-    errors: list[str] = []
-    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            key: paramiko.PKey = kind.from_private_key(io.StringIO(text), password=password)
-            return key
-        except paramiko.PasswordRequiredException:
-            raise ConfigError("settings/key is encrypted: set key_password") from None
-        except (paramiko.SSHException, ValueError) as exc:
-            errors.append(f"{kind.__name__}: {exc}")
-    raise ConfigError("settings/key: not a readable private key (" + "; ".join(errors)[:300] + ")")
+    """A login key from OpenSSH, PKCS#8 or traditional PEM text (RSA, ECDSA or Ed25519), encrypted or not.
+
+    cryptography reads every format; paramiko's key classes read OpenSSH's, so the key is handed over in that
+    format, in memory. Errors name the setting and the problem, never the key."""
+    secret = password.encode() if password else None
+    key: PrivateKeyTypes
+    try:
+        if b"OPENSSH PRIVATE KEY" in pem:
+            key = serialization.load_ssh_private_key(pem, secret)
+        else:
+            key = serialization.load_pem_private_key(pem, secret)
+    except TypeError:
+        raise ConfigError("settings/key is encrypted: set key_password" if secret is None
+                          else "settings/key is not encrypted: remove key_password") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError("settings/key: not a readable private key (expected OpenSSH or PEM text of an RSA, "
+                          "ECDSA or Ed25519 key), or key_password is wrong") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ConfigError(f"settings/key: {type(key).__name__} keys are not supported (use RSA, ECDSA or Ed25519)")
+    text = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption()).decode("ascii")
+    kinds: list[tuple[type, type[paramiko.PKey]]] = [
+        (rsa.RSAPrivateKey, paramiko.RSAKey), (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+        (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key)]
+    for crypto_type, kind in kinds:
+        if isinstance(key, crypto_type):
+            return kind.from_private_key(io.StringIO(text))
+    raise ConfigError(f"settings/key: {type(key).__name__} keys are not supported (use RSA, ECDSA or Ed25519)")

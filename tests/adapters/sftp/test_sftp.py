@@ -15,6 +15,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.b2b import OutboundDocument, open_transport, transport_schema
 from adapters.b2b.payload import payload_body
@@ -247,3 +249,21 @@ def test_bad_settings_are_config_errors_without_the_key() -> None:
                        "key": "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n"
                               "-----END OPENSSH PRIVATE KEY-----"})
     assert "c2VjcmV0" not in str(info.value)
+
+
+def test_an_encrypted_pkcs8_rsa_key_logs_in(sshd: SshServer) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.BestAvailableEncryption(b"open sesame")).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    authorized = sshd.root.parent / "etc" / "authorized_keys"
+    authorized.write_text(authorized.read_text() + public.decode() + "\n")
+    adapter = SftpAdapter("partner", sshd.settings(key=pem, key_password="open sesame"))
+    adapter.call("send", make_call({"filename": "rsa.edi", "text": "x"}))
+    assert files(sshd.path("out")) == ["rsa.edi"]
+    adapter.close()
+    with pytest.raises(ConfigError, match="key_password"):
+        SftpAdapter("partner", sshd.settings(key=pem))
+    with pytest.raises(ConfigError, match="key_password is wrong") as info:
+        SftpAdapter("partner", sshd.settings(key=pem, key_password="wrong"))
+    assert "sesame" not in str(info.value)
