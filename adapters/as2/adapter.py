@@ -30,7 +30,7 @@ import structlog
 from pyas2lib import Mdn, Message
 
 from adapters.as2.inbound import Received, inbound_state_key, parse_async_mdn, receive_message
-from adapters.as2.profile import SETTINGS_PROPERTIES
+from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES
 from adapters.as2.transport import As2Transport
 from adapters.b2b.payload import document_from_payload
 from adapters.base import (
@@ -61,7 +61,8 @@ class As2Adapter(Adapter):
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["as_from", "as_to", "key", "certificate", "partner_certificate"],
+        "required": ["as_from", "as_to"],
+        **KEYS_REQUIRED,
         "properties": {
             **SETTINGS_PROPERTIES,
             "partner": {"type": "string", "description": "The partner's name in payloads (default: as_to)."},

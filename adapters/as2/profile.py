@@ -21,7 +21,7 @@ from pyas2lib.exceptions import AS2Exception, ImproperlyConfigured
 from adapters.b2b.pem import PEM_DESCRIPTION, load_pem
 from bus.errors import ConfigError
 
-__all__ = ["SETTINGS_PROPERTIES", "As2Profile", "load_profile", "message_id_for"]
+__all__ = ["KEYS_REQUIRED", "KEY_SETTINGS", "SETTINGS_PROPERTIES", "As2Profile", "load_profile", "message_id_for"]
 
 _DIGESTS = [d for d in DIGEST_ALGORITHMS if d != "md5"]  # MD5 MICs are refused by current AS2 products
 
@@ -66,6 +66,20 @@ SETTINGS_PROPERTIES: dict[str, Any] = {
     "verify_tls": {"type": "boolean", "default": True, "description": "Check the partner's HTTPS certificate."},
 }
 
+#: Our key pair and the partner's certificate: needed unless signing, encryption and signed MDNs are all off.
+KEY_SETTINGS = ("key", "certificate", "partner_certificate")
+
+#: The schema clause saying so (JSON Schema ``if``/``then``), for the adapter's and the transport's schemas.
+KEYS_REQUIRED: dict[str, Any] = {
+    "if": {"anyOf": [
+        {"properties": {"sign": {"const": True}}}, {"not": {"required": ["sign"]}},
+        {"properties": {"encrypt": {"const": True}}}, {"not": {"required": ["encrypt"]}},
+        {"allOf": [{"not": {"properties": {"mdn": {"const": "none"}}, "required": ["mdn"]}},
+                   {"anyOf": [{"properties": {"mdn_signed": {"const": True}}},
+                              {"not": {"required": ["mdn_signed"]}}]}]}]},
+    "then": {"required": list(KEY_SETTINGS)},
+}
+
 _ATOM = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 
 
@@ -97,16 +111,23 @@ class As2Profile:
 def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Profile:
     """Build the profile; :class:`~bus.errors.ConfigError` names the setting, never a key's content."""
     s = dict(settings)
-    for name in ("as_from", "as_to", "key", "certificate", "partner_certificate"):
-        if not s.get(name):
-            raise ConfigError(f"{where}/{name} is required for AS2")
     mdn = str(s.get("mdn", "sync"))
+    secured = bool(s.get("sign", True)) or bool(s.get("encrypt", True)) or \
+        (bool(s.get("mdn_signed", True)) and mdn != "none")
+    for name in ("as_from", "as_to", *(KEY_SETTINGS if secured else ())):
+        if not s.get(name):
+            raise ConfigError(f"{where}/{name} is required for AS2" + (" (sign, encrypt or a signed MDN is on)"
+                                                                        if name in KEY_SETTINGS else ""))
+    if bool(s.get("key")) != bool(s.get("certificate")):
+        raise ConfigError(f"{where}: set both key and certificate (our key pair), or neither")
     if mdn == "async" and not s.get("mdn_url"):
         raise ConfigError(f"{where}/mdn_url is required when mdn is 'async' (where the partner posts its MDNs)")
     as_from = str(s["as_from"])
     domain = str(s.get("domain") or re.sub(r"[^a-z0-9-]+", "-", as_from.lower()).strip("-") or "as2")
-    own = load_pem(str(s["key"]), f"{where}/key") + load_pem(str(s["certificate"]), f"{where}/certificate")
-    partner_cert = load_pem(str(s["partner_certificate"]), f"{where}/partner_certificate")
+    own = load_pem(str(s["key"]), f"{where}/key") + load_pem(str(s["certificate"]), f"{where}/certificate") \
+        if s.get("key") else None
+    partner_cert = load_pem(str(s["partner_certificate"]), f"{where}/partner_certificate") \
+        if s.get("partner_certificate") else None
     partner_ca = load_pem(str(s["partner_ca"]), f"{where}/partner_ca") if s.get("partner_ca") else None
     digest = str(s.get("digest", "sha256"))
     try:
@@ -123,7 +144,8 @@ def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Pro
             sign_alg=str(s.get("signature_algorithm", "rsassa_pkcs1v15")),
             key_enc_alg=str(s.get("key_encryption", "rsaes_pkcs1v15")))
         # Fail now, not on the first message, when the partner certificate is unusable (expired, wrong chain).
-        partner.load_verify_cert()
+        if partner_cert is not None:
+            partner.load_verify_cert()
     except (AS2Exception, ImproperlyConfigured) as exc:
         raise ConfigError(f"{where}: AS2 keys or certificates: {exc}") from None
     except (ValueError, TypeError, OSError) as exc:

@@ -24,7 +24,7 @@ import httpx
 import structlog
 from pyas2lib import Mdn, Message
 
-from adapters.as2.profile import SETTINGS_PROPERTIES, As2Profile, load_profile, message_id_for
+from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES, As2Profile, load_profile, message_id_for
 from adapters.b2b.transport import InboundDocument, OutboundDocument, Receipt
 from adapters.base import AdapterStore, MemoryAdapterStore
 from bus.errors import PermanentError, TransientError
@@ -94,8 +94,9 @@ class As2Transport:
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["kind", "url", "as_from", "as_to", "key", "certificate", "partner_certificate"],
+        "required": ["kind", "url", "as_from", "as_to"],
         "properties": {"kind": {"const": "as2"}, **SETTINGS_PROPERTIES},
+        **KEYS_REQUIRED,
     }
 
     def __init__(self, settings: Mapping[str, Any], *, store: AdapterStore | None = None,

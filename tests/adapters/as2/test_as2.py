@@ -462,3 +462,22 @@ def test_a_decompression_bomb_is_refused_with_a_negative_mdn(acme: Identity, sup
         assert len(payload_body(edge.events[0].data)) == 900_000
     finally:
         edge.close()
+
+
+def test_plain_as2_without_keys_when_nothing_is_signed_or_encrypted(acme: Identity, supplier: Identity,
+                                                                    station: As2Station, tmp_path: Path) -> None:
+    plain = {"url": f"{station.url}/as2", "as_from": "ACME", "as_to": "SUPPLIER1", "sign": False, "encrypt": False,
+             "mdn_signed": False, "quarantine": str(tmp_path / "q")}
+    validator = jsonschema.Draft202012Validator(dict(As2Adapter.settings_schema))
+    assert validator.is_valid(plain)
+    assert not validator.is_valid({**plain, "sign": True}), "signing needs our key pair and their certificate"
+    assert not validator.is_valid({k: v for k, v in plain.items() if k != "mdn_signed"}), "a signed MDN needs keys"
+    assert validator.is_valid({**{k: v for k, v in plain.items() if k != "mdn_signed"}, "mdn": "none"})
+    station.sign = station.encrypt = station.compress = False
+    adapter = As2Adapter("acme", plain)
+    outcome = adapter.call("send", make_call({"filename": "a.edi", "text": DOCUMENT}))
+    adapter.close()
+    assert outcome.result["status"] == "processed"
+    assert not station.received[0].signed and not station.received[0].encrypted
+    with pytest.raises(ConfigError, match="key"):
+        As2Adapter("acme", {**plain, "sign": True})
