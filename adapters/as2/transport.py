@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 from pyas2lib import Mdn, Message
+from pyas2lib.exceptions import AS2Exception, ImproperlyConfigured
 
 from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES, As2Profile, load_profile, message_id_for
 from adapters.b2b.transport import InboundDocument, OutboundDocument, Receipt
@@ -116,6 +117,7 @@ class As2Transport:
         if self._client is None:
             self._client = httpx.Client(timeout=self.profile.timeout, verify=self.profile.verify_tls,
                                         follow_redirects=False)
+            self._own_client = True
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -147,7 +149,11 @@ class As2Transport:
         if known.get("status") == "processed":
             # The partner acknowledged this very message before (an asynchronous MDN after a lost answer).
             return Receipt(reference=message_id, detail="already acknowledged", acknowledgement=known)
-        message = self.build(document)
+        try:
+            message = self.build(document)
+        except (AS2Exception, ImproperlyConfigured, ValueError) as exc:
+            raise PermanentError(f"{self.label}: cannot build the AS2 message for {document.filename}: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
         mic = message.mic.decode() if message.mic else None
         headers = {k: str(v) for k, v in message.headers.items()}
         body: bytes = message.content
@@ -165,7 +171,12 @@ class As2Transport:
         except httpx.HTTPError as exc:
             raise TransientError(f"{self.label}: cannot reach {profile.url}: {type(exc).__name__}: "
                                  f"{str(exc)[:200]}") from None
-        return self._answer(response, message, message_id, mic)
+        try:
+            return self._answer(response, message, message_id, mic)
+        except PermanentError:
+            if profile.mdn == "async":
+                self.store.put(state_key, None)  # refused: no MDN will come for it
+            raise
 
     def _answer(self, response: httpx.Response, message: Message, message_id: str, mic: str | None) -> Receipt:
         status = response.status_code
