@@ -17,10 +17,12 @@ made_policy=0
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
 fi
-install() { apt-get install -y -q --no-install-recommends openssh-server >/dev/null; }
+wait_lock=(-o DPkg::Lock::Timeout=120)  # another install (a second deps script, unattended upgrades) may hold it
+install() { apt-get "${wait_lock[@]}" install -y -q --no-install-recommends openssh-server >/dev/null; }
 if ! install; then
-    apt-get update -q >/dev/null && install || echo "scripts/deps/sftp.sh: apt-get install openssh-server failed;" \
-        "the SFTP tests skip without it." >&2
+    # an old or empty package list: refresh it once, then try again
+    apt-get "${wait_lock[@]}" update -q >/dev/null && install || echo "scripts/deps/sftp.sh: apt-get install" \
+        "openssh-server failed; the SFTP tests skip without it." >&2
 fi
 [ "$made_policy" = 1 ] && rm -f "$policy"
 exit 0
