@@ -84,6 +84,32 @@ class SshServer:
                 self.process.wait(10)
 
 
+def _start(etc: Path, root: Path, host_public: str, user_private: str, log: Path) -> SshServer | None:
+    port, readonly_port = _free_port(), _free_port()
+    config = etc / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1:{port}\nListenAddress 127.0.0.1:{readonly_port}\n"
+        f"HostKey {etc / 'host_key'}\nPidFile {etc / 'sshd.pid'}\nAuthorizedKeysFile {etc / 'authorized_keys'}\n"
+        "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication yes\n"
+        "KbdInteractiveAuthentication no\nAllowTcpForwarding no\nX11Forwarding no\nPermitTTY no\n"
+        "LogLevel VERBOSE\nSubsystem sftp internal-sftp\n"
+        "ForceCommand internal-sftp\n"
+        f"Match LocalPort {readonly_port}\n    ForceCommand internal-sftp -R\n")
+    with log.open("ab") as out:
+        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    server = SshServer(port, readonly_port, host_public, getpass.getuser(), user_private, root, str(root), log,
+                       process)
+    try:
+        wait_until(lambda: process.poll() is not None or (_accepts(port) and _accepts(readonly_port)), 10,
+                   "sshd to accept connections")
+    except AssertionError:
+        pass
+    if process.poll() is None and _accepts(port) and _accepts(readonly_port):
+        return server
+    server.stop()
+    return None
+
+
 def run_sshd(base: Path) -> Iterator[SshServer]:
     """Start sshd under ``base`` and yield it; skip (or fail under IRONBUS_REQUIRE_SERVICES=1) without sshd."""
     if not os.access(SSHD, os.X_OK):
@@ -101,26 +127,14 @@ def run_sshd(base: Path) -> Iterator[SshServer]:
     (etc / "host_key").write_text(host_private)
     (etc / "host_key").chmod(0o600)
     (etc / "authorized_keys").write_text(user_public + "\n")
-    port, readonly_port = _free_port(), _free_port()
-    config = etc / "sshd_config"
-    config.write_text(
-        f"ListenAddress 127.0.0.1:{port}\nListenAddress 127.0.0.1:{readonly_port}\n"
-        f"HostKey {etc / 'host_key'}\nPidFile {etc / 'sshd.pid'}\nAuthorizedKeysFile {etc / 'authorized_keys'}\n"
-        "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication yes\n"
-        "KbdInteractiveAuthentication no\nAllowTcpForwarding no\nX11Forwarding no\nPermitTTY no\n"
-        "LogLevel VERBOSE\nSubsystem sftp internal-sftp\n"
-        "ForceCommand internal-sftp\n"
-        f"Match LocalPort {readonly_port}\n    ForceCommand internal-sftp -R\n")
-    log = base / "sshd.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
-    server = SshServer(port, readonly_port, host_public, getpass.getuser(), user_private, root,
-                       str(root), log, process)
+    server = None
+    for _ in range(3):  # a port picked free can be taken before sshd binds it: then pick others
+        server = _start(etc, root, host_public, user_private, base / "sshd.log")
+        if server is not None:
+            break
+    if server is None:
+        raise AssertionError(f"sshd did not start: {(base / 'sshd.log').read_text()[-2000:]}")
     try:
-        wait_until(lambda: process.poll() is not None or (_accepts(port) and _accepts(readonly_port)), 10,
-                   "sshd to accept connections")
-        if process.poll() is not None:
-            raise AssertionError(f"sshd exited with {process.returncode}: {log.read_text()[-2000:]}")
         yield server
     finally:
         server.stop()
