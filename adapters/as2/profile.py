@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,9 @@ SETTINGS_PROPERTIES: dict[str, Any] = {
     "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 60,
                 "description": "Seconds to wait for the partner (a synchronous MDN can take a while)."},
     "verify_tls": {"type": "boolean", "default": True, "description": "Check the partner's HTTPS certificate."},
+    "tls_ca": {"type": "string", "minLength": 1,
+               "description": f"CA certificate(s) the partner's HTTPS certificate is checked against, when it is "
+                              f"not from a public CA. {PEM_DESCRIPTION}"},
 }
 
 #: Our key pair and the partner's certificate: needed unless signing, encryption and signed MDNs are all off.
@@ -105,7 +109,7 @@ class As2Profile:
     mdn: str
     subject: str
     timeout: float
-    verify_tls: bool
+    verify_tls: bool | ssl.SSLContext
 
 
 def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Profile:
@@ -153,4 +157,17 @@ def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Pro
                           f"{str(exc)[:200]})") from None
     return As2Profile(organization, partner, s.get("url"), as_from, str(s["as_to"]), domain, mdn,
                       str(s.get("subject", "AS2 message")), float(s.get("timeout", 60)),
-                      bool(s.get("verify_tls", True)))
+                      _tls(s, where))
+
+
+def _tls(s: Mapping[str, Any], where: str) -> bool | ssl.SSLContext:
+    """What httpx verifies the partner's HTTPS certificate with: the system CAs, a given CA, or nothing."""
+    if not s.get("verify_tls", True):
+        return False
+    if not s.get("tls_ca"):
+        return True
+    pem = load_pem(str(s["tls_ca"]), f"{where}/tls_ca")
+    try:
+        return ssl.create_default_context(cadata=pem.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{where}/tls_ca: not a usable CA certificate ({type(exc).__name__})") from None

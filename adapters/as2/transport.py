@@ -169,6 +169,10 @@ class As2Transport:
         except httpx.TimeoutException:
             raise TransientError(f"{self.label}: no answer from {profile.url} within {profile.timeout:g}s") from None
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                # Retrying will not make the certificate trusted: fix tls_ca / the partner's certificate, replay.
+                raise PermanentError(f"{self.label}: the HTTPS certificate of {profile.url} is not trusted "
+                                     "(set tls_ca to the partner's CA)") from None
             raise TransientError(f"{self.label}: cannot reach {profile.url}: {type(exc).__name__}: "
                                  f"{str(exc)[:200]}") from None
         try:

@@ -9,9 +9,13 @@ handling shows up as a failed exchange. Keys and certificates are made per test 
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +30,7 @@ install()  # pyas2lib's oscrypto cannot read this OpenSSL's version without it (
 
 from pyas2lib import Mdn, Message, Organization, Partner  # noqa: E402
 
-__all__ = ["As2Station", "Identity", "identity"]
+__all__ = ["As2Station", "Identity", "identity", "tls_server_certificate"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,34 @@ def identity(name: str, *, days: int = 30) -> Identity:
     return Identity(name, key_pem, cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
+def tls_server_certificate() -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, certificate PEM, key PEM)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Supplier test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return (ca.public_bytes(pem).decode(), cert.public_bytes(pem).decode(),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
+
+
 @dataclass
 class Exchange:
     message_id: str
@@ -84,6 +116,7 @@ class As2Station:
     answer_status: int | None = None  # answer every message with this HTTP status and no MDN
     wrong_mic: bool = False  # sign a positive MDN that carries a wrong MIC
     mdn_status: int | None = None  # answer asynchronous MDNs with this HTTP status (and drop them)
+    tls: tuple[str, str] | None = None  # (certificate PEM, key PEM): serve HTTPS
     received: list[Exchange] = field(default_factory=list)
     mdns: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)  # (orig id, status, detail)
     sent: dict[str, Message] = field(default_factory=dict)
@@ -115,13 +148,20 @@ class As2Station:
                 self.wfile.write(answer)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                chain = Path(folder) / "server.pem"
+                chain.write_text(self.tls[0] + self.tls[1])
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(chain)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     # -- configuration as pyas2lib sees it ------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
     def organization(self) -> Organization:
         return Organization(as2_name=self.me.name, sign_key=self.me.key_and_certificate,

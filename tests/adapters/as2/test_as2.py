@@ -29,7 +29,7 @@ from bus.testing import AdapterContract, make_call
 from bus.webhooks import endpoints_for
 from bus.webhooks.app import WebhookApp
 from bus.webhooks.server import WebhookServer
-from tests.helpers.as2station import As2Station, Identity, identity
+from tests.helpers.as2station import As2Station, Identity, identity, tls_server_certificate
 from tests.helpers.wait import wait_until
 
 DOCUMENT = "UNB+UNOC:3+ACME:14+SUPPLIER1:14+261207:0130+1'UNH+1+ORDERS:D:96A:UN'BGM+220+PO-4711+9'UNT+3+1'UNZ+1+1'"
@@ -481,3 +481,19 @@ def test_plain_as2_without_keys_when_nothing_is_signed_or_encrypted(acme: Identi
     assert not station.received[0].signed and not station.received[0].encrypted
     with pytest.raises(ConfigError, match="key"):
         As2Adapter("acme", {**plain, "sign": True})
+
+
+def test_https_to_a_partner_with_a_private_ca(acme: Identity, supplier: Identity, tmp_path: Path) -> None:
+    ca, certificate, key = tls_server_certificate()
+    station = As2Station(supplier, "ACME", acme.certificate, tls=(certificate, key))
+    try:
+        trusting = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path, tls_ca=ca))
+        assert trusting.call("send", make_call({"filename": "a.edi", "text": DOCUMENT})).detail == "processed"
+        trusting.close()
+        untrusting = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path))
+        with pytest.raises(PermanentError, match="not trusted"):
+            untrusting.call("send", make_call({"filename": "b.edi", "text": DOCUMENT}))
+        untrusting.close()
+        assert [r.filename for r in station.received] == ["a.edi"]
+    finally:
+        station.close()
