@@ -31,7 +31,7 @@ from pyas2lib import Mdn, Message
 
 from adapters.as2.inbound import Received, inbound_state_key, parse_async_mdn, receive_message
 from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES
-from adapters.as2.transport import As2Transport
+from adapters.as2.transport import As2Transport, store_id
 from adapters.b2b.payload import document_from_payload
 from adapters.base import (
     Adapter,
@@ -211,7 +211,7 @@ class As2Adapter(Adapter):
             log.warning("as2 asynchronous mdn url is not http(s); not sent", system=self.system,
                         message_id=received.message_id)
             return
-        name = f"{_PENDING_MDN}{received.message_id}"
+        name = f"{_PENDING_MDN}{store_id(received.message_id)}"
         headers = {k: str(v) for k, v in mdn.headers.items() if k.lower() != "mime-version"}
         body = mdn.content if isinstance(mdn.content, bytes) else str(mdn.content).encode()
         self.store.put(name, json.dumps({"url": url, "headers": headers, "body": body.decode("latin-1"),

@@ -21,7 +21,7 @@ from pyas2lib.exceptions import DuplicateDocument
 
 from adapters.as2._compat import MAX_DECOMPRESSED
 from adapters.as2.profile import As2Profile
-from adapters.as2.transport import evaluate_mdn, outbound_state_key, raw_message
+from adapters.as2.transport import evaluate_mdn, outbound_state_key, raw_message, store_id
 from adapters.b2b.payload import document_payload, safe_filename
 from adapters.b2b.transport import InboundDocument
 from adapters.base import AdapterStore
@@ -41,7 +41,7 @@ _REFUSALS: dict[str, tuple[int, str]] = {
 
 def inbound_state_key(partner: str, message_id: str) -> str:
     """Where the store remembers a message id the partner sent us (duplicate detection)."""
-    return f"as2:in:{partner}:{message_id}"
+    return f"as2:in:{partner}:{store_id(message_id)}"
 
 
 @dataclass

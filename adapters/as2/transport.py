@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -30,16 +31,22 @@ from adapters.b2b.transport import InboundDocument, OutboundDocument, Receipt
 from adapters.base import AdapterStore, MemoryAdapterStore
 from bus.errors import PermanentError, TransientError
 
-__all__ = ["As2Transport", "evaluate_mdn", "outbound_state_key"]
+__all__ = ["As2Transport", "evaluate_mdn", "outbound_state_key", "store_id"]
 
 log = structlog.get_logger(__name__)
 
 _MDN_TYPES = ("multipart/report", "multipart/signed")
 
 
+def store_id(message_id: str) -> str:
+    """A Message-ID as part of a store name: as it is, or its digest when it is long (a partner's ids can be up
+    to 998 characters, more than a database index takes)."""
+    return message_id if len(message_id) <= 200 else "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
+
+
 def outbound_state_key(message_id: str) -> str:
     """Where the store keeps what we know of one sent message (its MIC, the MDN's disposition)."""
-    return f"as2:out:{message_id}"
+    return f"as2:out:{store_id(message_id)}"
 
 
 def raw_message(headers: Mapping[str, str] | Sequence[tuple[str, str]], body: bytes) -> bytes:

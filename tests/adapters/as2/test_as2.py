@@ -497,3 +497,21 @@ def test_https_to_a_partner_with_a_private_ca(acme: Identity, supplier: Identity
         assert [r.filename for r in station.received] == ["a.edi"]
     finally:
         station.close()
+
+
+def test_a_very_long_message_id_is_remembered_by_its_digest(acme: Identity, supplier: Identity,
+                                                            station: As2Station, tmp_path: Path) -> None:
+    adapter = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path))
+    message = station.build(DOCUMENT.encode())
+    long_id = "<" + "x" * 900 + "@supplier1>"  # RFC 5322 allows 998; a database index does not
+
+    def request() -> WebhookRequest:
+        plain = request_of(message)
+        return WebhookRequest(plain.method, plain.url, {**plain.headers, "message-id": long_id}, plain.body)
+
+    first = request()
+    assert adapter.webhook("receive", first)
+    adapter.webhook_answer("receive", first, 202, "accepted", "", ["e-1"])
+    assert all(len(name) < 300 for name, _ in adapter.store.items("as2:"))
+    assert adapter.webhook("receive", request()) == [], "the resend is a duplicate"
+    adapter.close()
