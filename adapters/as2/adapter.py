@@ -112,15 +112,16 @@ class As2Adapter(Adapter):
             self._outbox.put(name)
 
     def prune(self, now: float | None = None) -> int:
-        """Forget received message ids and settled outbound records older than ``remember_days`` (the window
-        in which a resend is recognised as a duplicate); records still awaiting an MDN are kept. Returns how
-        many were removed."""
+        """Forget received message ids, and records of sent messages, older than ``remember_days`` (the window
+        in which a resend is recognised as a duplicate; an MDN that has not come by then will not). Returns
+        how many were removed."""
         cutoff = (now if now is not None else time.time()) - self.remember_days * 86400.0
         removed = 0
-        for prefix, stamp in ((f"as2:in:{self.profile.as_to}:", "at"), ("as2:out:", "received")):
+        for prefix, stamps in ((f"as2:in:{self.profile.as_to}:", ("at",)), ("as2:out:", ("received", "sent"))):
             for name, value in self.store.items(prefix):
                 try:
-                    at = float(json.loads(value).get(stamp) or 0)
+                    record = json.loads(value)
+                    at = float(next((record[k] for k in stamps if record.get(k)), 0))
                 except (ValueError, AttributeError, TypeError):
                     at = 0.0
                 if at and at < cutoff:
