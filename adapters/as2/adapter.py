@@ -220,7 +220,8 @@ class As2Adapter(Adapter):
         self._outbox.put(name)
 
     def _send_mdns(self) -> None:
-        client = httpx.Client(timeout=self.profile.timeout, verify=self.profile.verify_tls)
+        client = httpx.Client(timeout=self.profile.timeout, verify=self.profile.verify_tls,
+                              auth=self.profile.http_auth)
         delay: dict[str, float] = {}
         try:
             while not self._stop.is_set():

@@ -65,6 +65,11 @@ SETTINGS_PROPERTIES: dict[str, Any] = {
     "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 60,
                 "description": "Seconds to wait for the partner (a synchronous MDN can take a while)."},
     "verify_tls": {"type": "boolean", "default": True, "description": "Check the partner's HTTPS certificate."},
+    "http_auth": {"type": "object", "additionalProperties": False, "required": ["username", "password"],
+                  "properties": {"username": {"type": "string", "minLength": 1},
+                                 "password": {"type": "string", "minLength": 1, "description": "Use ${ENV_VAR}."}},
+                  "description": "HTTP Basic authentication, when the partner's AS2 server asks for it on top "
+                                 "of the S/MIME signatures."},
     "tls_ca": {"type": "string", "minLength": 1,
                "description": f"CA certificate(s) the partner's HTTPS certificate is checked against, when it is "
                               f"not from a public CA. {PEM_DESCRIPTION}"},
@@ -110,6 +115,7 @@ class As2Profile:
     subject: str
     timeout: float
     verify_tls: bool | ssl.SSLContext
+    http_auth: tuple[str, str] | None = None
 
 
 def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Profile:
@@ -157,7 +163,13 @@ def load_profile(settings: Mapping[str, Any], where: str = "settings") -> As2Pro
                           f"{str(exc)[:200]})") from None
     return As2Profile(organization, partner, s.get("url"), as_from, str(s["as_to"]), domain, mdn,
                       str(s.get("subject", "AS2 message")), float(s.get("timeout", 60)),
-                      _tls(s, where))
+                      _tls(s, where), _basic_auth(s.get("http_auth")))
+
+
+def _basic_auth(value: Any) -> tuple[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return str(value["username"]), str(value["password"])
 
 
 def _tls(s: Mapping[str, Any], where: str) -> bool | ssl.SSLContext:

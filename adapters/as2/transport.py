@@ -123,7 +123,7 @@ class As2Transport:
     def open(self) -> None:
         if self._client is None:
             self._client = httpx.Client(timeout=self.profile.timeout, verify=self.profile.verify_tls,
-                                        follow_redirects=False)
+                                        follow_redirects=False, auth=self.profile.http_auth)
             self._own_client = True
 
     def close(self) -> None:
@@ -193,6 +193,8 @@ class As2Transport:
         status = response.status_code
         if status in (408, 425, 429) or status >= 500:
             raise TransientError(f"{self.label}: partner answered HTTP {status}", retry_after=_retry_after(response))
+        if status in (401, 403) and not response.headers.get("content-type", "").startswith(_MDN_TYPES):
+            raise PermanentError(f"{self.label}: partner refused our HTTP login (HTTP {status}); check http_auth")
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         has_mdn = content_type in _MDN_TYPES
         if self.profile.mdn != "sync" or not has_mdn:

@@ -8,6 +8,7 @@ handling shows up as a failed exchange. Keys and certificates are made per test 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import ssl
@@ -117,6 +118,7 @@ class As2Station:
     wrong_mic: bool = False  # sign a positive MDN that carries a wrong MIC
     mdn_status: int | None = None  # answer asynchronous MDNs with this HTTP status (and drop them)
     tls: tuple[str, str] | None = None  # (certificate PEM, key PEM): serve HTTPS
+    basic_auth: str | None = None  # "user:password" the station demands (401 otherwise)
     received: list[Exchange] = field(default_factory=list)
     mdns: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)  # (orig id, status, detail)
     sent: dict[str, Message] = field(default_factory=dict)
@@ -133,6 +135,14 @@ class As2Station:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if station.basic_auth is not None:
+                    expected = "Basic " + base64.b64encode(station.basic_auth.encode()).decode()
+                    if self.headers.get("authorization") != expected:
+                        self.send_response(401)
+                        self.send_header("WWW-Authenticate", 'Basic realm="as2"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()
                                if k.lower() not in ("content-length", "transfer-encoding"))
                 raw = head.encode() + b"\r\n" + body

@@ -515,3 +515,18 @@ def test_a_very_long_message_id_is_remembered_by_its_digest(acme: Identity, supp
     assert all(len(name) < 300 for name, _ in adapter.store.items("as2:"))
     assert adapter.webhook("receive", request()) == [], "the resend is a duplicate"
     adapter.close()
+
+
+def test_http_basic_auth_when_the_partner_asks_for_it(acme: Identity, supplier: Identity, station: As2Station,
+                                                      tmp_path: Path) -> None:
+    station.basic_auth = "acme:s3cret-pass"
+    anonymous = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path))
+    with pytest.raises(PermanentError, match="http_auth") as info:
+        anonymous.call("send", make_call({"filename": "a.edi", "text": DOCUMENT}))
+    anonymous.close()
+    login = {"username": "acme", "password": "s3cret-pass"}
+    adapter = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path, http_auth=login))
+    assert adapter.call("send", make_call({"filename": "b.edi", "text": DOCUMENT})).detail == "processed"
+    adapter.close()
+    assert [r.filename for r in station.received] == ["b.edi"]
+    assert "s3cret" not in str(info.value)
