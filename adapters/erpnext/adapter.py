@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, WebhookRequest, operation, trigger
 from adapters.erpnext import documents
 from adapters.erpnext.client import FrappeClient
-from adapters.erpnext.inbound import Poller, parse_webhook
+from adapters.erpnext.inbound import Poller, explode_items, parse_webhook
 from adapters.http.settings import SETTINGS_SCHEMA, validate_settings
 from adapters.signatures import Verifier
 from bus.errors import ConfigError, DeliveryError
@@ -126,6 +126,11 @@ class ErpnextAdapter(Adapter):
         """Material Requests (what planning wants bought) created or changed, with items."""
         return self.poller.poll("Material Request", watermark)
 
+    @trigger(kind="poll", interval=30.0)
+    def material_request_items_changed(self, watermark: str | None) -> PollResult:
+        """One record per Material Request row (with its header, Sales Order reference and default supplier)."""
+        return explode_items(self.client, self.poller.poll("Material Request", watermark))
+
     @functools.cached_property
     def _verifier(self) -> Verifier:
         secret = self.settings.get("webhook_secret")
@@ -154,6 +159,13 @@ class ErpnextAdapter(Adapter):
     def upsert_sales_order(self, call: Call) -> Outcome:
         """Create or change a Sales Order by reference (po_no): draft edit, Update Items or amend; cancel."""
         return self._upsert("Sales Order", "upsert_sales_order", call)
+
+    @operation()
+    def reschedule_sales_order(self, call: Call) -> Outcome:
+        """Move a Sales Order's delivery dates (Update Items when submitted) and note why; payload
+        {reference | name, date, reason?}."""
+        return documents.reschedule_order(self.client, documents.ORDERS["Sales Order"], "reschedule_sales_order",
+                                          call, reference_field=self._references.get("Sales Order"))
 
     @operation()
     def upsert_purchase_order(self, call: Call) -> Outcome:

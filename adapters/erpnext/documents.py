@@ -24,7 +24,7 @@ from adapters.base import Call, Outcome
 from adapters.erpnext.client import FrappeClient
 from bus.errors import PermanentError
 
-__all__ = ["ORDERS", "OrderKind", "change_state", "upsert_master", "upsert_order"]
+__all__ = ["ORDERS", "OrderKind", "change_state", "reschedule_order", "upsert_master", "upsert_order"]
 
 UPDATE_ITEMS = "erpnext.controllers.accounts_controller.update_child_qty_rate"
 
@@ -161,6 +161,43 @@ def upsert_order(client: FrappeClient, kind: OrderKind, op: str, call: Call, *, 
     client.method(UPDATE_ITEMS, {"parent_doctype": kind.doctype, "trans_items": json.dumps(trans_items),
                                  "parent_doctype_name": order["name"], "child_docname": "items"}, headers)
     return _result(kind, client.get_doc(kind.doctype, order["name"]), created=False)
+
+
+def reschedule_order(client: FrappeClient, kind: OrderKind, op: str, call: Call, *,
+                     reference_field: str | None) -> Outcome:
+    """Move every row of an order to a new date (``date``), noting ``reason`` as a comment on the order.
+
+    A submitted order's dates change through Update Items, which keeps quantities and rates as they are.
+    """
+    p = _payload(op, call)
+    date = p.get("date")
+    if not date:
+        raise PermanentError(f"{op}: payload needs 'date' (YYYY-MM-DD)")
+    order = find_order(client, kind, reference_field, op, p)
+    if order is None:
+        raise PermanentError(f"{op}: no {kind.doctype} with reference {p.get('reference')!r} (give 'name' or "
+                             "'reference')")
+    headers = headers_for(call)
+    rows = [r for r in order.get("items") or [] if isinstance(r, dict)]
+    if order.get("docstatus") == 0:
+        client.update(kind.doctype, order["name"], {kind.date_field: str(date), "modified": order.get("modified"),
+                                                    "items": [{**r, kind.date_field: str(date)} for r in rows]},
+                      headers)
+    elif order.get("docstatus") == 1:
+        trans_items = [{"docname": r["name"], "item_code": r.get("item_code"), "qty": r.get("qty"),
+                        "rate": r.get("rate") or 0, "uom": r.get("uom"),
+                        "conversion_factor": r.get("conversion_factor") or 1, kind.date_field: str(date)}
+                       for r in rows]
+        client.method(UPDATE_ITEMS, {"parent_doctype": kind.doctype, "trans_items": json.dumps(trans_items),
+                                     "parent_doctype_name": order["name"], "child_docname": "items"}, headers)
+    else:
+        raise PermanentError(f"{op}: {kind.doctype} {order['name']} is cancelled; it has no dates to move")
+    if p.get("reason"):
+        client.insert("Comment", {"comment_type": "Comment", "reference_doctype": kind.doctype,
+                                  "reference_name": order["name"], "content": str(p["reason"])}, headers)
+    return Outcome(result={"name": order["name"], "reference": order.get(reference_field) if reference_field
+                           else None, kind.date_field: str(date), "reason": p.get("reason")},
+                   reference=str(order["name"]))
 
 
 _NOT_COPIED = frozenset({"name", "docstatus", "modified", "creation", "owner", "modified_by", "amended_from",

@@ -25,7 +25,7 @@ from adapters.erpnext.client import FrappeClient
 from adapters.erptime import look_back, parse_stamp
 from bus.errors import PermanentError, WebhookRejected
 
-__all__ = ["Poller", "parse_webhook"]
+__all__ = ["Poller", "explode_items", "parse_webhook"]
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,35 @@ class Poller:
         newest = max(stamps, key=parse_stamp) if stamps else None
         log.info("erpnext_poll", system=self.client.system, doctype=doctype, records=len(records), watermark=newest)
         return PollResult(records=records, watermark=newest or watermark)
+
+
+def explode_items(client: FrappeClient, result: PollResult) -> PollResult:
+    """One record per item row of the polled documents: the canonical model asks for one material per
+    procurement, a Material Request holds several. Each row keeps Frappe's own fields (``parent`` is the
+    document's name) and carries the document's header fields under ``document`` (without the items), the
+    ``po_no`` of the Sales Order it serves (``sales_order_reference``,
+    the customer order's id in the triangle) and its Item's ``default_supplier`` (from the Item's defaults),
+    read once per poll."""
+    orders: dict[str, str | None] = {}
+    suppliers: dict[str, str | None] = {}
+    records: list[tuple[str, Any]] = []
+    for key, doc in result.records:
+        header = {k: v for k, v in doc.items() if k != "items"}
+        for row in doc.get("items") or []:
+            if not isinstance(row, dict):
+                continue
+            so = row.get("sales_order")
+            if so and so not in orders:
+                orders[so] = client.get_doc("Sales Order", str(so)).get("po_no") or None
+            code = row.get("item_code")
+            if code and code not in suppliers:
+                defaults = client.get_doc("Item", str(code)).get("item_defaults") or []
+                suppliers[code] = next((d.get("default_supplier") for d in defaults
+                                        if isinstance(d, dict) and d.get("default_supplier")), None)
+            records.append((f"{key}#{row.get('name') or row.get('idx')}",
+                            {**row, "document": header, "sales_order_reference": orders.get(so) if so else None,
+                             "default_supplier": suppliers.get(code) if code else None}))
+    return PollResult(records=records, watermark=result.watermark)
 
 
 def _after(stamp: Any, watermark: str) -> bool:

@@ -79,7 +79,7 @@ class OdooAdapter(Adapter):
         validate_settings(system, self.settings, self.settings_schema)
         self.client = OdooClient(system, self.settings)
         poll = dict(self.settings.get("poll") or {})
-        self.poller = Poller(self.client, poll)
+        self.poller = Poller(self.client, poll, lambda: self.store)
         self._domains: Mapping[str, list[Any]] = poll.get("domain") or {}
 
     def open(self) -> None:
@@ -147,7 +147,7 @@ class OdooAdapter(Adapter):
     @operation()
     def upsert_sale_order(self, call: Call) -> Outcome:
         """Create or update a sale order by reference (client_order_ref); confirm or cancel it when asked."""
-        return orders.upsert_order(self.client, orders.SALE, "upsert_sale_order", call)
+        return orders.upsert_order(self.client, orders.SALE, "upsert_sale_order", call, self.store)
 
     @operation()
     def confirm_sale_order(self, call: Call) -> Outcome:
@@ -162,7 +162,7 @@ class OdooAdapter(Adapter):
     @operation()
     def upsert_purchase_order(self, call: Call) -> Outcome:
         """Create or update a purchase order by reference (origin); confirm or cancel it when asked."""
-        return orders.upsert_order(self.client, orders.PURCHASE, "upsert_purchase_order", call)
+        return orders.upsert_order(self.client, orders.PURCHASE, "upsert_purchase_order", call, self.store)
 
     @operation()
     def confirm_purchase_order(self, call: Call) -> Outcome:

@@ -9,15 +9,17 @@ Order documents come with their lines (one extra ``search_read`` per page).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from adapters.base import PollResult
+from adapters.base import AdapterStore, PollResult
 from adapters.erptime import look_back, parse_stamp
 from adapters.odoo.client import OdooClient
+from adapters.odoo.orders import requested_key
 from bus.errors import PermanentError
 
 __all__ = ["MODELS", "ModelSpec", "Poller"]
@@ -64,8 +66,10 @@ MODELS: dict[str, ModelSpec] = {
 class Poller:
     """Reads changed records of one model per call; see the module docstring."""
 
-    def __init__(self, client: OdooClient, settings: Mapping[str, Any]) -> None:
+    def __init__(self, client: OdooClient, settings: Mapping[str, Any],
+                 store: Callable[[], AdapterStore] | None = None) -> None:
         self.client = client
+        self.store = store
         self.page_size = int(settings.get("page_size", 200))
         self.max_records = int(settings.get("max_records", 2000))
         self.overlap = float(settings.get("overlap", 2))
@@ -133,6 +137,22 @@ class Poller:
                 by_order.setdefault(parent_id, []).append(line)
         for row in rows:
             row["lines"] = sorted(by_order.get(row["id"], []), key=lambda x: (x.get("sequence") or 0, x["id"]))
+            self._requested(spec.model, row)
+
+    def _requested(self, model: str, row: dict[str, Any]) -> None:
+        """Add ``requested_quantity``/``requested_date`` (None when the bus did not write the order) and
+        ``delay_days`` (how much later than asked the line is now planned) to an order's lines."""
+        raw = self.store().get(requested_key(model, row["id"])) if self.store else None
+        asked: dict[str, Any] = json.loads(raw) if raw else {}
+        for line in row["lines"]:
+            product = line.get("product_id")
+            pid = product[0] if isinstance(product, list) and product else product
+            mine = asked.get(str(pid)) or {}
+            line["requested_quantity"] = mine.get("quantity")
+            line["requested_date"] = mine.get("date")
+            planned = line.get("date_planned")
+            line["delay_days"] = ((parse_stamp(planned).date() - parse_stamp(mine["date"]).date()).days
+                                  if mine.get("date") and isinstance(planned, str) else 0)
 
 
 def _after(stamp: Any, watermark: str) -> bool:

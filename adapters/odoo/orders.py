@@ -9,15 +9,17 @@ quantity goes to 0 instead. State changes go through Odoo's own button methods (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import Call, Outcome
+from adapters.base import AdapterStore, Call, Outcome
 from adapters.odoo.client import OdooClient
 from bus.errors import PermanentError
 
-__all__ = ["PURCHASE", "SALE", "OrderKind", "set_state", "upsert_order", "upsert_partner", "upsert_product"]
+__all__ = ["PURCHASE", "SALE", "OrderKind", "requested_key", "set_state", "upsert_order", "upsert_partner",
+           "upsert_product"]
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,25 @@ def _line_commands(client: OdooClient, kind: OrderKind, op: str, order: Mapping[
     return commands
 
 
-def upsert_order(client: OdooClient, kind: OrderKind, op: str, call: Call) -> Outcome:
+def requested_key(model: str, order_id: int) -> str:
+    """The adapter-store name of what the bus last asked of an order's lines (see :func:`upsert_order`)."""
+    return f"requested:{model}:{order_id}"
+
+
+def _remember(store: AdapterStore | None, kind: OrderKind, order_id: int, p: Mapping[str, Any]) -> None:
+    """Keep what the bus asked per product (quantity, date): the poll hands it back next to what the order
+    says now, so a mapping can tell that a supplier moved a date or cut a quantity."""
+    lines = p.get("lines")
+    if store is None or not isinstance(lines, list):
+        return
+    asked = {str(_int("remember", "product_id", line.get("product_id"))): {
+        "quantity": float(line["quantity"]), "date": line.get("date") or p.get("date") or None}
+        for line in lines if isinstance(line, Mapping)}
+    store.put(requested_key(kind.model, order_id), json.dumps(asked, sort_keys=True))
+
+
+def upsert_order(client: OdooClient, kind: OrderKind, op: str, call: Call,
+                 store: AdapterStore | None = None) -> Outcome:
     """Create the order or bring it in line with the payload; confirm or cancel it when asked."""
     p = _payload(op, call)
     headers = _headers(call)
@@ -172,6 +192,8 @@ def upsert_order(client: OdooClient, kind: OrderKind, op: str, call: Call) -> Ou
         order_id = int(order["id"])
         if values and order.get("state") not in kind.closed_states:
             client.call(kind.model, "write", ids=[order_id], vals=values, headers=headers)
+    if "order_line" in values:
+        _remember(store, kind, order_id, p)
     return _finish(client, kind, op, order_id, p.get("status"), bool(p.get("confirm")), created, headers)
 
 

@@ -55,7 +55,7 @@ class FakeFrappe(JsonServer):
     def __init__(self, *, api_key: str = "a1b2c3d4e5f6a7b", api_secret: str = "0f9e8d7c6b5a4f3") -> None:
         super().__init__()
         self.token = f"token {api_key}:{api_secret}"
-        self.docs: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in [*TRANSACTIONS, *MASTERS]}
+        self.docs: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in [*TRANSACTIONS, *MASTERS, "Comment"]}
         self.counters: dict[str, int] = {}
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         #: (doctype or method path, HTTP method or "*") -> error raised until removed
@@ -169,7 +169,9 @@ class FakeFrappe(JsonServer):
         out = []
         for idx, row in enumerate(rows, start=1):
             self.counters["row"] = self.counters.get("row", 0) + 1
-            new = {"name": row.get("name") or f"row{self.counters['row']:06d}", "idx": idx, "parent": parent["name"],
+            # Frappe names child rows with a random 10-character hash; a counter keeps tests repeatable.
+            new = {"name": row.get("name") or f"{self.counters['row'] * 2654435761 % 16**10:010x}", "idx": idx,
+                   "parent": parent["name"],
                    "parenttype": doctype, "parentfield": "items", "uom": "Nos", "conversion_factor": 1.0,
                    "rate": 0.0, "delivered_qty": 0.0, "received_qty": 0.0, **row}
             new.setdefault(date_field, parent.get(date_field))
@@ -197,6 +199,9 @@ class FakeFrappe(JsonServer):
             doc["items"] = self._rows(doctype, doc, list(doc.get("items") or []))
             self._check(doctype, doc)
             doc.setdefault("status", "Draft")
+        elif doctype == "Comment":
+            self.counters["Comment"] = self.counters.get("Comment", 0) + 1
+            doc["name"] = name = f"{self.counters['Comment']:010x}"
         else:
             name = str(doc.pop("__newname", None) or doc.get(MASTERS[doctype]) or "")
             if not name:

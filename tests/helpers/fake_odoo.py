@@ -32,6 +32,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "odoo"
 
 M2O = {"partner_id": "res.partner", "product_id": "product.product", "order_id": None, "currency_id": None,
        "uom_id": None, "product_uom": None, "country_id": None}
+#: display names of the records this fake does not model (company currency, the default unit)
+LABELS = {"currency_id": "EUR", "uom_id": "Units", "product_uom": "Units", "country_id": "Belgium"}
 MODELS: dict[str, dict[str, Any]] = {
     "res.partner": {"defaults": {"ref": False, "is_company": False, "email": False, "phone": False, "vat": False,
                                  "street": False, "zip": False, "city": False, "country_id": False,
@@ -267,10 +269,10 @@ class FakeOdoo(JsonServer):
             shown: dict[str, Any] = {"id": rid}
             for name in names:
                 value = row.get(name, row.get("name"))
-                target = M2O.get(name)
+                target = model.removesuffix(".line") if name == "order_id" else M2O.get(name)
                 if name in M2O and value not in (False, None):
                     known = target is not None and value in self.records[target]
-                    label = self.records[target][value]["name"] if known and target else str(value)
+                    label = self.records[target][value]["name"] if known and target else LABELS.get(name, str(value))
                     value = [value, label]
                 shown[name] = value
             out.append(shown)
