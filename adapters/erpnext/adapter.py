@@ -63,6 +63,8 @@ class ErpnextAdapter(Adapter):
                 "filters": {"type": "object", "additionalProperties": {"type": "array"},
                             "description": "Extra filters per doctype: {Sales Order: [[company, '=', ACME]]}."}}},
             "master_data": {"type": "object", "additionalProperties": False,
+                            "description": "Which entities `ironbus xref check` lists here, and how; without this "
+                                           "block all three (Customer, Supplier, Item). {} lists none.",
                             "properties": {e: _MASTER_ENTRY for e in MASTER_DEFAULTS}},
             "triggers": {"type": "object", "description": "Poll timing per trigger: {sales_orders_changed: "
                                                           "{interval: 30s}}."},
@@ -95,7 +97,10 @@ class ErpnextAdapter(Adapter):
         default = MASTER_DEFAULTS.get(entity)
         if default is None:
             return None
-        own = (self.settings.get("master_data") or {}).get(entity) or {}
+        declared = self.settings.get("master_data")
+        if declared is not None and entity not in declared:
+            return None  # the system declares which entities it holds; others are not its business
+        own = (declared or {}).get(entity) or {}
         doctype, code_field, name_field = default
         code_field, name_field = own.get("code_field", code_field), own.get("name_field", name_field)
         out: list[MasterRecord] = []

@@ -63,8 +63,9 @@ class OdooAdapter(Adapter):
                 "domain": {"type": "object", "additionalProperties": {"type": "array"},
                            "description": "Extra domain per model: {purchase.order: [[state, '!=', draft]]}."}}},
             "master_data": {"type": "object", "additionalProperties": False,
-                            "description": "Which records `ironbus xref check` lists (defaults: customer_rank > 0, "
-                                           "supplier_rank > 0, every product variant).",
+                            "description": "Which entities `ironbus xref check` lists here, and how; without "
+                                           "this block all three (customer_rank > 0, supplier_rank > 0, "
+                                           "every product variant). {} lists none.",
                             "properties": {e: _MASTER_ENTRY for e in MASTER_DEFAULTS}},
             "triggers": {"type": "object", "description": "Poll timing per trigger: {purchase_orders_changed: "
                                                           "{interval: 30s}} or {…: {schedule: '*/5 * * * *'}}."},
@@ -105,7 +106,10 @@ class OdooAdapter(Adapter):
         if default is None:
             return None
         model, domain, code_field = default
-        own = (self.settings.get("master_data") or {}).get(entity) or {}
+        declared = self.settings.get("master_data")
+        if declared is not None and entity not in declared:
+            return None  # the system declares which entities it holds; others are not its business
+        own = (declared or {}).get(entity) or {}
         domain = own.get("domain", domain)
         code_field = own.get("code_field", code_field)
         out: list[MasterRecord] = []

@@ -47,7 +47,11 @@ class TrytonAdapter(Adapter):
                 "properties": {entity: {
                     "type": "object", "additionalProperties": False, "required": ["model"],
                     "properties": {"model": {"enum": ["party.party", "product.product"]},
-                                   "domain": {"type": "array", "description": "A Tryton search domain."}}}
+                                   "domain": {"type": "array", "description": "A Tryton search domain."},
+                                   "name_field": {"type": "string", "minLength": 1, "default": "rec_name",
+                                                  "description": "Field compared as the name; 'name' drops "
+                                                                 "the '[code] ' a product's rec_name starts "
+                                                                 "with, to compare with systems that do not."}}}
                     for entity in ("customer", "material", "supplier")},
             },
             "triggers": {"type": "object", "description": "Poll timing per trigger: {sales_changed: {interval: "
@@ -86,9 +90,10 @@ class TrytonAdapter(Adapter):
         spec = (self.settings.get("master_data") or {}).get(entity)
         if not spec:
             return None
-        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", "rec_name"],
+        name_field = str(spec.get("name_field") or "rec_name")
+        rows = self.client.search_read(str(spec["model"]), spec.get("domain") or [], ["code", name_field],
                                        order=[("id", "ASC")])
-        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("rec_name") or None)
+        return [MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get(name_field) or None)
                 for r in rows]
 
     # -- triggers --------------------------------------------------------------------------------------
