@@ -92,7 +92,7 @@ class OdooAdapter(Adapter):
             self.client.call("res.partner", "search", domain=[], limit=1)
         except Exception as exc:  # health() must never raise
             return Health(False, str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}")
-        shown = version.get("server_version") if isinstance(version, dict) else version
+        shown = (version.get("server_version") or version.get("version")) if isinstance(version, dict) else version
         return Health(True, f"Odoo {shown}, {self.client.protocol}")
 
     def close(self) -> None:

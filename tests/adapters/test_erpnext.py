@@ -298,3 +298,41 @@ def test_poll_resumes_after_a_restart_without_gaps_or_repeats(frappe: FakeFrappe
     versions = [(e.data["name"], e.data["modified"], e.data["docstatus"]) for e in emitted]
     assert len({v[:2] for v in versions}) == len(versions), f"repeated: {versions}"
     assert [(v[0], v[2]) for v in versions] == [(a, 0), (b, 0), (d, 0), (c, 0), (a, 1)]
+
+
+def test_reschedule_moves_every_row_and_notes_why(adapter: ErpnextAdapter, frappe: FakeFrappe) -> None:
+    adapter.call("upsert_sales_order", make_call(so(items=[{"item_code": "W-100", "qty": 5},
+                                                          {"item_code": "G-200", "qty": 1}])))
+    outcome = adapter.call("reschedule_sales_order", make_call({"reference": "SO-1001", "date": "2026-12-16",
+                                                                "reason": "supplier S-BOLT is late"}))
+    doc = frappe.doc("Sales Order", "SAL-ORD-2026-00001")
+    assert [(r["item_code"], r["qty"], r["delivery_date"]) for r in doc["items"]] == [
+        ("W-100", 5, "2026-12-16"), ("G-200", 1, "2026-12-16")]
+    (comment,) = frappe.docs["Comment"].values()
+    assert (comment["reference_doctype"], comment["reference_name"], comment["content"]) == (
+        "Sales Order", "SAL-ORD-2026-00001", "supplier S-BOLT is late")
+    assert outcome.result == {"name": "SAL-ORD-2026-00001", "reference": "SO-1001", "delivery_date": "2026-12-16",
+                              "reason": "supplier S-BOLT is late"}
+    adapter.call("upsert_sales_order", make_call(so(status="cancelled")))
+    with pytest.raises(PermanentError, match="cancelled"):
+        adapter.call("reschedule_sales_order", make_call({"name": "SAL-ORD-2026-00001", "date": "2026-12-20"}))
+    with pytest.raises(PermanentError, match="no Sales Order"):
+        adapter.call("reschedule_sales_order", make_call({"reference": "SO-NONE", "date": "2026-12-20"}))
+
+
+def test_material_request_rows_come_one_by_one_with_their_order_and_supplier(adapter: ErpnextAdapter,
+                                                                              frappe: FakeFrappe) -> None:
+    frappe.docs["Item"]["W-100"]["item_defaults"] = [{"company": "ACME", "default_supplier": "S-BOLT"}]
+    order = adapter.call("upsert_sales_order", make_call(so())).reference
+    frappe.tick()
+    mr = frappe.add("Material Request", material_request_type="Purchase", schedule_date="2026-12-01", docstatus=1,
+                    items=[{"item_code": "W-100", "qty": 5, "sales_order": order},
+                           {"item_code": "G-200", "qty": 2}])
+    records = adapter.poll("material_request_items_changed", None).records
+    assert [k.split("#")[0] for k, _ in records] == [f"{mr['name']}@{mr['modified']}"] * 2
+    first, second = (p for _, p in records)
+    assert (first["item_code"], first["sales_order_reference"], first["default_supplier"]) == ("W-100", "SO-1001",
+                                                                                                "S-BOLT")
+    assert (second["item_code"], second["sales_order_reference"], second["default_supplier"]) == ("G-200", None,
+                                                                                                  None)
+    assert first["parent"] == mr["name"] and first["document"]["docstatus"] == 1 and "items" not in first["document"]

@@ -327,3 +327,60 @@ def test_poll_rejects_a_watermark_that_is_not_a_date(odoo: FakeOdoo) -> None:
     adapter = OdooAdapter("srm", settings(odoo))
     with pytest.raises(PermanentError, match="watermark"):
         adapter.poll("purchase_orders_changed", "yesterday")
+
+
+def test_poll_reports_what_the_bus_asked_next_to_what_odoo_plans(adapter: OdooAdapter, odoo: FakeOdoo) -> None:
+    adapter.call("upsert_purchase_order", keyed(po_payload(odoo)))
+    (order,) = odoo.find("purchase.order", origin="SO-1/1")
+    (line_id,) = order["order_line"]
+    odoo.tick(60)
+    odoo.execute("purchase.order", "write", [order["id"]], {"vals": {"order_line": [
+        [1, line_id, {"date_planned": "2026-12-04 00:00:00", "product_qty": 3}]]}})
+    odoo.add("purchase.order", partner_id=odoo.supplier, origin="typed in Odoo",
+             order_line=[[0, 0, {"product_id": odoo.widget, "product_qty": 1}]])
+    records = {p["origin"]: p for _, p in adapter.poll("purchase_orders_changed", None).records}
+    (line,) = records["SO-1/1"]["lines"]
+    assert (line["requested_quantity"], line["requested_date"]) == (5, "2026-12-01 00:00:00")
+    assert (line["product_qty"], line["delay_days"]) == (3, 3)
+    (other,) = records["typed in Odoo"]["lines"]
+    assert (other["requested_quantity"], other["requested_date"], other["delay_days"]) == (None, None, 0)
+
+
+def test_master_data_lists_only_the_entities_a_system_declares(odoo: FakeOdoo) -> None:
+    adapter = OdooAdapter("srm", settings(odoo, master_data={"supplier": {"domain": [["ref", "=like", "S-%"]]}}))
+    assert [r.code for r in adapter.master_data("supplier") or []] == ["S-BOLT"]
+    assert adapter.master_data("customer") is None and adapter.master_data("material") is None
+    named = OdooAdapter("srm", settings(odoo, master_data={"material": {"code_field": "barcode"}}))
+    assert {r.code for r in named.master_data("material") or []} == {None}
+
+
+def test_jsonrpc_session_expiry_is_transient_and_logs_in_again(odoo: FakeOdoo) -> None:
+    adapter = OdooAdapter("erp", rpc_settings(odoo))
+    adapter.open()
+    odoo.faults[("res.partner", "search")] = OdooError("odoo.http.SessionExpiredException", "Session expired", 100)
+    original = odoo._jsonrpc
+
+    def expire_once(request: Any) -> Any:
+        status, headers, body = original(request)
+        doc = json.loads(body)
+        if doc.get("error", {}).get("data", {}).get("name") == "odoo.http.SessionExpiredException":
+            odoo.faults.clear()
+            doc["error"] = {"code": 100, "message": "Odoo Session Expired", "data": doc["error"]["data"]}
+            body = json.dumps(doc).encode()
+        return status, headers, body
+
+    odoo._jsonrpc = expire_once  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="session expired"):
+        adapter.client.call("res.partner", "search", domain=[])
+    assert adapter.client.call("res.partner", "search", domain=[], limit=1) == [odoo.supplier]
+    methods = [r.json()["params"]["method"] for r in odoo.requests if r.path == "/jsonrpc"]
+    assert methods.count("authenticate") == 2  # logged in again after the expiry
+    adapter.close()
+
+
+def test_health_names_the_version_and_never_raises(odoo: FakeOdoo) -> None:
+    json2, rpc = OdooAdapter("erp", settings(odoo)).health(), OdooAdapter("erp", rpc_settings(odoo)).health()
+    assert json2.ok and json2.detail == "Odoo 19.0, json2"
+    assert rpc.ok and rpc.detail == "Odoo 19.0, jsonrpc"
+    down = OdooAdapter("erp", settings(odoo, url="http://127.0.0.1:9")).health()
+    assert not down.ok and down.detail
