@@ -264,6 +264,11 @@ def upsert_master(client: FrappeClient, doctype: str, op: str, call: Call, defau
         values[name_field] = str(p["name"])
     existing = client.get_list(doctype, fields=["name"], filters=[[code_field, "=", str(code)]],
                                limit_page_length=1)
+    if not existing and doctype != "Item" and p.get("name"):
+        # A site that names Customers/Suppliers by their name (ERPNext's default) gave the first upsert a name
+        # other than the code: find that document again by its name field.
+        existing = client.get_list(doctype, fields=["name"], filters=[[name_field, "=", str(p["name"])]],
+                                   limit_page_length=1)
     if existing:
         doc = client.update(doctype, existing[0]["name"], values, headers_for(call)) if values else \
             client.get_doc(doctype, existing[0]["name"])
@@ -273,8 +278,11 @@ def upsert_master(client: FrappeClient, doctype: str, op: str, call: Call, defau
             raise PermanentError(f"{op}: a new {doctype} needs 'name'")
         new = {**defaults, **values, code_field: str(code)}
         if doctype != "Item":
-            new["__newname"] = str(code)  # Frappe's way to choose the name of a doctype named by prompt
+            new["__newname"] = str(code)  # the name asked for; the site's naming rule may give another
         doc = client.insert(doctype, new, headers_for(call))
         created = True
+    detail = "" if doc.get(code_field) == str(code) else (
+        f"{doctype} is named {doc.get(code_field)!r} by the site's naming rule, not {str(code)!r}: link that name "
+        "in the xref")
     return Outcome(result={"code": doc.get(code_field), "name": doc.get(name_field), "created": created},
-                   reference=str(doc.get("name")))
+                   reference=str(doc.get("name")), detail=detail)

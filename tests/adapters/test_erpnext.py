@@ -336,3 +336,12 @@ def test_material_request_rows_come_one_by_one_with_their_order_and_supplier(ada
     assert (second["item_code"], second["sales_order_reference"], second["default_supplier"]) == ("G-200", None,
                                                                                                   None)
     assert first["parent"] == mr["name"] and first["document"]["docstatus"] == 1 and "items" not in first["document"]
+
+
+def test_customer_named_by_the_site_is_found_again_by_its_name(adapter: ErpnextAdapter, frappe: FakeFrappe) -> None:
+    frappe.names_by_prompt = False  # "Customer Naming By: Customer Name"
+    first = adapter.call("upsert_customer", make_call({"code": "C-NUT", "name": "Nut & Co"}))
+    again = adapter.call("upsert_customer", make_call({"code": "C-NUT", "name": "Nut & Co", "customer_group": "B2B"}))
+    assert first.reference == again.reference == "Nut & Co" and again.result["created"] is False
+    assert "link that name in the xref" in first.detail
+    assert frappe.doc("Customer", "Nut & Co")["customer_group"] == "B2B" and len(frappe.docs["Customer"]) == 2

@@ -58,6 +58,9 @@ class FakeFrappe(JsonServer):
         self.docs: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in [*TRANSACTIONS, *MASTERS, "Comment"]}
         self.counters: dict[str, int] = {}
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        #: False: Customers/Suppliers are named by their customer_name/supplier_name (ERPNext's default
+        #: "Customer Naming By: Customer Name"), whatever name the request asks for
+        self.names_by_prompt = True
         #: (doctype or method path, HTTP method or "*") -> error raised until removed
         self.faults: dict[tuple[str, str], FrappeError] = {}
 
@@ -203,7 +206,8 @@ class FakeFrappe(JsonServer):
             self.counters["Comment"] = self.counters.get("Comment", 0) + 1
             doc["name"] = name = f"{self.counters['Comment']:010x}"
         else:
-            name = str(doc.pop("__newname", None) or doc.get(MASTERS[doctype]) or "")
+            asked = doc.pop("__newname", None)
+            name = str((asked if self.names_by_prompt else None) or doc.get(MASTERS[doctype]) or "")
             if not name:
                 raise FrappeError("MandatoryError", f"[{doctype}]: {MASTERS[doctype]}")
             if name in self.docs[doctype]:
