@@ -167,6 +167,11 @@ class FakeFrappe(JsonServer):
                 if float(row.get("qty") or 0) <= 0:
                     raise FrappeError("ValidationError", f"Row #{row.get('idx')}: Quantity must be greater than 0")
 
+    @staticmethod
+    def _totals(doc: dict[str, Any]) -> None:
+        doc["total_qty"] = sum(float(r["qty"]) for r in doc["items"])
+        doc["total"] = doc["grand_total"] = round(sum(r["amount"] for r in doc["items"]), 2)
+
     def _rows(self, doctype: str, parent: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         date_field = TRANSACTIONS[doctype][2]
         out = []
@@ -201,6 +206,7 @@ class FakeFrappe(JsonServer):
             doc["name"] = name
             doc["items"] = self._rows(doctype, doc, list(doc.get("items") or []))
             self._check(doctype, doc)
+            self._totals(doc)
             doc.setdefault("status", "Draft")
         elif doctype == "Comment":
             self.counters["Comment"] = self.counters.get("Comment", 0) + 1
@@ -240,6 +246,7 @@ class FakeFrappe(JsonServer):
         if doctype in TRANSACTIONS and "items" in values:
             merged["items"] = self._rows(doctype, merged, list(values["items"]))
             self._check(doctype, merged)
+            self._totals(merged)
         merged["modified"] = self.now()
         self.docs[doctype][name] = merged
         if target == 1:
@@ -311,6 +318,7 @@ class FakeFrappe(JsonServer):
                 rows.append({k: v for k, v in entry.items() if k != "docname"})
         doc["items"] = self._rows(doctype, doc, rows)
         self._check(doctype, doc)
+        self._totals(doc)
         doc["modified"] = self.now()
 
 
