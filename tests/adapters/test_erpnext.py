@@ -345,3 +345,19 @@ def test_customer_named_by_the_site_is_found_again_by_its_name(adapter: ErpnextA
     assert first.reference == again.reference == "Nut & Co" and again.result["created"] is False
     assert "link that name in the xref" in first.detail
     assert frappe.doc("Customer", "Nut & Co")["customer_group"] == "B2B" and len(frappe.docs["Customer"]) == 2
+
+
+def test_rate_limit_is_transient_with_retry_after(adapter: ErpnextAdapter, frappe: FakeFrappe) -> None:
+    limited = FrappeError("TooManyRequestsError", "You hit the rate limit because of too many requests.", 429)
+    frappe.canned = [(429, {"Content-Type": "application/json", "Retry-After": "30"},
+                      json.dumps(limited.body()).encode())]
+    with pytest.raises(TransientError, match="TooManyRequestsError") as info:
+        adapter.call("upsert_sales_order", make_call(so()))
+    assert info.value.retry_after == 30
+
+
+def test_a_site_slower_than_the_read_timeout_is_transient(frappe: FakeFrappe) -> None:
+    adapter = ErpnextAdapter("scm", settings(frappe, timeout={"connect": 1, "read": 0.2}))
+    frappe.delay = 0.5
+    with pytest.raises(TransientError):
+        adapter.call("upsert_sales_order", make_call(so()))

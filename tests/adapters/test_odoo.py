@@ -384,3 +384,22 @@ def test_health_names_the_version_and_never_raises(odoo: FakeOdoo) -> None:
     assert rpc.ok and rpc.detail == "Odoo 19.0, jsonrpc"
     down = OdooAdapter("erp", settings(odoo, url="http://127.0.0.1:9")).health()
     assert not down.ok and down.detail
+
+
+def test_rate_limit_and_gateway_answers_are_transient_with_the_wait_they_ask(odoo: FakeOdoo) -> None:
+    adapter = OdooAdapter("erp", settings(odoo))
+    odoo.canned = [(429, {"Retry-After": "7", "Content-Type": "text/html"}, b"<html>Too Many Requests</html>"),
+                   (502, {"Content-Type": "text/html"}, b"<html>Bad Gateway</html>")]
+    with pytest.raises(TransientError) as info:
+        adapter.call("upsert_partner", make_call({"code": "C-1", "name": "x"}))
+    assert info.value.retry_after == 7
+    with pytest.raises(TransientError, match="502"):
+        adapter.call("upsert_partner", make_call({"code": "C-1", "name": "x"}))
+    assert adapter.call("upsert_partner", make_call({"code": "C-1", "name": "x"})).result["created"] is True
+
+
+def test_a_server_slower_than_the_read_timeout_is_transient(odoo: FakeOdoo) -> None:
+    adapter = OdooAdapter("erp", settings(odoo, timeout={"connect": 1, "read": 0.2}))
+    odoo.delay = 0.5
+    with pytest.raises(TransientError):
+        adapter.call("upsert_partner", make_call({"code": "C-1", "name": "x"}))

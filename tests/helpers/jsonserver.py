@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +39,10 @@ class JsonServer:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.requests: list[Seen] = []
+        #: answers given, in order, before the fake's own (a proxy's 429, a gateway's 502 ...)
+        self.canned: list[Answer] = []
+        #: seconds every answer waits (provokes the client's read timeout)
+        self.delay = 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,8 +59,12 @@ class JsonServer:
                             {k.lower(): v for k, v in self.headers.items()}, body)
                 with owner.lock:
                     owner.requests.append(seen)
+                if owner.delay:
+                    time.sleep(owner.delay)  # slower than the client's read timeout, on purpose
+                with owner.lock:
+                    canned = owner.canned.pop(0) if owner.canned else None
                 try:
-                    status, headers, reply = owner.handle(seen)
+                    status, headers, reply = canned or owner.handle(seen)
                 except Exception as exc:  # a bug in the fake: answer like a crashed server, keep serving
                     status, headers, reply = json_answer(500, {"fake_server_bug": repr(exc)})
                 self.send_response(status)
