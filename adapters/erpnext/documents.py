@@ -135,6 +135,9 @@ def upsert_order(client: FrappeClient, kind: OrderKind, op: str, call: Call, *, 
         if submit:
             doc = _submit(client, kind, doc, headers)
         return _result(kind, doc, created=False)
+    if _matches(kind, order, items):
+        # A retry after a lost answer, or a change that changes nothing: do not amend or update again.
+        return _result(kind, order, created=False)
     # Submitted: Update Items in place, or cancel and amend.
     if order_change == "amend":
         cancelled = _cancel(client, kind, order, headers)
@@ -161,6 +164,21 @@ def upsert_order(client: FrappeClient, kind: OrderKind, op: str, call: Call, *, 
     client.method(UPDATE_ITEMS, {"parent_doctype": kind.doctype, "trans_items": json.dumps(trans_items),
                                  "parent_doctype_name": order["name"], "child_docname": "items"}, headers)
     return _result(kind, client.get_doc(kind.doctype, order["name"]), created=False)
+
+
+def _matches(kind: OrderKind, order: Mapping[str, Any], items: list[dict[str, Any]]) -> bool:
+    """Does the submitted order hold exactly these rows (item, quantity, and rate and date where given)?"""
+    rows = [r for r in order.get("items") or [] if isinstance(r, Mapping)]
+    if len(rows) != len(items):
+        return False
+    for row, want in zip(rows, items, strict=True):
+        if row.get("item_code") != want["item_code"] or float(row.get("qty") or 0) != want["qty"]:
+            return False
+        for name in ("rate", kind.date_field):
+            if name in want and str(row.get(name)) != str(want[name]) and \
+                    not (name == "rate" and float(row.get(name) or 0) == want[name]):
+                return False
+    return True
 
 
 def reschedule_order(client: FrappeClient, kind: OrderKind, op: str, call: Call, *,
@@ -193,8 +211,14 @@ def reschedule_order(client: FrappeClient, kind: OrderKind, op: str, call: Call,
     else:
         raise PermanentError(f"{op}: {kind.doctype} {order['name']} is cancelled; it has no dates to move")
     if p.get("reason"):
-        client.insert("Comment", {"comment_type": "Comment", "reference_doctype": kind.doctype,
-                                  "reference_name": order["name"], "content": str(p["reason"])}, headers)
+        # Tagged with the delivery's key: a retry finds its comment instead of writing it twice.
+        tag = f"[ironbus {call.idempotency_key}]"
+        written = client.get_list("Comment", fields=["name"], filters=[
+            ["reference_doctype", "=", kind.doctype], ["reference_name", "=", order["name"]],
+            ["content", "like", f"%{tag}%"]], limit_page_length=1)
+        if not written:
+            client.insert("Comment", {"comment_type": "Comment", "reference_doctype": kind.doctype,
+                                      "reference_name": order["name"], "content": f"{tag} {p['reason']}"}, headers)
     return Outcome(result={"name": order["name"], "reference": order.get(reference_field) if reference_field
                            else None, kind.date_field: str(date), "reason": p.get("reason")},
                    reference=str(order["name"]))

@@ -303,14 +303,16 @@ def test_poll_resumes_after_a_restart_without_gaps_or_repeats(frappe: FakeFrappe
 def test_reschedule_moves_every_row_and_notes_why(adapter: ErpnextAdapter, frappe: FakeFrappe) -> None:
     adapter.call("upsert_sales_order", make_call(so(items=[{"item_code": "W-100", "qty": 5},
                                                           {"item_code": "G-200", "qty": 1}])))
-    outcome = adapter.call("reschedule_sales_order", make_call({"reference": "SO-1001", "date": "2026-12-16",
-                                                                "reason": "supplier S-BOLT is late"}))
+    late = make_call({"reference": "SO-1001", "date": "2026-12-16", "reason": "supplier S-BOLT is late"},
+                     idempotency_key="evt-5:issue:scm.reschedule_sales_order")
+    outcome = adapter.call("reschedule_sales_order", late)
+    assert adapter.call("reschedule_sales_order", late).result == outcome.result  # a retry: no second comment
     doc = frappe.doc("Sales Order", "SAL-ORD-2026-00001")
     assert [(r["item_code"], r["qty"], r["delivery_date"]) for r in doc["items"]] == [
         ("W-100", 5, "2026-12-16"), ("G-200", 1, "2026-12-16")]
     (comment,) = frappe.docs["Comment"].values()
     assert (comment["reference_doctype"], comment["reference_name"], comment["content"]) == (
-        "Sales Order", "SAL-ORD-2026-00001", "supplier S-BOLT is late")
+        "Sales Order", "SAL-ORD-2026-00001", "[ironbus evt-5:issue:scm.reschedule_sales_order] supplier S-BOLT is late")
     assert outcome.result == {"name": "SAL-ORD-2026-00001", "reference": "SO-1001", "delivery_date": "2026-12-16",
                               "reason": "supplier S-BOLT is late"}
     adapter.call("upsert_sales_order", make_call(so(status="cancelled")))
@@ -361,3 +363,15 @@ def test_a_site_slower_than_the_read_timeout_is_transient(frappe: FakeFrappe) ->
     frappe.delay = 0.5
     with pytest.raises(TransientError):
         adapter.call("upsert_sales_order", make_call(so()))
+
+
+@pytest.mark.parametrize("order_change", ["update_items", "amend"])
+def test_a_change_already_made_is_not_made_again(frappe: FakeFrappe, order_change: str) -> None:
+    adapter = ErpnextAdapter("scm", settings(frappe, order_change=order_change))
+    adapter.call("upsert_sales_order", make_call(so()))
+    changed = so(items=[{"item_code": "W-100", "qty": 9, "rate": 10}])
+    first = adapter.call("upsert_sales_order", make_call(changed))
+    calls_before = len(frappe.requests)
+    again = adapter.call("upsert_sales_order", make_call(changed))  # the answer was lost: the bus retries
+    assert again.reference == first.reference
+    assert [r.method for r in frappe.requests[calls_before:]] == ["GET", "GET"]  # found, compared, nothing sent
