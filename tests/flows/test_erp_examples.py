@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 
@@ -22,9 +24,11 @@ import cli
 from adapters.base import Adapter
 from adapters.erpnext import ErpnextAdapter
 from adapters.odoo import OdooAdapter
+from adapters.signatures import frappe_signature
 from adapters.stub import StubAdapter
+from bus.config import load_config
 from bus.envelope import Event
-from bus.runtime import Runtime, RuntimeOptions
+from bus.runtime import Runtime, RuntimeOptions, open_adapters
 from tests.helpers.fake_frappe import FakeFrappe
 from tests.helpers.fake_odoo import FakeOdoo
 from tests.helpers.wait import wait_until
@@ -194,3 +198,41 @@ def test_erpnext_as_scm_end_to_end(run_bus: Any, monkeypatch: pytest.MonkeyPatch
     finally:
         frappe.stop()
 
+
+
+def test_frappe_webhooks_through_the_bus_http_edge(tmp_path: Path) -> None:
+    """A signed Frappe webhook is accepted (202) and delivered; unsigned is 401, a signed non-JSON body 400."""
+    secret = "webhook-secret-for-tests"
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(textwrap.dedent(f"""\
+        version: 1
+        systems:
+          scm:
+            adapter: erpnext
+            settings: {{url: "http://127.0.0.1:9", api_key: k, api_secret: s, webhook_secret: {secret}}}
+          sink: {{adapter: stub}}
+        routes:
+          - name: submitted-orders
+            from: scm.document_events
+            filter: "docstatus == `1`"
+            to: [sink.record]
+        """))
+    sink = StubAdapter("sink", {})
+    adapters = open_adapters(load_config(routes))
+    adapters["sink"] = sink
+    runtime = Runtime(routes, journal=f"sqlite:///{tmp_path}/edge.sqlite", adapters=adapters,
+                      options=RuntimeOptions(workers=1, port=0, triggers=False, lease_seconds=5))
+    runtime.start()
+    try:
+        url = f"http://127.0.0.1:{runtime.port}/hooks/scm/document_events"
+        body = json.dumps({"doctype": "Sales Order", "name": "SAL-ORD-2026-00001", "docstatus": 1}).encode()
+        signed = {"X-Frappe-Webhook-Signature": frappe_signature(secret, body)}  # Frappe sends no Content-Type
+        assert httpx.post(url, content=body, headers=signed).status_code == 202
+        assert httpx.post(url, content=body).status_code == 401
+        bad = b"{not json"
+        answer = httpx.post(url, content=bad, headers={"X-Frappe-Webhook-Signature": frappe_signature(secret, bad)})
+        assert answer.status_code == 400
+        wait_until(lambda: calls(sink, "record"), 10, "the webhook's document at the sink")
+        assert calls(sink, "record") == [json.loads(body)]
+    finally:
+        runtime.stop()
