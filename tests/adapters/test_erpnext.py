@@ -14,8 +14,9 @@ from adapters.erpnext import ErpnextAdapter
 from adapters.signatures import frappe_signature
 from bus.envelope import Event
 from bus.errors import ConfigError, PermanentError, TransientError, WebhookRejected
+from bus.journal import Journal
 from bus.testing import AdapterContract, make_call
-from bus.triggers import MemoryWatermarkStore, TriggerPlan, TriggerRunner
+from bus.triggers import TriggerPlan, TriggerRunner
 from tests.helpers.fake_frappe import FakeFrappe, FrappeError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "erpnext"
@@ -271,17 +272,19 @@ def test_poll_reads_whole_documents_in_modified_order(frappe: FakeFrappe) -> Non
     assert [(q["limit_start"], q["limit_page_length"]) for q in lists] == [("0", "2"), ("2", "2")]
 
 
-def test_poll_resumes_after_a_restart_without_gaps_or_repeats(frappe: FakeFrappe) -> None:
-    store = MemoryWatermarkStore()
+def test_poll_resumes_after_a_restart_without_gaps_or_repeats(frappe: FakeFrappe, tmp_path: Path) -> None:
+    """Two bus lives, each with the journal opened anew: every document version is emitted exactly once."""
     emitted: list[Event] = []
     plan = TriggerPlan("scm", "sales_orders_changed")
 
     def life() -> None:
+        store = Journal(f"sqlite:///{tmp_path}/journal.sqlite")
         adapter = ErpnextAdapter("scm", settings(frappe, poll={"page_size": 2, "overlap": 5}))
         runner = TriggerRunner({"scm": adapter}, [plan], store, emitted.extend)
         runner.run_once(plan)
         runner.run_once(plan)
         adapter.close()
+        store.close()
 
     def order(ref: str) -> str:
         return str(frappe.add("Sales Order", customer="C-ACME", po_no=ref, delivery_date="2026-12-01",

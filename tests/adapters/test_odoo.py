@@ -13,8 +13,9 @@ from adapters.base import Adapter, Call
 from adapters.odoo import OdooAdapter
 from bus.envelope import Event
 from bus.errors import ConfigError, PermanentError, TransientError
+from bus.journal import Journal
 from bus.testing import AdapterContract, make_call
-from bus.triggers import MemoryWatermarkStore, TriggerPlan, TriggerRunner
+from bus.triggers import MemoryWatermarkStore, TriggerPlan, TriggerRunner, WatermarkStore
 from tests.helpers.fake_odoo import FakeOdoo, OdooError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "odoo"
@@ -251,7 +252,7 @@ def test_master_data_upserts_by_code_and_lists_for_xref(adapter: OdooAdapter, od
 
 
 # -- polling ----------------------------------------------------------------------------------------------
-def _runner(adapter: OdooAdapter, store: MemoryWatermarkStore, trigger: str, sink: list[Event]) -> TriggerRunner:
+def _runner(adapter: OdooAdapter, store: WatermarkStore, trigger: str, sink: list[Event]) -> TriggerRunner:
     return TriggerRunner({adapter.system: adapter}, [TriggerPlan(adapter.system, trigger)], store, sink.extend)
 
 
@@ -274,11 +275,14 @@ def test_poll_pages_in_write_date_order_with_lines(odoo: FakeOdoo) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["json2", "jsonrpc"])
-def test_poll_resumes_after_a_restart_without_gaps_or_repeats(odoo: FakeOdoo, protocol: str) -> None:
-    """Two bus lives sharing one watermark store: every order version is emitted exactly once, including
-    changes stamped in the same second as the watermark and rows committed late with an older stamp."""
+def test_poll_resumes_after_a_restart_without_gaps_or_repeats(odoo: FakeOdoo, protocol: str,
+                                                               tmp_path: Path) -> None:
+    """Two bus lives with the journal's watermark store (closed and opened again in between): every order
+    version is emitted exactly once, including changes stamped in the same second as the watermark and rows
+    committed late with an older stamp."""
     make = settings if protocol == "json2" else rpc_settings
-    store = MemoryWatermarkStore()
+    journal_url = f"sqlite:///{tmp_path}/journal.sqlite"
+    store = Journal(journal_url)
     emitted: list[Event] = []
     first = OdooAdapter("srm", make(odoo, poll={"page_size": 2, "overlap": 5}))
     first.open()
@@ -288,6 +292,7 @@ def test_poll_resumes_after_a_restart_without_gaps_or_repeats(odoo: FakeOdoo, pr
     c = odoo.add("purchase.order", partner_id=odoo.supplier, origin="C")
     _runner(first, store, "purchase_orders_changed", emitted).run_once(TriggerPlan("srm", "purchase_orders_changed"))
     first.close()  # the bus stops
+    store.close()
     # While it is down: a change in the watermark's own second, a late commit stamped 3 s earlier, a new
     # order later, and an order changed again.
     d = odoo.add("purchase.order", partner_id=odoo.supplier, origin="D")
@@ -298,11 +303,13 @@ def test_poll_resumes_after_a_restart_without_gaps_or_repeats(odoo: FakeOdoo, pr
     odoo.execute("purchase.order", "write", [a], {"vals": {"partner_ref": "changed"}})
     second = OdooAdapter("srm", make(odoo, poll={"page_size": 2, "overlap": 5}))
     second.open()
+    store = Journal(journal_url)
     runner = _runner(second, store, "purchase_orders_changed", emitted)
     plan = TriggerPlan("srm", "purchase_orders_changed")
     runner.run_once(plan)
     runner.run_once(plan)  # nothing new: nothing again
     second.close()
+    store.close()
     versions = [(ev.data["id"], ev.data["write_date"]) for ev in emitted]
     assert len(versions) == len(set(versions)), f"repeated: {versions}"
     # the second life in (write_date, id) order: e was stamped early, a and f share a second
