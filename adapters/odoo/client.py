@@ -92,10 +92,10 @@ class OdooClient:
                          [self.database, self._user_id(), self._key, model, method, args, params], what, headers)
 
     def version(self) -> Any:
-        """The server version (``common.version`` or ``/json/version``); used by health checks."""
+        """The server version (``common.version`` or ``/web/version``); used by health checks."""
         if self.protocol == "jsonrpc":
             return self._rpc("common", "version", [], f"{self.system}: common.version")
-        response = self.http.request("GET", "/json/version", what=f"{self.system}: /json/version")
+        response = self.http.request("GET", "/web/version", what=f"{self.system}: /web/version")
         return response.json()
 
     def close(self) -> None:

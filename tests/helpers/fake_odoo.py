@@ -123,7 +123,7 @@ class FakeOdoo(JsonServer):
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def handle(self, request: Seen) -> Answer:
-        if request.method == "GET" and request.path == "/json/version":
+        if request.method == "GET" and request.path == "/web/version":
             return json_answer(200, {"version_info": [19, 0, 0, "final", 0, ""], "version": self.version})
         if request.path == "/jsonrpc" and request.method == "POST":
             return self._jsonrpc(request)
