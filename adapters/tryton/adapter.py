@@ -47,7 +47,10 @@ class TrytonAdapter(Adapter):
                 "properties": {entity: {
                     "type": "object", "additionalProperties": False, "required": ["model"],
                     "properties": {"model": {"enum": ["party.party", "product.product"]},
-                                   "domain": {"type": "array", "description": "A Tryton search domain."}}}
+                                   "domain": {"type": "array", "description": "A Tryton search domain."},
+                                   "name_field": {"type": "string", "minLength": 1, "default": "name",
+                                                  "description": "Field reported as the record's name "
+                                                                 "(e.g. 'rec_name' for Tryton's '[code] name')."}}}
                     for entity in ("customer", "material", "supplier")},
             },
             "triggers": {"type": "object", "description": "Poll timing per trigger: {sales_changed: {interval: "
@@ -87,18 +90,19 @@ class TrytonAdapter(Adapter):
         if not spec:
             return None
         model = str(spec["model"])
+        name_field = str(spec.get("name_field") or "name")
         product = model == "product.product"
         extra = ["default_uom.symbol"] if product else []
         # archived records too: a record deactivated in its owner but active elsewhere is drift to report
         rows = self.client.search_read(model, [*(spec.get("domain") or []), ["active", "in", [True, False]]],
-                                       ["code", "name", "active", *extra], order=[("id", "ASC")])
+                                       ["code", name_field, "active", *extra], order=[("id", "ASC")])
         records = []
         for r in rows:
-            attributes: dict[str, Any] = {"name": r.get("name"), "active": bool(r.get("active"))}
+            attributes: dict[str, Any] = {"name": r.get(name_field), "active": bool(r.get("active"))}
             if product:
                 attributes["unit"] = (r.get("default_uom.") or {}).get("symbol")
-            records.append(MasterRecord(id=str(r["id"]), code=r.get("code") or None, name=r.get("name") or None,
-                                        attributes=attributes))
+            records.append(MasterRecord(id=str(r["id"]), code=r.get("code") or None,
+                                        name=r.get(name_field) or None, attributes=attributes))
         return records
 
     # -- triggers --------------------------------------------------------------------------------------
