@@ -25,6 +25,24 @@ def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+class _CurrentStderr:
+    """The ``sys.stderr`` of the moment a line is written, not of the moment logging was configured: a caller
+    that swaps stderr (pytest per test, a daemon redirecting it) and closes the old one must not make every later
+    log call raise "I/O operation on closed file" in whatever thread logs next."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text)
+        except ValueError:  # closed by its owner: a log line is never worth an exception in the caller
+            return 0
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except ValueError:
+            pass
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     """Configure structlog for the CLI: ``fmt`` is ``console`` (humans, stderr) or ``json`` (one object a line)."""
     numeric = getattr(logging, level.upper(), logging.INFO)
@@ -40,6 +58,6 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
