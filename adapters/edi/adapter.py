@@ -76,8 +76,12 @@ def _settings_schema(summary: str, partner_extra: Mapping[str, Any]) -> dict[str
             "partners": {"type": "object", "minProperties": 1, "description": "Trading partners by name (the "
                          "name a mapping's 'partner' gives, e.g. from xref_to).",
                          "additionalProperties": partner_schema(partner_extra)},
-            "poll_interval": {"type": "number", "exclusiveMinimum": 0, "default": 60,
-                              "description": "Seconds between polls of the partners' transports."},
+            "triggers": {"type": "object", "additionalProperties": False,
+                         "description": "Timing of the poll trigger, e.g. {received: {interval: 30s}} (default 60 s).",
+                         "properties": {"received": {
+                             "type": "object", "additionalProperties": False,
+                             "properties": {"interval": {"type": ["string", "number"]},
+                                            "schedule": {"type": "string"}}}}},
         },
     }
 
