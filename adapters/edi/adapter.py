@@ -29,7 +29,7 @@ from adapters.edi.ledger import Awaiting, Ledger
 from adapters.edi.model import Interchange, Unreadable
 from adapters.edi.segments import LoopSpec, flatten_segments, segment_tree
 from adapters.edi.standard import Partner, Standard
-from bus.errors import ConfigError, DeliveryError, PermanentError, WebhookRejected
+from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError, WebhookRejected
 
 __all__ = ["EdiAdapter", "partner_schema"]
 
@@ -96,7 +96,8 @@ class EdiAdapter(Adapter):
         super().__init__(system, settings)
         self.partners = self._partners(settings)
         self._transports: dict[str, Transport] = {}
-        self._unsettled: list[tuple[str, InboundDocument]] = []
+        # The documents the last poll returned, with the watermark it returned: settled once the bus stored it.
+        self._unsettled: tuple[str | None, list[tuple[str, InboundDocument]]] = (None, [])
 
     def _partners(self, settings: Mapping[str, Any]) -> dict[str, Partner]:
         raw = settings.get("partners")
@@ -127,7 +128,10 @@ class EdiAdapter(Adapter):
         found = self._transports.get(partner)
         if found is None:
             found = open_transport(self.partners[partner].transport)
-            found.open()
+            try:
+                found.open()
+            except OSError as exc:  # a folder or mount that is not there (yet): the bus retries
+                raise TransientError(f"cannot open the transport to {partner}: {exc.strerror or exc}") from None
             self._transports[partner] = found
         return found
 
@@ -221,7 +225,10 @@ class EdiAdapter(Adapter):
         payloads: list[dict[str, Any]] = []
         if ic.problems:
             return [self._rejected(found.name, ic, ic.describe(), body, reference)]
-        self.ledger.remember(found.name, ic.control, body, reference)
+        if any(g.ok and m.ok for g in ic.groups for m in g.messages):
+            # Only an interchange that was (partly) applied is a duplicate when it comes again; a wholly
+            # rejected one is usually resent corrected under the same number.
+            self.ledger.remember(found.name, ic.control, body, reference)
         for result in self.standard.reconcile(ic):
             entry = self.ledger.acknowledged(found.name, result.interchange, result.group, result.accepted,
                                              result.detail)
@@ -292,21 +299,35 @@ class EdiAdapter(Adapter):
     @trigger("received", kind="poll", interval=60.0,
              description="Documents the partners left on pull transports (SFTP, folders); resends unacknowledged")
     def received(self, watermark: str | None) -> PollResult:
-        for partner, doc in self._unsettled:  # the bus stored the previous poll's watermark: they are journaled
-            self.transport(partner).settle(doc)
-        self._unsettled = []
+        returned, documents = self._unsettled
+        if watermark is not None and watermark == returned:
+            # The bus stored the watermark the previous poll returned, so its documents are journaled: take them.
+            for partner, doc in documents:
+                self.transport(partner).settle(doc)
+        self._unsettled = (None, [])
         marks: dict[str, Any] = json.loads(watermark) if watermark else {}
         records: list[tuple[str, Any]] = []
+        failed: list[str] = []
+        fetched: list[tuple[str, InboundDocument]] = []
         for name in self.partners:
-            docs, mark = self.transport(name).fetch(marks.get(name))
+            try:
+                docs, mark = self.transport(name).fetch(marks.get(name))
+            except (OSError, DeliveryError) as exc:  # one partner down must not hold up the others
+                log.warning("edi_fetch_failed", system=self.system, partner=name, error=str(exc))
+                failed.append(f"{name}: {exc}")
+                continue
             for doc in docs:
                 for payload in self.receive(doc.body, name, doc.reference):
                     records.append((self._dedup_key(name, doc, payload), payload))
-                self._unsettled.append((name, doc))
+                fetched.append((name, doc))
             if mark is not None:
                 marks[name] = mark
+        if failed and len(failed) == len(self.partners):
+            raise TransientError("cannot read from any partner: " + "; ".join(failed))
         self.resend_unacknowledged()
-        return PollResult(records, json.dumps(marks, sort_keys=True) if marks else None)
+        new_mark = json.dumps(marks, sort_keys=True) if marks else None
+        self._unsettled = (new_mark, fetched)
+        return PollResult(records, new_mark)
 
     @staticmethod
     def _dedup_key(partner: str, doc: InboundDocument, payload: Mapping[str, Any]) -> str:

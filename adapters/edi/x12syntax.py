@@ -124,7 +124,7 @@ def parse_x12(data: bytes, *, extra_segments: Sequence[str] = ()) -> Interchange
             break
         if message is not None and tag not in ("SE",):
             if tag in ("ST", "GE", "IEA", "GS"):
-                message.problems.append(Problem("2", f"transaction set trailer SE missing before {tag}", tag))
+                message.problems.append(Problem("2", f"transaction set trailer SE missing before {tag}"))
                 message = None
             else:
                 message_count += 1
@@ -153,11 +153,10 @@ def parse_x12(data: bytes, *, extra_segments: Sequence[str] = ()) -> Interchange
             message_count += 1
             declared, control = _el(seg, 1), _el(seg, 2)
             if control != message.control:
-                message.problems.append(Problem("3", f"SE02 {control!r} does not match ST02 {message.control!r}",
-                                                "SE", message_count))
+                message.problems.append(Problem("3", f"SE02 {control!r} does not match ST02 {message.control!r}"))
             if declared != str(message_count):
                 message.problems.append(Problem("4", f"SE01 says {declared or 'nothing'} segments, the transaction "
-                                                     f"set has {message_count}", "SE", message_count))
+                                                     f"set has {message_count}"))
             message = None
         elif tag == "GE":
             if group is None:

@@ -108,7 +108,7 @@ class X12Standard:
                     codes = [p.code for p in message.problems if not p.tag] or ["5"]
                     body.append(("AK5", ["R", codes[0]]))
             n = len(group.messages)
-            status = "A" if accepted == n and group.ok else ("P" if accepted else "R")
+            status = "R" if group.problems or not accepted else ("A" if accepted == n else "P")
             ak9: list[Element] = [status, str(n), str(n), str(accepted)]
             if group.problems:
                 ak9.append(group.problems[0].code)
