@@ -208,7 +208,7 @@ class CxmlAdapter(Adapter):
             status = doc["cXML"]["Response"]["Status"]
             code = int(status["@code"]) if isinstance(status, Mapping) else 0
             status_text = str(status.get("@text") or text(status)) if isinstance(status, Mapping) else ""
-        except (DecodeError, KeyError, TypeError, ValueError):
+        except (DecodeError, Invalid, KeyError, TypeError, ValueError):
             if response.status_code >= 500 or response.status_code == 429:
                 raise TransientError(f"supplier {supplier} answered HTTP {response.status_code}",
                                      retry_after=_retry_after(response, self.retry_after)) from None

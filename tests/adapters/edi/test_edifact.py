@@ -15,9 +15,7 @@ from bus.errors import PermanentError
 from bus.testing import AdapterContract, make_call
 from tests.helpers.edi import files, folders, push_request, record
 
-SAMPLES = Path("/work/shared/samples/edi/edifact")
-if not SAMPLES.is_dir():
-    SAMPLES = Path(__file__).parents[2] / "fixtures" / "samples" / "edi" / "edifact"
+SAMPLES = Path(__file__).parents[2] / "fixtures" / "samples" / "edi" / "edifact"
 
 ORDERS = {"partner": "SUP1", "document": "ORDERS", "segments": [
     ["BGM", "220", "PO-6112", "9"],

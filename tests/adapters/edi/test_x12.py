@@ -16,9 +16,7 @@ from bus.journal import Journal
 from bus.testing import AdapterContract, make_call
 from tests.helpers.edi import files, folders, push_request, record, segments_of
 
-SAMPLES = Path("/work/shared/samples/edi/x12")
-if not SAMPLES.is_dir():  # the repository keeps copies of the public samples too
-    SAMPLES = Path(__file__).parents[2] / "fixtures" / "samples" / "edi" / "x12"
+SAMPLES = Path(__file__).parents[2] / "fixtures" / "samples" / "edi" / "x12"
 
 PO_850 = {"partner": "SUP1", "document": "850", "segments": [
     ["BEG", "00", "SA", "PO-6112", None, "20240501"],
