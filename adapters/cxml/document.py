@@ -70,7 +70,7 @@ def _fill(element: ET.Element, value: Any, path: str) -> None:
             elif name == "#text":
                 if child is not None:
                     element.text = _scalar(child, f"{path}/#text")
-            else:
+            elif child is not None:  # a null element is left out (mappings write optional ones as null)
                 for one in child if isinstance(child, list) else [child]:
                     if not re.fullmatch(r"[A-Za-z_][\w.-]*", name):
                         raise PermanentError(f"{path}: {name!r} is not an XML element name")
