@@ -175,7 +175,9 @@ class EdiAdapter(Adapter):
         body = self.standard.envelope(partner, document, str(version) if version else None, segments, numbers,
                                       stamp)
         control = f"{numbers.interchange:09d}" if self.standard.name == "x12" else str(numbers.interchange)
-        filename = f"{partner.name}_{document}_{control}.{self.standard.extension}"
+        # Names sort in sending order (one number series per partner), so a reader that takes files in name
+        # order after a watermark (the directory transport) never skips one.
+        filename = f"{partner.name}_{numbers.interchange:09d}_{document}.{self.standard.extension}"
         receipt = self.transport(partner.name).send(OutboundDocument(
             body=body, filename=filename, content_type=self.standard.content_type,
             message_id=call.idempotency_key, partner=partner.name))
@@ -283,12 +285,17 @@ class EdiAdapter(Adapter):
             return  # acknowledgements are not acknowledged
         if not ic.groups and ic.receipts:
             return  # a TA1 alone is not acknowledged either
-        ack = self.standard.acknowledgement(ic, partner, lambda kind: self.ledger.take(partner.name, kind),
-                                            datetime.now(UTC), duplicate=duplicate)
+        taken: dict[str, int] = {}
+
+        def take(kind: str) -> int:
+            taken[kind] = self.ledger.take(partner.name, kind)
+            return taken[kind]
+
+        ack = self.standard.acknowledgement(ic, partner, take, datetime.now(UTC), duplicate=duplicate)
         if ack is None:
             return
-        name = f"{partner.name}_{self.standard.ack_document}_{ic.control}{'_dup' if duplicate else ''}" \
-               f".{self.standard.extension}"
+        name = f"{partner.name}_{taken.get('interchange', 0):09d}_{self.standard.ack_document}" \
+               f"{'_dup' if duplicate else ''}.{self.standard.extension}"
         self.transport(partner.name).send(OutboundDocument(
             body=ack, filename=name, content_type=self.standard.content_type,
             message_id=f"ack-{self.system}-{partner.name}-{ic.control}{'-dup' if duplicate else ''}",

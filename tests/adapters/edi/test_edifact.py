@@ -66,7 +66,7 @@ def adapter(tmp_path: Path) -> Any:
 
 
 def _contrl(tmp_path: Path, partner: str = "sup1") -> str:
-    (name,) = [f for f in files(tmp_path / partner / "out") if "_CONTRL_" in f][-1:]
+    (name,) = [f for f in files(tmp_path / partner / "out") if "_CONTRL" in f][-1:]
     return (tmp_path / partner / "out" / name).read_text("latin-1")
 
 

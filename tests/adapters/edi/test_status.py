@@ -4,15 +4,33 @@ without the core knowing EDI), and leaves it once the 997 arrives."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 import cli
 from adapters.x12 import X12Adapter
 from bus.journal import Journal
 from bus.testing import make_call
 from tests.helpers.edi import folders
+
+
+@pytest.fixture(autouse=True)
+def logs_outlive_capsys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main points structlog at the stderr of the moment (closed after a capsys test) and caches loggers:
+    point them at the process's own stderr, as tests/bus/test_followups.py does."""
+    from bus import logs
+
+    configure = logs.configure_logging
+
+    def configure_logging(level: str = "info", fmt: str = "console") -> None:
+        configure(level, fmt)
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
+
+    monkeypatch.setattr(logs, "configure_logging", configure_logging)
+
 
 PO = {"partner": "SUP1", "document": "850", "segments": [["BEG", "00", "SA", "PO-1", None, "20240501"], ["CTT", 1]]}
 

@@ -249,7 +249,7 @@ def test_a_997_settles_the_awaiting_interchange(adapter: X12Adapter, tmp_path: P
     assert [p["document"] for _, p in result.records] == ["997"]
     assert adapter.store.items("awaiting:") == []
     assert adapter.store.get("ack:SUP1:000000001") is not None
-    assert not [f for f in files(tmp_path / "sup1" / "out") if "_997_" in f], "a 997 is not acknowledged"
+    assert not [f for f in files(tmp_path / "sup1" / "out") if "_997" in f], "a 997 is not acknowledged"
 
 
 def test_a_negative_997_marks_the_interchange_for_the_operator(adapter: X12Adapter) -> None:
