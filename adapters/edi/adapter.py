@@ -16,6 +16,7 @@ applied twice.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ class EdiAdapter(Adapter):
         super().__init__(system, settings)
         self.partners = self._partners(settings)
         self._transports: dict[str, Transport] = {}
+        self._opening = threading.Lock()
         # The documents the last poll returned, with the watermark it returned: settled once the bus stored it.
         self._unsettled: tuple[str | None, list[tuple[str, InboundDocument]]] = (None, [])
 
@@ -125,15 +127,16 @@ class EdiAdapter(Adapter):
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def transport(self, partner: str) -> Transport:
-        found = self._transports.get(partner)
-        if found is None:
-            found = open_transport(self.partners[partner].transport)
-            try:
-                found.open()
-            except OSError as exc:  # a folder or mount that is not there (yet): the bus retries
-                raise TransientError(f"cannot open the transport to {partner}: {exc.strerror or exc}") from None
-            self._transports[partner] = found
-        return found
+        with self._opening:  # workers, the poll and webhook threads share one transport per partner
+            found = self._transports.get(partner)
+            if found is None:
+                found = open_transport(self.partners[partner].transport)
+                try:
+                    found.open()
+                except OSError as exc:  # a folder or mount that is not there (yet): the bus retries
+                    raise TransientError(f"cannot open the transport to {partner}: {exc.strerror or exc}") from None
+                self._transports[partner] = found
+            return found
 
     def open(self) -> None:
         for name in self.partners:
