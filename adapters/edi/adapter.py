@@ -27,7 +27,7 @@ import structlog
 from adapters.b2b import InboundDocument, OutboundDocument, Transport, open_transport, transport_schema
 from adapters.base import Adapter, Call, Health, Outcome, PollResult, WebhookAnswer, WebhookRequest, operation, trigger
 from adapters.edi.ledger import Awaiting, Ledger
-from adapters.edi.model import Interchange, Unreadable
+from adapters.edi.model import Interchange, Problem, Unreadable
 from adapters.edi.segments import LoopSpec, flatten_segments, segment_tree
 from adapters.edi.standard import Partner, Standard
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError, WebhookRejected
@@ -220,6 +220,9 @@ class EdiAdapter(Adapter):
                                                 "a configured trading partner", body, reference)]
         if found.extra_segments and partner is None:
             ic = self.standard.parse(body, found.extra_segments)
+        if ic.receiver != found.our_id:
+            ic.problems.append(Problem(self.standard.wrong_recipient_code,
+                                       f"the interchange is addressed to {ic.receiver!r}, not to us ({found.our_id!r})"))
         earlier = self.ledger.duplicate_of(found.name, ic.control, body, reference)
         if earlier is not None:
             self._acknowledge(ic, found, body, duplicate=True)

@@ -64,6 +64,8 @@ class Standard(Protocol):
     loops: Mapping[str, LoopSpec]
     #: The message/transaction set codes the adapter generates and reads (acknowledgement included).
     documents: tuple[str, ...]
+    #: The error code for "interchange not addressed to us" (X12 TA1 008, EDIFACT 0085 code 7).
+    wrong_recipient_code: str
 
     def parse(self, data: bytes, extra_segments: Sequence[str]) -> Interchange: ...
 

@@ -41,6 +41,7 @@ class EdifactStandard:
     extension = "edi"
     loops: Mapping[str, LoopSpec] = LOOPS
     documents: tuple[str, ...] = ("ORDERS", "ORDCHG", "ORDRSP", "DESADV", "CONTRL")
+    wrong_recipient_code = "7"
 
     def parse(self, data: bytes, extra_segments: Sequence[str]) -> Interchange:
         return parse_edifact(data, extra_segments=extra_segments)

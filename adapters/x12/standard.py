@@ -44,12 +44,16 @@ class X12Standard:
     extension = "x12"
     loops: Mapping[str, LoopSpec] = LOOPS
     documents: tuple[str, ...] = ("850", "855", "856", "860", "865", "997")
+    wrong_recipient_code = "008"
 
     def parse(self, data: bytes, extra_segments: Sequence[str]) -> Interchange:
         return parse_x12(data, extra_segments=extra_segments)
 
     def _interchange(self, partner: Partner, when: datetime, control: int, body: list[RawSegment],
                      groups: int, ack_requested: bool) -> bytes:
+        for what, value in (("our_id", partner.our_id), ("id", partner.id)):
+            if not 0 < len(value) <= 15:
+                raise PermanentError(f"partner {partner.name}: {what} {value!r} does not fit ISA's 15 characters")
         seps = separators(partner)
         version = str(partner.options.get("version", "00401"))
         isa: RawSegment = ("ISA", isa_fields(

@@ -335,3 +335,63 @@ class TestCxmlContract(AdapterContract):
 
     def arrange_webhook(self, adapter: Adapter) -> tuple[str, WebhookRequest, WebhookRequest]:
         return "documents", hook(CONFIRMATION), hook(CONFIRMATION.replace(b"password123", b"x"))
+
+
+# -- through the bus's webhook server ---------------------------------------------------------------------------
+class Edge:
+    """The bus's real webhook server in front of the adapter; ``fail`` makes the ingest fail (journal down)."""
+
+    def __init__(self, adapter: CxmlAdapter) -> None:
+        from bus.envelope import Event
+        from bus.metrics import Metrics
+        from bus.webhooks import WebhookApp, WebhookServer, endpoints_for
+
+        self.events: list[Event] = []
+        self.fail = False
+
+        async def ingest(events: list[Event]) -> None:
+            if self.fail:
+                raise RuntimeError("journal unavailable")
+            self.events.extend(events)
+
+        app = WebhookApp(endpoints_for("suppliers_cxml", adapter), ingest, lambda: (True, ""), metrics=Metrics())
+        self.server = WebhookServer(app, "127.0.0.1", 0, graceful_timeout=2.0)
+        self.server.start()
+        self.url = f"{self.server.url}/hooks/suppliers_cxml/documents"
+
+    def post(self, body: bytes, content_type: str = "text/xml") -> tuple[int, dict[str, Any]]:
+        import httpx
+
+        response = httpx.post(self.url, content=body, headers={"Content-Type": content_type}, timeout=10)
+        assert response.headers["content-type"].startswith("text/xml"), response.text
+        return response.status_code, xml_to_dict(response.content)["cXML"]["Response"]["Status"]
+
+
+@pytest.fixture
+def edge(adapter: CxmlAdapter) -> Iterator[Edge]:
+    server = Edge(adapter)
+    yield server
+    server.server.stop()
+
+
+def test_the_webhook_edge_answers_every_document_in_cxml(edge: Edge) -> None:
+    status, answer = edge.post(CONFIRMATION)
+    assert (status, answer["@code"]) == (200, "200") and len(edge.events) == 1
+    assert edge.events[0].type == "suppliers_cxml.documents" and edge.events[0].key == "269765"
+    status, answer = edge.post(CONFIRMATION.replace(b"password123", b"nope"))
+    assert (status, answer["@code"]) == (401, "401")
+    status, answer = edge.post(BOMB)
+    assert (status, answer["@code"]) == (400, "400") and "entity declaration" in answer["#text"]
+    status, answer = edge.post(b"{}", content_type="application/json")
+    assert (status, answer["@code"]) == (415, "415")
+    assert len(edge.events) == 1  # nothing refused was stored
+
+
+def test_the_webhook_edge_answers_560_when_the_bus_cannot_store(edge: Edge) -> None:
+    edge.fail = True
+    body = CONFIRMATION.replace(b'payloadID=""', b'payloadID="conf-90@supplier.example"')
+    status, answer = edge.post(body)
+    assert (status, answer["@code"]) == (503, "560")
+    edge.fail = False
+    status, answer = edge.post(body)  # the supplier's retry is taken
+    assert (status, answer["@code"]) == (200, "200") and len(edge.events) == 1

@@ -252,3 +252,10 @@ class TestEdifactContract(AdapterContract):
         self.inbox.mkdir(parents=True, exist_ok=True)
         (self.inbox / "ordrsp-1.edi").write_bytes(interchange(ORDRSP))
         return "received"
+
+
+def test_an_interchange_for_someone_else_gets_uci_7(adapter: EdifactAdapter, tmp_path: Path) -> None:
+    raw = interchange(ORDRSP).replace(b"+BUYERCO:ZZ+", b"+OTHERCO:ZZ+")
+    (payload,) = adapter.receive(raw, "SUP1", "misrouted")
+    assert payload["status"] == "rejected" and "addressed to 'OTHERCO'" in payload["reason"]
+    assert "UCI+101+SUPPLIER1:ZZ+OTHERCO:ZZ+4+7'" in _contrl(tmp_path)

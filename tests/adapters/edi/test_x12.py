@@ -347,3 +347,19 @@ class TestX12Contract(AdapterContract):
         self.inbox.mkdir(parents=True, exist_ok=True)
         (self.inbox / "855-1.x12").write_bytes(interchange(ACK_855))
         return "received"
+
+
+def test_an_interchange_for_someone_else_is_refused_with_ta1_008(adapter: X12Adapter, tmp_path: Path) -> None:
+    (payload,) = adapter.receive(interchange(ACK_855, receiver="OTHERCO"), "SUP1", "misrouted")
+    assert payload["status"] == "rejected" and "addressed to 'OTHERCO'" in payload["reason"]
+    segs = segments_of((tmp_path / "sup1" / "out" / files(tmp_path / "sup1" / "out")[0]).read_bytes(), "~", "*")
+    assert ["TA1", "000000101", "240502", "1015", "R", "008"] in segs
+
+
+def test_an_id_longer_than_the_isa_field_is_refused(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    config["our_id"] = "A-VERY-LONG-SENDER-ID"
+    instance = X12Adapter("x", config)
+    instance.open()
+    with pytest.raises(PermanentError, match="does not fit ISA's 15 characters"):
+        instance.call("send", make_call(PO_850))
