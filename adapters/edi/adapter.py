@@ -221,8 +221,8 @@ class EdiAdapter(Adapter):
         if found.extra_segments and partner is None:
             ic = self.standard.parse(body, found.extra_segments)
         if ic.receiver != found.our_id:
-            ic.problems.append(Problem(self.standard.wrong_recipient_code, f"the interchange is addressed to "
-                                                                           f"{ic.receiver!r}, not to us ({found.our_id!r})"))
+            wrong = f"the interchange is addressed to {ic.receiver!r}, not to us ({found.our_id!r})"
+            ic.problems.append(Problem(self.standard.wrong_recipient_code, wrong))
         earlier = self.ledger.duplicate_of(found.name, ic.control, body, reference)
         if earlier is not None:
             self._acknowledge(ic, found, body, duplicate=True)
