@@ -181,14 +181,21 @@ class EdiAdapter(Adapter):
         # Names sort in sending order (one number series per partner), so a reader that takes files in name
         # order after a watermark (the directory transport) never skips one.
         filename = f"{partner.name}_{numbers.interchange:09d}_{document}.{self.standard.extension}"
-        receipt = self.transport(partner.name).send(OutboundDocument(
-            body=body, filename=filename, content_type=self.standard.content_type,
-            message_id=call.idempotency_key, partner=partner.name))
-        if partner.expect_ack and document != self.standard.ack_document:
+        waits = partner.expect_ack and document != self.standard.ack_document
+        if waits:
+            # Recorded before sending: a partner fast enough to acknowledge before send() returns must find it.
             self.ledger.await_ack(Awaiting(
                 standard=self.standard.name, partner=partner.name, interchange=control, group=str(numbers.group),
                 document=document, filename=filename, sent_at=time.time(), attempts=1, body=body.decode("latin-1"),
                 detail=f"{document} to {partner.name}, awaiting {self.standard.ack_document}"))
+        try:
+            receipt = self.transport(partner.name).send(OutboundDocument(
+                body=body, filename=filename, content_type=self.standard.content_type,
+                message_id=call.idempotency_key, partner=partner.name))
+        except DeliveryError:
+            if waits:
+                self.ledger.forget(partner.name, control)  # not sent: nothing to wait for (a retry records it again)
+            raise
         log.info("edi_sent", system=self.system, partner=partner.name, document=document, interchange=control)
         return Outcome(result={"partner": partner.name, "document": document, "interchange": control,
                                "group": str(numbers.group), "message": str(numbers.message), "filename": filename,

@@ -67,6 +67,9 @@ class Ledger:
         if self.store.get(f"ack:{entry.partner}:{entry.interchange}") is None:
             self.store.put(name, json.dumps(asdict(entry)))
 
+    def forget(self, partner: str, interchange: str) -> None:
+        self.store.put(f"awaiting:{self.standard}:{partner}:{interchange}", None)
+
     def awaiting(self) -> list[Awaiting]:
         return [Awaiting(**json.loads(v)) for _, v in self.store.items(f"awaiting:{self.standard}:")]
 
