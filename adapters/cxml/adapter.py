@@ -37,9 +37,12 @@ __all__ = ["CxmlAdapter"]
 
 log = structlog.get_logger(__name__)
 
-# Children of OrderRequestHeader that come after DocumentReference in the DTD's content model.
-_AFTER_DOCUMENT_REFERENCE = ("SupplierOrderInfo", "TermsOfDelivery", "DeliveryPeriod", "IdReference",
-                             "OrderRequestHeaderIndustry", "Extrinsic")
+# The DTD's content model of OrderRequestHeader (cXML 1.2.0xx), in order: mappings may write the children in any
+# order, the document gets them in this one.
+_HEADER_ORDER = ("Total", "ShipTo", "BillTo", "BusinessPartner", "LegalEntity", "OrganizationalUnit", "Shipping",
+                 "Tax", "Payment", "PaymentTerm", "Contact", "Comments", "Followup", "ControlKeys",
+                 "DocumentReference", "SupplierOrderInfo", "TermsOfDelivery", "DeliveryPeriod", "IdReference",
+                 "OrderRequestHeaderIndustry", "Extrinsic")
 _CXML_STATUS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
                 406: "Not Acceptable", 409: "Conflict", 413: "Request Entity Too Large", 415: "Unsupported Media Type"}
 
@@ -147,13 +150,20 @@ class CxmlAdapter(Adapter):
         if kind != "delete" and not order.get("ItemOut"):
             raise PermanentError(f"a {kind} OrderRequest needs at least one ItemOut line")
         head["@type"] = kind
+        if head.get("BillTo") is None and self.settings.get("bill_to"):
+            head["BillTo"] = {"Address": self.settings["bill_to"]}
+        for required in ("Total", "BillTo"):
+            if head.get(required) is None:
+                raise PermanentError(f"order/OrderRequestHeader/{required} is required by the cXML DTD"
+                                     + (" (or set 'bill_to' in the settings)" if required == "BillTo" else ""))
         if kind != "new":
+            # The DocumentReference names the most recent OrderRequest of the order (the update a delete follows).
             previous = payload.get("previous_payload_id") or self.store.get(f"order:{name}:{order_id}")
             if not previous:
                 raise PermanentError(f"an {kind} of order {order_id} must reference the OrderRequest it changes, and "
                                      f"none was sent to {name} by this system; give 'previous_payload_id'")
-            head = _with_document_reference(head, str(previous))
-        head = self._extrinsics(head, supplier, str(order_id))
+            head["DocumentReference"] = {"@payloadID": str(previous)}
+        head = _in_dtd_order(self._extrinsics(head, supplier, str(order_id)))
         pid = payload_id(call.idempotency_key, self.domain)
         document = {"cXML": {
             "@payloadID": pid, "@timestamp": timestamp(), "@xml:lang": "en-US",
@@ -313,20 +323,12 @@ class CxmlAdapter(Adapter):
             log.warning("cxml_remember_failed", system=self.system, error=str(exc))
 
 
-def _with_document_reference(head: dict[str, Any], previous: str) -> dict[str, Any]:
-    """OrderRequestHeader with DocumentReference(payloadID of the version it changes) where the DTD wants it."""
-    out: dict[str, Any] = {}
-    placed = False
-    for key, value in head.items():
-        if key == "DocumentReference":
-            continue
-        if not placed and key in _AFTER_DOCUMENT_REFERENCE:
-            out["DocumentReference"] = {"@payloadID": previous}
-            placed = True
-        out[key] = value
-    if not placed:
-        out["DocumentReference"] = {"@payloadID": previous}
-    return out
+def _in_dtd_order(head: Mapping[str, Any]) -> dict[str, Any]:
+    """OrderRequestHeader with attributes first, then the children in the DTD's order (unknown ones last)."""
+    rank = {name: i for i, name in enumerate(_HEADER_ORDER)}
+    attributes = {k: v for k, v in head.items() if k.startswith("@")}
+    children = sorted((k for k in head if not k.startswith("@")), key=lambda k: rank.get(k, len(rank)))
+    return {**attributes, **{k: head[k] for k in children}}
 
 
 def _order_key(payload: Any) -> str | None:

@@ -63,6 +63,9 @@ SETTINGS_SCHEMA: dict[str, Any] = {
         "verify_tls": {"type": "boolean", "default": True, "description": "Check the supplier's certificate."},
         "max_bytes": {"type": "integer", "minimum": 1024, "default": 10485760,
                       "description": "Largest inbound document accepted."},
+        "bill_to": {"type": "object", "description": "Our billing Address (xmldict shape: Name, PostalAddress …), "
+                                                     "written as BillTo when a mapping gives none (the DTD requires "
+                                                     "one)."},
         "dtd": {"type": "string", "description": "Path of a local cXML DTD to validate inbound documents against "
                                                  "(optional; our own checks always run)."},
         "suppliers": {"type": "object", "minProperties": 1, "additionalProperties": _SUPPLIER,

@@ -90,9 +90,15 @@ def supplier() -> Iterator[Supplier]:
     server.close()
 
 
+BILL_TO = {"Name": {"@xml:lang": "en", "#text": "Buyer Inc."},
+           "PostalAddress": {"Street": "1 Main St", "City": "Solon", "PostalCode": "44139",
+                             "Country": {"@isoCountryCode": "US", "#text": "United States"}}}
+
+
 def settings(url: str, **more: Any) -> dict[str, Any]:
     return {
         "profile": "coupa", "from": {"domain": "DUNS", "identity": "123456789"}, "payload_domain": "buyer.example",
+        "bill_to": BILL_TO,
         "suppliers": {
             "ACME": {"url": url, "to": {"domain": "DUNS", "identity": "802661173"}, "shared_secret": "s3cret-out",
                      "extrinsics": {"CostCenter": "4711"},
@@ -151,7 +157,8 @@ def test_update_and_delete_reference_the_order_they_change(adapter: CxmlAdapter,
     head = supplier.last()["Request"]["OrderRequest"]["OrderRequestHeader"]
     assert head["@type"] == "update" and head["DocumentReference"] == {"@payloadID": first.reference}
     # DocumentReference sits where the DTD wants it: after Total, before Extrinsic.
-    assert list(head) == ["@orderID", "@orderDate", "@type", "Total", "DocumentReference", "Extrinsic"]
+    assert list(head) == ["@orderID", "@orderDate", "@type", "Total", "BillTo", "DocumentReference", "Extrinsic"]
+    assert head["BillTo"]["Address"]["Name"]["#text"] == "Buyer Inc."
     deleted = adapter.call("order", make_call({"supplier": "ACME", "type": "delete", "order": {
         "OrderRequestHeader": {"@orderID": "PO-6112", "@orderDate": "2024-05-02T10:00:00Z",
                                "Total": {"Money": {"@currency": "USD", "#text": "0"}}}}}, idempotency_key="del-1"))
@@ -164,6 +171,16 @@ def test_an_update_of_an_unknown_order_is_refused_before_sending(adapter: CxmlAd
     with pytest.raises(PermanentError, match="must reference the OrderRequest it changes"):
         adapter.call("order", make_call(_order("PO-1", type="update")))
     assert supplier.requests == []
+
+
+def test_an_order_without_bill_to_is_refused_before_sending(supplier: Supplier) -> None:
+    config = settings(supplier.url)
+    del config["bill_to"]
+    instance = CxmlAdapter("c", config)
+    with pytest.raises(PermanentError, match="BillTo is required by the cXML DTD"):
+        instance.call("order", make_call(ORDER))
+    assert supplier.requests == []
+    instance.close()
 
 
 def test_required_extrinsics_are_checked_before_sending(supplier: Supplier) -> None:

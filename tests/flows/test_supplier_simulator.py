@@ -55,7 +55,8 @@ class Buyer:
                                                             "partners": {"NUTS": {"id": "NUTSCO", "qualifier": "ZZ",
                                                                                   "transport": folders("nuts")}}})
         self.cxml = CxmlAdapter("suppliers_cxml", {
-            "from": {"domain": "NetworkID", "identity": "AN-IRONBUYER"}, "suppliers": {"ACME": {
+            "from": {"domain": "NetworkID", "identity": "AN-IRONBUYER"},
+            "bill_to": {"Name": {"@xml:lang": "en", "#text": "Iron Buyer"}}, "suppliers": {"ACME": {
                 "url": acme_url, "to": {"domain": "DUNS", "identity": "802661173"},
                 "shared_secret": "acme-order-secret",
                 "inbound": {"domain": "DUNS", "identity": "802661173", "shared_secret": "acme-post-secret"}}}})
