@@ -27,7 +27,7 @@ from tests.helpers.wait import wait_until
 ROOT = Path(__file__).parents[2]
 TODAY = dt.date(2024, 5, 2)
 XREF = {"supplier": {"suppliers_x12": {"BOLT": "S-BOLT"}, "suppliers_edifact": {"NUTS": "S-NUTS"},
-                     "suppliers_cxml": {"ACME": "S-ACME"}, "srm": {"802661173": "S-ACME"}}}
+                     "suppliers_cxml": {"ACME": "S-ACME"}}}
 
 
 def mapped(name: str, doc: Any) -> dict[str, Any]:
