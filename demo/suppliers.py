@@ -17,6 +17,12 @@ envelopes, control numbers and acknowledgements are the real thing. Use::
     sim.start()            # the cXML endpoint; then call sim.step() (or sim.start(background=True))
     ...
     sim.stop()
+
+Wiring it into ``make demo``: run the bus on ``examples/suppliers/routes.yaml`` with ``IRONBUS_B2B`` pointing at
+the simulator's ``b2b_dir``, link the partners (``ironbus xref set supplier S-BOLT suppliers_x12 BOLT``, ``S-NUTS
+suppliers_edifact NUTS``, ``S-ACME suppliers_cxml ACME``) and start the simulator in the background. The demo's
+master data has only the supplier S-BOLT (X12 in ``supplier_channel``); the EDIFACT and cXML paths need S-NUTS
+and S-ACME as SRM suppliers too, or ``supplier_channel`` pointed elsewhere.
 """
 
 from __future__ import annotations
