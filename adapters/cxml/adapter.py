@@ -20,6 +20,7 @@ from adapters.cxml.document import (
     check_request,
     check_with_dtd,
     credentials,
+    load_dtd,
     payload_id,
     read_cxml,
     render,
@@ -79,12 +80,15 @@ class CxmlAdapter(Adapter):
         self._pending: dict[str, str] = {}  # body digest -> payloadID, until the bus says it is stored
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
+        self._dtd: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         self._client = httpx.Client(timeout=self.timeout, verify=bool(self.settings.get("verify_tls", True)),
                                     follow_redirects=False)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cxml-{self.system}")
+        if self.settings.get("dtd"):
+            self._dtd = load_dtd(str(self.settings["dtd"]))  # a bad path fails at start, not per document
 
     def close(self) -> None:
         if self._client is not None:
@@ -256,8 +260,8 @@ class CxmlAdapter(Adapter):
         supplier = self._authenticate(doc)
         try:
             name = check_request(doc)
-            if self.settings.get("dtd"):
-                check_with_dtd(request.body, str(self.settings["dtd"]))
+            if self._dtd is not None:
+                check_with_dtd(request.body, self._dtd, str(self.settings["dtd"]))
         except Invalid as exc:
             raise WebhookRejected(str(exc), status=400, reason="invalid_document") from None
         pid = str(doc["cXML"].get("@payloadID") or "")

@@ -24,7 +24,8 @@ from xml.etree import ElementTree as ET
 from bus.errors import ConfigError, PermanentError
 from bus.xmldict import xml_to_dict
 
-__all__ = ["INBOUND_REQUESTS", "check_request", "payload_id", "read_cxml", "render", "request_of", "timestamp"]
+__all__ = ["INBOUND_REQUESTS", "check_request", "check_with_dtd", "credentials", "load_dtd", "payload_id", "read_cxml",
+           "render", "request_of", "text", "timestamp", "without_secrets"]
 
 INBOUND_REQUESTS = ("ConfirmationRequest", "ShipNoticeRequest", "StatusUpdateRequest")
 
@@ -193,23 +194,31 @@ def check_request(doc: Mapping[str, Any]) -> str:
     return name
 
 
-def check_with_dtd(body: bytes, dtd_path: str) -> None:
-    """Validate against a local copy of the partner's cXML DTD (lxml, no network, no entity expansion)."""
+def load_dtd(dtd_path: str) -> Any:
+    """A local cXML DTD, read once (lxml); a :class:`ConfigError` when it cannot be read."""
     try:
         from lxml import etree  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError("setting 'dtd' needs lxml installed (pip install lxml)") from None
     try:
         with open(dtd_path, "rb") as handle:
-            dtd = etree.DTD(handle)
+            return etree.DTD(handle)
     except (OSError, etree.DTDParseError) as exc:
         raise ConfigError(f"setting 'dtd': cannot read {dtd_path}: {exc}") from None
+
+
+def check_with_dtd(body: bytes, dtd: Any, name: str) -> None:
+    """Validate against a loaded DTD. The body was already parsed safely by :func:`read_cxml`; lxml reads it
+    again without network, entity expansion or the document's own DOCTYPE."""
+    from lxml import etree
+
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     tree = etree.fromstring(body, parser)
     if not dtd.validate(tree):
-        first = dtd.error_log.filter_from_errors()[0] if dtd.error_log.filter_from_errors() else None
-        raise Invalid(f"line {first.line}" if first else "/", f"not valid against {dtd_path}: "
-                                                             f"{first.message if first else 'invalid'}")
+        errors = dtd.error_log.filter_from_errors()
+        first = errors[0] if errors else None
+        where = f"line {first.line}" if first else "/"
+        raise Invalid(where, f"not valid against {name}: {first.message if first else 'invalid'}")
 
 
 def credentials(node: Any) -> list[Mapping[str, Any]]:

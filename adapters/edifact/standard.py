@@ -90,7 +90,8 @@ class EdifactStandard:
             first = ic.problems[0]
             uci += ["4", first.code, first.tag]
         else:
-            uci.append("7" if ic.ok else "4")
+            # 7: the interchange is acknowledged and so is every message not rejected by its own UCM below.
+            uci.append("7")
         body: list[RawSegment] = [("UCI", _trim(uci))]
         if not duplicate and not ic.problems:
             for group in ic.groups:
@@ -121,8 +122,8 @@ class EdifactStandard:
                 rejected = [str(s[1][0]) for s in message.segments if s[0] == "UCM" and len(s[1]) > 2
                             and s[1][2] == "4"]
                 detail = f"CONTRL action {action}" + (f"; rejected messages: {', '.join(rejected)}" if rejected else "")
-                out.append(AckResult(interchange=str(elements[0]), group=None, accepted=action in ("7", "8"),
-                                     detail=detail))
+                out.append(AckResult(interchange=str(elements[0]), group=None,
+                                     accepted=action in ("7", "8") and not rejected, detail=detail))
         return out
 
 

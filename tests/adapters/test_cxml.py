@@ -412,3 +412,40 @@ def test_the_webhook_edge_answers_560_when_the_bus_cannot_store(edge: Edge) -> N
     edge.fail = False
     status, answer = edge.post(body)  # the supplier's retry is taken
     assert (status, answer["@code"]) == (200, "200") and len(edge.events) == 1
+
+
+def _own_dtd(sample: bytes) -> str:
+    """A DTD of our own (not the cXML one) for the sample's elements: each ANY with its attributes, except that
+    cXML must hold exactly Header then Request."""
+    import re
+
+    attributes: dict[str, set[str]] = {}
+    for tag, attrs in re.findall(r"<([A-Za-z]+)((?:\s+[A-Za-z:]+=\"[^\"]*\")*)\s*/?>", sample.decode()):
+        attributes.setdefault(tag, set()).update(re.findall(r"([A-Za-z:]+)=", attrs))
+    out = ["<!ELEMENT cXML (Header, Request)>"]
+    for tag in sorted(attributes):
+        if tag != "cXML":
+            out.append(f"<!ELEMENT {tag} ANY>")
+        if attributes[tag]:
+            out.append(f"<!ATTLIST {tag} " + " ".join(f"{a} CDATA #IMPLIED" for a in sorted(attributes[tag])) + ">")
+    return "\n".join(out) + "\n<!ELEMENT Message ANY>\n"
+
+
+def test_a_configured_dtd_is_checked_without_network(supplier: Supplier, tmp_path: Path) -> None:
+    dtd = tmp_path / "own.dtd"
+    dtd.write_text(_own_dtd(CONFIRMATION))
+    instance = CxmlAdapter("c", settings(supplier.url, dtd=str(dtd)))
+    instance.open()
+    assert len(instance.webhook("documents", hook(CONFIRMATION))) == 1
+    broken = CONFIRMATION.replace(b"</Request>", b"</Request><Message/>")
+    with pytest.raises(WebhookRejected, match="not valid against") as info:
+        instance.webhook("documents", hook(broken))
+    assert info.value.status == 400 and info.value.reason == "invalid_document"
+    instance.close()
+
+
+def test_an_unreadable_dtd_fails_at_start(supplier: Supplier, tmp_path: Path) -> None:
+    from bus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot read"):
+        CxmlAdapter("c", settings(supplier.url, dtd=str(tmp_path / "missing.dtd"))).open()

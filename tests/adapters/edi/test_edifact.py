@@ -259,3 +259,25 @@ def test_an_interchange_for_someone_else_gets_uci_7(adapter: EdifactAdapter, tmp
     (payload,) = adapter.receive(raw, "SUP1", "misrouted")
     assert payload["status"] == "rejected" and "addressed to 'OTHERCO'" in payload["reason"]
     assert "UCI+101+SUPPLIER1:ZZ+OTHERCO:ZZ+4+7'" in _contrl(tmp_path)
+
+
+def test_one_bad_message_is_rejected_by_its_ucm_the_other_is_applied(adapter: EdifactAdapter,
+                                                                     tmp_path: Path) -> None:
+    good = ["UNH+1+" + ORDRSP[0], *ORDRSP[1:], f"UNT+{len(ORDRSP) + 1}+1"]
+    bad = ["UNH+2+" + ORDRSP[0], *ORDRSP[1:], "UNT+3+2"]
+    lines = ["UNB+UNOC:3+SUPPLIER1:ZZ+BUYERCO:ZZ+240502:1015+150++++1", *good, *bad, "UNZ+2+150"]
+    (ok, refused) = adapter.receive(("UNA:+.? '" + "".join(line + "'" for line in lines)).encode(), "SUP1", "two")
+    assert (ok["status"], ok["control"]) == ("accepted", "1")
+    assert (refused["status"], refused["control"]) == ("rejected", "2")
+    contrl = _contrl(tmp_path)
+    assert "UCI+150+SUPPLIER1:ZZ+BUYERCO:ZZ+7'" in contrl and "UCM+2+ORDRSP:D:96A:UN+4+29'" in contrl
+    assert "UCM+1" not in contrl
+
+
+def test_a_contrl_rejecting_one_of_our_messages_is_not_a_plain_acceptance(adapter: EdifactAdapter) -> None:
+    adapter.call("send", make_call(ORDERS, idempotency_key="k-9"))
+    contrl = interchange(["CONTRL:D:3:UN", "UCI+1+BUYERCO:ZZ+SUPPLIER1:ZZ+7", "UCM+1+ORDERS:D:96A:UN+4+15"],
+                         control="902", ack=False)
+    adapter.receive(contrl, "SUP1", "c")
+    ((_, value),) = adapter.store.items("awaiting:")
+    assert '"overdue": true' in value and "rejected messages: 1" in value

@@ -363,3 +363,15 @@ def test_an_id_longer_than_the_isa_field_is_refused(tmp_path: Path) -> None:
     instance.open()
     with pytest.raises(PermanentError, match="does not fit ISA's 15 characters"):
         instance.call("send", make_call(PO_850))
+
+
+def test_a_group_with_one_good_and_one_bad_set_is_partly_accepted(adapter: X12Adapter, tmp_path: Path) -> None:
+    head = ("ISA*00*          *00*          *ZZ*SUPPLIER1      *ZZ*BUYERCO        *240502*1015*U*00401*000000160*0*P*>~"
+            "GS*PR*SUPPLIER1*BUYERCO*20240502*1015*16*X*004010~")
+    good = "ST*855*0001~BAK*00*AC*PO-1*20240502~PO1*1*5*EA~ACK*IA*5*EA~CTT*1~SE*6*0001~"
+    bad = "ST*855*0002~BAK*00*AC*PO-2*20240502~CTT*0~SE*9*0002~"
+    raw = (head + good + bad + "GE*2*16~IEA*1*000000160~").encode()
+    ok, refused = adapter.receive(raw, "SUP1", "two")
+    assert (ok["status"], refused["status"]) == ("accepted", "rejected")
+    segs = segments_of((tmp_path / "sup1" / "out" / files(tmp_path / "sup1" / "out")[0]).read_bytes(), "~", "*")
+    assert ["AK5", "A"] in segs and ["AK5", "R", "4"] in segs and ["AK9", "P", "2", "2", "1"] in segs
