@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from adapters.edi.adapter import EdiAdapter, _settings_schema
+from adapters.edi.adapter import EdiAdapter
+from adapters.edi.settings import settings_schema
 from adapters.edi.standard import Standard
 from adapters.edifact.standard import EDIFACT
 
@@ -19,7 +20,7 @@ class EdifactAdapter(EdiAdapter):
     summary = "UN/EDIFACT (ORDERS/ORDCHG/ORDRSP/DESADV, CONTRL) with trading partners over AS2, SFTP or folders"
     standard: ClassVar[Standard] = EDIFACT
     default_qualifier = ""
-    settings_schema: ClassVar[dict[str, Any]] = _settings_schema(
+    settings_schema: ClassVar[dict[str, Any]] = settings_schema(
         "UN/EDIFACT interchanges with trading partners", {
             "syntax": {"type": "string", "pattern": "^UNO[A-Z]:[1-4]$", "default": "UNOC:3",
                        "description": "Syntax identifier and version (UNB S001), e.g. UNOC:3."},

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from adapters.edi.adapter import EdiAdapter, _settings_schema
+from adapters.edi.adapter import EdiAdapter
+from adapters.edi.settings import settings_schema
 from adapters.edi.standard import Standard
 from adapters.x12.standard import X12
 
@@ -22,7 +23,7 @@ class X12Adapter(EdiAdapter):
     summary = "EDI ANSI X12 (850/860/855/865/856, 997) with trading partners over AS2, SFTP or folders"
     standard: ClassVar[Standard] = X12
     default_qualifier = "ZZ"
-    settings_schema: ClassVar[dict[str, Any]] = _settings_schema(
+    settings_schema: ClassVar[dict[str, Any]] = settings_schema(
         "ANSI X12 interchanges with trading partners", {
             "version": {"type": "string", "pattern": "^[0-9]{5}$", "default": "00401",
                         "description": "Interchange control version (ISA12)."},
