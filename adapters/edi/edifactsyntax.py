@@ -55,13 +55,15 @@ def parse_edifact(data: bytes, *, extra_segments: Sequence[str] = ()) -> Interch
     except UnicodeDecodeError:
         text = data.decode("latin-1")
     text = text.lstrip("\ufeff\r\n\t ")
-    chars = _characters(text)
     try:
+        chars = _characters(text)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydifact warns that it has no segment directories; we check ours
             parsed: list[RawSegment] = [(s.tag, list(s.elements)) for s in Parser().parse(text) if s.tag != "UNA"]
-    except (EDISyntaxError, ValueError, IndexError) as exc:
+    except EDISyntaxError as exc:
         raise Unreadable(f"EDIFACT syntax error: {exc}") from None
+    except Exception as exc:  # pydifact raises its own validation and Python errors on broken input
+        raise Unreadable(f"EDIFACT syntax error ({type(exc).__name__}): {exc}") from None
     if not parsed or parsed[0][0] != "UNB":
         raise Unreadable("an EDIFACT interchange must start with UNB (after an optional UNA)")
     unb = parsed[0][1]

@@ -281,3 +281,8 @@ def test_a_contrl_rejecting_one_of_our_messages_is_not_a_plain_acceptance(adapte
     adapter.receive(contrl, "SUP1", "c")
     ((_, value),) = adapter.store.items("awaiting:")
     assert '"overdue": true' in value and "rejected messages: 1" in value
+
+
+def test_a_broken_una_is_a_rejected_payload(adapter: EdifactAdapter) -> None:
+    (payload,) = adapter.receive(b"UNA:+", "SUP1", "una")
+    assert payload["status"] == "rejected" and payload["reason"].startswith("unreadable interchange")
