@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from adapters.base import Adapter, WebhookRequest
 from adapters.cxml import CxmlAdapter
@@ -449,3 +452,31 @@ def test_an_unreadable_dtd_fails_at_start(supplier: Supplier, tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match="cannot read"):
         CxmlAdapter("c", settings(supplier.url, dtd=str(tmp_path / "missing.dtd"))).open()
+
+
+@st.composite
+def _mutated_xml(draw: st.DrawFn) -> bytes:
+    doc = bytearray(draw(st.sampled_from([CONFIRMATION, (SAMPLES / "cxml" / "friendsofcxml_ShipNoticeRequest.xml")
+                                          .read_bytes()])))
+    for _ in range(draw(st.integers(1, 3))):
+        if not doc:
+            break
+        at = draw(st.integers(0, len(doc) - 1))
+        kind = draw(st.sampled_from(["cut", "flip", "drop"]))
+        if kind == "cut":
+            del doc[at:]
+        elif kind == "flip":
+            doc[at] = draw(st.integers(32, 126))
+        else:
+            del doc[at:at + draw(st.integers(1, 30))]
+    return bytes(doc)
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_mutated_xml())
+def test_a_broken_document_is_a_4xx_never_an_error(supplier: Supplier, body: bytes) -> None:
+    instance = CxmlAdapter("c", settings(supplier.url))
+    try:
+        assert isinstance(instance.webhook("documents", hook(body)), list)
+    except WebhookRejected as exc:
+        assert 400 <= exc.status < 500 and str(exc)
