@@ -77,7 +77,8 @@ class CxmlAdapter(Adapter):
         self.domain = str(settings.get("payload_domain", "ironbus.local"))
         self.version = str(settings.get("version", "1.2.050"))
         self._client: httpx.Client | None = None
-        self._pending: dict[str, str] = {}  # body digest -> payloadID, until the bus says it is stored
+        # body digest -> "supplier:payloadID", until the bus says it stored the document
+        self._pending: dict[str, str] = {}
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
         self._dtd: Any = None
@@ -265,12 +266,12 @@ class CxmlAdapter(Adapter):
         except Invalid as exc:
             raise WebhookRejected(str(exc), status=400, reason="invalid_document") from None
         pid = str(doc["cXML"].get("@payloadID") or "")
-        if pid and self.store.get(f"received:{pid}") is not None:
+        if pid and self.store.get(f"received:{supplier}:{pid}") is not None:
             log.info("cxml_duplicate", system=self.system, supplier=supplier, payload_id=pid)
             return []  # stored before: answered 200, not applied twice
         if pid:
             with self._lock:
-                self._pending[hashlib.sha256(request.body).hexdigest()] = pid
+                self._pending[hashlib.sha256(request.body).hexdigest()] = f"{supplier}:{pid}"
         log.info("cxml_received", system=self.system, supplier=supplier, document=name, payload_id=pid)
         return [{**without_secrets(doc), "document": name, "supplier": supplier, "payload_id": pid}]
 
@@ -320,9 +321,9 @@ class CxmlAdapter(Adapter):
                       version=self.version)
         return WebhookAnswer(status=http, body=body, content_type="text/xml; charset=UTF-8")
 
-    def _remember(self, pid: str) -> None:
+    def _remember(self, received: str) -> None:
         try:
-            self.store.put(f"received:{pid}", timestamp())
+            self.store.put(f"received:{received}", timestamp())
         except Exception as exc:  # losing this only weakens duplicate detection
             log.warning("cxml_remember_failed", system=self.system, error=str(exc))
 

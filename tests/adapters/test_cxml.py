@@ -311,7 +311,8 @@ def test_a_stored_document_sent_again_is_not_applied_twice(adapter: CxmlAdapter)
     body = CONFIRMATION.replace(b'payloadID=""', b'payloadID="conf-77@supplier.example"')
     assert len(adapter.webhook("documents", hook(body))) == 1
     _answer(adapter, hook(body), 202, "accepted", accepted=("e1",))  # the bus stored it
-    wait_until(lambda: adapter.store.get("received:conf-77@supplier.example"), what="the payloadID to be remembered")
+    wait_until(lambda: adapter.store.get("received:ACME:conf-77@supplier.example"),
+               what="the payloadID to be remembered")
     assert adapter.webhook("documents", hook(body)) == []
     status, answer = _answer(adapter, hook(body), 202, "accepted")
     assert status == 200 and answer["@code"] == "200" and answer["#text"] == "already received"
