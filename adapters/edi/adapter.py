@@ -69,7 +69,7 @@ class EdiAdapter(Adapter):
                 expect_ack=bool(p.get("expect_ack", True)), ack_timeout=float(p.get("ack_timeout", 86400)),
                 ack_retries=int(p.get("ack_retries", 2)), test=bool(p.get("test", False)),
                 extra_segments=tuple(p.get("extra_segments", ())),
-                options={k: v for k, v in p.items() if k not in shared})
+                options={k: v for k, v in p.items() if k not in shared}, qualifier_given="qualifier" in p)
         return out
 
     default_qualifier: ClassVar[str] = ""
@@ -225,7 +225,7 @@ class EdiAdapter(Adapter):
             known = self.partners.get(partner)
             return known if known is not None and known.id == ic.sender else None
         for candidate in self.partners.values():
-            if candidate.id == ic.sender and (not candidate.qualifier or not ic.sender_qualifier
+            if candidate.id == ic.sender and (not candidate.qualifier_given or not ic.sender_qualifier
                                               or candidate.qualifier == ic.sender_qualifier):
                 return candidate
         return None

@@ -30,6 +30,8 @@ class Partner:
     test: bool = False
     extra_segments: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Whether ``qualifier`` was configured (then a received sender qualifier must match it) or is the default.
+    qualifier_given: bool = False
 
 
 @dataclass(frozen=True)

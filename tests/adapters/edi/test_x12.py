@@ -375,3 +375,14 @@ def test_a_group_with_one_good_and_one_bad_set_is_partly_accepted(adapter: X12Ad
     assert (ok["status"], refused["status"]) == ("accepted", "rejected")
     segs = segments_of((tmp_path / "sup1" / "out" / files(tmp_path / "sup1" / "out")[0]).read_bytes(), "~", "*")
     assert ["AK5", "A"] in segs and ["AK5", "R", "4"] in segs and ["AK9", "P", "2", "2", "1"] in segs
+
+
+def test_a_sender_is_found_by_id_and_by_its_qualifier_only_when_one_is_configured(tmp_path: Path) -> None:
+    raw = (SAMPLES / "nodex12_850.edi").read_bytes()  # ISA05/06 = 12/4405197800
+    loose = X12Adapter("a", {"our_id": "999999999", "partners": {"P": {"id": "4405197800",
+                                                                      "transport": folders(tmp_path, "a")}}})
+    assert loose.receive(raw, None, "f")[0]["status"] == "accepted"
+    strict = X12Adapter("b", {"our_id": "999999999", "partners": {"P": {"id": "4405197800", "qualifier": "01",
+                                                                       "transport": folders(tmp_path, "b")}}})
+    (refused,) = strict.receive(raw, None, "f")
+    assert refused["status"] == "rejected" and "is not a configured trading partner" in refused["reason"]
