@@ -197,6 +197,33 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
     def _func_datetime(self, value: Any) -> str | None:
         return to_datetime(value)
 
+    @_sig(_ANY, _ANY)
+    def _func_date_from(self, value: Any, pattern: Any) -> str | None:
+        # EDI dates ('20240501', '240501', '202405011230') are digit strings that date() would read as epoch
+        # seconds, so they are read with an explicit strptime pattern instead.
+        if value is None or value == "":
+            return None
+        fmt = _need_str("date_from", pattern, "a strptime pattern such as '%Y%m%d'")
+        text = _need_str("date_from", value, f"a date written as {fmt!r}")
+        try:
+            moment = datetime.strptime(text, fmt)
+        except ValueError:
+            raise _bad("date_from", value, f"a date written as {fmt!r}") from None
+        if "%H" not in fmt:
+            return moment.date().isoformat()
+        return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+    @_sig(_ANY, _ANY)
+    def _func_format_date(self, value: Any, pattern: Any) -> str | None:
+        # The way out: a canonical date or date-time as a partner's format wants it (UTC for date-times).
+        if value is None or value == "":
+            return None
+        fmt = _need_str("format_date", pattern, "a strftime pattern such as '%Y%m%d'")
+        moment = parse_moment(value, "format_date")
+        if isinstance(moment, datetime) and moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+        return moment.strftime(fmt)
+
     @_sig(_ANY)
     def _func_number(self, value: Any) -> int | float | None:
         return to_number(value, "number")

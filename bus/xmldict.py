@@ -137,6 +137,8 @@ def xml_to_dict(
     except _Refused as exc:
         line, column = parser.CurrentLineNumber, parser.CurrentColumnNumber + 1
         raise DecodeError(f"{source}:{line}:{column}: {exc}") from None
+    except LookupError as exc:  # an XML declaration naming an encoding Python does not know
+        raise DecodeError(f"{source}: unsupported XML encoding: {exc}") from None
     if builder.root is None:
         raise DecodeError(f"{source}: XML document has no root element")
     return builder.root

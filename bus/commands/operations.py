@@ -19,6 +19,7 @@ from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
+from bus.journal.adapterstate import pending_items
 from bus.pipeline import Pipeline
 from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
@@ -127,11 +128,12 @@ def status(args: argparse.Namespace) -> int:
         counts = journal.status_counts()
         depth = queue.depth()
         systems = read_state(journal.engine)
+        pending = pending_items(journal.engine)
     finally:
         queue.close()
         journal.close()
     if args.json:
-        dump_json({"queue": depth, **counts, "systems": systems})
+        dump_json({"queue": depth, **counts, "systems": systems, "awaiting": pending})
         return 0
     print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
     statuses = ("delivered", "parked", "dead", "stale", "unchanged", "shadow", "filtered", "invalid", "pending")
@@ -151,6 +153,12 @@ def status(args: argparse.Namespace) -> int:
         print()
         table([(s["system"], s["process"], _circuit(s.get("circuit")), _limit(s.get("rate_limit")), f"{s['age']}s ago")
                for s in systems], ["system", "process", "circuit", "rate limit", "seen"])
+    if pending:
+        # Adapters' own "awaiting:" state: documents sent and not yet acknowledged (EDI 997 / CONTRL …).
+        late = sum(1 for p in pending if p["overdue"])
+        print(f"\nawaiting acknowledgement: {len(pending)}" + (f" ({late} overdue)" if late else ""))
+        table([(p["system"], p["name"], "OVERDUE" if p["overdue"] else "waiting", f"{p['age']}s", p["detail"])
+               for p in pending], ["system", "item", "state", "since", "detail"])
     return 0
 
 

@@ -6,7 +6,9 @@ SQLite's write transaction is exclusive), so two processes of one bus never issu
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -15,7 +17,7 @@ from bus.journal import tables
 from bus.journal.engine import read, write
 from bus.journal.sql import insert_for
 
-__all__ = ["JournalAdapterStore"]
+__all__ = ["JournalAdapterStore", "pending_items"]
 
 _T = tables.adapter_state
 
@@ -65,3 +67,24 @@ class JournalAdapterStore:
             rows = conn.execute(sa.select(_T.c.name, _T.c.value).where(
                 _T.c.system == self.system, _T.c.name.startswith(prefix, autoescape=True)).order_by(_T.c.name))
             return [(r.name, r.value) for r in rows]
+
+
+def pending_items(engine: Engine, prefix: str = "awaiting:") -> list[dict[str, Any]]:
+    """Every system's adapter-state entries under ``prefix`` — by convention, work an adapter sent and still waits
+    on (an EDI interchange without its acknowledgement) — for ``ironbus status``. The core reads no more of them
+    than a JSON value's ``detail`` and ``overdue``, so any adapter can report this way."""
+    with read(engine) as conn:
+        rows = conn.execute(sa.select(_T.c.system, _T.c.name, _T.c.value, _T.c.updated_at).where(
+            _T.c.name.startswith(prefix, autoescape=True)).order_by(_T.c.system, _T.c.name)).all()
+    out = []
+    now = time.time()
+    for row in rows:
+        try:
+            value = json.loads(row.value)
+        except ValueError:
+            value = None
+        doc = value if isinstance(value, dict) else {}
+        out.append({"system": row.system, "name": row.name[len(prefix):], "age": round(now - row.updated_at),
+                    "detail": str(doc.get("detail") or (row.value if not doc else ""))[:200],
+                    "overdue": bool(doc.get("overdue", False))})
+    return out

@@ -20,7 +20,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas.md"
 
 NAMES = [
     "customer", "customer.notification", "material", "order.change.confirmed", "order.changed",
-    "procurement.requested", "purchase_order.changed", "purchase_order.created", "supplier", "supplier.issue",
+    "procurement.requested", "purchase_order.changed", "purchase_order.created", "shipment.notice", "supplier",
+    "supplier.issue",
 ]
 
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -79,6 +80,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "lines": [{"line_no": 1, "supplier_part_id": "261950", "unit": "EA", "old_quantity": 10, "new_quantity": 6,
                    "old_date": "2021-03-01"}],
         "reason": "4 pieces backordered",
+    },
+    "shipment.notice": {
+        "notice_id": "BOLT/SH-6112", "source_system": "suppliers_x12", "changed_at": "2024-05-05T08:00:00Z",
+        "operation": "new", "supplier": {"id": "S-BOLT"}, "shipment_id": "SH-6112", "shipped_date": "2024-05-05",
+        "expected_date": "2024-05-09", "carrier": "DHL", "tracking_id": "JD014600003828", "po_ids": ["PO-6112"],
+        "lines": [{"po_id": "PO-6112", "line_no": 1, "supplier_part_id": "BOLT-100", "quantity": 120, "unit": "C62"}],
     },
     "order.change.confirmed": {
         "confirmation_id": "SO-4000043/PO-6112", "source_system": "srm", "changed_at": "2024-05-03T08:00:00Z",

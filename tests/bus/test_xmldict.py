@@ -122,3 +122,11 @@ def test_converted_fixtures_match_the_xml(converted: Path) -> None:
     # Mapping tests read these JSON forms; they must stay exactly what xml_to_dict makes of the XML.
     xml = converted.with_suffix("")
     assert json.loads(converted.read_text(encoding="utf-8")) == xml_to_dict(xml.read_bytes(), source=str(xml))
+
+
+def test_an_unknown_encoding_is_a_decode_error() -> None:
+    from bus.errors import DecodeError
+    from bus.xmldict import xml_to_dict
+
+    with pytest.raises(DecodeError, match="unsupported XML encoding"):
+        xml_to_dict(b'<?xml version="1.0" encoding="UTF98"?><a/>', source="x.xml")
