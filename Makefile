@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install deps demo test lint typecheck unit bench clean
+.PHONY: install deps demo demo-b2b test lint typecheck unit bench clean
 
 # A fresh clone gets its virtualenv here; re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -22,6 +22,10 @@ deps:
 
 demo: install
 	$(PY) -m demo
+
+# The triangle with its suppliers on B2B standards (examples/suppliers): a delay arriving by EDI X12 and by cXML.
+demo-b2b: install
+	$(PY) -m demo.b2b
 
 lint: install
 	$(VENV)/bin/ruff check bus adapters cli.py tests bench demo tryton

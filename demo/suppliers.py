@@ -139,6 +139,7 @@ class SupplierSimulator:
         self.acme_orders: list[dict[str, Any]] = []   # OrderRequests received, oldest first
         self.acme_posted: list[tuple[str, int, str]] = []  # (document, HTTP status, cXML status code)
         self._acme_queue: list[dict[str, Any]] = []
+        self.said: list[str] = []  # everything the suppliers did in background rounds, oldest first
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -177,6 +178,7 @@ class SupplierSimulator:
         while not self._stopping.wait(interval):
             try:
                 for line in self.step():
+                    self.said.append(line)
                     log.info("supplier", said=line)
             except Exception as exc:  # the demo goes on; the error is shown
                 log.warning("supplier_step_failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,60 @@
+"""The B2B demo's scenario as a test: live Tryton, examples/suppliers/routes.yaml and the simulated suppliers.
+
+Given one order per supplier, when BOLT confirms a week late by X12 855 and ACME ten days late by cXML, then each
+delay moves the SRM purchase, and flow 2 brings the new promised date to the CRM sale and a notice to the customer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from demo.b2b import SUPPLIERS, B2bDemo
+from demo.stack import wait_for
+from tests.helpers.services import skip_or_fail
+from tryton import tryton_env
+
+pytestmark = [pytest.mark.tryton, pytest.mark.slow]
+
+TIMEOUT = 60.0
+ENV = ("TRYTON_URL", "IRONBUS_OUTBOX", "IRONBUS_B2B", "ACME_CXML_URL")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[B2bDemo]:
+    if not tryton_env.installed():
+        skip_or_fail("trytond is not installed (pip install -e '.[tryton]')")
+    saved = {name: os.environ.get(name) for name in ENV}
+    running = B2bDemo(tmp_path)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def test_supplier_delays_by_edi_and_by_cxml_reach_the_crm_and_the_customer(demo: B2bDemo) -> None:
+    sales = {s.partner: demo.order(s.material, 10) for s in SUPPLIERS}
+    assert demo.simulator is not None
+    sim = demo.simulator
+    wait_for("every supplier's order", lambda: any(x.startswith("BOLT: 850") for x in sim.said)
+             and any(x.startswith("NUTS: ORDERS") for x in sim.said) and sim.acme_orders, TIMEOUT)
+    for partner in ("BOLT", "ACME"):
+        sale = sales[partner]
+        line = wait_for(f"{partner}'s delay in the CRM", lambda s=sale: demo.promised(s), TIMEOUT)  # type: ignore
+        notices = wait_for(f"{partner}'s customer notice", lambda s=sale: [  # type: ignore[misc]
+            n for n in demo.notices(s.order_id) if n.get("kind") == "order_delayed"], TIMEOUT)
+        promised = str(notices[0]["promised_date"])
+        assert f"promised date {promised}" in line
+        assert str(notices[0]["body"]).endswith(f"is now expected on {promised}.")
+    assert [(doc, status, code) for doc, status, code in sim.acme_posted][:1] == [("ConfirmationRequest", 200, "200")]
+    # NUTS confirmed part of the quantity by EDIFACT ORDRSP: the purchase is updated, nothing is dead-lettered
+    assert demo.runtime is not None and demo.runtime.journal.dead_letters(limit=5) == []
