@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
+# One pytest worker per core (at least 2): each test file runs whole in one worker (--dist loadfile), so a module's
+# Tryton stack or protocol peer is started once.
+TEST_WORKERS ?= $(shell python3 -c 'import os; print(max(2, len(os.sched_getaffinity(0))))')
 
 .PHONY: install deps demo demo-b2b test lint typecheck unit bench clean
 
@@ -34,7 +37,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install deps
-	$(VENV)/bin/pytest -q --cov=bus --cov=adapters --cov-report=term:skip-covered
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --cov=bus --cov=adapters --cov-report=term:skip-covered
 
 test: lint typecheck unit
 	$(VENV)/bin/ironbus lint routes.yaml
