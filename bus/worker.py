@@ -23,7 +23,7 @@ from bus import metrics
 from bus.bulk import BulkItem, BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
-from bus.errors import DecodeError, IronbusError, PermanentError, TransientError
+from bus.errors import DecodeError, IronbusError, MappingError, PermanentError, TransientError
 from bus.followups import followup_id, letter_body, not_emitted
 from bus.journal import Journal
 from bus.journal.engine import read, write
@@ -220,7 +220,7 @@ class Worker:
         """Park an event whose route failed only on a cross reference not linked yet (an order that raced ahead
         of its customer's sync): it is mapped again after the route's park delay, up to ``max_parks`` times,
         and dead-lettered only then. False when the failure is of another kind."""
-        waiting = getattr(result.error, "waiting_for", None)
+        waiting = result.error.waiting_for if isinstance(result.error, MappingError) else None
         policy = result.route.config.retry
         if waiting is None or lease.message.parks >= policy.max_parks:
             return False
