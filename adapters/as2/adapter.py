@@ -29,7 +29,7 @@ import httpx
 import structlog
 from pyas2lib import Mdn, Message
 
-from adapters.as2.inbound import Received, inbound_state_key, parse_async_mdn, receive_message
+from adapters.as2.inbound import Received, answer_received, parse_async_mdn, receive_message
 from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES
 from adapters.as2.transport import As2Transport, store_id
 from adapters.b2b.payload import document_from_payload
@@ -50,7 +50,6 @@ __all__ = ["As2Adapter"]
 log = structlog.get_logger(__name__)
 
 _PENDING_MDN = "as2:mdn-out:"  # asynchronous MDNs we still owe a partner
-_MDN_HEADERS_SKIPPED = {"content-type", "mime-version"}
 
 
 class As2Adapter(Adapter):
@@ -191,19 +190,10 @@ class As2Adapter(Adapter):
         if entry is None or entry[0] is not request:
             return None
         received = entry[1]
-        if status >= 500 or (status >= 400 and received.refusal is None):
-            return None  # not stored (or refused by the bus): no MDN, so the partner sends again
-        if status < 300 and received.message_id and not received.duplicate:
-            # Journaled: from now on a resend of this id is a duplicate.
-            self.store.put(inbound_state_key(self.profile.as_to, received.message_id),
-                           json.dumps({"at": time.time(), "events": list(accepted)}))
-        mdn = received.mdn
-        if mdn is None:  # the partner asked for no MDN (or a refusal has none): the bus's JSON says why
-            return None if status >= 400 else WebhookAnswer(200, b"", "text/plain")
-        if mdn.mdn_mode == "ASYNC" and status < 300:
-            self._owe(received, mdn)
-            return WebhookAnswer(200, b"", "text/plain")
-        return _mdn_answer(mdn, status if status >= 400 else 200)
+        answer, owe = answer_received(received, status, self.store, self.profile.as_to, accepted)
+        if owe and received.mdn is not None:
+            self._owe(received, received.mdn)
+        return answer
 
     # -- asynchronous MDNs we send -------------------------------------------------------------------------------
     def _owe(self, received: Received, mdn: Mdn) -> None:
@@ -291,11 +281,3 @@ def _status(value: str) -> str | None:
     except ValueError:
         return None
     return str(state.get("status")) if isinstance(state, dict) else None
-
-
-def _mdn_answer(mdn: Mdn, status: int) -> WebhookAnswer:
-    headers = {k: str(v) for k, v in mdn.headers.items() if k.lower() not in _MDN_HEADERS_SKIPPED}
-    body = mdn.content if isinstance(mdn.content, bytes) else str(mdn.content).encode()
-    content_type = str(mdn.headers.get("Content-Type") or mdn.payload.get("Content-Type"))
-    return WebhookAnswer(status, body, " ".join(content_type.split()), headers)
-

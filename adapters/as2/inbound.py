@@ -12,7 +12,7 @@ import binascii
 import json
 import quopri
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from adapters.as2.profile import As2Profile
 from adapters.as2.transport import evaluate_mdn, outbound_state_key, raw_message, store_id
 from adapters.b2b.payload import document_payload, safe_filename
 from adapters.b2b.transport import InboundDocument
-from adapters.base import AdapterStore
+from adapters.base import AdapterStore, WebhookAnswer
 from bus.errors import WebhookRejected
 
 __all__ = ["Received", "inbound_state_key", "parse_async_mdn", "receive_message"]
@@ -54,6 +54,7 @@ class Received:
     duplicate: bool = False
     refusal: WebhookRejected | None = None
     raw: bytes = b""
+    document: InboundDocument | None = None  # what the message carried, when it was accepted
     created: float = field(default_factory=time.monotonic)
 
     @property
@@ -150,7 +151,7 @@ def receive_message(profile: As2Profile, store: AdapterStore, headers: Mapping[s
            "subject": lower.get("subject", ""), "signed": bool(message.signed), "encrypted": bool(message.encrypted),
            "compressed": bool(message.compressed), "mic": message.mic.decode() if message.mic else None,
            "mic_algorithm": message.digest_alg, "mdn": mdn.mdn_mode if mdn is not None else None}
-    return Received(message_id, [document_payload(document, "as2", as2=as2)], mdn)
+    return Received(message_id, [document_payload(document, "as2", as2=as2)], mdn, document=document)
 
 
 def parse_async_mdn(profile: As2Profile, store: AdapterStore, headers: Mapping[str, str], body: bytes,
@@ -201,3 +202,34 @@ def _state(value: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return state if isinstance(state, dict) else {}
+
+
+_MDN_HEADERS_SKIPPED = {"content-type", "mime-version"}
+
+
+def mdn_to_answer(mdn: Mdn, status: int) -> WebhookAnswer:
+    """A synchronous MDN as the HTTP answer to the message it acknowledges."""
+    headers = {k: str(v) for k, v in mdn.headers.items() if k.lower() not in _MDN_HEADERS_SKIPPED}
+    body = mdn.content if isinstance(mdn.content, bytes) else str(mdn.content).encode()
+    content_type = str(mdn.headers.get("Content-Type") or mdn.payload.get("Content-Type"))
+    return WebhookAnswer(status, body, " ".join(content_type.split()), headers)
+
+
+def answer_received(received: Received, status: int, store: AdapterStore, partner_as2: str,
+                    accepted: Sequence[str]) -> tuple[WebhookAnswer | None, bool]:
+    """The HTTP answer to one received message once the bus decided (``status``), and whether an asynchronous
+    MDN is owed instead. Remembers the message id once its documents are journaled, so a resend is a duplicate.
+
+    Not stored (5xx) or refused by the bus after the message itself was fine: no MDN, so the partner resends.
+    """
+    if status >= 500 or (status >= 400 and received.refusal is None):
+        return None, False
+    if status < 300 and received.message_id and not received.duplicate:
+        store.put(inbound_state_key(partner_as2, received.message_id),
+                  json.dumps({"at": time.time(), "events": list(accepted)}))
+    mdn = received.mdn
+    if mdn is None:  # the partner asked for no MDN (or a refusal has none): the bus's JSON says why
+        return (None if status >= 400 else WebhookAnswer(200, b"", "text/plain")), False
+    if mdn.mdn_mode == "ASYNC" and status < 300:
+        return WebhookAnswer(200, b"", "text/plain"), True
+    return mdn_to_answer(mdn, status if status >= 400 else 200), False

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from adapters.base import AdapterStore, WebhookAnswer, WebhookRequest
 from bus.errors import ConfigError, PermanentError, TransientError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DirectoryTransport",
     "InboundDocument",
     "OutboundDocument",
+    "PushTransport",
     "Receipt",
     "Transport",
     "open_transport",
@@ -91,11 +93,27 @@ class Transport(Protocol):
     def settle(self, document: InboundDocument) -> None: ...
 
 
+@runtime_checkable
+class PushTransport(Transport, Protocol):
+    """A transport whose partner pushes documents to the bus's webhook edge (AS2): see adapters/b2b/__init__."""
+
+    def unwrap(self, request: WebhookRequest) -> InboundDocument | None: ...
+
+    def answer(self, request: WebhookRequest, status: int, reason: str, detail: str) -> WebhookAnswer | None: ...
+
+
+@runtime_checkable
+class StatefulTransport(Protocol):
+    """A transport that keeps durable state (AS2: MICs awaiting MDNs, message ids seen) in its adapter's store."""
+
+    store: AdapterStore
+
+
 #: kind -> "module:Class"; each class takes ``(settings: Mapping[str, Any])`` and implements :class:`Transport`
 #: and has a ``settings_schema`` class attribute (JSON Schema of its block, ``kind`` included).
 KINDS: dict[str, str] = {
     "directory": "adapters.b2b.transport:DirectoryTransport",
-    "as2": "adapters.as2.transport:As2Transport",
+    "as2": "adapters.as2.push:As2PushTransport",
     "sftp": "adapters.sftp.transport:SftpTransport",
 }
 
@@ -124,10 +142,13 @@ def transport_schema() -> dict[str, Any]:
             "allOf": choices}
 
 
-def open_transport(settings: Mapping[str, Any]) -> Transport:
-    """Build (not yet open) the transport a ``transport:`` settings block describes."""
+def open_transport(settings: Mapping[str, Any], store: AdapterStore | None = None) -> Transport:
+    """Build (not yet open) the transport a ``transport:`` settings block describes; ``store`` is the adapter's
+    durable state, handed to a transport that keeps some."""
     kind = str(settings.get("kind", ""))
     transport: Transport = _load(kind)(settings)
+    if store is not None and isinstance(transport, StatefulTransport):
+        transport.store = store
     return transport
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from adapters.b2b import InboundDocument, OutboundDocument, Transport, open_transport
+from adapters.b2b import InboundDocument, OutboundDocument, PushTransport, Transport, open_transport
 from adapters.base import Adapter, Call, Health, Outcome, PollResult, WebhookAnswer, WebhookRequest, operation, trigger
 from adapters.edi.ledger import Awaiting, Ledger
 from adapters.edi.model import Interchange, Problem, Unreadable
@@ -83,7 +83,7 @@ class EdiAdapter(Adapter):
         with self._opening:  # workers, the poll and webhook threads share one transport per partner
             found = self._transports.get(partner)
             if found is None:
-                found = open_transport(self.partners[partner].transport)
+                found = open_transport(self.partners[partner].transport, self.store)
                 try:
                     found.open()
                 except OSError as exc:  # a folder or mount that is not there (yet): the bus retries
@@ -344,12 +344,14 @@ class EdiAdapter(Adapter):
     def pushed(self, request: WebhookRequest) -> list[Any]:
         for name in self.partners:
             transport = self.transport(name)
-            unwrap = getattr(transport, "unwrap", None)
-            if unwrap is None:
+            if not isinstance(transport, PushTransport):
                 continue
-            doc = unwrap(request)
-            if doc is not None:
-                return self.receive(doc.body, name, doc.reference)
+            doc = transport.unwrap(request)
+            if doc is None:
+                continue
+            if not doc.body:  # the carrier recognised a resent message: acknowledged again, applied once
+                return []
+            return self.receive(doc.body, name, doc.reference)
         raise WebhookRejected("no partner with a push transport (AS2) accepts this request", status=403,
                               reason="unknown_partner")
 
@@ -358,11 +360,10 @@ class EdiAdapter(Adapter):
         if trigger_name != "pushed" or request is None:
             return None
         for transport in self._transports.values():
-            answer = getattr(transport, "answer", None)
-            if answer is None:
+            if not isinstance(transport, PushTransport):
                 continue
             try:
-                shaped: WebhookAnswer | None = answer(request, status, reason, detail)
+                shaped: WebhookAnswer | None = transport.answer(request, status, reason, detail)
             except Exception as exc:  # must not raise: the bus's own answer is the fallback
                 log.warning("edi_transport_answer_failed", system=self.system, error=str(exc))
                 continue
