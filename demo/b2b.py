@@ -1,7 +1,8 @@
 """``make demo-b2b``: the triangle with its suppliers on B2B standards, live on Tryton.
 
 The shipped ``examples/suppliers/routes.yaml`` sends each SRM purchase to its supplier the way that supplier
-trades: BOLT by EDI X12 (850), NUTS by EDIFACT (ORDERS), ACME by cXML (OrderRequest over HTTP). The simulated
+trades: BOLT by EDI X12 (850) over AS2 (the demo swaps its folder transport for an AS2 block with keys it makes
+for both sides), NUTS by EDIFACT (ORDERS) over folders, ACME by cXML (OrderRequest over HTTP). The simulated
 suppliers of :mod:`demo.suppliers` answer: BOLT acknowledges (997) and confirms a week late (855), NUTS
 confirms part of the quantity (ORDRSP), ACME confirms ten days late by cXML (ConfirmationRequest to the bus's
 webhook). The delayed confirmations move the SRM purchases, and flow 2 takes it from there: the SCM re-plans,
@@ -29,13 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import yaml
+
 from bus.config import load_config
 from bus.logs import configure_logging
 from bus.runtime import Runtime, RuntimeOptions
 from demo.actors import CrmSale, SalesRep
 from demo.masterdata import XrefLink, call
 from demo.stack import REPO, Stack, wait_for
-from demo.suppliers import SimulatorSettings, SupplierSimulator
+from demo.suppliers import As2Link, SimulatorSettings, SupplierSimulator
 
 __all__ = ["B2bDemo", "Supplier", "SUPPLIERS", "main"]
 
@@ -56,6 +59,47 @@ class Supplier:
 SUPPLIERS = (Supplier("S-BOLT", "Bolt & Nut Supplies", "W-100", "suppliers_x12", "BOLT"),
              Supplier("S-NUTS", "Nuts GmbH", "W-200", "suppliers_edifact", "NUTS"),
              Supplier("S-ACME", "ACME Industrial", "W-300", "suppliers_cxml", "ACME"))
+
+
+def _identity(name: str, folder: Path) -> tuple[str, str]:
+    """A throwaway AS2 identity for the demo: (key file, certificate file), RSA 2048, self-signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file, cert_file = folder / f"{name.lower()}.key.pem", folder / f"{name.lower()}.cert.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_file), str(cert_file)
+
+
+def _routes_with_bolt_over_as2(work: Path, bolt_url: str, ours: tuple[str, str], bolt_certificate: str) -> Path:
+    """examples/suppliers/routes.yaml with BOLT's folder transport swapped for AS2 (written beside the journal;
+    its relative mapping paths still resolve, two folders below the repository)."""
+    doc = yaml.safe_load(ROUTES.read_text())
+    partner = doc["systems"]["suppliers_x12"]["settings"]["partners"]["BOLT"]
+    partner["transport"] = {"kind": "as2", "url": bolt_url, "as_from": "IRONBUYER", "as_to": "BOLTAS2",
+                            "key": ours[0], "certificate": ours[1], "partner_certificate": bolt_certificate,
+                            "mdn": "sync", "timeout": 20}
+    # Documents BOLT pushes over AS2 arrive on the x12 system's webhook trigger `pushed`: the routes that read
+    # its polled documents read the pushed ones too.
+    pushed = [{**route, "name": f"{route['name']}-as2", "from": "suppliers_x12.pushed"} for route in doc["routes"]
+              if route.get("from") == "suppliers_x12.received"]
+    doc["routes"].extend(pushed)
+    routes = work / "routes.yaml"
+    routes.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return routes
 
 
 def _free_port() -> int:
@@ -113,18 +157,23 @@ class B2bDemo:
             self.say(f"   {link.entity:<9} {link.canonical_id:<7} = {link.system}:{link.system_id}")
         port = _free_port()
         b2b = self.work / "b2b"
+        ours = _identity("IRONBUYER", self.work / "keys")
+        bolt = _identity("BOLTAS2", self.work / "keys")
         self.simulator = SupplierSimulator(SimulatorSettings(
-            b2b_dir=b2b, acme_port=0, buyer_cxml_url=f"http://127.0.0.1:{port}/hooks/suppliers_cxml/documents"))
+            b2b_dir=b2b, acme_port=0, buyer_cxml_url=f"http://127.0.0.1:{port}/hooks/suppliers_cxml/documents",
+            bolt_as2=As2Link(bus_hook=f"http://127.0.0.1:{port}/hooks/suppliers_x12/pushed", bolt_key=bolt[0],
+                             bolt_certificate=bolt[1], buyer_certificate=ours[1])))
         self.simulator.start(background=True, interval=0.5)
+        routes = _routes_with_bolt_over_as2(self.work, self.simulator.bolt.as2_url, ours, bolt[1])
         os.environ.update(TRYTON_URL=server.url, IRONBUS_OUTBOX=str(self.stack.outbox), IRONBUS_B2B=str(b2b),
                           ACME_CXML_URL=self.simulator.acme_url)
-        self.runtime = Runtime(load_config(ROUTES), journal=self.stack.journal_url,
+        self.runtime = Runtime(load_config(routes), journal=self.stack.journal_url,
                                options=RuntimeOptions(workers=3, port=port, triggers=True))
         self.runtime.start()
         self.stack.runtime = self.runtime
         self.say(f"   the bus: {len(self.runtime.config.routes)} routes, webhooks on 127.0.0.1:{port}; "
-                 f"suppliers BOLT (X12), NUTS (EDIFACT) in {b2b.relative_to(self.work.parent)}, "
-                 f"ACME (cXML) at {self.simulator.acme_url}")
+                 f"suppliers BOLT (X12 over AS2) at {self.simulator.bolt.as2_url}, NUTS (EDIFACT) in "
+                 f"{b2b.relative_to(self.work.parent)}, ACME (cXML) at {self.simulator.acme_url}")
 
     # -- the scenario ------------------------------------------------------------------------------------
     def order(self, material: str, quantity: float) -> CrmSale:
@@ -176,7 +225,7 @@ def run(say: Callable[[str], None]) -> None:
         for line in list(sim.said):
             say(f"   {line}")
         say(f"   ACME received {len(sim.acme_orders)} cXML OrderRequest(s) and answered each with a cXML Response 200")
-        step("The suppliers answer: BOLT confirms a week late by X12 855, ACME ten days late by cXML")
+        step("The suppliers answer: BOLT confirms a week late by X12 855 over AS2, ACME ten days late by cXML")
         for partner in ("BOLT", "ACME"):
             sale = sales[partner]
             line = wait_for(f"{partner}'s delay in the CRM sale {sale.order_id}", lambda s=sale: demo.promised(s),

@@ -44,11 +44,26 @@ from adapters.edi.adapter import EdiAdapter
 from adapters.edifact import EdifactAdapter
 from adapters.x12 import X12Adapter
 from bus.envelope import Event
+from bus.webhooks import WebhookApp, WebhookServer, endpoints_for
 from bus.xmldict import xml_to_dict
 
-__all__ = ["SimulatorSettings", "SupplierSimulator"]
+__all__ = ["As2Link", "SimulatorSettings", "SupplierSimulator"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class As2Link:
+    """BOLT over AS2 instead of folders: its AS2 identity and ours, and the bus's webhook it pushes to.
+
+    Keys and certificates are PEM text or PEM file paths (adapters/b2b/pem.py)."""
+
+    bus_hook: str  # the bus's x12 system's ``pushed`` webhook URL
+    bolt_key: str
+    bolt_certificate: str
+    buyer_certificate: str
+    bolt_name: str = "BOLTAS2"
+    buyer_name: str = "IRONBUYER"
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class SimulatorSettings:
     acme_in_secret: str = "acme-post-secret"     # what ACME sends the bus with its documents
     delay_days: int = 7
     partial_share: float = 0.6
+    bolt_as2: As2Link | None = None  # BOLT trades over AS2 (its own AS2 endpoint) instead of folders
     today: Callable[[], dt.date] = field(default=lambda: dt.datetime.now(dt.UTC).date())
 
 
@@ -80,12 +96,21 @@ class EdiSupplier:
     """One EDI supplier: an x12/edifact station whose only partner is the buyer (the bus)."""
 
     def __init__(self, cls: type[EdiAdapter], name: str, our_id: str, buyer_id: str, folder: Path,
-                 answer: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
-        # What the bus writes to "to-supplier" we read; what we write to "from-supplier" the bus reads.
+                 answer: Callable[[dict[str, Any]], list[dict[str, Any]]], as2: As2Link | None = None) -> None:
+        # What the bus writes to "to-supplier" we read; what we write to "from-supplier" the bus reads. Over
+        # AS2 the station pushes to the bus's webhook and takes the bus's pushes on a webhook server of its own.
         self.name = name
+        transport: dict[str, Any] = {"kind": "directory", "outbox": str(folder / "from-supplier"),
+                                     "inbox": str(folder / "to-supplier")}
+        if as2 is not None:
+            transport = {"kind": "as2", "url": as2.bus_hook, "as_from": as2.bolt_name, "as_to": as2.buyer_name,
+                         "key": as2.bolt_key, "certificate": as2.bolt_certificate,
+                         "partner_certificate": as2.buyer_certificate, "mdn": "sync", "timeout": 20}
+        self.as2 = as2
+        self.inbox: list[dict[str, Any]] = []  # what the bus pushed over AS2, not yet answered
+        self._server: WebhookServer | None = None
         partner = {"id": buyer_id, "qualifier": "ZZ", "always_contrl": True,  # (x12 ignores always_contrl)
-                   "transport": {"kind": "directory", "outbox": str(folder / "from-supplier"),
-                                 "inbox": str(folder / "to-supplier")}}
+                   "transport": transport}
         self.station = cls(f"supplier_{name.lower()}", {"our_id": our_id, "our_qualifier": "ZZ",
                                                         "partners": {"BUYER": partner}})
         self.answer = answer
@@ -94,16 +119,35 @@ class EdiSupplier:
 
     def open(self) -> None:
         self.station.open()
+        if self.as2 is not None:
+            async def take(events: list[Event]) -> None:
+                self.inbox.extend(e.data for e in events)
+
+            app = WebhookApp(endpoints_for(self.station.system, self.station), take, lambda: (True, "ok"))
+            self._server = WebhookServer(app, "127.0.0.1", 0, graceful_timeout=2.0)
+            self._server.start()
+
+    @property
+    def as2_url(self) -> str:
+        """Where the bus sends this supplier's AS2 messages (its station's ``pushed`` webhook)."""
+        assert self._server is not None, "open() an AS2 supplier first"
+        return f"{self._server.url}/hooks/{self.station.system}/pushed"
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
         self.station.close()
 
     def step(self) -> list[str]:
         """Read what the bus sent (acknowledging it, as the station does) and answer every order."""
-        result = self.station.poll("received", self.watermark)
-        self.watermark = result.watermark
+        if self.as2 is not None:
+            payloads, self.inbox = self.inbox, []
+        else:
+            result = self.station.poll("received", self.watermark)
+            self.watermark = result.watermark
+            payloads = [payload for _, payload in result.records]
         said = []
-        for _, payload in result.records:
+        for payload in payloads:
             if payload.get("status") != "accepted":
                 said.append(f"{self.name}: refused a document: {payload.get('reason')}")
                 continue
@@ -134,7 +178,8 @@ class SupplierSimulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         base = settings.b2b_dir
-        self.bolt = EdiSupplier(X12Adapter, "BOLT", "BOLTCO", settings.buyer_edi_id, base / "bolt", self._bolt)
+        self.bolt = EdiSupplier(X12Adapter, "BOLT", "BOLTCO", settings.buyer_edi_id, base / "bolt", self._bolt,
+                                as2=settings.bolt_as2)
         self.nuts = EdiSupplier(EdifactAdapter, "NUTS", "NUTSCO", settings.buyer_edi_id, base / "nuts", self._nuts)
         self.acme_orders: list[dict[str, Any]] = []   # OrderRequests received, oldest first
         self.acme_posted: list[tuple[str, int, str]] = []  # (document, HTTP status, cXML status code)
