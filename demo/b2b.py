@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -85,9 +86,17 @@ def _identity(name: str, folder: Path) -> tuple[str, str]:
 
 
 def _routes_with_bolt_over_as2(work: Path, bolt_url: str, ours: tuple[str, str], bolt_certificate: str) -> Path:
-    """examples/suppliers/routes.yaml with BOLT's folder transport swapped for AS2 (written beside the journal;
-    its relative mapping paths still resolve, two folders below the repository)."""
+    """examples/suppliers/routes.yaml with BOLT's folder transport swapped for AS2, written beside the journal
+    (its mapping paths made absolute, so they resolve from there)."""
     doc = yaml.safe_load(ROUTES.read_text())
+
+    def absolute(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: str((ROUTES.parent / v).resolve()) if k in ("map", "emit_map") and isinstance(v, str)
+                    else absolute(v) for k, v in node.items()}
+        return [absolute(item) for item in node] if isinstance(node, list) else node
+
+    doc["routes"] = absolute(doc["routes"])
     partner = doc["systems"]["suppliers_x12"]["settings"]["partners"]["BOLT"]
     partner["transport"] = {"kind": "as2", "url": bolt_url, "as_from": "IRONBUYER", "as_to": "BOLTAS2",
                             "key": ours[0], "certificate": ours[1], "partner_certificate": bolt_certificate,
