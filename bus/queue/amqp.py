@@ -45,6 +45,7 @@ import kombu.exceptions as kombu_errors
 import structlog
 
 from bus.errors import ConfigError, TransientError
+from bus.journal.unit import UnitOfWork
 from bus.queue.base import Lease, Message
 
 # kombu ships partial, untyped annotations; treat it as dynamic rather than scatter ignores.
@@ -435,6 +436,19 @@ class AmqpQueue:
     def ack_many(self, leases: Sequence[Lease]) -> None:
         """Acknowledge (the I/O thread sends the acks within milliseconds; a lost ack means redelivery)."""
         self._settle(self._own(leases))
+
+    def publish_within(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        """Publish now (confirmed), before ``unit`` commits: the broker cannot join the journal's transaction."""
+        self.publish(messages)
+
+    def ack_within(self, unit: UnitOfWork, leases: Sequence[Lease]) -> None:
+        """Ack once ``unit`` committed: a batch is acked only after its outcomes are journaled."""
+        owned = self._own(leases)
+
+        def settle() -> None:
+            self._settle(owned)
+
+        unit.after_commit(settle)
 
     def release_many(self, leases: Sequence[Lease], delay: float = 0.0, *, park: bool = False) -> None:
         """Republish a copy to the delay tier covering ``delay`` (confirmed), then ack the original."""
