@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.engine import Engine
 
+from bus.backoff import Backoff
 from bus.journal.queuerows import QueueRows, RowLease
 from bus.journal.unit import UnitOfWork
 from bus.queue.base import Lease, Message
@@ -96,7 +97,7 @@ class EmbeddedQueue:
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
         deadline = time.monotonic() + timeout
-        backoff = 0.002
+        backoff = Backoff(0.002, self.max_poll_interval)
         while True:
             with self._changed:
                 generation = self._generation
@@ -106,10 +107,9 @@ class EmbeddedQueue:
                 return leases
             with self._changed:
                 if self._generation == generation:
-                    self._changed.wait(min(backoff, remaining))
-                    backoff = min(backoff * 2, self.max_poll_interval)
+                    self._changed.wait(min(backoff.next(), remaining))
                 else:
-                    backoff = 0.002
+                    backoff.reset()
 
     def _claim(self, limit: int) -> list[Lease]:
         now = time.time()
