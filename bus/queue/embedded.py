@@ -132,10 +132,17 @@ class EmbeddedQueue:
 
     def ack_within(self, unit: UnitOfWork, leases: Sequence[Lease]) -> None:
         """Acknowledge in ``unit``'s transaction: the batch's journal writes and its acks commit together."""
-        todo = self._unsettled(leases)
-        if todo:
-            lost = self._rows.delete([x.row for x in todo], unit)
-            unit.after_commit(lambda: self._acked(lost))
+        todo = self._unsettled(leases, mark=False)  # settled once the unit commits: a rollback leaves them held
+        if not todo:
+            return
+        lost = self._rows.delete([x.row for x in todo], unit)
+
+        def committed() -> None:
+            for lease in todo:
+                lease.settled = True
+            self._acked(lost)
+
+        unit.after_commit(committed)
 
     def _acked(self, lost: int) -> None:
         if lost:
@@ -154,7 +161,7 @@ class EmbeddedQueue:
         return self._rows.extend(lease.row, time.time() + seconds)
 
     @staticmethod
-    def _unsettled(leases: Sequence[Lease]) -> list[EmbeddedLease]:
+    def _unsettled(leases: Sequence[Lease], *, mark: bool = True) -> list[EmbeddedLease]:
         todo = []
         for lease in leases:
             if not isinstance(lease, EmbeddedLease):
@@ -162,7 +169,7 @@ class EmbeddedQueue:
             if lease.settled:
                 log.warning("queue.settled_twice", id=lease.id)
                 continue
-            lease.settled = True
+            lease.settled = mark
             todo.append(lease)
         return todo
 
