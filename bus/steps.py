@@ -35,15 +35,16 @@ __all__ = ["DEFAULT_STEPS", "BulkLane", "Due", "HeldBehindParked", "Shadow", "St
 
 @dataclass(slots=True)
 class Due:
-    """A delivery on its way through the steps, then to its target. ``first`` is its first attempt's
-    outcome when that was made with others (``call_many``), begun at ``started``."""
+    """A delivery on its way through the steps, then to its target. ``adapter`` is looked up once no step
+    decided the delivery; ``first`` is its first attempt's outcome when that was made with others
+    (``call_many``), begun at ``started``."""
 
     lease: Lease
     dispatch: Dispatch
-    adapter: Adapter
     base: dict[str, Any]
     log: Any
     force: bool = False
+    adapter: Adapter = None  # type: ignore[assignment]  # set by the worker before delivering
     first: Outcome | Exception | None = None
     started: float | None = None
 

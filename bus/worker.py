@@ -179,13 +179,14 @@ class Worker:
         target = dispatch.target.config
         base: dict[str, Any] = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id,
                                     route=dispatch.route.name, target=target.name)
-        due = Due(lease, dispatch, self.adapters[target.system], base, log_, force)
+        due = Due(lease, dispatch, base, log_, force)
         for step in self.steps:
             status = step.decide(due, batch)
             if status is not None:
                 if status == "parked":
                     self.stats.parked += 1
                 return
+        due.adapter = self.adapters[target.system]
         batch.due.append(due)
 
     def _deliver(self, batch: Batch) -> None:
