@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from bus.journal import Journal
-from bus.journal.unit import UnitOfWork
+if TYPE_CHECKING:  # the pure pipeline imports payload_digest: it must not load the journal's database layer
+    from bus.journal import Journal
+    from bus.journal.unit import UnitOfWork
 
 __all__ = ["SequenceGuard", "payload_digest"]
 
