@@ -240,6 +240,15 @@ class Adapter:
     #: Whether the webhook server runs this adapter's webhook handler in a thread (it may block on I/O).
     #: Adapters whose handler only verifies and parses set it False: it then runs on the event loop.
     webhook_blocking: ClassVar[bool] = True
+    #: Whether a system of this adapter offers operations its settings name (the http adapter's
+    #: ``operations:``, the stub's) besides the decorated ones; see :meth:`declared_operations` and
+    #: :meth:`accepts`.
+    accepts_any_operation: ClassVar[bool] = False
+    #: Whether routes may consume any ``system.trigger`` of this adapter (events arrive by ``ironbus send``).
+    accepts_any_trigger: ClassVar[bool] = False
+    #: Whether :meth:`call_many` makes several calls at once; the worker then sends the first attempts of one
+    #: operation together. Set automatically for a class that overrides :meth:`call_many`.
+    groups_calls: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -255,6 +264,8 @@ class Adapter:
                     trigs[tspec.name] = tspec
         cls.operations = ops
         cls.triggers = trigs
+        if "groups_calls" not in vars(cls) and "call_many" in vars(cls):
+            cls.groups_calls = True
 
     def __init__(self, system: str, settings: Mapping[str, Any]) -> None:
         self.system = system
@@ -266,6 +277,31 @@ class Adapter:
     def bind_store(self, store: AdapterStore) -> None:
         """Called by the bus before :meth:`open` with the journal-backed store of this system."""
         self.store = store
+
+    # -- what a system offers (asked by ironbus lint and ironbus adapters) --------------------------------
+    @classmethod
+    def declared_operations(cls, settings: Mapping[str, Any]) -> list[str] | None:
+        """The operation names a system with these ``settings`` offers, or None when that is not known from
+        the settings (then: the decorated operations, or any when :attr:`accepts_any_operation`). Adapters
+        whose operations are declared in settings (the http adapter) override it."""
+        return None
+
+    @classmethod
+    def offered_operations(cls, settings: Any) -> list[str] | None:
+        """Operation names ``ironbus lint`` checks ``to:`` targets against; None when any is accepted."""
+        named = settings.get("operations") if isinstance(settings, Mapping) else None
+        if cls.accepts_any_operation and not named:
+            return None
+        declared = cls.declared_operations(settings if isinstance(settings, Mapping) else {})
+        if declared is not None:
+            return sorted(declared)
+        if cls.accepts_any_operation:
+            return sorted(named or [])
+        return sorted(cls.operations)
+
+    def accepts(self, operation_name: str) -> bool:
+        """Whether this system can run ``operation_name`` (a decorated operation, or one its settings declare)."""
+        return operation_name in self.operations
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -326,9 +362,10 @@ class Adapter:
         """Run one operation for several independent calls — first attempts of one worker batch, no two of
         the same ordering key — and give each one's outcome, or the exception it raised, in order.
 
-        This default runs them one after another (the worker does not even call it). An adapter whose system
-        can take them at once overrides it: the http adapter sends them on several pooled connections, so the
-        worker waits once per wave instead of once per call. Retries stay the worker's.
+        This default runs them one after another (the worker does not even call it: :attr:`groups_calls` is
+        False). An adapter whose system can take them at once overrides it: the http adapter sends them on
+        several pooled connections, so the worker waits once per wave instead of once per call. Retries stay
+        the worker's.
         """
         out: list[Outcome | Exception] = []
         for one in calls:
@@ -339,7 +376,9 @@ class Adapter:
         return out
 
     def call_bulk(self, operation_name: str, calls: Sequence[Call]) -> list[Outcome]:
-        """Run a bulk operation on several calls at once (only for specs with ``bulk=True``)."""
+        """Run a bulk operation on several calls at once (only for specs with ``bulk=True``): one outcome per
+        call, in order. When the vendor says some calls failed, raise :class:`~bus.errors.PartialFailure`
+        with each call's outcome or exception, so each delivery is settled by its own result."""
         spec = self.operations[operation_name]
         outcomes: list[Outcome] = getattr(self, spec.method)(list(calls))
         return outcomes

@@ -23,9 +23,10 @@ import structlog
 from adapters.base import Adapter, Call
 from bus.config import Config
 from bus.delivery import Attempted, deliver_with_retries
-from bus.errors import PermanentError
+from bus.errors import PartialFailure, PermanentError
 from bus.pipeline import Dispatch
 from bus.queue.base import Lease, Queue
+from bus.settle import Batch, ack
 from bus.triggers import Batcher
 
 __all__ = ["BulkItem", "BulkLanes"]
@@ -41,7 +42,8 @@ class BulkItem:
 
 
 class Recorder(Protocol):
-    """What a lane needs from a worker: turn an attempt into journal rows, and write them.
+    """What a lane needs from a worker: turn an attempt into journal rows, and write them (a worker's
+    :class:`~bus.settle.Settler` does both).
 
     Lanes call it from several threads, one call at a time; it must not be a worker that also runs its own loop.
     """
@@ -118,8 +120,6 @@ class BulkLanes:
                 if entry[1] <= 0 and entry[2]:
                     del self._pending[id(lease)]
                     ackable.append(lease)
-        from bus.worker import ack
-
         ack(self.queue, ackable)
 
     # -- flushing -------------------------------------------------------------------------------------------
@@ -130,8 +130,6 @@ class BulkLanes:
         return flush
 
     def _flush(self, system: str, operation: str, items: list[BulkItem]) -> None:
-        from bus.worker import Batch
-
         assert self.recorder is not None, "BulkLanes.recorder must be set before deliveries start"
         adapter = self.adapters[system]
         route = items[0].dispatch.route
@@ -149,11 +147,12 @@ class BulkLanes:
                      operation=operation, size=len(items))
             return
         per_item: list[Attempted] = []
-        results = getattr(attempted.error, "results", None)
+        error = attempted.error
+        results = error.results if isinstance(error, PartialFailure) else None
         if attempted.status == "delivered" and isinstance(attempted.outcome, list):
             per_item = [Attempted("delivered", attempted.attempts, outcome=o, duration_ms=attempted.duration_ms)
                         for o in attempted.outcome]
-        elif isinstance(results, Sequence) and len(results) == len(items):
+        elif results is not None and len(results) == len(items):
             # a bulk call that partly failed: settle each delivery by its own result
             for r in results:
                 if isinstance(r, BaseException):

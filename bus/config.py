@@ -21,6 +21,7 @@ from croniter import croniter
 from bus.errors import ConfigError, Location, UnknownNameError
 from bus.interpolate import interpolate
 from bus.ownership import EntityOwnership, parse_ownership
+from bus.schemas import SCHEMA_DIR
 from bus.yamlfile import load_yaml, locate
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "routes_schema",
 ]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

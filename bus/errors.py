@@ -10,7 +10,11 @@ Every error the bus raises on purpose is an :class:`IronbusError`. The tree tell
     ├── DecodeError            a message body that cannot be decoded (JSON, XML, EDI …)
     └── DeliveryError          an operation on a target system failed
         ├── TransientError     retry later (optionally not before ``retry_after`` seconds)
+        │   ├── CircuitOpenError   the system's circuit breaker is open (raised by bus.protection)
+        │   └── RateLimited        no rate-limit token in time (raised by bus.protection)
         └── PermanentError     retrying will not help: dead-letter it
+            ├── PartialFailure     a grouped or bulk call in which some calls failed: ``results`` per call
+            └── WebhookRejected    a webhook request refused by an adapter (an HTTP 4xx)
 
 User errors (config, mapping, schema, decode) render as one line with their location; the CLI prints
 ``str(error)`` and never a traceback for them. Adapters translate vendor exceptions into
@@ -21,17 +25,21 @@ exception.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "CircuitOpenError",
     "ConfigError",
     "DecodeError",
     "DeliveryError",
     "IronbusError",
     "Location",
     "MappingError",
+    "PartialFailure",
     "PermanentError",
+    "RateLimited",
     "SchemaViolation",
     "TransientError",
     "UnknownNameError",
@@ -139,6 +147,27 @@ class TransientError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Retrying will not help (validation rejected, 4xx other than 408/429, unknown record): dead-letter."""
+
+
+class CircuitOpenError(TransientError):
+    """The system's circuit is open: do not attempt, park until ``retry_after`` seconds from now."""
+
+
+class RateLimited(TransientError):
+    """No rate-limit token became free within the caller's timeout; try again after ``retry_after``."""
+
+
+class PartialFailure(PermanentError):
+    """Some calls of a bulk call (:meth:`adapters.base.Adapter.call_bulk`) failed and the others succeeded.
+
+    ``results`` has one entry per call, in call order: the call's outcome, or the exception it failed with.
+    The bus settles each delivery by its own entry (an exception dead-letters that delivery alone) instead of
+    failing the whole batch. Raise it only when the vendor said which calls failed.
+    """
+
+    def __init__(self, message: str, results: Sequence[Any]) -> None:
+        self.results: list[Any] = list(results)
+        super().__init__(message)
 
 
 class WebhookRejected(PermanentError):

@@ -10,7 +10,7 @@ current routes and mappings (:func:`rebuild`) and ingests it; the target is not 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 
 from bus.envelope import Event
 from bus.errors import IronbusError
+from bus.frontdoor import FrontDoor
 from bus.journal import Journal
 from bus.journal.records import DeadLetterRow, idempotency_key
 from bus.pipeline import Dispatch, Pipeline
@@ -134,9 +135,8 @@ class Redriven:
     failed: list[tuple[FollowUpLetter, FollowUpNotBuilt]] = field(default_factory=list)
 
 
-def redrive(letters: Sequence[FollowUpLetter], pipeline: Pipeline, journal: Journal,
-            ingest: Callable[[Sequence[tuple[Event, str]]], None]) -> Redriven:
-    """Rebuild each letter's follow-up and ingest the ones that build like the worker does (journal + queue,
+def redrive(letters: Sequence[FollowUpLetter], pipeline: Pipeline, journal: Journal, door: FrontDoor) -> Redriven:
+    """Rebuild each letter's follow-up and submit the ones that build like the worker does (journal + queue,
     origin ``followup``), then mark their letters ``retried``; a letter whose follow-up still fails stays
     ``dead`` with the new reason. Ingesting twice is harmless: the follow-up's id is fixed by its delivery."""
     done = Redriven()
@@ -146,7 +146,7 @@ def redrive(letters: Sequence[FollowUpLetter], pipeline: Pipeline, journal: Jour
         except FollowUpNotBuilt as exc:
             done.failed.append((letter, exc))
     if done.emitted:
-        ingest([(event, "followup") for _, event in done.emitted])
+        door.submit([event for _, event in done.emitted], "followup")
         journal.mark_dead_letters([letter.id for letter, _ in done.emitted], "retried")
     for letter, why in done.failed:
         journal.failed_again(letter.id, why.reason)

@@ -38,14 +38,7 @@ class Issue:
 
 def adapter_operations(cls: type[Adapter], settings: Any) -> list[str] | None:
     """Operation names a system of this adapter offers; None when it accepts any."""
-    if getattr(cls, "accepts_any_operation", False) and not (isinstance(settings, dict) and settings.get("operations")):
-        return None
-    declared = getattr(cls, "declared_operations", None)
-    if callable(declared):
-        return sorted(declared(settings))
-    if getattr(cls, "accepts_any_operation", False):
-        return sorted(settings.get("operations") or [])
-    return sorted(cls.operations)
+    return cls.offered_operations(settings)
 
 
 def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
@@ -87,7 +80,7 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
     if prefix in config.systems and trigger:
         cls = classes.get(prefix)
         declared = cls.declared_triggers(config.systems[prefix].settings) if cls is not None else {}
-        if cls is not None and trigger not in declared and not getattr(cls, "accepts_any_trigger", False):
+        if cls is not None and trigger not in declared and not cls.accepts_any_trigger:
             unknown = UnknownNameError("trigger", trigger, declared)
             issues.append(Issue("error", f"system {prefix!r} (adapter {cls.name!r}): {unknown.message}", loc_from))
     elif route.source not in emitted and route.source not in schemas.names():

@@ -43,6 +43,7 @@ __all__ = [
     "rejected",
     "render",
     "set_queue_depth",
+    "submitted",
 ]
 
 #: The Content-Type of :meth:`Metrics.render`'s output (Prometheus text exposition format).
@@ -70,6 +71,9 @@ class Metrics:
         r = self.registry
         self._received = Counter("ironbus_events_received", "Events accepted from a trigger (webhook, poll, "
                                  "schedule, send).", ["system", "trigger"], registry=r)
+        self._submitted = Counter("ironbus_events_submitted", "Events put on the bus through its front door, by "
+                                  "origin (webhook, poll, schedule, send, followup, replay, redrive, parked).",
+                                  ["origin"], registry=r)
         self._rejected = Counter("ironbus_webhook_rejected", "Inbound webhook requests refused, by reason.",
                                  ["system", "trigger", "reason"], registry=r)
         self._deliveries = Counter("ironbus_deliveries", "Delivery outcomes per route and target.",
@@ -101,6 +105,10 @@ class Metrics:
     def received(self, system: str, trigger: str, n: int = 1) -> None:
         """``n`` events entered the bus from ``system.trigger``."""
         self._child(self._received, system, trigger).inc(n)
+
+    def submitted(self, origin: str, n: int = 1) -> None:
+        """``n`` events were put on the bus from ``origin`` (see :mod:`bus.frontdoor`)."""
+        self._child(self._submitted, origin).inc(n)
 
     def rejected(self, system: str, trigger: str, reason: str) -> None:
         """An inbound webhook request was refused; ``reason`` is a short code (``mismatch``, ``too_large`` …)."""
@@ -162,6 +170,11 @@ def default() -> Metrics:
 def received(system: str, trigger: str, n: int = 1) -> None:
     """See :meth:`Metrics.received` (process-wide instance)."""
     default().received(system, trigger, n)
+
+
+def submitted(origin: str, n: int = 1) -> None:
+    """See :meth:`Metrics.submitted` (process-wide instance)."""
+    default().submitted(origin, n)
 
 
 def rejected(system: str, trigger: str, reason: str) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import structlog
 
 from bus.config import SystemConfig
-from bus.errors import TransientError
+from bus.errors import CircuitOpenError, RateLimited, TransientError
 
 __all__ = [
     "CircuitBreaker",
@@ -50,14 +50,6 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
 State = Literal["closed", "open", "half_open"]
-
-
-class CircuitOpenError(TransientError):
-    """The system's circuit is open: do not attempt, park until ``retry_after`` seconds from now."""
-
-
-class RateLimited(TransientError):
-    """No rate-limit token became free within the caller's timeout; try again after ``retry_after``."""
 
 
 class RateLimiter:

@@ -15,9 +15,11 @@ from typing import Any
 from adapters.base import Adapter
 from bus.config import Config, RouteConfig
 from bus.envelope import Event
+from bus.frontdoor import FrontDoor, Pinned
+from bus.journal import Journal
 from bus.pipeline import Pipeline
 
-__all__ = ["Repair", "plan_repairs", "sync_route"]
+__all__ = ["Repair", "apply_repairs", "plan_repairs", "sync_route"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,10 @@ def plan_repairs(config: Config, adapters: Mapping[str, Adapter], problems: Sequ
         unrepairable.extend(f"{entity} {cid}: its owner {system} holds no such record (or route {route.name!r} "
                             "filters it out); create it there or fix the link" for cid in sorted(set(ids) - found))
     return repairs, unrepairable
+
+
+def apply_repairs(journal: Journal, door: FrontDoor, repairs: Sequence[Repair]) -> None:
+    """Journal each repair event (origin ``repair``), then queue it through the front door pinned to its sync
+    route and forced past ``skip_unchanged``; the running bus delivers it like any other change."""
+    journal.record_events([(r.event, "repair") for r in repairs])
+    door.submit([Pinned(r.event.encode(), r.event.key, r.route, headers={"force": "1"}) for r in repairs], "repair")

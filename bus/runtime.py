@@ -7,17 +7,16 @@ next run. A process killed without warning loses nothing either: its leases expi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 
 from adapters.base import Adapter
@@ -26,9 +25,8 @@ from bus.bulk import BulkLanes
 from bus.config import Config, load_config
 from bus.envelope import Event
 from bus.errors import ConfigError
-from bus.ingest import Ingestor
+from bus.frontdoor import FrontDoor
 from bus.journal import Journal
-from bus.journal.engine import read
 from bus.masterdatajob import MasterDataCheck
 from bus.parking import Parker
 from bus.pipeline import Pipeline
@@ -97,36 +95,34 @@ class Runtime:
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         self.protections = Protections.from_config(self.config.systems)
-        self.ingestor = Ingestor(self.journal, self.queue)
+        #: the one way onto the bus (webhooks, triggers, follow-ups, the parker)
+        self.door = FrontDoor(self.journal, self.queue, self.pipeline)
         self.stop_event = threading.Event()
         self.lanes = BulkLanes(self.config, self.adapters, self.queue, self.options.lease_seconds,
                                stop=self.stop_event)
         self.lane_recorder: Worker | None = None
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
-        self.parker = Parker(self.journal, self.queue, stop=self.stop_event)
+        self.parker = Parker(self.journal, self.door, stop=self.stop_event)
         self.triggers: Any = None
         self.server: Any = None
         self._ready = False
 
     # -- ingress ------------------------------------------------------------------------------------------
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
-        """Journal and queue events durably (returns once they would survive a crash)."""
-        self.ingestor.ingest([(self.pipeline.assign_key(e), origin) for e, origin in events])
+        """Put ``(event, origin)`` pairs on the bus through the front door (returns once they are durable)."""
+        for origin, group in groupby(events, key=lambda pair: pair[1]):
+            self.door.submit([event for event, _ in group], origin)
 
     async def ingest_webhook(self, events: list[Event]) -> None:
-        # assign_key may run a mapping (and xref reads): keep it off the server's event loop
-        keyed = events if all(e.key is not None for e in events) else \
-            await asyncio.to_thread(lambda: [self.pipeline.assign_key(e) for e in events])
-        await self.ingestor.ingest_async([(e, "webhook") for e in keyed])
+        await self.door.submit_async(events, "webhook")
 
     def ready(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting"
         try:
             self.queue.depth()
-            with read(self.journal.engine) as conn:  # cheap: a readiness probe runs every few seconds
-                conn.execute(sa.text("SELECT 1"))
+            self.journal.ping()  # cheap: a readiness probe runs every few seconds
         except Exception as exc:  # readiness reports any failure as a reason; it must not raise
             return False, f"journal or broker unreachable: {type(exc).__name__}"
         return True, "ready"
@@ -175,7 +171,7 @@ class Runtime:
 
     def _worker(self, name: str) -> Worker:
         return Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
-                      ingest=self.ingest, protections=self.protections, batch_size=self.options.batch_size,
+                      door=self.door, protections=self.protections, batch_size=self.options.batch_size,
                       stop=self.stop_event, name=name, lanes=self.lanes or None)
 
     def stats(self) -> list[WorkerStats]:
@@ -201,8 +197,10 @@ class Runtime:
             return adapter is not None and trigger in type(adapter).declared_triggers(adapter.settings)
 
         config = replace(self.config, routes=tuple(r for r in self.config.routes if polled(r.source)))
-        runner = TriggerRunner.from_config(config, self.adapters, self.journal,
-                                           emit=lambda events: self.ingest([(e, "poll") for e in events]))
+        def emit(events: list[Event]) -> None:
+            self.door.submit(events, "poll")
+
+        runner = TriggerRunner.from_config(config, self.adapters, self.journal, emit=emit)
         runner.start()
         self.triggers = runner
 
@@ -231,7 +229,7 @@ class Runtime:
                 for system, snap in snapshot.items():
                     circuit = snap.get("circuit") or {}
                     metrics.circuit_open(system, circuit.get("state") == "open")
-                publish_state(self.journal.engine, snapshot)  # for `ironbus status` in other processes
+                publish_state(self.journal, snapshot)  # for `ironbus status` in other processes
             except Exception as exc:  # gauges are best effort
                 log.debug("gauge update failed", error=str(exc))
 
@@ -273,7 +271,7 @@ class Runtime:
                 adapter.close()
             except Exception as exc:  # closing is best effort; the process is ending
                 log.warning("adapter close failed", system=adapter.system, error=str(exc))
-        self.ingestor.close()
+        self.door.close()
         self.queue.close()
         self.journal.close()
         log.info("ironbus stopped")

@@ -28,6 +28,8 @@ from typing import Any
 
 import structlog
 
+from bus.backoff import Backoff
+
 __all__ = ["HEALTHY_SECONDS", "Supervisor", "resolve_processes"]
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,7 @@ log = structlog.get_logger(__name__)
 #: A restarted process that keeps running this long is healthy again: its next restart pauses briefly.
 HEALTHY_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
+_RESTART_PAUSE = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -139,7 +142,7 @@ class Supervisor:
                     print(f"ironbus: bus process {child.index} failed while starting (exit code {code}); "
                           f"stopping the others", file=sys.stderr)
                     return code
-                pause = min(_BACKOFF_FIRST * 2 ** child.restarts, _BACKOFF_MAX)
+                pause = _RESTART_PAUSE.delay(child.restarts + 1)
                 if now - child.started > HEALTHY_SECONDS:  # it had been running well: a short pause again
                     pause, child.restarts = _BACKOFF_FIRST, 0
                 print(f"ironbus: bus process {child.index} (pid {child.process.pid}) exited with code {code}; "

@@ -38,6 +38,7 @@ methods. A hook an adapter cannot honour (no way to provoke a transient failure,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, NoReturn
 
@@ -68,7 +69,7 @@ def _require_hook(suite: object, adapter: Adapter, hook: str) -> NoReturn:
 
 
 def _inbound_only(adapter: Adapter) -> bool:
-    return not type(adapter).operations and not getattr(adapter, "accepts_any_operation", False)
+    return not type(adapter).operations and not adapter.accepts_any_operation
 
 
 def make_call(payload: Any, *, idempotency_key: str | None = None, route: str = "contract",
@@ -244,14 +245,15 @@ class AdapterContract:
     def test_declared_operations_and_triggers_are_consistent(self, adapter: Adapter) -> None:
         cls = type(adapter)
         assert cls.name, "an adapter must set its registry name"
-        assert cls.operations or cls.triggers or getattr(cls, "accepts_any_operation", False), \
+        assert cls.operations or cls.triggers or cls.accepts_any_operation, \
             "an adapter offers at least one operation or trigger"
+        methods = {name for name, _ in inspect.getmembers(adapter, callable)}
         for name, op in cls.operations.items():
-            assert name == op.name and callable(getattr(adapter, op.method, None)), f"operation {name!r}"
+            assert name == op.name and op.method in methods, f"operation {name!r}"
         for name, trig in cls.triggers.items():
-            assert name == trig.name and callable(getattr(adapter, trig.method, None)), f"trigger {name!r}"
+            assert name == trig.name and trig.method in methods, f"trigger {name!r}"
             assert trig.kind in ("poll", "webhook", "schedule")
             assert trig.interval is None or trig.interval > 0, f"trigger {name!r} interval must be positive"
         operation, _ = self.arrange_success(adapter)
-        assert operation in cls.operations or getattr(cls, "accepts_any_operation", False), \
+        assert operation in cls.operations or cls.accepts_any_operation, \
             f"arrange_success names undeclared operation {operation!r}"

@@ -33,6 +33,7 @@ import structlog
 from croniter import croniter
 
 from adapters.base import Adapter
+from bus.backoff import Backoff
 from bus.config import Config, parse_duration
 from bus.envelope import Event
 from bus.errors import ConfigError, PermanentError, TransientError, UnknownNameError
@@ -192,6 +193,7 @@ class TriggerRunner:
         self.emit = emit
         self.clock = clock
         self.max_backoff = max_backoff
+        self._delays = Backoff(1.0, max_backoff)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._locks = {plan.name: threading.Lock() for plan in self.plans}
@@ -235,8 +237,7 @@ class TriggerRunner:
             return len(events)
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
-        delay = min(self.max_backoff, 2.0 ** (failures - 1))
-        return max(delay, retry_after or 0.0)
+        return max(self._delays.delay(failures), retry_after or 0.0)
 
     def _step(self, plan: TriggerPlan) -> float:
         """Run one poll and return when the next one is due."""

@@ -1,18 +1,20 @@
-"""The worker: consume -> route steps -> deliver to each target -> journal -> ack.
+"""The worker: consume -> route -> steps -> deliver to each target -> settle -> ack.
 
-A worker thread takes a batch of leases, works out every delivery, performs them, and then settles the batch
-in this order — follow-up events first (journal + queue), then the journal's delivery states and dead
-letters, then the queue acks. A crash anywhere before the ack means the batch is handed out again; the
-idempotency keys make the second pass skip what already succeeded, and follow-up events have ids derived
-from their delivery so a second pass cannot emit them twice. At-least-once, nothing lost.
+A worker thread takes a batch of leases and, for each event, runs its routes (:mod:`bus.pipeline`), which give
+the deliveries to make. Each delivery passes the policy steps of :mod:`bus.steps` in order (stale, unchanged,
+shadow, held behind a parked one, bulk lane); those no step decided are delivered here, with quick retries
+(:mod:`bus.delivery`) behind the target system's protections (:mod:`bus.protection`). The batch is then
+settled in one unit of work (:mod:`bus.settle`): follow-up events, delivery states, dead letters, per-key
+marks and the acks together. A crash anywhere before that commit means the batch is handed out again; the
+idempotency keys make the second pass skip what already succeeded, and follow-up events have ids derived from
+their delivery so a second pass cannot emit them twice. At-least-once, nothing lost.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,80 +22,39 @@ import structlog
 
 from adapters.base import Adapter, Call, Outcome
 from bus import metrics
-from bus.bulk import BulkItem, BulkLanes
+from bus.bulk import BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
-from bus.errors import DecodeError, IronbusError, MappingError, PermanentError, TransientError
-from bus.followups import followup_id, letter_body, not_emitted
+from bus.errors import DecodeError, IronbusError, MappingError, TransientError
+from bus.frontdoor import FrontDoor
 from bus.journal import Journal
-from bus.journal.engine import read, write
-from bus.journal.journal import ParkedAhead
-from bus.journal.records import DeadLetter, DeliveryUpdate, XrefRow, idempotency_key
-from bus.linking import WHOLE_ROUTE, links_for
+from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
+from bus.linking import WHOLE_ROUTE
 from bus.ordering import SequenceGuard
 from bus.pipeline import Dispatch, Pipeline, RouteResult
 from bus.protection import Protections, SystemProtection
 from bus.queue.base import Lease, Queue
+from bus.settle import Batch, Settler, WorkerStats, ack
+from bus.steps import Due, Step, default_steps
 
-__all__ = ["Batch", "Due", "Ingest", "Worker", "WorkerStats", "ack"]
+__all__ = ["Batch", "Due", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
 _MAX_CRASHES = 5  # deliveries of one message that ended in an unexpected error before it is dead-lettered
-
-Ingest = Callable[[Sequence[tuple[Event, str]]], None]
-
-
-@dataclass
-class WorkerStats:
-    batches: int = 0
-    events: int = 0
-    delivered: int = 0
-    parked: int = 0
-    dead: int = 0
-    skipped: int = 0
-
-
-@dataclass
-class Batch:
-    updates: list[DeliveryUpdate] = field(default_factory=list)
-    letters: list[DeadLetter] = field(default_factory=list)
-    followups: list[tuple[Event, str]] = field(default_factory=list)
-    applied: list[tuple[str, str, int]] = field(default_factory=list)  # (scope, key, sequence) after success
-    last_applied: dict[tuple[str, str], int] = field(default_factory=dict)
-    last_digests: dict[tuple[str, str], str] = field(default_factory=dict)
-    digests: dict[tuple[str, str], str] = field(default_factory=dict)  # to remember once delivered
-    parked_ahead: dict[tuple[str, str, str], ParkedAhead] = field(default_factory=dict)  # (route, target, key)
-    received_at: dict[str, float] = field(default_factory=dict)  # of this batch's events, when some key waits
-    due: list[Due] = field(default_factory=list)  # deliveries to make, once the batch is sorted
-    links: list[XrefRow] = field(default_factory=list)  # master-data links made by this batch's deliveries
-
-
-@dataclass(slots=True)
-class Due:
-    """A delivery the worker is about to make: it passed every check (stale, unchanged, shadow, held).
-    ``first`` is its first attempt's outcome when that was made with others (``call_many``), begun at
-    ``started``."""
-
-    lease: Lease
-    dispatch: Dispatch
-    adapter: Adapter
-    base: dict[str, Any]
-    log: Any
-    first: Outcome | Exception | None = None
-    started: float | None = None
 
 
 class Worker:
     """One consumer loop. Run several in threads (``ironbus run --workers N``) and in several processes."""
 
     def __init__(self, *, pipeline: Pipeline, adapters: Mapping[str, Adapter], journal: Journal, queue: Queue,
-                 ingest: Ingest, protections: Protections | None = None, batch_size: int = 32,
-                 stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None) -> None:
+                 door: FrontDoor, protections: Protections | None = None, batch_size: int = 32,
+                 stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None,
+                 steps: Sequence[Step] | None = None) -> None:
         self.pipeline = pipeline
         self.adapters = adapters
         self.journal = journal
         self.queue = queue
-        self.ingest = ingest
+        self.door = door
         self.protections = protections
         self.batch_size = batch_size
         self.stop = stop or threading.Event()
@@ -101,6 +62,8 @@ class Worker:
         self.stats = WorkerStats()
         self.sequences = SequenceGuard(journal)
         self.lanes = lanes
+        self.steps: tuple[Step, ...] = tuple(steps) if steps is not None else default_steps(lanes)
+        self.settler = Settler(pipeline, journal, queue, door, self.sequences, self.stats)
 
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -151,21 +114,7 @@ class Worker:
                                                 lease.message.target))
                 continue
             work.append((lease, event, results))
-        dispatches = [d for _, _, results in work for r in results for d in r.dispatches]
-        done: set[str] = set()
-        if dispatches:
-            # what this batch needs to know before delivering, in one read transaction (one snapshot)
-            with read(self.journal.engine) as conn:
-                done = self.journal.delivered_keys([d.idempotency_key for d in dispatches], conn=conn)
-                batch.last_applied = self.sequences.last_many(
-                    [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
-                     if d.event.key is not None and d.event.sequence is not None], conn=conn)
-                batch.parked_ahead, batch.received_at = self.journal.parked_ahead(
-                    {(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
-                    [event.id for _, event, _ in work], conn=conn)
-                batch.last_digests = self.sequences.last_digests(
-                    [(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
-                     if d.event.key is not None and d.route.config.skip_unchanged], conn=conn)
+        done = self._read_facts(work, batch)
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
             force = lease.message.headers.get("force") == "1"
@@ -177,6 +126,24 @@ class Worker:
         self.stats.events += len(leases)
 
     # -- steps --------------------------------------------------------------------------------------------
+    def _read_facts(self, work: Sequence[tuple[Lease, Event, list[RouteResult]]], batch: Batch) -> set[str]:
+        """What the batch needs to know before delivering, in one read of the journal (one snapshot): the
+        deliveries that already succeeded (returned) and, into ``batch``, what the steps compare against."""
+        dispatches = [d for _, _, results in work for r in results for d in r.dispatches]
+        if not dispatches:
+            return set()
+        facts = self.journal.batch_facts(
+            [d.idempotency_key for d in dispatches],
+            sequences=[(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+                       if d.event.key is not None and d.event.sequence is not None],
+            scopes={(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
+            event_ids=[event.id for _, event, _ in work],
+            digests=[(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+                     if d.event.key is not None and d.route.config.skip_unchanged])
+        batch.last_applied, batch.last_digests = facts.last_applied, facts.last_digests
+        batch.parked_ahead, batch.received_at = facts.parked_ahead, facts.received_at
+        return facts.delivered
+
     def _decode(self, lease: Lease, batch: Batch) -> Event | None:
         try:
             return Event.decode(lease.message.body)
@@ -237,48 +204,28 @@ class Worker:
         return True
 
     def _dispatch(self, lease: Lease, dispatch: Dispatch, batch: Batch, log_: Any, force: bool = False) -> None:
-        route, target, mapped = dispatch.route, dispatch.target.config, dispatch.event
+        """Pass one delivery through the steps; one no step decided is delivered with the batch's others."""
+        target = dispatch.target.config
         base: dict[str, Any] = dict(idempotency_key=dispatch.idempotency_key, event_id=dispatch.source.id,
-                                    route=route.name, target=target.name)
-        if mapped.key is not None and mapped.sequence is not None:
-            scope = f"{route.name}:{target.name}"
-            last = batch.last_applied.get((scope, mapped.key))
-            if last is not None and mapped.sequence < last:
-                batch.updates.append(DeliveryUpdate(**base, status="stale", payload=dispatch.payload,
-                                                    error=f"sequence {mapped.sequence} is older than the last "
-                                                          f"applied for key {mapped.key!r}"))
-                metrics.delivery(route.name, target.name, "stale")
+                                    route=dispatch.route.name, target=target.name)
+        due = Due(lease, dispatch, base, log_, force)
+        for step in self.steps:
+            status = step.decide(due, batch)
+            if status is not None:
+                if status == "parked":
+                    self.stats.parked += 1
                 return
-        if route.config.skip_unchanged and mapped.key is not None:
-            scope = f"{route.name}:{target.name}"
-            digest = dispatch.payload_digest()
-            if batch.last_digests.get((scope, mapped.key)) == digest and not force:
-                batch.updates.append(DeliveryUpdate(**base, status="unchanged", payload=dispatch.payload))
-                metrics.delivery(route.name, target.name, "unchanged")
-                return
-        if route.config.mode == "shadow":
-            batch.updates.append(DeliveryUpdate(**base, status="shadow", payload=dispatch.payload))
-            metrics.delivery(route.name, target.name, "shadow")
-            return
-        if mapped.key is not None and not force and self._held(dispatch, batch, base):
-            return
-        adapter = self.adapters[target.system]
-        lanes = self.lanes
-        lane = lanes.lane(route.name, target.name) if lanes is not None else None
-        if lanes is not None and lane is not None:
-            # batch timing on a bulk operation: the lane delivers it with others and settles it later
-            lanes.hold(lease)
-            lane.add(BulkItem(dispatch, lease, lease.message.parks))
-            return
-        batch.due.append(Due(lease, dispatch, adapter, base, log_))  # delivered with the batch's others
+        due.adapter = self.adapters[target.system]
+        batch.due.append(due)
 
     def _deliver(self, batch: Batch) -> None:
-        """Make the batch's deliveries and record them. Where an adapter can take several calls at once
-        (``call_many``), the first attempts of one operation go together; retries follow one by one, as each
-        delivery's policy says. Calls in one batch are independent: the queue hands out one event per key."""
+        """Make the batch's deliveries and record them. Where an adapter takes several calls at once
+        (:attr:`~adapters.base.Adapter.groups_calls`), the first attempts of one operation go together after
+        one probe call; retries follow one by one, as each delivery's policy says. Calls in one batch are
+        independent: the queue hands out one event per key."""
         groups: dict[tuple[str, str], list[Due]] = {}
         for due in batch.due:
-            if type(due.adapter).call_many is not Adapter.call_many:
+            if due.adapter.groups_calls:
                 target = due.dispatch.target.config
                 groups.setdefault((target.system, target.operation), []).append(due)
         for (_, operation), members in groups.items():
@@ -323,29 +270,6 @@ class Worker:
             due.first = result
             self._observe(due.dispatch, guard, result if isinstance(result, Exception) else None)
 
-    def _held(self, dispatch: Dispatch, batch: Batch, base: dict[str, Any]) -> bool:
-        """Park ``dispatch`` behind an earlier delivery of its key that is parked on the same route and target.
-
-        Without this, a later event of an order would be applied while an earlier one waits out its park,
-        and the earlier one would land last. The held delivery makes no attempt (it does not count against
-        ``max_parks``) and comes due with the one it waits for; the parker re-drives both in arrival order.
-        """
-        route, target, key = dispatch.route.name, dispatch.target_name, dispatch.event.key
-        ahead = batch.parked_ahead.get((route, target, key)) if key is not None else None
-        if ahead is None or ahead.idempotency_key == dispatch.idempotency_key:
-            return False
-        mine = batch.received_at.get(dispatch.source.id)
-        if mine is not None and (mine, dispatch.idempotency_key) < (ahead.received_at, ahead.idempotency_key):
-            return False  # the parked one is the later event: this one goes first
-        batch.updates.append(DeliveryUpdate(**base, status="parked", attempt=0, attempt_status="skipped",
-                                            error=f"held behind parked delivery {ahead.idempotency_key} "
-                                                  f"of the same key {key!r}",
-                                            error_kind="transient", next_attempt_at=ahead.next_attempt_at,
-                                            payload=dispatch.payload))
-        metrics.delivery(route, target, "parked")
-        self.stats.parked += 1
-        return True
-
     @staticmethod
     def _call_for(dispatch: Dispatch, attempt: int) -> Call:
         return Call(dispatch.event, dispatch.payload, dispatch.idempotency_key, route=dispatch.route.name,
@@ -378,93 +302,19 @@ class Worker:
             guard.observe(error)
 
     def record(self, lease: Lease, dispatch: Dispatch, attempted: Attempted, batch: Batch,
-                base: dict[str, Any], log_: Any) -> None:
-        route, target = dispatch.route.name, dispatch.target.config.name
-        seconds = attempted.duration_ms / 1000.0
-        if attempted.status == "delivered":
-            outcome = attempted.outcome or Outcome()
-            # Per-key marks move only for a delivery that happened (not shadow, not parked, not failed), also when
-            # a bulk lane delivers it later: the sequence for staleness, the digest for skip_unchanged.
-            key = dispatch.event.key
-            if key is not None and dispatch.event.sequence is not None:
-                batch.applied.append((f"{route}:{target}", key, dispatch.event.sequence))
-            if dispatch.route.config.skip_unchanged and key is not None:
-                batch.digests[(f"{route}:{target}", key)] = dispatch.payload_digest()
-            batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
-                                                duration_ms=attempted.duration_ms, reference=outcome.reference,
-                                                payload=dispatch.payload))
-            batch.links.extend(links_for(dispatch, outcome))
-            try:
-                follow = self.pipeline.follow_up(dispatch, outcome.result)
-            except IronbusError as exc:
-                # The delivery happened; only its follow-up cannot be built (an emit_map failed on the result).
-                # Keep the result, so that 'ironbus dlq retry' can build the follow-up once the map is fixed.
-                follow = None
-                reason = not_emitted(dispatch.target.config.emit, exc)
-                body = letter_body(dispatch.idempotency_key, dispatch.target.config.emit, outcome.result)
-                batch.letters.append(DeadLetter(body, reason, dispatch.source.id, route, target))
-                log_.error("follow-up not emitted", route=route, target=target, error=str(exc))
-            if follow is not None:
-                # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
-                follow = follow.with_(id=followup_id(dispatch.idempotency_key, follow.type))
-                batch.followups.append((follow, "followup"))
-            metrics.delivery(route, target, "delivered", seconds)
-            metrics.latency(route, max(time.time() - _event_epoch(dispatch.source), 0.0))
-            self.stats.delivered += 1
-            log_.debug("delivered", route=route, target=target, attempts=attempted.attempts,
-                      reference=outcome.reference)
-            return
-        error = str(attempted.error)
-        if attempted.status == "park":
-            batch.updates.append(DeliveryUpdate(**base, status="parked", attempt=attempted.attempts, error=error,
-                                                error_kind="transient", duration_ms=attempted.duration_ms,
-                                                next_attempt_at=attempted.next_attempt_at, payload=dispatch.payload))
-            metrics.delivery(route, target, "parked", seconds)
-            self.stats.parked += 1
-            log_.warning("delivery parked", route=route, target=target, error=error,
-                         retry_in=round((attempted.next_attempt_at or time.time()) - time.time(), 1))
-            return
-        kind = "permanent" if isinstance(attempted.error, PermanentError) else "transient"
-        batch.updates.append(DeliveryUpdate(**base, status="dead", attempt=attempted.attempts, error=error,
-                                            error_kind=kind, duration_ms=attempted.duration_ms,
-                                            payload=dispatch.payload))
-        batch.letters.append(DeadLetter(lease.message.body, error, dispatch.source.id, route,
-                                        dispatch.target.config.name, kind, attempted.attempts))
-        metrics.delivery(route, target, "dead", seconds)
-        self.stats.dead += 1
-        log_.error("delivery dead-lettered", route=route, target=target, error=error)
+               base: dict[str, Any], log_: Any) -> None:
+        """Turn one delivery's attempt into journal rows (see :meth:`bus.settle.Settler.record`)."""
+        self.settler.record(lease, dispatch, attempted, batch, base, log_)
 
     def _settle(self, leases: Sequence[Lease], batch: Batch) -> None:
-        self.settle_journal(batch)
-        if self.lanes is not None:
-            leases = self.lanes.worker_done(leases)  # leases with bulk items in flight are acked by their lane
-        ack(self.queue, leases)
-
-    def settle_journal(self, batch: Batch) -> None:
-        """Write one batch's outcomes: follow-ups first (journal and queue), then — in one transaction — the
-        delivery states, dead letters and per-key marks, so a crash cannot keep some of them and lose others."""
-        if batch.followups:
-            self.ingest(batch.followups)
-        if not (batch.updates or batch.letters or batch.applied or batch.digests or batch.links):
+        if self.lanes is None:
+            self.settle_journal(batch, leases)
             return
-        with write(self.journal.engine) as conn:
-            self.journal.settle(batch.updates, conn=conn)
-            self.journal.xref.import_rows(batch.links, conn=conn)
-            self.journal.dead_letter(batch.letters, conn=conn)
-            self.sequences.applied_many(batch.applied, conn=conn)
-            self.sequences.remember_digests(batch.digests, conn=conn)
+        # Leases with bulk items in flight are acked by their lane; which ones is known only once this batch's
+        # rows are committed (a lane must not ack a message whose other deliveries are not yet journaled).
+        self.settle_journal(batch)
+        ack(self.queue, self.lanes.worker_done(leases))
 
-
-def ack(queue: Queue, leases: Sequence[Lease]) -> None:
-    """Ack leases in one round trip."""
-    if leases:
-        queue.ack_many(leases)
-
-
-def _event_epoch(event: Event) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
+    def settle_journal(self, batch: Batch, leases: Sequence[Lease] = ()) -> None:
+        """Write one batch's rows, and ack ``leases``, in one unit of work (see :meth:`Settler.settle`)."""
+        self.settler.settle(batch, leases)

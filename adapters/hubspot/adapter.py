@@ -23,7 +23,7 @@ from adapters.http.settings import (
 from adapters.hubspot.errors import HubspotErrors
 from adapters.hubspot.inbound import EventDeduper, event_key, parse_events, search_body, to_epoch_ms
 from adapters.signatures import Verifier
-from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+from bus.errors import ConfigError, DeliveryError, PartialFailure, PermanentError, TransientError
 
 __all__ = ["BulkFailure", "HubspotAdapter", "hubspot_properties"]
 
@@ -36,12 +36,11 @@ BATCH_LIMIT = 100  # inputs per batch request
 _SHARED = {k: SETTINGS_SCHEMA["properties"][k] for k in ("timeout", "pool", "errors", "verify_tls", "transport")}
 
 
-class BulkFailure(PermanentError):
+class BulkFailure(PartialFailure):
     """Some inputs of a batch failed. ``results`` has, in call order, an Outcome or the error for each call."""
 
     def __init__(self, message: str, results: list[Outcome | DeliveryError]) -> None:
-        self.results = results
-        super().__init__(message)
+        super().__init__(message, results)
 
 
 def _string(value: Any) -> str:

@@ -121,8 +121,8 @@ def adapters(args: argparse.Namespace) -> int:
             "triggers": {t.name: t.kind for t in cls.triggers.values()} | (
                 {"(declared in settings.polls)": "poll"} if "polls" in props else {}),
             "operations": sorted(cls.operations) or (
-                ["(declared in settings)"] if callable(getattr(cls, "declared_operations", None))
-                else ["(any)"] if getattr(cls, "accepts_any_operation", False) else ["none"]),
+                ["(declared in settings)"] if cls.declared_operations({}) is not None
+                else ["(any)"] if cls.accepts_any_operation else ["none"]),
             "settings": sorted(props), "required": sorted(dict(cls.settings_schema).get("required", [])),
         })
     if args.json:

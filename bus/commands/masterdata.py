@@ -14,13 +14,13 @@ import orjson
 from bus.config import Config, load_config
 from bus.console import Progress, dump_json, table
 from bus.errors import ConfigError, Location
+from bus.frontdoor import FrontDoor
 from bus.journal import Journal
 from bus.journal.records import XrefRow
 from bus.masterdata import check_master_data
 from bus.pipeline import Pipeline
-from bus.queue.base import Message
 from bus.queue.open import open_queue
-from bus.repair import Repair, plan_repairs
+from bus.repair import Repair, apply_repairs, plan_repairs
 from bus.runtime import broker_url, journal_url, open_adapters
 from bus.xrefmatch import match_records
 
@@ -147,7 +147,7 @@ def _repair(args: argparse.Namespace, config: Config, adapters: dict[str, Any], 
         for line in unrepairable:
             print(f"cannot repair {line}", file=sys.stderr)
     if repairs and args.apply:
-        _publish(args, journal, repairs)
+        _publish(args, journal, repairs, pipeline)
         if not args.json:
             print(f"{len(repairs)} repair(s) queued; 'ironbus trace --key ID' follows each, and the bus must be "
                   "running to deliver them")
@@ -156,14 +156,13 @@ def _repair(args: argparse.Namespace, config: Config, adapters: dict[str, Any], 
     return 1 if unrepairable else 0
 
 
-def _publish(args: argparse.Namespace, journal: Journal, repairs: list[Repair]) -> None:
-    """Journal each repair event, then queue it pinned to its sync route and forced past skip_unchanged."""
-    journal.record_events([(r.event, "repair") for r in repairs])
+def _publish(args: argparse.Namespace, journal: Journal, repairs: list[Repair], pipeline: Pipeline) -> None:
     queue = open_queue(broker_url(args.broker), journal)
+    door = FrontDoor(journal, queue, pipeline)
     try:
-        queue.publish([Message(body=r.event.encode(), key=r.event.key, route=r.route, headers={"force": "1"})
-                       for r in repairs])
+        apply_repairs(journal, door, repairs)
     finally:
+        door.close()
         queue.close()
 
 

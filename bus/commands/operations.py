@@ -17,12 +17,12 @@ from bus.console import Progress, dump_json, table
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
-from bus.ingest import Ingestor
+from bus.frontdoor import FrontDoor
 from bus.journal import Journal
-from bus.journal.adapterstate import pending_items
 from bus.pipeline import Pipeline
-from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
+from bus.replay import dry_run, retry_dead_letters, select_events
+from bus.replay import replay as replay_events
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
 from bus.supervisor import Supervisor
 from bus.systemstate import read_state
@@ -105,15 +105,15 @@ def send(args: argparse.Namespace) -> int:
     try:
         event = Event(type=args.type, source=args.source, data=data, key=args.key, sequence=args.sequence)
         pipeline = _pipeline(args.routes, journal)
-        if pipeline is not None:
-            if not pipeline.routes_for(args.type):
-                known = sorted({r.config.source for r in pipeline.routes.values()})
-                print(f"ironbus: warning: no route consumes {args.type!r}; known: {', '.join(known)}",
-                      file=sys.stderr)
-            event = pipeline.assign_key(event)
-        ingestor = Ingestor(journal, queue)
-        ingestor.ingest([(event, "send")])
-        ingestor.close()
+        if pipeline is not None and not pipeline.routes_for(args.type):
+            known = sorted({r.config.source for r in pipeline.routes.values()})
+            print(f"ironbus: warning: no route consumes {args.type!r}; known: {', '.join(known)}",
+                  file=sys.stderr)
+        door = FrontDoor(journal, queue, pipeline)
+        try:
+            door.submit([event], "send")
+        finally:
+            door.close()
         print(event.id)
     finally:
         queue.close()
@@ -127,8 +127,8 @@ def status(args: argparse.Namespace) -> int:
     try:
         counts = journal.status_counts()
         depth = queue.depth()
-        systems = read_state(journal.engine)
-        pending = pending_items(journal.engine)
+        systems = read_state(journal)
+        pending = journal.pending_adapter_items()
     finally:
         queue.close()
         journal.close()
@@ -237,35 +237,25 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
                           "follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
     rows = [r for r in rows if r.id not in followups]
     queue = open_queue(broker_url(args.broker), journal)
+    door = FrontDoor(journal, queue, pipeline)
     try:
-        events = {r.event_id: journal.get_event(r.event_id) for r in rows if r.event_id}
-        messages = []
-        for r in rows:
-            event = events.get(r.event_id) if r.event_id else None
-            messages.append(Message(body=r.body, key=event.key if event else None, route=r.route, target=r.target,
-                                    headers={"redrive": str(r.id)}))
-        if messages:
-            queue.publish(messages)
-        n = journal.mark_dead_letters([r.id for r in rows], "retried")
+        n = retry_dead_letters(rows, journal, door)
         if rows or not followups:
             print(f"re-queued {n} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what fails "
                   "again")
-        redriven = _redrive_followups(list(followups.values()), pipeline, journal, queue)
+        redriven = _redrive_followups(list(followups.values()), pipeline, journal, door)
     finally:
+        door.close()
         queue.close()
     return 1 if redriven and redriven.failed else 0
 
 
 def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None, journal: Journal,
-                       queue: Queue) -> Redriven | None:
+                       door: FrontDoor) -> Redriven | None:
     """Re-emit the follow-ups of follow-up dead letters and say what happened to each."""
     if not letters or pipeline is None:
         return None
-    ingestor = Ingestor(journal, queue)
-    try:
-        done = redrive(letters, pipeline, journal, ingestor.ingest)
-    finally:
-        ingestor.close()
+    done = redrive(letters, pipeline, journal, door)
     if done.emitted:
         print(f"emitted {len(done.emitted)} follow-up(s) from dead letters: "
               + ", ".join(f"#{letter.id} {event.type} {event.id}" for letter, event in done.emitted)
@@ -281,33 +271,20 @@ def replay(args: argparse.Namespace) -> int:
         raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
     journal = Journal(journal_url(args.journal))
     try:
-        events = journal.events_for(event_ids=args.ids or None, key=args.key, route=args.route,
-                                    since=_since(args.since), until=_since(args.until))
-        if args.ids:
-            missing = set(args.ids) - {e.id for e in events}
-            if missing:
-                raise ConfigError(f"no such event(s) in the journal: {', '.join(sorted(missing))}")
+        events = select_events(journal, ids=args.ids, key=args.key, route=args.route, since=_since(args.since),
+                               until=_since(args.until))
         pipeline = Pipeline(load_config(args.routes), xref=journal.xref)
         route = args.to_route or args.route
         if args.dry_run:
             return _dry_run(pipeline, events, route, args.json)
         queue = open_queue(broker_url(args.broker), journal)
+        door = FrontDoor(journal, queue, pipeline)
         try:
             progress = Progress(len(events), "replaying")
-            interval = 1.0 / args.rate if args.rate > 0 else 0.0
-            next_at = time.monotonic()
-            for event in events:
-                now = time.monotonic()
-                if now < next_at:
-                    time.sleep(next_at - now)  # the rate limit the operator asked for
-                next_at = max(now, next_at) + interval
-                headers = {"force": "1"} if args.force else {}
-                queue.publish([Message(body=event.encode(), key=event.key, route=route, headers=headers)])
-                marker = event.caused("ironbus.replayed", "ironbus/cli", {"event_id": event.id, "route": route,
-                                                                         "force": args.force})
-                journal.record_events([(marker, "replay")])
-                progress.advance()
+            replay_events(events, door, journal, route=route, force=args.force, rate=args.rate,
+                          advance=progress.advance)
         finally:
+            door.close()
             queue.close()
         print(f"replayed {len(events)} event(s)" + (f" through route {route!r}" if route else "")
               + ("" if args.force else "; deliveries that already succeeded are skipped (use --force to repeat)"))
@@ -317,15 +294,7 @@ def replay(args: argparse.Namespace) -> int:
 
 
 def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json: bool) -> int:
-    out: list[dict[str, Any]] = []
-    for event in events:
-        for result in pipeline.process(event, route=route):
-            entry: dict[str, Any] = {"event_id": event.id, "route": result.route.name, "status": result.status}
-            if result.error is not None:
-                entry["error"] = str(result.error)
-            entry["deliveries"] = [{"target": d.target_name, "idempotency_key": d.idempotency_key,
-                                    "payload": d.payload} for d in result.dispatches]
-            out.append(entry)
+    out = dry_run(pipeline, events, route)
     if as_json:
         dump_json(out)
     else:

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from bus.backoff import Backoff
 from bus.errors import ConfigError
 
 __all__ = ["create_engine", "normalise_url", "read", "reading", "write", "writing"]
@@ -47,7 +48,7 @@ def _enable_wal(cursor: Any) -> None:
     """Switch the database to WAL. The switch needs an exclusive lock and SQLite does not apply the busy
     timeout to it, so processes opening a fresh journal together retry here with back-off."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    delay = 0.005
+    backoff = Backoff(0.005, 0.2)
     while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -55,8 +56,7 @@ def _enable_wal(cursor: Any) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            time.sleep(backoff.next())
 
 
 def create_engine(url: str) -> Engine:

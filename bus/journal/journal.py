@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -19,10 +21,12 @@ from sqlalchemy.engine import Connection
 from bus.envelope import Event
 from bus.errors import TransientError
 from bus.journal import tables
-from bus.journal.adapterstate import JournalAdapterStore
+from bus.journal.adapterstate import JournalAdapterStore, pending_items
 from bus.journal.deadletters import DeadLetterStore
 from bus.journal.engine import create_engine, read, reading, write, writing
+from bus.journal.marks import KeyMarks
 from bus.journal.migrations import migrate
+from bus.journal.processes import ProcessStates
 from bus.journal.records import (
     ORIGINS,
     SETTLED_STATUSES,
@@ -34,10 +38,11 @@ from bus.journal.records import (
     XrefRow,
 )
 from bus.journal.sql import ListSelect, ManyRows, chunks, dumps, insert_for, loads
+from bus.journal.unit import UnitOfWork, unit_of_work
 from bus.journal.watermarks import Watermarks
 from bus.journal.xref import DurableXref
 
-__all__ = ["DEFAULT_URL", "Journal"]
+__all__ = ["DEFAULT_URL", "BatchFacts", "DueParked", "Journal", "ParkedAhead"]
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +80,28 @@ class ParkedAhead(NamedTuple):
     next_attempt_at: float | None
 
 
+@dataclass
+class BatchFacts:
+    """What a worker batch needs to know before it delivers, read in one snapshot (:meth:`Journal.batch_facts`)."""
+
+    delivered: set[str] = field(default_factory=set)  # idempotency keys already delivered
+    last_applied: dict[tuple[str, str], int] = field(default_factory=dict)  # (scope, key) -> sequence
+    parked_ahead: dict[tuple[str, str, str], ParkedAhead] = field(default_factory=dict)  # (route, target, key)
+    received_at: dict[str, float] = field(default_factory=dict)  # of the batch's events, when some key waits
+    last_digests: dict[tuple[str, str], str] = field(default_factory=dict)  # (scope, key) -> payload digest
+
+
+class DueParked(NamedTuple):
+    """A parked delivery whose next attempt is due (see :meth:`Journal.due_parked`)."""
+
+    idempotency_key: str
+    route: str
+    target: str
+    parks: int
+    body: bytes  # the encoded event
+    key: str | None
+
+
 class Journal(DeadLetterStore, Watermarks):
     """The journal on SQLite (default) or PostgreSQL; migrates the schema when opened. Thread-safe."""
 
@@ -91,6 +118,10 @@ class Journal(DeadLetterStore, Watermarks):
             raise TransientError(f"journal {self.url} is unreachable: {reason}; check that the database is running "
                                  "and the URL (--journal or $IRONBUS_JOURNAL) is right") from None
         self.xref = DurableXref(self.engine)
+        #: per-key marks: last applied sequence and last delivered payload digest
+        self.marks = KeyMarks(self.engine)
+        #: each running process's protection snapshot
+        self.processes = ProcessStates(self.engine)
         DeadLetterStore.__init__(self, self.engine)
         Watermarks.__init__(self, self.engine)
         self._statements()
@@ -126,9 +157,18 @@ class Journal(DeadLetterStore, Watermarks):
                    in_("keys", _E.c.key)))
 
     # -- events --------------------------------------------------------------------------------------------
-    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
-        """Journal inbound events with their origin, in one transaction. Idempotent on the event id: a
-        re-sent event keeps its first record."""
+    def unit(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work: the writes made with it (``unit=``) commit together when the block ends."""
+        return unit_of_work(self.engine)
+
+    def ping(self) -> None:
+        """One cheap round trip (readiness probes); raises when the database cannot be reached."""
+        with read(self.engine) as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def record_events(self, events: Sequence[tuple[Event, str]], *, unit: UnitOfWork | None = None) -> None:
+        """Journal inbound events with their origin, in one transaction (``unit``'s when given). Idempotent on
+        the event id: a re-sent event keeps its first record."""
         if not events:
             return
         now = time.time()
@@ -140,7 +180,7 @@ class Journal(DeadLetterStore, Watermarks):
                          "key": event.key, "sequence": event.sequence, "correlationid": event.correlationid,
                          "causationid": event.causationid, "time": event.time, "received_at": now,
                          "origin": origin, "body": event.encode()})
-        with write(self.engine) as conn:
+        with writing(self.engine, unit.conn if unit is not None else None) as conn:
             self._insert_events_many.execute(conn, rows)
 
     def get_event(self, event_id: str) -> Event | None:
@@ -172,14 +212,14 @@ class Journal(DeadLetterStore, Watermarks):
             return [Event.decode(bytes(body)) for body in conn.execute(query).scalars()]
 
     # -- deliveries ----------------------------------------------------------------------------------------
-    def settle(self, outcomes: Sequence[DeliveryUpdate], *, conn: Connection | None = None) -> None:
+    def settle(self, outcomes: Sequence[DeliveryUpdate], *, unit: UnitOfWork | None = None) -> None:
         """Record delivery outcomes: upsert each delivery's state and append to the attempt log, all in one
-        transaction (the caller's, when ``conn`` is given). A delivery already ``delivered`` is never
-        downgraded (its attempt is still logged)."""
+        transaction (``unit``'s when given). A delivery already ``delivered`` is never downgraded (its attempt
+        is still logged)."""
         if not outcomes:
             return
         now = time.time()
-        with writing(self.engine, conn) as conn:
+        with writing(self.engine, unit.conn if unit is not None else None) as conn:
             for run in _distinct_runs(outcomes):
                 self._upsert_delivery_many.execute(conn, [
                     {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
@@ -258,8 +298,58 @@ class Journal(DeadLetterStore, Watermarks):
                                           .order_by(_A.c.id))]
 
     # -- dead letters (storage in DeadLetterStore) ---------------------------------------------------------
-    def dead_letter(self, letters: Sequence[DeadLetter], *, conn: Connection | None = None) -> None:
-        self.add(letters, conn=conn)
+    def dead_letter(self, letters: Sequence[DeadLetter], *, unit: UnitOfWork | None = None) -> None:
+        self.add(letters, conn=unit.conn if unit is not None else None)
+
+    # -- per-key marks (the rules in bus.ordering) ---------------------------------------------------------
+    def mark_applied(self, marks: Sequence[tuple[str, str, int]], *, unit: UnitOfWork | None = None) -> None:
+        """Record applied sequences ``(scope, key, sequence)``; a mark never moves back."""
+        self.marks.mark_applied(marks, conn=unit.conn if unit is not None else None)
+
+    def remember_digests(self, digests: dict[tuple[str, str], str], *, unit: UnitOfWork | None = None) -> None:
+        """Store the digests of payloads just delivered (``skip_unchanged``)."""
+        self.marks.remember_digests(digests, conn=unit.conn if unit is not None else None)
+
+    def batch_facts(self, delivery_keys: Sequence[str], *, sequences: Sequence[tuple[str, str]] = (),
+                    scopes: Iterable[tuple[str, str, str]] = (), event_ids: Sequence[str] = (),
+                    digests: Sequence[tuple[str, str]] = ()) -> BatchFacts:
+        """Everything a worker batch asks before delivering, in one read transaction (one snapshot): which
+        deliveries already succeeded, the last applied sequences and payload digests of ``(scope, key)``
+        pairs, and the parked deliveries later events of ``(route, target, key)`` scopes wait behind."""
+        with read(self.engine) as conn:
+            facts = BatchFacts(delivered=self.delivered_keys(delivery_keys, conn=conn),
+                               last_applied=self.marks.last_sequences(sequences, conn=conn))
+            facts.parked_ahead, facts.received_at = self.parked_ahead(scopes, event_ids, conn=conn)
+            facts.last_digests = self.marks.last_digests(digests, conn=conn)
+        return facts
+
+    # -- parking (re-driven by bus.parking.Parker) ---------------------------------------------------------
+    def parked_count(self) -> int:
+        """How many deliveries are parked, due or not."""
+        with read(self.engine) as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(_D).where(_D.c.status == "parked")).scalar()
+        return int(n or 0)
+
+    def due_parked(self, now: float, limit: int) -> list[DueParked]:
+        """Up to ``limit`` parked deliveries due at ``now``, in the order their events arrived (so deliveries
+        of one key are re-driven oldest first)."""
+        query = (sa.select(_D.c.idempotency_key, _D.c.route, _D.c.target, _D.c.parks, _E.c.body, _E.c.key)
+                 .join(_E, _E.c.id == _D.c.event_id)
+                 .where(_D.c.status == "parked", _D.c.next_attempt_at <= now)
+                 .order_by(_E.c.received_at, _E.c.id, _D.c.idempotency_key).limit(limit))
+        with read(self.engine) as conn:
+            return [DueParked(r.idempotency_key, r.route, r.target, int(r.parks), bytes(r.body), r.key)
+                    for r in conn.execute(query)]
+
+    def unpark(self, idempotency_keys: Sequence[str], due_at: float) -> None:
+        """Turn parked deliveries that were due at ``due_at`` back to ``pending`` (their messages were queued
+        again). One a worker already took from the queue and parked again — with a later next attempt — stays
+        parked: flipping it would leave it pending with no message anywhere."""
+        with write(self.engine) as conn:
+            for part in chunks(list(idempotency_keys)):
+                conn.execute(sa.update(_D).where(_D.c.idempotency_key.in_(part), _D.c.status == "parked",
+                                                 _D.c.next_attempt_at <= due_at)
+                             .values(status="pending", next_attempt_at=None, updated_at=time.time()))
 
     def dead_letters(self, *, route: str | None = None, target: str | None = None, error: str | None = None,
                      since: float | None = None, state: str | None = "dead", limit: int | None = 100,
@@ -317,6 +407,10 @@ class Journal(DeadLetterStore, Watermarks):
     def xref_rows(self, entity: str | None = None) -> list[XrefRow]:
         """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
         return self.xref.rows(entity)
+
+    def pending_adapter_items(self, prefix: str = "awaiting:") -> list[dict[str, Any]]:
+        """Work adapters sent and still wait on (``ironbus status``; see :func:`adapterstate.pending_items`)."""
+        return pending_items(self.engine, prefix)
 
     def adapter_store(self, system: str) -> JournalAdapterStore:
         """The durable :class:`~adapters.base.AdapterStore` of ``system`` (bound before the adapter opens)."""

@@ -44,7 +44,9 @@ import kombu as _kombu
 import kombu.exceptions as kombu_errors
 import structlog
 
+from bus.backoff import Backoff
 from bus.errors import ConfigError, TransientError
+from bus.journal.unit import UnitOfWork
 from bus.queue.base import Lease, Message
 
 # kombu ships partial, untyped annotations; treat it as dynamic rather than scatter ignores.
@@ -306,13 +308,14 @@ class AmqpQueue:
                 self._io.start()
 
     def _io_loop(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, 10.0)
         while not self._stopping.is_set():
             try:
                 self._consume_connection()
-                backoff = 0.2
+                backoff.reset()
             except Exception as exc:  # noqa: BLE001 - the consumer must outlive any broker hiccup; it reconnects
-                log.warning("queue.amqp_reconnect", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
+                pause = backoff.next()
+                log.warning("queue.amqp_reconnect", error=f"{type(exc).__name__}: {exc}", retry_in=pause)
                 with self._cond:
                     self._io_error = str(exc)
                     self._generation += 1  # leases of the dead channel cannot be acked; the broker requeues them
@@ -323,8 +326,7 @@ class AmqpQueue:
                     self._cond.notify_all()
                 self._tags.clear()
                 self._tag_state.clear()
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                self._stopping.wait(pause)
 
     def _consume_connection(self) -> None:
         with kb.Connection(self.url, heartbeat=30) as conn:
@@ -435,6 +437,19 @@ class AmqpQueue:
     def ack_many(self, leases: Sequence[Lease]) -> None:
         """Acknowledge (the I/O thread sends the acks within milliseconds; a lost ack means redelivery)."""
         self._settle(self._own(leases))
+
+    def publish_within(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        """Publish now (confirmed), before ``unit`` commits: the broker cannot join the journal's transaction."""
+        self.publish(messages)
+
+    def ack_within(self, unit: UnitOfWork, leases: Sequence[Lease]) -> None:
+        """Ack once ``unit`` committed: a batch is acked only after its outcomes are journaled."""
+        owned = self._own(leases)
+
+        def settle() -> None:
+            self._settle(owned)
+
+        unit.after_commit(settle)
 
     def release_many(self, leases: Sequence[Lease], delay: float = 0.0, *, park: bool = False) -> None:
         """Republish a copy to the delay tier covering ``delay`` (confirmed), then ack the original."""

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bus.journal.unit import UnitOfWork
+
 __all__ = ["Lease", "Message", "Queue"]
 
 
@@ -48,7 +50,16 @@ class Queue(Protocol):
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
 
     def ack_many(self, leases: Sequence[Lease]) -> None:
-        """Ack several leases of this queue in one round trip (the worker's normal way to ack)."""
+        """Ack several leases of this queue in one round trip."""
+
+    def publish_within(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        """Publish as part of a journal unit of work (a worker batch's follow-ups). A queue in the journal's
+        database writes in the unit's transaction; a broker publishes at once, before the unit commits, so a
+        crash can repeat a follow-up (its fixed id collapses it) but never lose one whose delivery is kept."""
+
+    def ack_within(self, unit: UnitOfWork, leases: Sequence[Lease]) -> None:
+        """Ack as part of a journal unit of work (the worker's way to ack a batch): in the unit's transaction
+        for a queue in the journal's database, else once the unit committed."""
 
     def depth(self) -> dict[str, int]:
         """Counts for ``ironbus status``: at least ``ready`` and ``leased`` (``-1`` where unknown)."""

@@ -25,23 +25,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from bus.journal import tables
-from bus.journal.engine import read, write
-from bus.journal.sql import ManyRows, chunks
+from bus.backoff import Backoff
+from bus.journal.queuerows import QueueRows, RowLease
+from bus.journal.unit import UnitOfWork
 from bus.queue.base import Lease, Message
 
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
 
 log = structlog.get_logger(__name__)
-
-_Q = tables.queue
-_INSERT = ManyRows(_Q.insert())
-_P = _Q.alias("earlier")
 
 
 @dataclass(eq=False)
@@ -67,41 +61,43 @@ class EmbeddedLease:
         """Push the lease's expiry to ``seconds`` from now (long deliveries); False when it was lost."""
         return self._queue.extend(self, seconds)
 
+    @property
+    def row(self) -> RowLease:
+        return RowLease(self.id, self.owner, self.delivery_count)
+
 
 class EmbeddedQueue:
-    """The lease queue on an engine whose database the journal has migrated. Thread-safe; any number of
-    processes may share one database."""
+    """The lease queue on an engine whose database the journal has migrated (its rows:
+    :class:`~bus.journal.queuerows.QueueRows`). Thread-safe; any number of processes may share one database."""
 
     def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_poll_interval: float = 0.1) -> None:
-        self._engine = engine
+        self._rows = QueueRows(engine)
         self.lease_seconds = lease_seconds
         self.max_poll_interval = max_poll_interval
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._changed = threading.Condition()
         self._generation = 0
-        self._postgres = engine.dialect.name == "postgresql"
         self._idle = True
-        self._statements()
 
     # -- producing -----------------------------------------------------------------------------------------
     def publish(self, messages: Sequence[Message]) -> None:
         """Insert the messages in one transaction; when this returns they survive a killed process."""
         if not messages:
             return
-        now = time.time()
-        with write(self._engine) as conn:
-            _INSERT.execute(conn, [
-                {"key": m.key, "route": m.route, "target": m.target, "parks": m.parks,
-                 "headers": orjson.dumps(m.headers).decode() if m.headers else None, "body": m.body,
-                 "available_at": now, "lease_owner": None, "lease_until": None, "delivery_count": 0,
-                 "enqueued_at": now} for m in messages])
+        self._rows.insert(messages)
         self._wake()
+
+    def publish_within(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        """Insert the messages in ``unit``'s transaction: they exist exactly when the unit commits."""
+        if messages:
+            self._rows.insert(messages, unit)
+            unit.after_commit(self._wake)
 
     # -- consuming -----------------------------------------------------------------------------------------
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
         deadline = time.monotonic() + timeout
-        backoff = 0.002
+        backoff = Backoff(0.002, self.max_poll_interval)
         while True:
             with self._changed:
                 generation = self._generation
@@ -111,50 +107,19 @@ class EmbeddedQueue:
                 return leases
             with self._changed:
                 if self._generation == generation:
-                    self._changed.wait(min(backoff, remaining))
-                    backoff = min(backoff * 2, self.max_poll_interval)
+                    self._changed.wait(min(backoff.next(), remaining))
                 else:
-                    backoff = 0.002
+                    backoff.reset()
 
     def _claim(self, limit: int) -> list[Lease]:
         now = time.time()
-        if self._idle:
-            # An idle poll must not take SQLite's write lock away from publishers: look before claiming.
-            with read(self._engine) as conn:
-                if conn.execute(self._peek, {"now": now}).first() is None:
-                    return []
-        with write(self._engine) as conn:
-            rows = sorted(conn.execute(self._claim_stmt, {"now": now, "until": now + self.lease_seconds,
-                                                          "owner": self.owner, "limit": limit}).all(),
-                          key=lambda r: r.id)
+        # An idle poll must not take SQLite's write lock away from publishers: look before claiming.
+        if self._idle and not self._rows.any_ready(now):
+            return []
+        rows = self._rows.claim(limit, self.owner, now, now + self.lease_seconds)
         self._idle = not rows
-        return [EmbeddedLease(
-            message=Message(body=bytes(r.body), key=r.key, route=r.route, target=r.target, parks=r.parks,
-                            headers=orjson.loads(r.headers) if r.headers else {}),
-            delivery_count=r.delivery_count, id=r.id, owner=self.owner, _queue=self) for r in rows]
-
-    def _statements(self) -> None:
-        """Build the hot statements once: compiling them per call costs more than running them."""
-        now = sa.bindparam("now", type_=sa.Double)
-        ready = _Q.c.available_at <= now
-        self._peek = sa.select(_Q.c.id).where(ready).limit(1)
-        blocked = sa.select(_P.c.id).where(
-            _P.c.key == _Q.c.key, _P.c.id != _Q.c.id,
-            sa.or_(_P.c.id < _Q.c.id, sa.and_(_P.c.lease_owner.is_not(None), _P.c.lease_until > now))).exists()
-        pick = (sa.select(_Q.c.id).where(ready, sa.or_(_Q.c.key.is_(None), ~blocked))
-                .order_by(_Q.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
-        if self._postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        until = sa.bindparam("until", type_=sa.Double)
-        self._claim_stmt = (
-            _Q.update().where(_Q.c.id.in_(pick.scalar_subquery()))
-            .values(lease_owner=sa.bindparam("owner", type_=sa.Text), lease_until=until, available_at=until,
-                    delivery_count=_Q.c.delivery_count + 1)
-            .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
-                       _Q.c.delivery_count))
-        self._ack_stmt = _Q.delete().where(
-            _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
-            _Q.c.delivery_count == sa.bindparam("b_count"))
+        return [EmbeddedLease(message=r.message, delivery_count=r.delivery_count, id=r.id, owner=self.owner,
+                              _queue=self) for r in rows]
 
     # -- settling ------------------------------------------------------------------------------------------
     def ack_many(self, leases: Sequence[Lease]) -> None:
@@ -163,12 +128,23 @@ class EmbeddedQueue:
         todo = self._unsettled(leases)
         if not todo:
             return
-        lost = 0
-        with write(self._engine) as conn:
-            for part in chunks(todo):
-                result = conn.execute(self._ack_stmt, [
-                    {"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
-                lost += len(part) - max(result.rowcount, 0)
+        self._acked(self._rows.delete([x.row for x in todo]))
+
+    def ack_within(self, unit: UnitOfWork, leases: Sequence[Lease]) -> None:
+        """Acknowledge in ``unit``'s transaction: the batch's journal writes and its acks commit together."""
+        todo = self._unsettled(leases, mark=False)  # settled once the unit commits: a rollback leaves them held
+        if not todo:
+            return
+        lost = self._rows.delete([x.row for x in todo], unit)
+
+        def committed() -> None:
+            for lease in todo:
+                lease.settled = True
+            self._acked(lost)
+
+        unit.after_commit(committed)
+
+    def _acked(self, lost: int) -> None:
         if lost:
             log.warning("queue.ack_lost_lease", count=lost, hint="lease expired before ack; raise lease_seconds")
         self._wake()
@@ -178,25 +154,14 @@ class EmbeddedQueue:
         todo = self._unsettled(leases)
         if not todo:
             return
-        with write(self._engine) as conn:
-            conn.execute(_Q.update().where(
-                _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
-                _Q.c.delivery_count == sa.bindparam("b_count"))
-                .values(lease_owner=None, lease_until=None, available_at=time.time() + max(delay, 0.0),
-                        parks=_Q.c.parks + (1 if park else 0)),
-                [{"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in todo])
+        self._rows.release([x.row for x in todo], delay, park)
         self._wake()
 
     def extend(self, lease: EmbeddedLease, seconds: float) -> bool:
-        until = time.time() + seconds
-        with write(self._engine) as conn:
-            result = conn.execute(_Q.update().where(
-                _Q.c.id == lease.id, _Q.c.lease_owner == lease.owner, _Q.c.delivery_count == lease.delivery_count)
-                .values(lease_until=until, available_at=until))
-        return bool(result.rowcount)
+        return self._rows.extend(lease.row, time.time() + seconds)
 
     @staticmethod
-    def _unsettled(leases: Sequence[Lease]) -> list[EmbeddedLease]:
+    def _unsettled(leases: Sequence[Lease], *, mark: bool = True) -> list[EmbeddedLease]:
         todo = []
         for lease in leases:
             if not isinstance(lease, EmbeddedLease):
@@ -204,7 +169,7 @@ class EmbeddedQueue:
             if lease.settled:
                 log.warning("queue.settled_twice", id=lease.id)
                 continue
-            lease.settled = True
+            lease.settled = mark
             todo.append(lease)
         return todo
 
@@ -217,15 +182,7 @@ class EmbeddedQueue:
     def depth(self) -> dict[str, int]:
         """``ready`` (visible now, including rows waiting behind an earlier row of their key), ``leased``
         (held by a live lease) and ``delayed`` (released with a delay)."""
-        now = time.time()
-        leased = sa.and_(_Q.c.lease_owner.is_not(None), _Q.c.lease_until > now)
-        with read(self._engine) as conn:
-            row = conn.execute(sa.select(
-                sa.func.count().filter(_Q.c.available_at <= now),
-                sa.func.count().filter(leased),
-                sa.func.count().filter(_Q.c.available_at > now, _Q.c.lease_owner.is_(None)))).one()
-        counts = {"ready": int(row[0]), "leased": int(row[1]), "delayed": int(row[2])}
-        return counts
+        return self._rows.depth(time.time())
 
     def close(self) -> None:
         """Nothing to release: leases live in the database (unsettled ones expire); the engine is the

@@ -14,7 +14,7 @@ from adapters.base import Adapter, Call, Outcome, operation
 from bus.bulk import BulkItem, BulkLanes
 from bus.config import load_config
 from bus.delivery import Attempted
-from bus.errors import PermanentError, TransientError
+from bus.errors import PartialFailure, PermanentError, TransientError
 from bus.journal import Journal
 from bus.pipeline import Dispatch, Pipeline
 from bus.queue.base import Lease, Message
@@ -24,12 +24,11 @@ from tests.helpers.routes import orders
 from tests.helpers.wait import wait_until
 
 
-class PartlyFailed(PermanentError):
+class PartlyFailed(PartialFailure):
     """Like a vendor bulk API answering 207: some items done, some refused."""
 
     def __init__(self, results: list[Any]) -> None:
-        super().__init__("some items failed")
-        self.results = results
+        super().__init__("some items failed", results)
 
 
 class BulkSink(Adapter):

@@ -47,7 +47,7 @@ def test_breaker_opens_on_a_failing_system_and_recovers(tmp_path: Path) -> None:
             journal = Journal(journal_url)
             try:
                 def circuit_open() -> bool:
-                    return any((s.get("circuit") or {}).get("state") == "open" for s in read_state(journal.engine))
+                    return any((s.get("circuit") or {}).get("state") == "open" for s in read_state(journal))
                 wait_until(circuit_open, 15, "the circuit to open (as seen by `ironbus status`)")
             finally:
                 journal.close()

@@ -181,7 +181,7 @@ def test_a_worker_batch_settles_in_one_transaction(journal: Journal, monkeypatch
     last of these writes leaves none of them behind (before, each was its own transaction)."""
     from bus.worker import Batch, Worker
 
-    worker = Worker(pipeline=None, adapters={}, journal=journal, queue=None, ingest=lambda _: None)  # type: ignore[arg-type]
+    worker = Worker(pipeline=None, adapters={}, journal=journal, queue=None, door=None)  # type: ignore[arg-type]
     event = _event("SO-9", sequence=3)
     key = idempotency_key(event.id, "r1", "scm.update")
     batch = Batch(updates=[_update(event, "delivered")], applied=[("r1:scm.update", "SO-9", 3)],

@@ -1,0 +1,139 @@
+"""The embedded queue's rows (``ib_queue``): the SQL behind :class:`bus.queue.embedded.EmbeddedQueue`.
+
+The queue keeps its leases, waiting and waking; this module claims, inserts, deletes and counts rows, in
+their own transaction or in a :class:`~bus.journal.unit.UnitOfWork` (a worker batch's acks and follow-ups
+commit with its delivery states).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+import sqlalchemy as sa
+
+from bus.journal import tables
+from bus.journal.engine import read, write, writing
+from bus.journal.sql import ManyRows, chunks
+from bus.journal.unit import UnitOfWork
+from bus.queue.base import Message
+
+__all__ = ["ClaimedRow", "QueueRows", "RowLease"]
+
+_Q = tables.queue
+_INSERT = ManyRows(_Q.insert())
+_P = _Q.alias("earlier")
+
+
+class RowLease(NamedTuple):
+    """Which claim of a row to settle: the row, its owner and the delivery it was claimed for."""
+
+    id: int
+    owner: str
+    delivery_count: int
+
+
+class ClaimedRow(NamedTuple):
+    id: int
+    message: Message
+    delivery_count: int
+
+
+def _rows(messages: Sequence[Message], now: float) -> list[dict[str, Any]]:
+    return [{"key": m.key, "route": m.route, "target": m.target, "parks": m.parks,
+             "headers": orjson.dumps(m.headers).decode() if m.headers else None, "body": m.body,
+             "available_at": now, "lease_owner": None, "lease_until": None, "delivery_count": 0,
+             "enqueued_at": now} for m in messages]
+
+
+class QueueRows:
+    """The rows of the embedded queue on the journal's database. Thread-safe."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._statements()
+
+    def _statements(self) -> None:
+        """Build the hot statements once: compiling them per call costs more than running them."""
+        now = sa.bindparam("now", type_=sa.Double)
+        ready = _Q.c.available_at <= now
+        self._peek = sa.select(_Q.c.id).where(ready).limit(1)
+        blocked = sa.select(_P.c.id).where(
+            _P.c.key == _Q.c.key, _P.c.id != _Q.c.id,
+            sa.or_(_P.c.id < _Q.c.id, sa.and_(_P.c.lease_owner.is_not(None), _P.c.lease_until > now))).exists()
+        pick = (sa.select(_Q.c.id).where(ready, sa.or_(_Q.c.key.is_(None), ~blocked))
+                .order_by(_Q.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
+        if self.postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        until = sa.bindparam("until", type_=sa.Double)
+        self._claim_stmt = (
+            _Q.update().where(_Q.c.id.in_(pick.scalar_subquery()))
+            .values(lease_owner=sa.bindparam("owner", type_=sa.Text), lease_until=until, available_at=until,
+                    delivery_count=_Q.c.delivery_count + 1)
+            .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
+                       _Q.c.delivery_count))
+        self._ack_stmt = _Q.delete().where(
+            _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
+            _Q.c.delivery_count == sa.bindparam("b_count"))
+
+    def insert(self, messages: Sequence[Message], unit: UnitOfWork | None = None) -> None:
+        """Insert the messages, visible at once, in one transaction (``unit``'s when given)."""
+        if not messages:
+            return
+        with writing(self.engine, unit.conn if unit is not None else None) as conn:
+            _INSERT.execute(conn, _rows(messages, time.time()))
+
+    def any_ready(self, now: float) -> bool:
+        """Whether some row is visible now (a read: an idle poll must not take SQLite's write lock)."""
+        with read(self.engine) as conn:
+            return conn.execute(self._peek, {"now": now}).first() is not None
+
+    def claim(self, limit: int, owner: str, now: float, until: float) -> list[ClaimedRow]:
+        """Stamp up to ``limit`` claimable rows with ``owner``'s lease until ``until``, oldest first."""
+        with write(self.engine) as conn:
+            rows = sorted(conn.execute(self._claim_stmt, {"now": now, "until": until, "owner": owner,
+                                                          "limit": limit}).all(), key=lambda r: r.id)
+        return [ClaimedRow(r.id, Message(body=bytes(r.body), key=r.key, route=r.route, target=r.target,
+                                         parks=r.parks, headers=orjson.loads(r.headers) if r.headers else {}),
+                           r.delivery_count) for r in rows]
+
+    def delete(self, leases: Sequence[RowLease], unit: UnitOfWork | None = None) -> int:
+        """Delete the rows still held by these leases; returns how many were no longer theirs."""
+        lost = 0
+        with writing(self.engine, unit.conn if unit is not None else None) as conn:
+            for part in chunks(list(leases)):
+                result = conn.execute(self._ack_stmt, [
+                    {"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
+                lost += len(part) - max(result.rowcount, 0)
+        return lost
+
+    def release(self, leases: Sequence[RowLease], delay: float, park: bool) -> None:
+        """Clear the leases; the rows are visible again after ``delay`` seconds."""
+        with write(self.engine) as conn:
+            conn.execute(_Q.update().where(
+                _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
+                _Q.c.delivery_count == sa.bindparam("b_count"))
+                .values(lease_owner=None, lease_until=None, available_at=time.time() + max(delay, 0.0),
+                        parks=_Q.c.parks + (1 if park else 0)),
+                [{"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in leases])
+
+    def extend(self, lease: RowLease, until: float) -> bool:
+        """Move a lease's expiry to ``until``; False when the row is no longer held by it."""
+        with write(self.engine) as conn:
+            result = conn.execute(_Q.update().where(
+                _Q.c.id == lease.id, _Q.c.lease_owner == lease.owner, _Q.c.delivery_count == lease.delivery_count)
+                .values(lease_until=until, available_at=until))
+        return bool(result.rowcount)
+
+    def depth(self, now: float) -> dict[str, int]:
+        """``ready``, ``leased`` and ``delayed`` row counts (see :meth:`EmbeddedQueue.depth`)."""
+        leased = sa.and_(_Q.c.lease_owner.is_not(None), _Q.c.lease_until > now)
+        with read(self.engine) as conn:
+            row = conn.execute(sa.select(
+                sa.func.count().filter(_Q.c.available_at <= now),
+                sa.func.count().filter(leased),
+                sa.func.count().filter(_Q.c.available_at > now, _Q.c.lease_owner.is_(None)))).one()
+        return {"ready": int(row[0]), "leased": int(row[1]), "delayed": int(row[2])}
