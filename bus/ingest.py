@@ -5,6 +5,11 @@ transaction per request would cap the bus at the database's commit rate, so conc
 collected by one background thread for up to ``max_wait`` seconds / ``max_batch`` events, written with one
 journal transaction and one queue publish, and then every caller's future is resolved (or failed with the
 same error: nothing was acknowledged, so the source retries).
+
+One caller's bad input must never fail the others: every event is checked (:func:`bus.limits.check_event`)
+before it joins a group, and the caller gets the refusal at once. Should a group still fail, each submission
+is committed again on its own, so only the one that cannot be stored fails (unless the store itself is down,
+which fails them all, quickly).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import structlog
 
 from bus.envelope import Event
 from bus.journal import Journal
+from bus.limits import check_event
 from bus.queue.base import Message, Queue
 
 __all__ = ["Ingestor"]
@@ -59,8 +65,8 @@ class _Waiter:
         self._lock.release()
 
 
-def _resolve_on_loop(waiters: list[_Waiter], error: BaseException | None) -> None:
-    for waiter in waiters:
+def _resolve_on_loop(waiters: list[tuple[_Waiter, BaseException | None]]) -> None:
+    for waiter, error in waiters:
         future = waiter.future
         if future is not None and not future.done():  # a cancelled request (client went away) is done
             if error is None:
@@ -93,6 +99,8 @@ class Ingestor:
     def _submit(self, events: Sequence[tuple[Event, str]], waiter: _Waiter) -> None:
         if self._closed:
             raise RuntimeError("the ingestor is closed")
+        for event, _ in events:
+            check_event(event)  # raises InputRejected in the caller; a bad event never joins a group
         self._submissions.put((events, waiter))
 
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
@@ -137,24 +145,42 @@ class Ingestor:
             if stop:
                 return
 
-    def _commit(self, batch: list[_Submission]) -> None:
-        events = [pair for submission, _ in batch for pair in submission]
-        error: BaseException | None = None
+    def _store(self, events: list[tuple[Event, str]]) -> BaseException | None:
         try:
             self.journal.record_events(events)
             self.queue.publish([message_for(event) for event, _ in events])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, who decides
-            log.warning("ingest.failed", events=len(events), error=str(exc))
-            error = exc
-        on_loops: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
-        for _, waiter in batch:
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
+            return exc
+        return None
+
+    def _commit(self, batch: list[_Submission]) -> None:
+        events = [pair for submission, _ in batch for pair in submission]
+        error = self._store(events)
+        errors: list[BaseException | None] = [error] * len(batch)
+        if error is not None and len(batch) > 1:
+            # One submission may be what failed the group: commit each alone so the others still succeed.
+            # Journaling is idempotent on the event id, so whatever the failed group did write is harmless.
+            # When the first two alone fail as well and none succeeded, the store itself is failing: the rest
+            # get the same error at once instead of one more slow attempt each.
+            succeeded = False
+            for i, (submission, _) in enumerate(batch):
+                if i >= 2 and not succeeded and errors[0] is not None and errors[1] is not None:
+                    break
+                errors[i] = self._store(list(submission))
+                succeeded = succeeded or errors[i] is None
+            log.warning("ingest.failed", events=len(events), error=str(error),
+                        failed_alone=sum(1 for e in errors if e is not None), submissions=len(batch))
+        elif error is not None:
+            log.warning("ingest.failed", events=len(events), error=str(error))
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, BaseException | None]]] = {}
+        for (_, waiter), failed in zip(batch, errors, strict=True):
             if waiter.loop is None:
-                waiter.resolve(error)
+                waiter.resolve(failed)
             else:
-                on_loops.setdefault(waiter.loop, []).append(waiter)
+                on_loops.setdefault(waiter.loop, []).append((waiter, failed))
         for loop, waiters in on_loops.items():
             try:
-                loop.call_soon_threadsafe(_resolve_on_loop, waiters, error)
+                loop.call_soon_threadsafe(_resolve_on_loop, waiters)
             except RuntimeError:  # that loop is closed: its callers are gone
                 pass
 

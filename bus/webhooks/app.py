@@ -21,6 +21,7 @@ import structlog
 from adapters.base import WebhookRequest
 from bus.envelope import Event
 from bus.errors import DecodeError, PermanentError, TransientError
+from bus.limits import InputRejected, check_payloads
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bus.metrics import Metrics, default
 from bus.webhooks.base import Endpoint, Ingest, WebhookRejected, media_type_allowed
@@ -205,6 +206,8 @@ class WebhookApp:
         if events:
             try:
                 await self.ingest(events)
+            except InputRejected as exc:  # checked before joining a group commit: only this request fails
+                raise _Refusal(exc.status, exc.reason, str(exc)) from None
             except Exception as exc:  # whatever failed, the vendor must not get a 202: it has to retry
                 log.error("webhook ingest failed", system=endpoint.system, trigger=endpoint.trigger,
                           event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}", exc_info=True)
@@ -234,15 +237,21 @@ class WebhookApp:
     async def _run_handler(self, endpoint: Endpoint, request: WebhookRequest) -> list[Any]:
         try:
             if endpoint.blocking:
-                payloads = await asyncio.get_running_loop().run_in_executor(None, endpoint.handler, request)
+                payloads = await asyncio.get_running_loop().run_in_executor(None, _checked, endpoint.handler,
+                                                                            request)
             else:
-                payloads = endpoint.handler(request)
+                payloads = _checked(endpoint.handler, request)
+        except InputRejected as exc:
+            raise _Refusal(exc.status, exc.reason, str(exc)) from None
         except WebhookRejected as exc:
             raise _Refusal(exc.status, exc.reason, str(exc)) from None
         except (PermanentError, DecodeError) as exc:
             raise _Refusal(400, "bad_request", str(exc)) from None
         except TransientError as exc:
             raise _Refusal(503, "unavailable", str(exc), [(b"retry-after", b"5")]) from None
+        except (UnicodeError, RecursionError) as exc:  # undecodable or absurdly nested input, not a bus fault
+            raise _Refusal(400, "malformed_body", f"body cannot be decoded: {type(exc).__name__}: "
+                                                  f"{str(exc)[:200]}") from None
         except Exception as exc:  # a handler bug must cost one 500, not the server
             log.error("webhook handler failed", system=endpoint.system, trigger=endpoint.trigger,
                       error=f"{type(exc).__name__}: {exc}", exc_info=True)
@@ -277,6 +286,14 @@ class WebhookApp:
                 extra["forwarded_for"] = forwarded[:200]
         log.warning("webhook rejected", reason=reason, status=status, detail=detail, path=redact_hook_path(path),
                     method=scope.get("method"), remote=_remote(scope), system=system, trigger=trigger, **extra)
+
+
+def _checked(handler: Callable[[WebhookRequest], list[Any]], request: WebhookRequest) -> Any:
+    """The handler's payloads, refused (400) when the bus could not store them, in the handler's thread."""
+    payloads = handler(request)
+    if isinstance(payloads, list):
+        check_payloads(payloads)
+    return payloads
 
 
 def _remote(scope: Scope) -> str:
