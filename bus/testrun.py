@@ -26,7 +26,7 @@ from bus.pipeline import Pipeline
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xmldict import xml_to_dict
 from bus.xref import MemoryXref
-from bus.yamlfile import YamlMap, load_yaml, locate, plain
+from bus.yamlfile import YamlMap, load_json_text, load_yaml, locate, plain
 
 __all__ = ["TestOutcome", "discover", "json_contains_diff", "json_equals_diff", "run_file", "run_paths"]
 
@@ -116,10 +116,7 @@ def _input(test: YamlMap, base: Path) -> Any:
                 return xml_to_dict(raw, source=str(file))
             except DecodeError as exc:
                 raise ConfigError(str(exc), locate(test, ["input_file"])) from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"input_file {file} is not valid JSON: {exc}", locate(test, ["input_file"])) from None
+        return load_json_text(raw, str(file))
     if "input" in test:
         return test["input"]
     if "event" in test:

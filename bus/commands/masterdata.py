@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bus.config import load_config
 from bus.console import dump_json, table
 from bus.errors import ConfigError, Location
@@ -18,6 +16,7 @@ from bus.journal import Journal
 from bus.journal.records import XrefRow
 from bus.masterdata import check_master_data
 from bus.runtime import journal_url, open_adapters
+from bus.yamlfile import load_json_text
 
 __all__ = ["xref"]
 
@@ -59,10 +58,7 @@ def _import(args: argparse.Namespace, journal: Journal) -> int:
         raise ConfigError(f"cannot read: {exc}", Location(str(path))) from None
     rows: list[XrefRow] = []
     if path.suffix == ".json":
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON: {exc}", Location(str(path))) from None
+        doc = load_json_text(text, str(path))
         items = doc if isinstance(doc, list) else []
         for i, item in enumerate(items):
             try:
