@@ -21,7 +21,7 @@ from bus.plugins import load_adapter_class
 from bus.schemas import SchemaRegistry, default_registry
 from bus.yamlfile import locate
 
-__all__ = ["Issue", "adapter_operations", "lint"]
+__all__ = ["Issue", "adapter_operations", "check_settings", "lint", "refuse_on_errors"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def adapter_operations(cls: type[Adapter], settings: Any) -> list[str] | None:
     return sorted(cls.operations)
 
 
-def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
+def check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
+    """The errors in one system's settings against its adapter's JSON Schema (values never echoed)."""
     issues: list[Issue] = []
     try:
         validator = jsonschema.Draft202012Validator(dict(cls.settings_schema))
@@ -130,7 +131,7 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
             issues.append(Issue("error", f"system {name!r}: {exc.message}", exc.location or adapter_loc))
             continue
         classes[name] = cls
-        issues.extend(_check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
+        issues.extend(check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
     emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.triggers}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}
@@ -144,3 +145,16 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
         return (loc.file != main, loc.file, loc.line or 0, loc.column or 0)
 
     return sorted(issues, key=reading_order)
+
+
+def refuse_on_errors(path: str | Path) -> list[Issue]:
+    """Lint ``path`` as ``ironbus lint`` does; raise :class:`ConfigError` listing every error, else return the
+    warnings. ``ironbus run`` calls this so it never starts with settings that lint rejects (a misspelt
+    ``timestamp_heder`` would otherwise switch replay protection off without a word)."""
+    issues = lint(path)
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        listed = "\n".join(f"  {issue}" for issue in errors)
+        raise ConfigError(f"{path}: {len(errors)} error(s); the bus does not start until 'ironbus lint' passes:\n"
+                          f"{listed}")
+    return issues

@@ -73,11 +73,19 @@ class RuntimeOptions:
 
 def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
     """One adapter instance per configured system (or per system in ``only``)."""
+    from bus.lint import check_settings
+
     out: dict[str, Adapter] = {}
     for name, system in config.systems.items():
         if only is not None and name not in only:
             continue
         cls = load_adapter_class(system.adapter, system.location)
+        # the adapter's schema, as lint applies it: an adapter may ignore a key it does not know, the bus must not
+        problems = check_settings(name, cls, system.settings, system.locations.get("settings", system.location))
+        if problems:
+            raise ConfigError(str(problems[0]).replace(": error: ", ": ", 1) if len(problems) == 1 else
+                              f"system {name!r}: {len(problems)} settings errors:\n"
+                              + "\n".join(f"  {p}" for p in problems))
         out[name] = cls(name, system.settings)
     return out
 

@@ -19,6 +19,7 @@ from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
+from bus.lint import refuse_on_errors
 from bus.pipeline import Pipeline
 from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
@@ -50,6 +51,8 @@ def _pipeline(routes: Path, journal: Journal) -> Pipeline | None:
 
 def run(args: argparse.Namespace) -> int:
     check_routes_file(args.routes)
+    if getattr(args, "process_slot", None) is None:  # a supervised child was checked by its supervisor
+        refuse_on_errors(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
     processes = getattr(args, "processes", 1)
     if processes > 1:
