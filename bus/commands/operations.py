@@ -21,6 +21,7 @@ from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.lint import refuse_on_errors
 from bus.pipeline import Pipeline
+from bus.portlock import claim_port
 from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
@@ -55,6 +56,17 @@ def run(args: argparse.Namespace) -> int:
         refuse_on_errors(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
     processes = getattr(args, "processes", 1)
+    if port and getattr(args, "process_slot", None) is None:
+        # one bus per port: a second `ironbus run` fails here instead of sharing the port through SO_REUSEPORT
+        claim = claim_port(args.host, port)
+        try:
+            return _run(args, port, processes)
+        finally:
+            claim.release()
+    return _run(args, port, processes)
+
+
+def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
     if processes > 1:
         if port == 0:
             raise ConfigError("--port 0 picks a different free port in each process; with --processes, "
