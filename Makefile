@@ -5,6 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
 .PHONY: install deps demo test lint typecheck unit bench clean
+.PHONY: demo-up demo-down
 
 # A fresh clone gets its virtualenv here; re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -22,6 +23,14 @@ deps:
 
 demo: install
 	$(PY) -m demo
+
+# The demo's Tryton kept running on :8765 (the URL routes.yaml uses) with its master data linked, to play with
+# `ironbus run` on the shipped routes; demo-down stops it.
+demo-up: install
+	$(PY) -m demo.up start
+
+demo-down: install
+	$(PY) -m demo.up stop
 
 lint: install
 	$(VENV)/bin/ruff check bus adapters cli.py tests bench demo tryton

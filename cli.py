@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from bus import commands
 from bus.errors import IronbusError
@@ -21,13 +24,37 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt command or action (Python 3.11's argparse has none)."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            from bus.errors import closest
+
+            known = re.findall(r"'([^']*)'", match.group(2))
+            guesses = closest(match.group(1), known)
+            hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else \
+                f"; known: {', '.join(known)}"
+            what = "command" if message.startswith(("argument COMMAND", "argument ACTION")) else "choice"
+            message = f"{message.split(': invalid choice')[0]}: unknown {what} {match.group(1)!r}{hint}"
+        super().error(message)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ironbus")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     # logging options are accepted before and after the subcommand
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="debug, info, warning (default), error")
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["console", "json"])
-    p = argparse.ArgumentParser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.",
-                                parents=[common])
+    p = _Parser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.", parents=[common])
+    p.add_argument("--version", action="version", version=f"ironbus {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:

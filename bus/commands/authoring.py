@@ -74,6 +74,9 @@ def map_(args: argparse.Namespace) -> int:
     mapping = Mapping.load(args.mapping, xref=xref, value_maps=shared)
     doc = read_document(args.input)
     result = mapping.apply(doc)
+    for target, expression in mapping.unmatched(doc):
+        print(f"ironbus: note: {args.mapping}: field {target!r} is left out: {_short_expr(expression)} finds "
+              f"nothing in {args.input}", file=sys.stderr)
     schema = args.validate or None
     if schema:
         default_registry().validate(schema, result)
@@ -86,13 +89,15 @@ def test(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.passed]
     if args.json:
         dump_json([{"file": o.file, "name": o.name, "passed": o.passed, "location": str(o.location or ""),
-                    "details": o.details} for o in outcomes])
+                    "details": o.details, "notes": o.notes} for o in outcomes])
     else:
         for o in outcomes:
             mark = "PASS" if o.passed else "FAIL"
             print(f"{mark}  {o.location or o.file}  {o.name}")
             for line in o.details:
                 print(f"      {line}")
+            for note in o.notes:
+                print(f"      note: {note}")
         print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
     if not outcomes:
         print("no tests found (files are named *.test.yaml)", file=sys.stderr)
@@ -157,3 +162,8 @@ def graph(args: argparse.Namespace) -> int:
     print()
     table(table_rows, ["route", "from", "to", "mode"])
     return 0
+
+
+def _short_expr(text: str) -> str:
+    """An expression quoted for a one-line note (long ones are cut)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")

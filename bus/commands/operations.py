@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
 from bus.console import Progress, dump_json, table
@@ -44,6 +46,35 @@ def _since(text: str | None) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise ConfigError(f"--since/--until {text!r}: expected a duration like '2h' or an ISO timestamp") from None
+
+
+def existing_journal(explicit: str | None) -> str:
+    """The journal URL for a command that only reads: refuse one that does not exist instead of creating an
+    empty journal and reporting zero of everything."""
+    url = journal_url(explicit)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"journal URL {url!r} is not a database URL (e.g. sqlite:///var/ironbus.sqlite or "
+                          "postgresql://host/db)") from None
+    shown = parsed.render_as_string(hide_password=True)
+    hint = "check --journal or $IRONBUS_JOURNAL (the bus creates its journal when it first runs)"
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).is_file():
+            raise ConfigError(f"journal {shown} does not exist (no file {parsed.database}); {hint}")
+        return url
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.connect() as conn:
+            present = sa.inspect(conn).has_table("ironbus_schema")
+    except sa.exc.SQLAlchemyError:
+        return url  # unreachable: the journal itself says so, in one line
+    finally:
+        engine.dispose()
+    if not present:
+        raise ConfigError(f"journal {shown} holds no ironbus journal (the database exists, its tables do not); "
+                          f"{hint}")
+    return url
 
 
 def _pipeline(routes: Path, journal: Journal) -> Pipeline | None:
@@ -136,7 +167,7 @@ def send(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     queue = open_queue(broker_url(args.broker), journal)
     try:
         counts = journal.status_counts()
@@ -185,7 +216,7 @@ def _limit(snap: dict[str, Any] | None) -> str:
 
 
 def dlq(args: argparse.Namespace) -> int:
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         return _dlq(args, journal)
     finally:
@@ -286,7 +317,7 @@ def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None,
 def replay(args: argparse.Namespace) -> int:
     if not (args.ids or args.route or args.key or args.since):
         raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         events = journal.events_for(event_ids=args.ids or None, key=args.key, route=args.route,
                                     since=_since(args.since), until=_since(args.until))
@@ -349,7 +380,7 @@ def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json
 def trace(args: argparse.Namespace) -> int:
     if not args.id and not args.key:
         raise ConfigError("trace needs an event id or --key KEY")
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         chains = build_trace(journal, event_id=args.id, key=args.key)
     finally:
