@@ -111,10 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--until-idle", action="store_true", help="exit when the queue is empty (scripts and tests)")
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     sp.add_argument("--lease", type=float, default=30.0,
-                    help="seconds a claimed embedded-queue message stays claimed (default 30)")
+                    help="seconds a claimed embedded-queue message stays claimed without renewal (default 30); "
+                         "renewed while its batch is under way, so it only bounds how soon a killed process's "
+                         "messages come back")
     sp.add_argument("--batch", type=int, default=32,
-                    help="messages a worker takes at most at once (default 32; on the embedded queue a batch must "
-                         "finish within --lease)")
+                    help="messages a worker takes at most at once (default 32)")
 
     sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
     sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")

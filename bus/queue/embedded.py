@@ -11,6 +11,10 @@ Per-key ordering: a row is claimable only when it is the oldest row of its key a
 holds a live lease (so the head of a key blocks the rest of that key until it is acked — also while it is
 released with a delay). Rows without a key are free.
 
+Long deliveries: a lease handed out and not yet settled is renewed every third of ``lease_seconds`` while this
+process lives (:class:`bus.leases.LeaseKeeper`), so a batch to a slow target never outlives its lease and is
+never taken (and delivered) a second time; a killed process renews nothing, and its leases expire as before.
+
 Waiting: consumers poll with a short exponential backoff (up to ``max_poll_interval``) and are woken at
 once when this process publishes, acks or releases.
 """
@@ -33,6 +37,7 @@ from sqlalchemy.engine import Engine
 from bus.journal import tables
 from bus.journal.engine import read, write
 from bus.journal.sql import ManyRows, chunks
+from bus.leases import LeaseKeeper
 from bus.queue.base import Lease, Message
 
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
@@ -72,7 +77,8 @@ class EmbeddedQueue:
     """The lease queue on an engine whose database the journal has migrated. Thread-safe; any number of
     processes may share one database."""
 
-    def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_poll_interval: float = 0.1) -> None:
+    def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_poll_interval: float = 0.1,
+                 renew: bool = True) -> None:
         self._engine = engine
         self.lease_seconds = lease_seconds
         self.max_poll_interval = max_poll_interval
@@ -82,6 +88,8 @@ class EmbeddedQueue:
         self._postgres = engine.dialect.name == "postgresql"
         self._idle = True
         self._statements()
+        self._keeper = LeaseKeeper(self.extend_many, lease_seconds)
+        self._renew = renew  # False: leases run out on their own (tests of what a paused process leaves)
 
     # -- producing -----------------------------------------------------------------------------------------
     def publish(self, messages: Sequence[Message]) -> None:
@@ -128,10 +136,13 @@ class EmbeddedQueue:
                                                           "owner": self.owner, "limit": limit}).all(),
                           key=lambda r: r.id)
         self._idle = not rows
-        return [EmbeddedLease(
+        leases: list[Lease] = [EmbeddedLease(
             message=Message(body=bytes(r.body), key=r.key, route=r.route, target=r.target, parks=r.parks,
                             headers=orjson.loads(r.headers) if r.headers else {}),
             delivery_count=r.delivery_count, id=r.id, owner=self.owner, _queue=self) for r in rows]
+        if self._renew:
+            self._keeper.watch(leases)
+        return leases
 
     def _statements(self) -> None:
         """Build the hot statements once: compiling them per call costs more than running them."""
@@ -152,6 +163,10 @@ class EmbeddedQueue:
                     delivery_count=_Q.c.delivery_count + 1)
             .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
                        _Q.c.delivery_count))
+        self._extend_stmt = _Q.update().where(
+            _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
+            _Q.c.delivery_count == sa.bindparam("b_count")).values(
+            lease_until=sa.bindparam("b_until", type_=sa.Double), available_at=sa.bindparam("b_until", type_=sa.Double))
         self._ack_stmt = _Q.delete().where(
             _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
             _Q.c.delivery_count == sa.bindparam("b_count"))
@@ -195,6 +210,17 @@ class EmbeddedQueue:
                 .values(lease_until=until, available_at=until))
         return bool(result.rowcount)
 
+    def extend_many(self, leases: Sequence[EmbeddedLease], seconds: float) -> int:
+        """Renew many leases to ``seconds`` from now in one transaction; returns how many were still ours."""
+        until = time.time() + seconds
+        kept = 0
+        with write(self._engine) as conn:
+            for part in chunks(list(leases)):
+                result = conn.execute(self._extend_stmt, [
+                    {"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count, "b_until": until} for x in part])
+                kept += max(result.rowcount, 0)
+        return kept
+
     @staticmethod
     def _unsettled(leases: Sequence[Lease]) -> list[EmbeddedLease]:
         todo = []
@@ -230,4 +256,5 @@ class EmbeddedQueue:
     def close(self) -> None:
         """Nothing to release: leases live in the database (unsettled ones expire); the engine is the
         journal's."""
+        self._keeper.close()
         self._wake()
