@@ -25,6 +25,7 @@ import structlog
 from bus.envelope import Event
 from bus.journal import Journal
 from bus.limits import check_event
+from bus.outbox import Outbox
 from bus.queue.base import Message, Queue
 
 __all__ = ["Ingestor"]
@@ -91,6 +92,8 @@ class Ingestor:
         self.queue = queue
         self.max_wait = max_wait
         self.max_batch = max_batch
+        self.outbox = Outbox(journal)
+        self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
         self._submissions: stdqueue.SimpleQueue[_Submission | None] = stdqueue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
@@ -122,8 +125,16 @@ class Ingestor:
 
     def _run(self) -> None:
         while True:
-            first = self._submissions.get()
+            if self._published:
+                try:
+                    first = self._submissions.get(timeout=0.05)
+                except stdqueue.Empty:  # idle: remove the published events' outbox rows now
+                    self._flush_published()
+                    continue
+            else:
+                first = self._submissions.get()
             if first is None:
+                self._flush_published()
                 return
             batch = [first]
             count = len(first[0])
@@ -147,11 +158,30 @@ class Ingestor:
 
     def _store(self, events: list[tuple[Event, str]]) -> BaseException | None:
         try:
-            self.journal.record_events(events)
-            self.queue.publish([message_for(event) for event, _ in events])
+            self.outbox.record(events, self._published)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
             return exc
+        self._published = []
+        try:
+            self.queue.publish([message_for(event) for event, _ in events])
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
+            # The callers answer 503 and their sources send again: these must never be published as well.
+            try:
+                self.outbox.refused([event.id for event, _ in events])
+            except Exception as again:  # noqa: BLE001 - then the relay publishes them (at least once)
+                log.warning("ingest.refusal_not_recorded", events=len(events), error=str(again))
+            return exc
+        self._published.extend(event.id for event, _ in events)
         return None
+
+    def _flush_published(self) -> None:
+        if not self._published:
+            return
+        try:
+            self.outbox.published(self._published)
+            self._published = []
+        except Exception as exc:  # noqa: BLE001 - kept for the next try; the relay's grace period covers it
+            log.warning("ingest.outbox_cleanup_failed", events=len(self._published), error=str(exc))
 
     def _commit(self, batch: list[_Submission]) -> None:
         events = [pair for submission, _ in batch for pair in submission]

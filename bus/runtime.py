@@ -29,6 +29,7 @@ from bus.errors import ConfigError
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.journal.engine import read
+from bus.outbox import OutboxRelay
 from bus.parking import Parker
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
@@ -160,6 +161,8 @@ class Runtime:
             self.workers.append(worker)
             self._spawn(worker.run, f"ironbus-worker-{i}")
         self._spawn(self.parker.run, "ironbus-parker")
+        # events a dead process journaled but never published (see bus/outbox.py)
+        self._spawn(OutboxRelay(self.journal, self.queue, stop=self.stop_event).run, "ironbus-outbox")
         self._spawn(self._gauges, "ironbus-gauges")
         if self.options.triggers:
             self._start_triggers()

@@ -22,6 +22,7 @@ from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.lint import refuse_on_errors
+from bus.outbox import outbox_counts
 from bus.pipeline import Pipeline
 from bus.portlock import claim_port
 from bus.queue.base import Message, Queue
@@ -173,13 +174,17 @@ def status(args: argparse.Namespace) -> int:
         counts = journal.status_counts()
         depth = queue.depth()
         systems = read_state(journal.engine)
+        inbound = outbox_counts(journal.engine)
     finally:
         queue.close()
         journal.close()
     if args.json:
-        dump_json({"queue": depth, **counts, "systems": systems})
+        dump_json({"queue": depth, **counts, "systems": systems, "inbound": inbound})
         return 0
     print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
+    # journaled but not on the queue (a process died in between: the outbox relay publishes them), and events
+    # whose source was answered 503 (it sends them again; they are never delivered from here)
+    print(f"inbound: unpublished {inbound['unpublished']}, refused {inbound['refused']}")
     statuses = ("delivered", "parked", "dead", "stale", "unchanged", "shadow", "filtered", "invalid", "pending")
     rows = []
     totals: dict[str, int] = {}

@@ -126,9 +126,9 @@ class Journal(DeadLetterStore, Watermarks):
                    in_("keys", _E.c.key)))
 
     # -- events --------------------------------------------------------------------------------------------
-    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
-        """Journal inbound events with their origin, in one transaction. Idempotent on the event id: a
-        re-sent event keeps its first record."""
+    def record_events(self, events: Sequence[tuple[Event, str]], *, conn: Connection | None = None) -> None:
+        """Journal inbound events with their origin, in one transaction (the caller's, when ``conn`` is given).
+        Idempotent on the event id: a re-sent event keeps its first record."""
         if not events:
             return
         now = time.time()
@@ -140,7 +140,7 @@ class Journal(DeadLetterStore, Watermarks):
                          "key": event.key, "sequence": event.sequence, "correlationid": event.correlationid,
                          "causationid": event.causationid, "time": event.time, "received_at": now,
                          "origin": origin, "body": event.encode()})
-        with write(self.engine) as conn:
+        with writing(self.engine, conn) as conn:
             self._insert_events_many.execute(conn, rows)
 
     def get_event(self, event_id: str) -> Event | None:

@@ -12,6 +12,7 @@ import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,10 +128,10 @@ class PoisonJournal(Journal):
 
     poison = "poison"
 
-    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+    def record_events(self, events: Sequence[tuple[Event, str]], **kw: Any) -> None:
         if any(e.id == self.poison for e, _ in events):
             raise RuntimeError("row refused by the database")
-        super().record_events(events)
+        super().record_events(events, **kw)
 
 
 def test_a_group_that_fails_for_one_submission_commits_the_others(tmp_path: Path) -> None:
