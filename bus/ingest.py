@@ -20,9 +20,11 @@ import threading
 import time
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 import structlog
 
 from bus.envelope import Event
+from bus.errors import TransientError
 from bus.journal import Journal
 from bus.limits import check_event
 from bus.outbox import Outbox
@@ -77,6 +79,24 @@ def _resolve_on_loop(waiters: list[tuple[_Waiter, BaseException | None]]) -> Non
 
 
 _Submission = tuple[Sequence[tuple[Event, str]], _Waiter]
+_DOWN_SECONDS = 0.5  # how long submissions fail at once after the store failed as a whole
+
+
+def _systemic(error: BaseException) -> bool:
+    """An error of the store as a whole (unreachable database or broker), not of one submission's rows."""
+    if isinstance(error, TransientError | OSError | sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def _typed(error: Exception) -> BaseException:
+    """A store outage as a :class:`TransientError` (callers answer 503 and log no traceback for it)."""
+    if _systemic(error) and not isinstance(error, TransientError):
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        typed = TransientError(f"journal or queue unavailable: {first[:300]}")
+        typed.__cause__ = error
+        return typed
+    return error
 
 
 def message_for(event: Event) -> Message:
@@ -93,6 +113,10 @@ class Ingestor:
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.outbox = Outbox(journal)
+        # After the store failed as a whole (journal or broker down), submissions fail at once for a moment
+        # instead of queueing behind attempts that fail one by one: a vendor gets its 503 in milliseconds.
+        self._down_until = 0.0
+        self._down_reason = ""
         self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
         self._submissions: stdqueue.SimpleQueue[_Submission | None] = stdqueue.SimpleQueue()
         self._closed = False
@@ -104,6 +128,8 @@ class Ingestor:
             raise RuntimeError("the ingestor is closed")
         for event, _ in events:
             check_event(event)  # raises InputRejected in the caller; a bad event never joins a group
+        if time.monotonic() < self._down_until:
+            raise TransientError(f"the bus cannot store events right now ({self._down_reason}); retry later")
         self._submissions.put((events, waiter))
 
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
@@ -127,7 +153,7 @@ class Ingestor:
         while True:
             if self._published:
                 try:
-                    first = self._submissions.get(timeout=0.05)
+                    first = self._submissions.get(timeout=max(0.05, self._down_until - time.monotonic()))
                 except stdqueue.Empty:  # idle: remove the published events' outbox rows now
                     self._flush_published()
                     continue
@@ -160,7 +186,7 @@ class Ingestor:
         try:
             self.outbox.record(events, self._published)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
-            return exc
+            return _typed(exc)
         self._published = []
         try:
             self.queue.publish([message_for(event) for event, _ in events])
@@ -170,21 +196,29 @@ class Ingestor:
                 self.outbox.refused([event.id for event, _ in events])
             except Exception as again:  # noqa: BLE001 - then the relay publishes them (at least once)
                 log.warning("ingest.refusal_not_recorded", events=len(events), error=str(again))
-            return exc
+            return _typed(exc)
         self._published.extend(event.id for event, _ in events)
         return None
 
     def _flush_published(self) -> None:
         if not self._published:
             return
+        if time.monotonic() < self._down_until:
+            return  # the store is down: try again once it may be back, not every few milliseconds
         try:
             self.outbox.published(self._published)
             self._published = []
         except Exception as exc:  # noqa: BLE001 - kept for the next try; the relay's grace period covers it
             log.warning("ingest.outbox_cleanup_failed", events=len(self._published), error=str(exc))
+            if _systemic(exc):
+                self._trip(exc)
 
     def _commit(self, batch: list[_Submission]) -> None:
         events = [pair for submission, _ in batch for pair in submission]
+        if time.monotonic() < self._down_until:  # queued before the store went down: no attempt either
+            self._resolve(batch, [TransientError(f"the bus cannot store events right now ({self._down_reason}); "
+                                                 "retry later")] * len(batch))
+            return
         error = self._store(events)
         errors: list[BaseException | None] = [error] * len(batch)
         if error is not None and len(batch) > 1:
@@ -200,8 +234,20 @@ class Ingestor:
                 succeeded = succeeded or errors[i] is None
             log.warning("ingest.failed", events=len(events), error=str(error),
                         failed_alone=sum(1 for e in errors if e is not None), submissions=len(batch))
+            if not succeeded and _systemic(error):
+                self._trip(error)
         elif error is not None:
             log.warning("ingest.failed", events=len(events), error=str(error))
+            if _systemic(error):
+                self._trip(error)
+        self._resolve(batch, errors)
+
+    def _trip(self, error: BaseException) -> None:
+        self._down_until = time.monotonic() + _DOWN_SECONDS
+        self._down_reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+    @staticmethod
+    def _resolve(batch: list[_Submission], errors: Sequence[BaseException | None]) -> None:
         on_loops: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, BaseException | None]]] = {}
         for (_, waiter), failed in zip(batch, errors, strict=True):
             if waiter.loop is None:

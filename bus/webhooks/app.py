@@ -209,8 +209,10 @@ class WebhookApp:
             except InputRejected as exc:  # checked before joining a group commit: only this request fails
                 raise _Refusal(exc.status, exc.reason, str(exc)) from None
             except Exception as exc:  # whatever failed, the vendor must not get a 202: it has to retry
+                # an outage (journal or broker away) is expected and frequent then: no traceback for it
                 log.error("webhook ingest failed", system=endpoint.system, trigger=endpoint.trigger,
-                          event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                          event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}",
+                          exc_info=not isinstance(exc, TransientError))
                 raise _Refusal(503, "ingest_failed", "the bus could not store the events; retry later",
                                [(b"retry-after", b"5")]) from None
             self.metrics.received(endpoint.system, endpoint.trigger, len(events))
