@@ -33,6 +33,7 @@ from bus.outbox import OutboxRelay
 from bus.parking import Parker
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
+from bus.progress import Progress
 from bus.protection import Protections
 from bus.queue.base import Queue
 from bus.queue.open import open_queue
@@ -223,9 +224,15 @@ class Runtime:
         return self.server.port if self.server is not None else None
 
     def _gauges(self) -> None:
+        progress = Progress()
         while not self.stop_event.wait(2.0):
             try:
-                metrics.set_queue_depth(self.queue.depth())
+                depth = self.queue.depth()
+                held = getattr(self.queue, "held", None)
+                # for `ironbus status`: is this process still finishing batches while work waits?
+                progress.publish(self.journal.engine, sum(s.batches for s in self.stats()), depth,
+                                 held() if callable(held) else 0)
+                metrics.set_queue_depth(depth)
                 snapshot = self.protections.snapshot()
                 for system, snap in snapshot.items():
                     circuit = snap.get("circuit") or {}

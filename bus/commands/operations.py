@@ -25,6 +25,7 @@ from bus.lint import refuse_on_errors
 from bus.outbox import outbox_counts
 from bus.pipeline import Pipeline
 from bus.portlock import claim_port
+from bus.progress import bus_rows, oldest_ready_age, stalled
 from bus.queue.base import Message, Queue
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
@@ -173,15 +174,22 @@ def status(args: argparse.Namespace) -> int:
     try:
         counts = journal.status_counts()
         depth = queue.depth()
-        systems = read_state(journal.engine)
+        processes, systems = bus_rows(read_state(journal.engine))
         inbound = outbox_counts(journal.engine)
+        oldest = oldest_ready_age(journal.engine) if broker_url(args.broker) is None else None
     finally:
         queue.close()
         journal.close()
     if args.json:
-        dump_json({"queue": depth, **counts, "systems": systems, "inbound": inbound})
+        dump_json({"queue": depth, **counts, "systems": systems, "inbound": inbound, "oldest_ready_age": oldest,
+                   "processes": [{**p, "stalled": stalled(p)} for p in processes]})
         return 0
-    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
+    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items()))
+          + (f"; oldest waiting {oldest}s" if oldest is not None else ""))
+    for p in processes:
+        flag = "  STALLED: work waits and no batch finished" if stalled(p) else ""
+        print(f"bus process {p['process']}: last batch {p['progress_age']}s ago, {p['batches']} batches, "
+              f"held {p['held']}, seen {p['age']}s ago{flag}")
     # journaled but not on the queue (a process died in between: the outbox relay publishes them), and events
     # whose source was answered 503 (it sends them again; they are never delivered from here)
     print(f"inbound: unpublished {inbound['unpublished']}, refused {inbound['refused']}")

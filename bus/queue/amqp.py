@@ -256,6 +256,11 @@ class AmqpQueue:
         producer.publish(m.body, exchange=exchange, routing_key=routing_key, headers=headers, delivery_mode=2,
                          content_type="application/octet-stream", content_encoding="binary", serializer=None)
 
+    def held(self) -> int:
+        """Messages received from RabbitMQ and waiting in this process for their key to be free."""
+        with self._cond:
+            return len(self._buffer)
+
     # -- consuming -----------------------------------------------------------------------------------------
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one (fewer, or
