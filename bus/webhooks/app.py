@@ -21,6 +21,7 @@ import structlog
 from adapters.base import WebhookRequest
 from bus.envelope import Event
 from bus.errors import DecodeError, PermanentError, TransientError
+from bus.inbound import inbound_event_ids
 from bus.limits import InputRejected, check_payloads
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bus.metrics import Metrics, default
@@ -202,7 +203,7 @@ class WebhookApp:
                                  body=body, query=query_of(scope))
         seen.append(request)
         payloads = await self._run_handler(endpoint, request)
-        events = self._events(endpoint, payloads)
+        events = self._events(endpoint, payloads, request.body)
         if events:
             try:
                 await self.ingest(events)
@@ -264,10 +265,11 @@ class WebhookApp:
             raise _Refusal(500, "handler_error", "the webhook handler returned no list of payloads")
         return payloads
 
-    def _events(self, endpoint: Endpoint, payloads: list[Any]) -> list[Event]:
+    def _events(self, endpoint: Endpoint, payloads: list[Any], body: bytes = b"") -> list[Event]:
         source = f"ironbus/{endpoint.system}"
         events: list[Event] = []
-        for payload in payloads:
+        ids = inbound_event_ids(endpoint.system, endpoint.trigger, body, len(payloads))
+        for payload, event_id in zip(payloads, ids, strict=True):
             key: str | None = None
             if endpoint.key is not None:
                 try:
@@ -275,7 +277,7 @@ class WebhookApp:
                 except Exception as exc:  # the key expression does not fit this payload: the payload is bad
                     raise _Refusal(400, "bad_request", f"cannot compute the business key: {exc}") from None
                 key = None if found is None else str(found)
-            events.append(Event(type=endpoint.event_type, source=source, data=payload, key=key))
+            events.append(Event(type=endpoint.event_type, source=source, data=payload, key=key, id=event_id))
         return events
 
     def _rejected(self, scope: Scope, path: str, system: str, trigger: str, reason: str, status: int,
