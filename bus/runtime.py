@@ -201,8 +201,21 @@ class Runtime:
             return adapter is not None and trigger in type(adapter).triggers
 
         config = replace(self.config, routes=tuple(r for r in self.config.routes if polled(r.source)))
-        runner = TriggerRunner.from_config(config, self.adapters, self.journal,
-                                           emit=lambda events: self.ingest([(e, "poll") for e in events]))
+        from bus.election import Leases
+        from bus.triggers import plan_triggers
+
+        # one runner per trigger however many processes and hosts run the bus (bus/election.py)
+        self.leases = Leases(self.journal.engine)
+        leases = self.leases
+
+        def elect(plan: Any) -> bool:
+            # The runner renews at every poll: its lease outlives two intervals, so a live runner keeps it and a
+            # dead one's passes to a standby at the standby's next due time.
+            ttl = leases.ttl if plan.schedules else max(leases.ttl, 2 * plan.interval + 5)
+            return leases.hold(plan.name, ttl=ttl)
+
+        runner = TriggerRunner(self.adapters, plan_triggers(config, self.adapters), self.journal,
+                               emit=lambda events: self.ingest([(e, "poll") for e in events]), elect=elect)
         runner.start()
         self.triggers = runner
 
@@ -268,6 +281,10 @@ class Runtime:
             self.server.stop()
         if self.triggers is not None:
             self.triggers.stop()
+            try:
+                self.leases.release_all()  # hand the triggers over at once rather than after the lease runs out
+            except Exception as exc:  # noqa: BLE001 - then they pass over when the leases run out
+                log.warning("trigger leases not released", error=str(exc))
         self.stop_event.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
