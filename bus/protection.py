@@ -334,9 +334,20 @@ class Protections:
 
     @classmethod
     def from_config(cls, systems: Mapping[str, SystemConfig], clock: Clock = time.time,
-                    monotonic: Clock = time.monotonic) -> Protections:
+                    monotonic: Clock = time.monotonic, *, shared: Any = None) -> Protections:
+        """``shared``: the journal's engine, to share budgets and circuit state with every process that uses
+        it (:mod:`bus.sharedstate`); None keeps them in this process."""
         built: dict[str, SystemProtection] = {}
         for name, system in systems.items():
+            if shared is not None:
+                from bus.sharedstate import SharedCircuitBreaker, SharedRateLimiter
+
+                limiter: RateLimiter | None = (SharedRateLimiter(shared, name, *system.rate_limit)
+                                               if system.rate_limit else None)
+                breaker: CircuitBreaker | None = (SharedCircuitBreaker(shared, *system.circuit_breaker, name=name)
+                                                  if system.circuit_breaker else None)
+                built[name] = SystemProtection(name, limiter, breaker, clock)
+                continue
             limiter = RateLimiter(*system.rate_limit, clock=monotonic) if system.rate_limit else None
             breaker = (CircuitBreaker(*system.circuit_breaker, clock=clock, name=name)
                        if system.circuit_breaker else None)

@@ -105,7 +105,8 @@ class Runtime:
                                        home=self.options.process_slot)
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
-        self.protections = Protections.from_config(self.config.systems)
+        # shared through the journal: N processes (or hosts) keep a vendor's limit once, not N times
+        self.protections = Protections.from_config(self.config.systems, shared=self.journal.engine)
         self.ingestor = Ingestor(self.journal, self.queue)
         self.stop_event = threading.Event()
         self.lanes = BulkLanes(self.config, self.adapters, self.queue, self.options.lease_seconds,
