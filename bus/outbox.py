@@ -30,7 +30,7 @@ from bus.journal.sql import chunks, insert_for
 from bus.journal.tables import events as events_table
 from bus.queue.base import Message, Queue
 
-__all__ = ["GRACE_SECONDS", "Outbox", "OutboxRelay", "outbox_counts"]
+__all__ = ["GRACE_SECONDS", "Outbox", "OutboxRelay", "inbound_states", "outbox_counts"]
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +108,21 @@ def outbox_counts(engine: Engine, grace: float | None = None) -> dict[str, int]:
             sa.func.count().filter(outbox.c.state == "pending", outbox.c.recorded_at < cutoff),
             sa.func.count().filter(outbox.c.state == "refused"))).one()
     return {"unpublished": int(row[0] or 0), "refused": int(row[1] or 0)}
+
+
+def inbound_states(engine: Engine, event_ids: Sequence[str]) -> dict[str, str]:
+    """``{event id: 'refused' | 'unpublished'}`` for those of ``event_ids`` still in the outbox (for trace)."""
+    _ensure(engine)
+    cutoff = time.time() - GRACE_SECONDS
+    out: dict[str, str] = {}
+    with read(engine) as conn:
+        for ids in chunks(list(event_ids)):
+            for row in conn.execute(sa.select(outbox).where(outbox.c.event_id.in_(list(ids)))):
+                if row.state == "refused":
+                    out[row.event_id] = "refused"
+                elif row.recorded_at < cutoff:
+                    out[row.event_id] = "unpublished"
+    return out
 
 
 class OutboxRelay:

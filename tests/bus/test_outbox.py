@@ -25,6 +25,7 @@ from bus.outbox import OutboxRelay, outbox_counts
 from bus.queue.base import Message
 from bus.queue.embedded import EmbeddedQueue
 from bus.runtime import Runtime, RuntimeOptions
+from bus.tracing import build_trace, render_trace
 from tests.helpers.backends import Backend
 from tests.helpers.routes import write_routes
 from tests.helpers.sink import Sink
@@ -95,6 +96,8 @@ def test_refused_events_are_never_relayed(tmp_path: Path) -> None:
     queue = EmbeddedQueue(journal.engine)
     assert OutboxRelay(journal, queue, grace=0).relay_once() == 0
     assert queue.depth()["ready"] == 0
+    # trace tells the refused event from accepted ones
+    assert "REFUSED (answered 503" in render_trace(build_trace(journal, event_id=event.id), everything=True)
     journal.close()
 
 
