@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 
@@ -24,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from bus.journal.engine import read, write
 from bus.journal.sql import insert_for
+from bus.sidetables import ensure_tables
 
 __all__ = ["LEASE_SECONDS", "Leases", "leaders"]
 
@@ -39,16 +39,8 @@ _L = sa.Table(
     sa.Column("holder", sa.Text, nullable=False),
     sa.Column("until", sa.Double, nullable=False),
 )
-_created: set[str] = set()
-_lock = threading.Lock()
-
-
 def _ensure(engine: Engine) -> None:
-    key = engine.url.render_as_string(hide_password=False)
-    with _lock:
-        if key not in _created:
-            _metadata.create_all(engine, tables=[_L], checkfirst=True)
-            _created.add(key)
+    ensure_tables(engine, _metadata, [_L])
 
 
 class Leases:

@@ -29,6 +29,7 @@ from bus.journal.engine import read, write
 from bus.journal.sql import chunks, insert_for
 from bus.journal.tables import events as events_table
 from bus.queue.base import Message, Queue
+from bus.sidetables import ensure_tables
 
 __all__ = ["GRACE_SECONDS", "Outbox", "OutboxRelay", "inbound_states", "outbox_counts"]
 
@@ -45,17 +46,8 @@ outbox = sa.Table(
     sa.Column("recorded_at", sa.Double, nullable=False),
     sa.Index("ib_outbox_state_recorded", "state", "recorded_at"),
 )
-_created: set[str] = set()
-_create_lock = threading.Lock()
-
-
 def _ensure(engine: Engine) -> None:
-    key = engine.url.render_as_string(hide_password=False)
-    with _create_lock:
-        if key in _created:
-            return
-        _metadata.create_all(engine, tables=[outbox], checkfirst=True)
-        _created.add(key)
+    ensure_tables(engine, _metadata, [outbox])
 
 
 def message_for(event: Event) -> Message:

@@ -16,7 +16,6 @@ Clocks are wall time (``time.time``), so hosts sharing a journal need synchronis
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy.engine import Engine
 from bus.journal.engine import read, write
 from bus.journal.sql import insert_for
 from bus.protection import CircuitBreaker, RateLimiter
+from bus.sidetables import ensure_tables
 
 __all__ = ["SYNC_SECONDS", "SharedCircuitBreaker", "SharedRateLimiter"]
 
@@ -49,16 +49,8 @@ _C = sa.Table(
     sa.Column("opened_at", sa.Double),
     sa.Column("updated_at", sa.Double, nullable=False),
 )
-_created: set[str] = set()
-_create_lock = threading.Lock()
-
-
 def _ensure(engine: Engine) -> None:
-    key = engine.url.render_as_string(hide_password=False)
-    with _create_lock:
-        if key not in _created:
-            _metadata.create_all(engine, tables=[_B, _C], checkfirst=True)
-            _created.add(key)
+    ensure_tables(engine, _metadata, [_B, _C])
 
 
 class SharedRateLimiter(RateLimiter):
