@@ -151,6 +151,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         super().__init__(failures, reset, name=name)
         self.engine = engine
         self._synced = 0.0
+        self._closed_at = 0.0  # when this process last saw the circuit close: older openings are stale
         _ensure(engine)
 
     def _write(self, opened_at: float | None) -> None:
@@ -176,14 +177,21 @@ class SharedCircuitBreaker(CircuitBreaker):
         if row is None:
             return
         with self._lock:
-            if row.opened_at is not None and self._state == "closed":
+            if row.opened_at is not None and float(row.opened_at) <= self._closed_at:
+                stale = True  # an opening this process has already seen closed (a late or failed write)
+            else:
+                stale = False
+            if row.opened_at is not None and self._state == "closed" and not stale:
                 # another process opened it: so is it here, with the same probe time
                 self._state, self._opened_at, self._probe_started = "open", float(row.opened_at), None
                 log.info("circuit opened by another process", system=self.name)
             elif row.opened_at is None and self._state != "closed":
                 # another process's probe succeeded
                 self._state, self._consecutive, self._opened_at, self._probe_started = "closed", 0, None, None
+                self._closed_at = now
                 log.info("circuit closed by another process", system=self.name)
+        if stale and self._state == "closed":
+            self._write(None)
 
     def allow(self) -> bool:
         self._sync()
@@ -197,6 +205,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         was_open = self._state != "closed"
         super().record_success()
         if was_open:
+            self._closed_at = time.time()
             self._write(None)
 
     def record_failure(self) -> None:
