@@ -8,6 +8,7 @@ STAMP   = $(VENV)/.installed-stamp
 TEST_WORKERS ?= $(shell python3 -c 'import os; print(max(2, len(os.sched_getaffinity(0))))')
 
 .PHONY: install deps demo demo-b2b test lint typecheck unit bench clean
+.PHONY: demo-up demo-down
 
 # A fresh clone gets its virtualenv here; re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -29,6 +30,14 @@ demo: install
 # The triangle with its suppliers on B2B standards (examples/suppliers): a delay arriving by EDI X12 and by cXML.
 demo-b2b: install
 	$(PY) -m demo.b2b
+
+# The demo's Tryton kept running on :8765 (the URL routes.yaml uses) with its master data linked, to play with
+# `ironbus run` on the shipped routes; demo-down stops it.
+demo-up: install
+	$(PY) -m demo.up start
+
+demo-down: install
+	$(PY) -m demo.up stop
 
 lint: install
 	$(VENV)/bin/ruff check bus adapters cli.py tests bench demo tryton

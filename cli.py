@@ -7,9 +7,13 @@ Exit codes: 0 success, 1 a check failed (lint errors, failing tests, dead letter
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from bus import commands
 from bus.errors import IronbusError
@@ -20,13 +24,37 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt command or action (Python 3.11's argparse has none)."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            from bus.errors import closest
+
+            known = re.findall(r"'([^']*)'", match.group(2))
+            guesses = closest(match.group(1), known)
+            hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else \
+                f"; known: {', '.join(known)}"
+            what = "command" if message.startswith(("argument COMMAND", "argument ACTION")) else "choice"
+            message = f"{message.split(': invalid choice')[0]}: unknown {what} {match.group(1)!r}{hint}"
+        super().error(message)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ironbus")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     # logging options are accepted before and after the subcommand
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="debug, info, warning (default), error")
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["console", "json"])
-    p = argparse.ArgumentParser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.",
-                                parents=[common])
+    p = _Parser(prog="ironbus", description="Integration bus for CRM, SCM and SRM systems.", parents=[common])
+    p.add_argument("--version", action="version", version=f"ironbus {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -83,10 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--until-idle", action="store_true", help="exit when the queue is empty (scripts and tests)")
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     sp.add_argument("--lease", type=float, default=30.0,
-                    help="seconds a claimed embedded-queue message stays claimed (default 30)")
+                    help="seconds a claimed embedded-queue message stays claimed without renewal (default 30); "
+                         "renewed while its batch is under way, so it only bounds how soon a killed process's "
+                         "messages come back")
     sp.add_argument("--batch", type=int, default=32,
-                    help="messages a worker takes at most at once (default 32; on the embedded queue a batch must "
-                         "finish within --lease)")
+                    help="messages a worker takes at most at once (default 32)")
 
     sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
     sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")
@@ -186,6 +215,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`ironbus trace … | head`): stop quietly, as a program killed by SIGPIPE would.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from bus.logs import configure_logging

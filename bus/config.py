@@ -22,6 +22,7 @@ from bus.errors import ConfigError, Location, UnknownNameError
 from bus.interpolate import interpolate
 from bus.ownership import EntityOwnership, parse_ownership
 from bus.schemas import SCHEMA_DIR
+from bus.secrets import register_settings
 from bus.yamlfile import load_yaml, locate
 
 __all__ = [
@@ -278,6 +279,7 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
 
     systems: dict[str, SystemConfig] = {}
     for name, body in (doc.get("systems") or {}).items():
+        register_settings(body.get("settings"))  # literal secrets written in the file are masked like ${ENV} ones
         rate = body.get("rate_limit")
         breaker = body.get("circuit_breaker")
         systems[name] = SystemConfig(

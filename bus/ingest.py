@@ -5,6 +5,11 @@ transaction per request would cap the bus at the database's commit rate, so conc
 collected by one background thread for up to ``max_wait`` seconds / ``max_batch`` events, written with one
 journal transaction and one queue publish, and then every caller's future is resolved (or failed with the
 same error: nothing was acknowledged, so the source retries).
+
+One caller's bad input must never fail the others: every event is checked (:func:`bus.limits.check_event`)
+before it joins a group, and the caller gets the refusal at once. Should a group still fail, each submission
+is committed again on its own, so only the one that cannot be stored fails (unless the store itself is down,
+which fails them all, quickly).
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ import threading
 import time
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 import structlog
 
 from bus.envelope import Event
+from bus.errors import TransientError
 from bus.journal import Journal
+from bus.limits import check_event
+from bus.outbox import Outbox
 from bus.queue.base import Message, Queue
 
 __all__ = ["Ingestor"]
@@ -59,8 +68,8 @@ class _Waiter:
         self._lock.release()
 
 
-def _resolve_on_loop(waiters: list[_Waiter], error: BaseException | None) -> None:
-    for waiter in waiters:
+def _resolve_on_loop(waiters: list[tuple[_Waiter, BaseException | None]]) -> None:
+    for waiter, error in waiters:
         future = waiter.future
         if future is not None and not future.done():  # a cancelled request (client went away) is done
             if error is None:
@@ -70,6 +79,24 @@ def _resolve_on_loop(waiters: list[_Waiter], error: BaseException | None) -> Non
 
 
 _Submission = tuple[Sequence[tuple[Event, str]], _Waiter]
+_DOWN_SECONDS = 0.5  # how long submissions fail at once after the store failed as a whole
+
+
+def _systemic(error: BaseException) -> bool:
+    """An error of the store as a whole (unreachable database or broker), not of one submission's rows."""
+    if isinstance(error, TransientError | OSError | sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def _typed(error: Exception) -> BaseException:
+    """A store outage as a :class:`TransientError` (callers answer 503 and log no traceback for it)."""
+    if _systemic(error) and not isinstance(error, TransientError):
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        typed = TransientError(f"journal or queue unavailable: {first[:300]}")
+        typed.__cause__ = error
+        return typed
+    return error
 
 
 def message_for(event: Event) -> Message:
@@ -85,6 +112,12 @@ class Ingestor:
         self.queue = queue
         self.max_wait = max_wait
         self.max_batch = max_batch
+        self.outbox = Outbox(journal)
+        # After the store failed as a whole (journal or broker down), submissions fail at once for a moment
+        # instead of queueing behind attempts that fail one by one: a vendor gets its 503 in milliseconds.
+        self._down_until = 0.0
+        self._down_reason = ""
+        self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
         self._submissions: stdqueue.SimpleQueue[_Submission | None] = stdqueue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
@@ -93,6 +126,10 @@ class Ingestor:
     def _submit(self, events: Sequence[tuple[Event, str]], waiter: _Waiter) -> None:
         if self._closed:
             raise RuntimeError("the ingestor is closed")
+        for event, _ in events:
+            check_event(event)  # raises InputRejected in the caller; a bad event never joins a group
+        if time.monotonic() < self._down_until:
+            raise TransientError(f"the bus cannot store events right now ({self._down_reason}); retry later")
         self._submissions.put((events, waiter))
 
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
@@ -114,8 +151,16 @@ class Ingestor:
 
     def _run(self) -> None:
         while True:
-            first = self._submissions.get()
+            if self._published:
+                try:
+                    first = self._submissions.get(timeout=max(0.05, self._down_until - time.monotonic()))
+                except stdqueue.Empty:  # idle: remove the published events' outbox rows now
+                    self._flush_published()
+                    continue
+            else:
+                first = self._submissions.get()
             if first is None:
+                self._flush_published()
                 return
             batch = [first]
             count = len(first[0])
@@ -137,24 +182,81 @@ class Ingestor:
             if stop:
                 return
 
+    def _store(self, events: list[tuple[Event, str]]) -> BaseException | None:
+        try:
+            self.outbox.record(events, self._published)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
+            return _typed(exc)
+        self._published = []
+        try:
+            self.queue.publish([message_for(event) for event, _ in events])
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
+            # The callers answer 503 and their sources send again: these must never be published as well.
+            try:
+                self.outbox.refused([event.id for event, _ in events])
+            except Exception as again:  # noqa: BLE001 - then the relay publishes them (at least once)
+                log.warning("ingest.refusal_not_recorded", events=len(events), error=str(again))
+            return _typed(exc)
+        self._published.extend(event.id for event, _ in events)
+        return None
+
+    def _flush_published(self) -> None:
+        if not self._published:
+            return
+        if time.monotonic() < self._down_until:
+            return  # the store is down: try again once it may be back, not every few milliseconds
+        try:
+            self.outbox.published(self._published)
+            self._published = []
+        except Exception as exc:  # noqa: BLE001 - kept for the next try; the relay's grace period covers it
+            log.warning("ingest.outbox_cleanup_failed", events=len(self._published), error=str(exc))
+            if _systemic(exc):
+                self._trip(exc)
+
     def _commit(self, batch: list[_Submission]) -> None:
         events = [pair for submission, _ in batch for pair in submission]
-        error: BaseException | None = None
-        try:
-            self.journal.record_events(events)
-            self.queue.publish([message_for(event) for event, _ in events])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, who decides
-            log.warning("ingest.failed", events=len(events), error=str(exc))
-            error = exc
-        on_loops: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
-        for _, waiter in batch:
+        if time.monotonic() < self._down_until:  # queued before the store went down: no attempt either
+            self._resolve(batch, [TransientError(f"the bus cannot store events right now ({self._down_reason}); "
+                                                 "retry later")] * len(batch))
+            return
+        error = self._store(events)
+        errors: list[BaseException | None] = [error] * len(batch)
+        if error is not None and len(batch) > 1:
+            # One submission may be what failed the group: commit each alone so the others still succeed.
+            # Journaling is idempotent on the event id, so whatever the failed group did write is harmless.
+            # When the first two alone fail as well and none succeeded, the store itself is failing: the rest
+            # get the same error at once instead of one more slow attempt each.
+            succeeded = False
+            for i, (submission, _) in enumerate(batch):
+                if i >= 2 and not succeeded and errors[0] is not None and errors[1] is not None:
+                    break
+                errors[i] = self._store(list(submission))
+                succeeded = succeeded or errors[i] is None
+            log.warning("ingest.failed", events=len(events), error=str(error),
+                        failed_alone=sum(1 for e in errors if e is not None), submissions=len(batch))
+            if not succeeded and _systemic(error):
+                self._trip(error)
+        elif error is not None:
+            log.warning("ingest.failed", events=len(events), error=str(error))
+            if _systemic(error):
+                self._trip(error)
+        self._resolve(batch, errors)
+
+    def _trip(self, error: BaseException) -> None:
+        self._down_until = time.monotonic() + _DOWN_SECONDS
+        self._down_reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+    @staticmethod
+    def _resolve(batch: list[_Submission], errors: Sequence[BaseException | None]) -> None:
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, BaseException | None]]] = {}
+        for (_, waiter), failed in zip(batch, errors, strict=True):
             if waiter.loop is None:
-                waiter.resolve(error)
+                waiter.resolve(failed)
             else:
-                on_loops.setdefault(waiter.loop, []).append(waiter)
+                on_loops.setdefault(waiter.loop, []).append((waiter, failed))
         for loop, waiters in on_loops.items():
             try:
-                loop.call_soon_threadsafe(_resolve_on_loop, waiters, error)
+                loop.call_soon_threadsafe(_resolve_on_loop, waiters)
             except RuntimeError:  # that loop is closed: its callers are gone
                 pass
 

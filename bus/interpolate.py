@@ -13,20 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from bus.errors import ConfigError, Location
+from bus.secrets import mask, register
 from bus.yamlfile import YamlList, YamlMap
 
 __all__ = ["interpolate", "redact"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\$")
-_secrets: set[str] = set()
 
 
 def redact(text: str) -> str:
-    """``text`` with every value that came from the environment replaced by ``***``."""
-    for secret in _secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret masked in any encoding (see :func:`bus.secrets.mask`)."""
+    return mask(text)
 
 
 def _substitute(value: str, env: Mapping[str, str], where: Location | None) -> str:
@@ -35,7 +32,7 @@ def _substitute(value: str, env: Mapping[str, str], where: Location | None) -> s
             return "$"  # "$$" escapes a literal dollar sign
         name, default = match.group(1), match.group(2)
         if name in env:
-            _secrets.add(env[name])
+            register(env[name])
             return env[name]
         if default is not None:
             return default

@@ -22,7 +22,7 @@ from bus.plugins import load_adapter_class
 from bus.schemas import SchemaRegistry, default_registry
 from bus.yamlfile import locate
 
-__all__ = ["Issue", "adapter_operations", "lint"]
+__all__ = ["Issue", "adapter_operations", "check_settings", "lint", "refuse_on_errors"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ def adapter_operations(cls: type[Adapter], settings: Any) -> list[str] | None:
     return cls.offered_operations(settings)
 
 
-def _check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
+def check_settings(name: str, cls: type[Adapter], settings: Any, fallback: Location | None) -> list[Issue]:
+    """The errors in one system's settings against its adapter's JSON Schema (values never echoed)."""
     issues: list[Issue] = []
     try:
         validator = jsonschema.Draft202012Validator(dict(cls.settings_schema))
@@ -94,6 +95,17 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
         if route.link not in config.master_data:
             issues.append(Issue("warning", f"route {route.name!r}: links {route.link!r}, which master_data does not "
                                 "declare (no owner: `ironbus xref check` cannot compare it)", where))
+    if route.schedule is not None:
+        cls = classes.get(prefix) if prefix in config.systems else None
+        spec = cls.declared_triggers(config.systems[prefix].settings).get(trigger) if cls is not None else None
+        if spec is None or spec.kind not in ("poll", "schedule"):
+            # A schedule decides when a poll trigger asks its source; an event that arrives by webhook, emit or
+            # send is delivered when it arrives, so a schedule there would be silently ignored.
+            what = f"webhook trigger {route.source!r}" if spec is not None else f"event type {route.source!r}"
+            issues.append(Issue("error", f"route {route.name!r}: timing {{schedule: {route.schedule!r}}} only applies "
+                                f"to a route from a poll or schedule trigger; this route consumes {what}, which is "
+                                "delivered as it arrives (use 'realtime' or 'batch')",
+                                route.locations.get("timing", route.location)))
     if route.skip_unchanged and route.key is None:
         issues.append(Issue("error", f"route {route.name!r}: skip_unchanged needs 'key' (the business key whose last "
                             "payload is compared)", route.locations.get("skip_unchanged", route.location)))
@@ -144,7 +156,7 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
             issues.append(Issue("error", f"system {name!r}: {exc.message}", exc.location or adapter_loc))
             continue
         classes[name] = cls
-        issues.extend(_check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
+        issues.extend(check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
     emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.declared_triggers(config.systems[s].settings)}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}
@@ -161,3 +173,16 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
         return (loc.file != main, loc.file, loc.line or 0, loc.column or 0)
 
     return sorted(issues, key=reading_order)
+
+
+def refuse_on_errors(path: str | Path) -> list[Issue]:
+    """Lint ``path`` as ``ironbus lint`` does; raise :class:`ConfigError` listing every error, else return the
+    warnings. ``ironbus run`` calls this so it never starts with settings that lint rejects (a misspelt
+    ``timestamp_heder`` would otherwise switch replay protection off without a word)."""
+    issues = lint(path)
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        listed = "\n".join(f"  {issue}" for issue in errors)
+        raise ConfigError(f"{path}: {len(errors)} error(s); the bus does not start until 'ironbus lint' passes:\n"
+                          f"{listed}")
+    return issues

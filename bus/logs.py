@@ -14,14 +14,21 @@ from typing import Any
 import structlog
 
 from bus.interpolate import redact
+from bus.secrets import mask_value
 
 __all__ = ["configure_logging"]
 
 
 def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # A traceback quotes exception messages (a response body, a URL with a key): render it here, so it is
+    # masked like the rest, instead of leaving it to the renderer.
+    if event_dict.get("exc_info"):
+        event_dict = structlog.processors.format_exc_info(_, __, event_dict)
     for key, value in event_dict.items():
         if isinstance(value, str):
             event_dict[key] = redact(value)
+        elif isinstance(value, dict | list):
+            event_dict[key] = mask_value(value)
     return event_dict
 
 

@@ -67,6 +67,9 @@ class _Leaf:
     text: str
     expr: Expression | None = None
     constant: Any = _NO_DEFAULT
+    #: for ``each``: the list expression and the element's own leaves (for :meth:`Mapping.unmatched`)
+    source: Compiled | None = None
+    children: tuple[tuple[str, _Leaf], ...] = ()
 
 
 _TEMPLATE = """def {name}(doc):
@@ -242,11 +245,33 @@ def _compile_field(spec: Any, target: str, where: Location, ctx: _Context, prefi
     if not isinstance(sub, dict) or not sub:
         raise ConfigError(f"{label}: 'each' needs 'fields:' with at least one target field",
                           _where(spec, "fields", ctx.file) if "fields" in spec else where)
-    element = _compile_object(sub, ctx, prefix=f"{prefix}{target}[].")
-    return _Leaf(_each_builder(source.fn, element, text), default, text)
+    children: list[tuple[str, _Leaf]] = []
+    element = _compile_object(sub, ctx, prefix=f"{prefix}{target}[].", leaves=children)
+    return _Leaf(_each_builder(source.fn, element, text), default, text, source=source.fn,
+                 children=tuple(children))
 
 
-def _compile_object(fields: dict[str, Any], ctx: _Context, prefix: str = "") -> _Builder:
+def _unmatched(leaves: tuple[tuple[str, _Leaf], ...], doc: Any, prefix: str, out: list[tuple[str, str]]) -> None:
+    for target, leaf in leaves:
+        if leaf.constant is not _NO_DEFAULT or leaf.default is not _NO_DEFAULT:
+            continue  # a constant always has a value; a default is the author's answer to "nothing found"
+        try:
+            if leaf.source is None:
+                if leaf.fn(doc) is None:
+                    out.append((prefix + target, leaf.text))
+                continue
+            items = leaf.source(doc)
+        except Exception:  # noqa: BLE001 - a failing field is reported by apply(), not here
+            continue
+        if items is None:
+            out.append((prefix + target, leaf.text))
+        elif isinstance(items, dict | list):
+            for index, item in enumerate([items] if isinstance(items, dict) else items):
+                _unmatched(leaf.children, item, f"{prefix}{target}[{index}].", out)
+
+
+def _compile_object(fields: dict[str, Any], ctx: _Context, prefix: str = "",
+                    leaves: list[tuple[str, _Leaf]] | None = None) -> _Builder:
     # Dotted targets become a tree: {"customer": {"id": leaf, "name": leaf}, "status": leaf}.
     tree: dict[str, Any] = {}
     for target, spec in fields.items():
@@ -255,6 +280,8 @@ def _compile_object(fields: dict[str, Any], ctx: _Context, prefix: str = "") -> 
         if any(not part for part in parts):
             raise ConfigError(f"field {prefix + str(target)!r}: empty segment in target path", where)
         compiled = _compile_field(spec, str(target), where, ctx, prefix)
+        if leaves is not None:
+            leaves.append((str(target), compiled))
         node = tree
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
@@ -280,7 +307,9 @@ class Mapping:
     """
 
     def __init__(self, path: str, description: str, output: str | None, targets: tuple[str, ...],
-                 functions: IronbusFunctions, build: _Builder) -> None:
+                 functions: IronbusFunctions, build: _Builder,
+                 leaves: tuple[tuple[str, _Leaf], ...] = ()) -> None:
+        self._leaves = leaves
         self.path = path
         self.description = description
         self.output = output
@@ -341,8 +370,22 @@ class Mapping:
             raise ConfigError("a mapping needs 'fields:' with at least one target field",
                               _where(doc, "fields", file) if "fields" in doc else here)
         functions = IronbusFunctions(maps, xref)
-        build = _compile_object(fields, _Context(file, functions, omit_null))
-        return cls(file, description, output, tuple(str(t) for t in fields), functions, build)
+        leaves: list[tuple[str, _Leaf]] = []
+        build = _compile_object(fields, _Context(file, functions, omit_null), leaves=leaves)
+        return cls(file, description, output, tuple(str(t) for t in fields), functions, build, tuple(leaves))
+
+    def unmatched(self, doc: Any, *, event: Event | None = None) -> list[tuple[str, str]]:
+        """``(target field, expression)`` for every expression that finds nothing in ``doc`` (and has no
+        default), so ``ironbus map`` and ``ironbus test`` can name a field the result silently lacks — most
+        often a misspelt input path. A diagnostic: it evaluates each expression once more."""
+        token = CURRENT_EVENT.set(event) if event is not None else None
+        try:
+            out: list[tuple[str, str]] = []
+            _unmatched(self._leaves, doc, "", out)
+            return out
+        finally:
+            if token is not None:
+                CURRENT_EVENT.reset(token)
 
     def apply(self, doc: Any, *, event: Event | None = None) -> dict[str, Any]:
         """Map ``doc``; raises :class:`MappingError` naming this file, the target field and what failed.

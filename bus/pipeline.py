@@ -214,7 +214,7 @@ class Pipeline:
             try:
                 data = route.mapping.apply(event.data, event=event) if route.mapping else event.data
                 key = route.key.search(data)
-            except IronbusError:
+            except Exception:  # noqa: BLE001 - odd input must not refuse the event: the worker dead-letters it
                 return event
             if key is not None:
                 return event.with_(key=str(key))

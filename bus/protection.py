@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -43,6 +43,7 @@ __all__ = [
     "Protections",
     "RateLimited",
     "RateLimiter",
+    "SharedFactories",
     "SystemProtection",
 ]
 
@@ -316,6 +317,14 @@ class SystemProtection:
                 "circuit": self.breaker.snapshot() if self.breaker else None}
 
 
+class SharedFactories(Protocol):
+    """Builds the rate limiter and circuit breaker of one system from state shared across processes."""
+
+    def limiter(self, system: str, requests: int, per: float) -> RateLimiter: ...
+
+    def breaker(self, system: str, failures: int, reset: float) -> CircuitBreaker: ...
+
+
 class Protections:
     """One :class:`SystemProtection` per system, built from ``rate_limit`` / ``circuit_breaker`` in routes.yaml."""
 
@@ -326,9 +335,17 @@ class Protections:
 
     @classmethod
     def from_config(cls, systems: Mapping[str, SystemConfig], clock: Clock = time.time,
-                    monotonic: Clock = time.monotonic) -> Protections:
+                    monotonic: Clock = time.monotonic, *, shared: SharedFactories | None = None) -> Protections:
+        """``shared``: how to build limiters and breakers whose budget and state every process of the bus shares
+        (:func:`bus.sharedstate.shared_factories`); None keeps them in this process."""
         built: dict[str, SystemProtection] = {}
         for name, system in systems.items():
+            if shared is not None:
+                limiter: RateLimiter | None = shared.limiter(name, *system.rate_limit) if system.rate_limit else None
+                breaker: CircuitBreaker | None = (shared.breaker(name, *system.circuit_breaker)
+                                                  if system.circuit_breaker else None)
+                built[name] = SystemProtection(name, limiter, breaker, clock)
+                continue
             limiter = RateLimiter(*system.rate_limit, clock=monotonic) if system.rate_limit else None
             breaker = (CircuitBreaker(*system.circuit_breaker, clock=clock, name=name)
                        if system.circuit_breaker else None)

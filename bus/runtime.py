@@ -28,12 +28,15 @@ from bus.errors import ConfigError
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal
 from bus.masterdatajob import MasterDataCheck
+from bus.outbox import OutboxRelay
 from bus.parking import Parker
 from bus.pipeline import Pipeline
 from bus.plugins import load_adapter_class
+from bus.progress import Progress
 from bus.protection import Protections
 from bus.queue.base import Queue
 from bus.queue.open import open_queue
+from bus.sharedstate import shared_factories
 from bus.systemstate import publish_state
 from bus.worker import Worker, WorkerStats
 
@@ -72,11 +75,19 @@ class RuntimeOptions:
 
 def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
     """One adapter instance per configured system (or per system in ``only``)."""
+    from bus.lint import check_settings
+
     out: dict[str, Adapter] = {}
     for name, system in config.systems.items():
         if only is not None and name not in only:
             continue
         cls = load_adapter_class(system.adapter, system.location)
+        # the adapter's schema, as lint applies it: an adapter may ignore a key it does not know, the bus must not
+        problems = check_settings(name, cls, system.settings, system.locations.get("settings", system.location))
+        if problems:
+            raise ConfigError(str(problems[0]).replace(": error: ", ": ", 1) if len(problems) == 1 else
+                              f"system {name!r}: {len(problems)} settings errors:\n"
+                              + "\n".join(f"  {p}" for p in problems))
         out[name] = cls(name, system.settings)
     return out
 
@@ -94,7 +105,9 @@ class Runtime:
                                        home=self.options.process_slot)
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
-        self.protections = Protections.from_config(self.config.systems)
+        # shared through the journal: N processes (or hosts) keep a vendor's limit once, not N times
+        self.protections = Protections.from_config(self.config.systems,
+                                                   shared=shared_factories(self.journal.engine))
         #: the one way onto the bus (webhooks, triggers, follow-ups, the parker)
         self.door = FrontDoor(self.journal, self.queue, self.pipeline)
         self.stop_event = threading.Event()
@@ -149,6 +162,8 @@ class Runtime:
             self.workers.append(worker)
             self._spawn(worker.run, f"ironbus-worker-{i}")
         self._spawn(self.parker.run, "ironbus-parker")
+        # events a dead process journaled but never published (see bus/outbox.py)
+        self._spawn(OutboxRelay(self.journal, self.queue, stop=self.stop_event).run, "ironbus-outbox")
         self._spawn(self._gauges, "ironbus-gauges")
         if self.options.triggers:
             self._start_triggers()
@@ -197,10 +212,24 @@ class Runtime:
             return adapter is not None and trigger in type(adapter).declared_triggers(adapter.settings)
 
         config = replace(self.config, routes=tuple(r for r in self.config.routes if polled(r.source)))
+        from bus.election import Leases
+        from bus.triggers import plan_triggers
+
         def emit(events: list[Event]) -> None:
             self.door.submit(events, "poll")
 
-        runner = TriggerRunner.from_config(config, self.adapters, self.journal, emit=emit)
+        # one runner per trigger however many processes and hosts run the bus (bus/election.py)
+        self.leases = Leases(self.journal.engine)
+        leases = self.leases
+
+        def elect(plan: Any) -> bool:
+            # The runner renews at every poll: its lease outlives two intervals, so a live runner keeps it and a
+            # dead one's passes to a standby at the standby's next due time.
+            ttl = leases.ttl if plan.schedules else max(leases.ttl, 2 * plan.interval + 5)
+            return leases.hold(plan.name, ttl=ttl)
+
+        runner = TriggerRunner(self.adapters, plan_triggers(config, self.adapters), self.journal,
+                               emit=emit, elect=elect)
         runner.start()
         self.triggers = runner
 
@@ -222,9 +251,15 @@ class Runtime:
         return self.server.port if self.server is not None else None
 
     def _gauges(self) -> None:
+        progress = Progress()
         while not self.stop_event.wait(2.0):
             try:
-                metrics.set_queue_depth(self.queue.depth())
+                depth = self.queue.depth()
+                held = getattr(self.queue, "held", None)
+                # for `ironbus status`: is this process still finishing batches while work waits?
+                progress.publish(self.journal, sum(s.batches for s in self.stats()), depth,
+                                 held() if callable(held) else 0)
+                metrics.set_queue_depth(depth)
                 snapshot = self.protections.snapshot()
                 for system, snap in snapshot.items():
                     circuit = snap.get("circuit") or {}
@@ -260,6 +295,10 @@ class Runtime:
             self.server.stop()
         if self.triggers is not None:
             self.triggers.stop()
+            try:
+                self.leases.release_all()  # hand the triggers over at once rather than after the lease runs out
+            except Exception as exc:  # noqa: BLE001 - then they pass over when the leases run out
+                log.warning("trigger leases not released", error=str(exc))
         self.stop_event.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:

@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from bus.errors import ConfigError, Location, SchemaViolation, UnknownNameError
+from bus.limits import MAX_FILE_BYTES
 
 __all__ = ["SCHEMA_DIR", "SchemaRegistry", "default_registry", "json_path"]
 
@@ -55,6 +56,8 @@ def _load_schema_file(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read schema file: {exc}", Location(str(path))) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"schema file is larger than {MAX_FILE_BYTES} bytes", Location(str(path)))
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -92,7 +92,8 @@ class Supervisor:
 
     def _spawn(self, index: int, restarts: int = 0, ever_started: bool = False) -> _Child:
         ready = self._context.Event()
-        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready)),
+        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready),
+                                                                  os.getpid()),
                                         name=f"ironbus-run-{index}", daemon=False)
         # A forked child inherits this process's signal handlers; a SIGTERM arriving before it set its own
         # would only reach the supervisor's handler (in the child's copy) and be lost. Block the signals across
@@ -175,11 +176,16 @@ class Supervisor:
         self._children = []
 
 
-def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
+def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace, supervisor: int) -> None:
     # Default signal handling until the bus installs its own: a signal during start-up ends the process.
     # The signals were blocked across the fork (see Supervisor._spawn); one that came meanwhile acts now.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # A supervisor killed without warning (SIGKILL, OOM) cannot stop its processes: the kernel does, with a
+    # SIGTERM (a graceful stop), so no orphan keeps serving the port beside the next `ironbus run`.
+    from bus.portlock import die_with_parent
+
+    die_with_parent(supervisor)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     code = 1
     try:

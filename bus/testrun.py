@@ -26,7 +26,7 @@ from bus.pipeline import Pipeline
 from bus.schemas import SchemaRegistry, default_registry
 from bus.xmldict import xml_to_dict
 from bus.xref import MemoryXref
-from bus.yamlfile import YamlMap, load_yaml, locate, plain
+from bus.yamlfile import YamlMap, load_json_text, load_yaml, locate, plain
 
 __all__ = ["TestOutcome", "discover", "json_contains_diff", "json_equals_diff", "run_file", "run_paths"]
 
@@ -42,6 +42,8 @@ class TestOutcome:
     passed: bool
     location: Location | None = None
     details: list[str] = field(default_factory=list)
+    #: what passed but looks wrong: mapping expressions that found nothing in the test's input
+    notes: list[str] = field(default_factory=list)
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -116,10 +118,7 @@ def _input(test: YamlMap, base: Path) -> Any:
                 return xml_to_dict(raw, source=str(file))
             except DecodeError as exc:
                 raise ConfigError(str(exc), locate(test, ["input_file"])) from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"input_file {file} is not valid JSON: {exc}", locate(test, ["input_file"])) from None
+        return load_json_text(raw, str(file))
     if "input" in test:
         # plain dicts and lists, as a decoded JSON payload would be: JMESPath's type checks (join, sort …) do not
         # know the YAML loader's located subclasses
@@ -158,6 +157,8 @@ def _find_routes(base: Path) -> Path:
 
 
 class _Runner:
+    notes: list[str]
+
     def __init__(self, schemas: SchemaRegistry, routes: Path | None) -> None:
         self.schemas = schemas
         self.routes = routes
@@ -201,6 +202,8 @@ class _Runner:
             actual = mapping.apply(doc, event=event)
         except IronbusError as exc:
             return _expected_error(expect, exc)
+        self.notes = [f"field {target!r} is left out: {_short_expr(expression)} finds nothing in the input"
+                      for target, expression in mapping.unmatched(doc, event=event)]
         if "error" in expect:
             return [f"expected an error containing {expect['error']!r}, but the mapping succeeded: {_short(actual)}"]
         return _check_output(expect, actual, self.schemas)
@@ -292,6 +295,7 @@ def run_file(file: Path, *, schemas: SchemaRegistry | None = None, routes: Path 
     except ConfigError as exc:
         return [TestOutcome(str(file), "(file)", False, exc.location, [exc.message])]
     for index, test in enumerate(tests):
+        runner.notes = []
         name = str(test.get("name", f"test #{index + 1}"))
         expect = test.get("expect") or {}
         try:
@@ -314,10 +318,15 @@ def run_file(file: Path, *, schemas: SchemaRegistry | None = None, routes: Path 
             else:
                 outcomes.append(TestOutcome(str(file), name, False, test.location, [str(exc)]))
             continue
-        outcomes.append(TestOutcome(str(file), name, not problems, test.location, problems))
+        outcomes.append(TestOutcome(str(file), name, not problems, test.location, problems, runner.notes))
     return outcomes
 
 
 def run_paths(paths: list[Path], *, routes: Path | None = None) -> list[TestOutcome]:
     schemas = default_registry()
     return [o for f in discover(paths) for o in run_file(f, schemas=schemas, routes=routes)]
+
+
+def _short_expr(text: str) -> str:
+    """An expression quoted for a one-line note (long ones are cut)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from bus.journal import Journal
+from bus.outbox import inbound_states
 
 __all__ = ["build_trace", "render_trace"]
 
@@ -30,6 +31,7 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
     for cid in correlations:
         events = sorted(journal.events_for(correlationid=cid), key=lambda e: e.time)
         deliveries = journal.deliveries_for_events([e.id for e in events])
+        inbound = inbound_states(journal.engine, [e.id for e in events])
         by_event: dict[str, list[dict[str, Any]]] = {}
         for d in deliveries:
             attempts = journal.attempts_for(d.idempotency_key)
@@ -42,7 +44,7 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
             })
         chains.append({"correlationid": cid, "events": [{
             "id": e.id, "type": e.type, "source": e.source, "key": e.key, "sequence": e.sequence,
-            "causationid": e.causationid, "time": e.time,
+            "causationid": e.causationid, "time": e.time, "inbound": inbound.get(e.id),
             "deliveries": sorted(by_event.get(e.id, []), key=lambda d: (d["route"], d["target"])),
         } for e in events]})
     return chains
@@ -60,7 +62,10 @@ def _walk(children: dict[str | None, list[dict[str, Any]]], parent: str | None, 
         branch = "└─ " if last else "├─ "
         key = f" key={e['key']}" if e["key"] else ""
         seq = f" seq={e['sequence']}" if e["sequence"] is not None else ""
-        lines.append(f"{indent}{branch}{e['type']}  {e['id'][:8]}  {e['time']}{key}{seq}")
+        # an event whose source was answered 503 (it sends it again) was never accepted: say so
+        state = {"refused": "  REFUSED (answered 503; the source sends it again)",
+                 "unpublished": "  UNPUBLISHED (waiting for the outbox relay)"}.get(e.get("inbound") or "", "")
+        lines.append(f"{indent}{branch}{e['type']}  {e['id'][:8]}  {e['time']}{key}{seq}{state}")
         inner = indent + ("   " if last else "│  ")
         for d in e["deliveries"]:
             ref = f" ref={d['reference']}" if d["reference"] else ""

@@ -186,7 +186,10 @@ class TriggerRunner:
 
     def __init__(self, adapters: Mapping[str, Adapter], plans: Sequence[TriggerPlan], store: WatermarkStore,
                  emit: Callable[[list[Event]], None], clock: Callable[[], float] = time.time, *,
-                 max_backoff: float = 300.0) -> None:
+                 max_backoff: float = 300.0, elect: Callable[[TriggerPlan], bool] | None = None) -> None:
+        #: ``elect(plan)`` is True when this process may poll the trigger now (one runner per trigger across
+        #: processes and hosts, see bus/election.py); one that may not stands by until the next due time.
+        self.elect = elect
         self.adapters = adapters
         self.plans = list(plans)
         self.store = store
@@ -242,6 +245,8 @@ class TriggerRunner:
     def _step(self, plan: TriggerPlan) -> float:
         """Run one poll and return when the next one is due."""
         progress = self._progress[plan.name]
+        if self.elect is not None and not self.elect(plan):
+            return plan.next_due(self.clock())  # another process runs this trigger; stand by on its schedule
         try:
             self.run_once(plan)
         except TransientError as exc:

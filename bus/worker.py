@@ -41,6 +41,7 @@ __all__ = ["Batch", "Due", "Worker", "WorkerStats", "ack"]
 
 log = structlog.get_logger(__name__)
 _MAX_CRASHES = 5  # deliveries of one message that ended in an unexpected error before it is dead-lettered
+_RETRY_AFTER_CRASH = 1.0  # seconds before a batch that failed unexpectedly (a bug, the journal away) comes back
 
 
 class Worker:
@@ -88,7 +89,16 @@ class Worker:
         log.exception("unexpected error while handling a batch", worker=self.name, error=str(exc))
         poison = [lease for lease in leases if lease.delivery_count >= _MAX_CRASHES]
         if not poison:
-            return  # unacked: the leases expire and the messages come back
+            # Hand the batch back: a lease left unsettled would never come back by itself (the embedded queue
+            # renews live leases; a RabbitMQ delivery does not expire while its connection lives), and its key
+            # would hold every later message of that key for good. If even the release fails, the lease is no
+            # longer renewed and runs out (embedded) or returns when the channel closes (RabbitMQ).
+            for lease in leases:
+                try:
+                    lease.release(_RETRY_AFTER_CRASH)
+                except Exception as again:  # noqa: BLE001 - the store is failing too; see above
+                    log.warning("could not release after an internal error", error=str(again))
+            return
         try:
             reason = f"internal error after {_MAX_CRASHES} tries: {type(exc).__name__}: {exc}"
             self.journal.dead_letter([DeadLetter(lease.message.body, reason, route=lease.message.route,

@@ -137,8 +137,13 @@ def xml_to_dict(
     except _Refused as exc:
         line, column = parser.CurrentLineNumber, parser.CurrentColumnNumber + 1
         raise DecodeError(f"{source}:{line}:{column}: {exc}") from None
-    except LookupError as exc:  # an XML declaration naming an encoding Python does not know
-        raise DecodeError(f"{source}: unsupported XML encoding: {exc}") from None
+    except (LookupError, UnicodeError, ValueError) as exc:
+        # expat looks the declared encoding up in Python's codecs: an unknown one is a LookupError, a codec that
+        # fails on the bytes a UnicodeError; both are the document's fault, never the bus's.
+        line = parser.CurrentLineNumber
+        raise DecodeError(f"{source}:{line}: unsupported or wrong character encoding: {exc}") from None
+    except RecursionError:
+        raise DecodeError(f"{source}: XML document nested too deeply") from None
     if builder.root is None:
         raise DecodeError(f"{source}: XML document has no root element")
     return builder.root

@@ -139,4 +139,4 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         cli.main(["lnt"])
     assert caught.value.code == 2
-    assert "invalid choice: 'lnt'" in capsys.readouterr().err
+    assert "unknown command 'lnt'; did you mean 'lint'?" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from adapters.http.settings import (
 )
 from adapters.http.transport import Response, probe
 from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
+from bus.secrets import strip_credentials
 
 __all__ = ["HttpAdapter", "outcome_from_response"]
 
@@ -63,7 +64,8 @@ def outcome_from_response(response: Response, result: Any | None = None, referen
     ref = None if found is None else str(found)
     if ref is None:
         ref = response.header("location")
-    return Outcome(result=value, reference=ref, detail=f"HTTP {response.status}")
+    # The answer is stored (journal, follow-up events, trace): credentials a target echoes back never are.
+    return Outcome(result=strip_credentials(value), reference=ref, detail=f"HTTP {response.status}")
 
 
 class HttpAdapter(Adapter):

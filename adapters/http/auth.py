@@ -21,6 +21,8 @@ import structlog
 from adapters.http.errors import ErrorPolicy, body_excerpt, parse_retry_after
 from adapters.http.transport import Request, Transport
 from bus.errors import PermanentError, TransientError
+from bus.interpolate import redact
+from bus.secrets import register
 
 __all__ = ["ApiKeyAuth", "Auth", "BasicAuth", "BearerAuth", "NoAuth", "OAuth2ClientCredentials", "auth_from_settings"]
 
@@ -45,6 +47,7 @@ NoAuth = Auth
 class BearerAuth(Auth):
     def __init__(self, token: str) -> None:
         self.token = token
+        register(token)
 
     def apply(self, headers: dict[str, str], params: dict[str, str]) -> object:
         headers["Authorization"] = f"Bearer {self.token}"
@@ -54,6 +57,7 @@ class BearerAuth(Auth):
 class BasicAuth(Auth):
     def __init__(self, username: str, password: str) -> None:
         raw = f"{username}:{password}".encode()
+        register(password, f"{username}:{password}")  # masked in any form an echo may carry, base64 included
         self.value = "Basic " + base64.b64encode(raw).decode("ascii")
 
     def apply(self, headers: dict[str, str], params: dict[str, str]) -> object:
@@ -66,6 +70,7 @@ class ApiKeyAuth(Auth):
 
     def __init__(self, name: str, value: str, where: str = "header") -> None:
         self.name, self.value, self.where = name, value, where
+        register(value)
 
     def apply(self, headers: dict[str, str], params: dict[str, str]) -> object:
         (params if self.where == "query" else headers)[self.name] = self.value
@@ -92,6 +97,7 @@ class OAuth2ClientCredentials(Auth):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.transport, self.token_url = transport, token_url
         self.client_id, self._secret = client_id, client_secret
+        register(client_secret)
         self.scope, self.audience, self.client_auth = scope, audience, client_auth
         self.extra = dict(extra or {})
         self.margin, self.clock = margin, clock
@@ -121,7 +127,7 @@ class OAuth2ClientCredentials(Auth):
             return token.value
 
     def _clean(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return redact(text.replace(self._secret, "***") if self._secret else text)
 
     def _fetch(self) -> _Token:
         form: dict[str, str] = {"grant_type": "client_credentials", **self.extra}
@@ -133,6 +139,7 @@ class OAuth2ClientCredentials(Auth):
         if self.client_auth == "basic":
             # RFC 6749 §2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
             raw = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}".encode()
+            register(raw.decode())
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
         else:
             form["client_id"] = self.client_id
@@ -162,6 +169,7 @@ class OAuth2ClientCredentials(Auth):
         except (TypeError, ValueError):
             seconds = None
         refresh_at = float("inf") if seconds is None else started + seconds - min(self.margin, seconds * 0.1)
+        register(doc["access_token"])
         log.info("oauth2_token_fetched", token_url=self.token_url, expires_in=seconds)
         return _Token(doc["access_token"], refresh_at)
 
@@ -176,7 +184,7 @@ class OAuth2ClientCredentials(Auth):
         if isinstance(doc, dict) and "error" in doc:
             description = doc.get("error_description")
             return f"{doc['error']}" + (f": {description}" if description else "")
-        text = " ".join(body[:300].decode("utf-8", errors="replace").split())
+        text = redact(" ".join(body[:1200].decode("utf-8", errors="replace").split()))[:300]  # mask, then cut
         return text or "no error description"
 
 

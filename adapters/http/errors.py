@@ -74,11 +74,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def body_excerpt(response: Response) -> str:
     """The start of a response body on one line, for error messages and logs (secrets redacted)."""
-    text = response.body[: _EXCERPT * 4].decode("utf-8", errors="replace")
-    text = " ".join(text.split())
+    # Mask before cutting: a cut through a secret would leave its first characters unmasked.
+    text = redact(" ".join(response.body[: _EXCERPT * 8].decode("utf-8", errors="replace").split()))
     if len(text) > _EXCERPT:
         text = text[:_EXCERPT] + "…"
-    return redact(text)
+    return text
 
 
 def error_for_response(response: Response, policy: ErrorPolicy, what: str) -> DeliveryError:

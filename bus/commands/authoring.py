@@ -7,18 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bus.config import load_config
 from bus.console import dump_json, table
 from bus.errors import ConfigError, IronbusError, Location
+from bus.limits import MAX_FILE_BYTES
 from bus.lint import lint as run_lint
 from bus.mapping import Mapping
 from bus.plugins import adapter_names, load_adapter_class
 from bus.schemas import default_registry
 from bus.testrun import run_paths
 from bus.xref import MemoryXref
-from bus.yamlfile import load_yaml, load_yaml_text
+from bus.yamlfile import load_json_text, load_yaml, load_yaml_text
 
 __all__ = ["adapters", "graph", "lint", "map_", "read_document", "test"]
 
@@ -26,10 +25,12 @@ __all__ = ["adapters", "graph", "lint", "map_", "read_document", "test"]
 def read_document(source: str) -> Any:
     """A JSON or YAML document from a file path or ``-`` (stdin); errors name the file and position."""
     if source == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read(MAX_FILE_BYTES + 1)
         name = "<stdin>"
     else:
         try:
+            if Path(source).stat().st_size > MAX_FILE_BYTES:
+                raise ConfigError(f"file is larger than {MAX_FILE_BYTES} bytes", Location(source))
             text = Path(source).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError("file not found", Location(source)) from None
@@ -38,12 +39,7 @@ def read_document(source: str) -> Any:
         name = source
     if name.endswith((".yaml", ".yml")):
         return load_yaml_text(text, name)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        line = text.count("\n", 0, exc.pos) + 1
-        col = exc.pos - (text.rfind("\n", 0, exc.pos) + 1) + 1
-        raise ConfigError(f"invalid JSON: {exc.msg}", Location(name, line, col)) from None
+    return load_json_text(text, name)
 
 
 def lint(args: argparse.Namespace) -> int:
@@ -78,6 +74,9 @@ def map_(args: argparse.Namespace) -> int:
     mapping = Mapping.load(args.mapping, xref=xref, value_maps=shared)
     doc = read_document(args.input)
     result = mapping.apply(doc)
+    for target, expression in mapping.unmatched(doc):
+        print(f"ironbus: note: {args.mapping}: field {target!r} is left out: {_short_expr(expression)} finds "
+              f"nothing in {args.input}", file=sys.stderr)
     schema = args.validate or None
     if schema:
         default_registry().validate(schema, result)
@@ -90,13 +89,15 @@ def test(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.passed]
     if args.json:
         dump_json([{"file": o.file, "name": o.name, "passed": o.passed, "location": str(o.location or ""),
-                    "details": o.details} for o in outcomes])
+                    "details": o.details, "notes": o.notes} for o in outcomes])
     else:
         for o in outcomes:
             mark = "PASS" if o.passed else "FAIL"
             print(f"{mark}  {o.location or o.file}  {o.name}")
             for line in o.details:
                 print(f"      {line}")
+            for note in o.notes:
+                print(f"      note: {note}")
         print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
     if not outcomes:
         print("no tests found (files are named *.test.yaml)", file=sys.stderr)
@@ -162,3 +163,8 @@ def graph(args: argparse.Namespace) -> int:
     print()
     table(table_rows, ["route", "from", "to", "mode"])
     return 0
+
+
+def _short_expr(text: str) -> str:
+    """An expression quoted for a one-line note (long ones are cut)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")

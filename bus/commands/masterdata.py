@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bus.config import Config, load_config
 from bus.console import Progress, dump_json, table
 from bus.errors import ConfigError, Location
@@ -23,6 +21,7 @@ from bus.queue.open import open_queue
 from bus.repair import Repair, apply_repairs, plan_repairs
 from bus.runtime import broker_url, journal_url, open_adapters
 from bus.xrefmatch import match_records
+from bus.yamlfile import load_json_text
 
 __all__ = ["xref"]
 
@@ -64,10 +63,7 @@ def _import(args: argparse.Namespace, journal: Journal) -> int:
         raise ConfigError(f"cannot read: {exc}", Location(str(path))) from None
     rows: list[XrefRow] = []
     if path.suffix == ".json":
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON: {exc}", Location(str(path))) from None
+        doc = load_json_text(text, str(path))
         items = doc if isinstance(doc, list) else []
         for i, item in enumerate(items):
             try:

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
 from bus.console import Progress, dump_json, table
@@ -19,7 +21,11 @@ from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal
+from bus.lint import refuse_on_errors
+from bus.outbox import outbox_counts
 from bus.pipeline import Pipeline
+from bus.portlock import claim_port
+from bus.progress import bus_rows, oldest_ready_age, stalled
 from bus.queue.open import open_queue
 from bus.replay import dry_run, retry_dead_letters, select_events
 from bus.replay import replay as replay_events
@@ -45,14 +51,56 @@ def _since(text: str | None) -> float | None:
         raise ConfigError(f"--since/--until {text!r}: expected a duration like '2h' or an ISO timestamp") from None
 
 
+def existing_journal(explicit: str | None) -> str:
+    """The journal URL for a command that only reads: refuse one that does not exist instead of creating an
+    empty journal and reporting zero of everything."""
+    url = journal_url(explicit)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"journal URL {url!r} is not a database URL (e.g. sqlite:///var/ironbus.sqlite or "
+                          "postgresql://host/db)") from None
+    shown = parsed.render_as_string(hide_password=True)
+    hint = "check --journal or $IRONBUS_JOURNAL (the bus creates its journal when it first runs)"
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).is_file():
+            raise ConfigError(f"journal {shown} does not exist (no file {parsed.database}); {hint}")
+        return url
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.connect() as conn:
+            present = sa.inspect(conn).has_table("ironbus_schema")
+    except sa.exc.SQLAlchemyError:
+        return url  # unreachable: the journal itself says so, in one line
+    finally:
+        engine.dispose()
+    if not present:
+        raise ConfigError(f"journal {shown} holds no ironbus journal (the database exists, its tables do not); "
+                          f"{hint}")
+    return url
+
+
 def _pipeline(routes: Path, journal: Journal) -> Pipeline | None:
     return Pipeline(load_config(routes), xref=journal.xref) if routes.is_file() else None
 
 
 def run(args: argparse.Namespace) -> int:
     check_routes_file(args.routes)
+    if getattr(args, "process_slot", None) is None:  # a supervised child was checked by its supervisor
+        refuse_on_errors(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
     processes = getattr(args, "processes", 1)
+    if port and getattr(args, "process_slot", None) is None:
+        # one bus per port: a second `ironbus run` fails here instead of sharing the port through SO_REUSEPORT
+        claim = claim_port(args.host, port)
+        try:
+            return _run(args, port, processes)
+        finally:
+            claim.release()
+    return _run(args, port, processes)
+
+
+def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
     if processes > 1:
         if port == 0:
             raise ConfigError("--port 0 picks a different free port in each process; with --processes, "
@@ -122,20 +170,31 @@ def send(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     queue = open_queue(broker_url(args.broker), journal)
     try:
         counts = journal.status_counts()
         depth = queue.depth()
-        systems = read_state(journal)
+        processes, systems = bus_rows(read_state(journal))
         pending = journal.pending_adapter_items()
+        inbound = outbox_counts(journal.engine)
+        oldest = oldest_ready_age(journal) if broker_url(args.broker) is None else None
     finally:
         queue.close()
         journal.close()
     if args.json:
-        dump_json({"queue": depth, **counts, "systems": systems, "awaiting": pending})
+        dump_json({"queue": depth, **counts, "systems": systems, "awaiting": pending, "inbound": inbound,
+                   "oldest_ready_age": oldest, "processes": [{**p, "stalled": stalled(p)} for p in processes]})
         return 0
-    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items())))
+    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(depth.items()))
+          + (f"; oldest waiting {oldest}s" if oldest is not None else ""))
+    for p in processes:
+        flag = "  STALLED: work waits and no batch finished" if stalled(p) else ""
+        print(f"bus process {p['process']}: last batch {p['progress_age']}s ago, {p['batches']} batches, "
+              f"held {p['held']}, seen {p['age']}s ago{flag}")
+    # journaled but not on the queue (a process died in between: the outbox relay publishes them), and events
+    # whose source was answered 503 (it sends them again; they are never delivered from here)
+    print(f"inbound: unpublished {inbound['unpublished']}, refused {inbound['refused']}")
     statuses = ("delivered", "parked", "dead", "stale", "unchanged", "shadow", "filtered", "invalid", "pending")
     rows = []
     totals: dict[str, int] = {}
@@ -178,7 +237,7 @@ def _limit(snap: dict[str, Any] | None) -> str:
 
 
 def dlq(args: argparse.Namespace) -> int:
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         return _dlq(args, journal)
     finally:
@@ -269,7 +328,7 @@ def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None,
 def replay(args: argparse.Namespace) -> int:
     if not (args.ids or args.route or args.key or args.since):
         raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         events = select_events(journal, ids=args.ids, key=args.key, route=args.route, since=_since(args.since),
                                until=_since(args.until))
@@ -311,7 +370,7 @@ def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json
 def trace(args: argparse.Namespace) -> int:
     if not args.id and not args.key:
         raise ConfigError("trace needs an event id or --key KEY")
-    journal = Journal(journal_url(args.journal))
+    journal = Journal(existing_journal(args.journal))
     try:
         chains = build_trace(journal, event_id=args.id, key=args.key)
     finally:

@@ -27,6 +27,7 @@ from bus.journal.engine import create_engine, read, reading, write, writing
 from bus.journal.marks import KeyMarks
 from bus.journal.migrations import migrate
 from bus.journal.processes import ProcessStates
+from bus.journal.queuerows import QueueRows
 from bus.journal.records import (
     ORIGINS,
     SETTLED_STATUSES,
@@ -166,9 +167,10 @@ class Journal(DeadLetterStore, Watermarks):
         with read(self.engine) as conn:
             conn.execute(sa.text("SELECT 1"))
 
-    def record_events(self, events: Sequence[tuple[Event, str]], *, unit: UnitOfWork | None = None) -> None:
-        """Journal inbound events with their origin, in one transaction (``unit``'s when given). Idempotent on
-        the event id: a re-sent event keeps its first record."""
+    def record_events(self, events: Sequence[tuple[Event, str]], *, unit: UnitOfWork | None = None,
+                      conn: Connection | None = None) -> None:
+        """Journal inbound events with their origin, in one transaction (``unit``'s, or the caller's ``conn``,
+        when given). Idempotent on the event id: a re-sent event keeps its first record."""
         if not events:
             return
         now = time.time()
@@ -180,7 +182,7 @@ class Journal(DeadLetterStore, Watermarks):
                          "key": event.key, "sequence": event.sequence, "correlationid": event.correlationid,
                          "causationid": event.causationid, "time": event.time, "received_at": now,
                          "origin": origin, "body": event.encode()})
-        with writing(self.engine, unit.conn if unit is not None else None) as conn:
+        with writing(self.engine, unit.conn if unit is not None else conn) as conn:
             self._insert_events_many.execute(conn, rows)
 
     def get_event(self, event_id: str) -> Event | None:
@@ -407,6 +409,10 @@ class Journal(DeadLetterStore, Watermarks):
     def xref_rows(self, entity: str | None = None) -> list[XrefRow]:
         """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
         return self.xref.rows(entity)
+
+    def oldest_ready_age(self) -> float | None:
+        """How long the oldest ready message of the embedded queue has waited (``ironbus status``)."""
+        return QueueRows(self.engine).oldest_ready_age(time.time())
 
     def pending_adapter_items(self, prefix: str = "awaiting:") -> list[dict[str, Any]]:
         """Work adapters sent and still wait on (``ironbus status``; see :func:`adapterstate.pending_items`)."""

@@ -35,6 +35,16 @@ class ProcessStates:
                 index_elements=[_T.c.process, _T.c.system],
                 set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}), rows)
 
+    def publish_row(self, process: str, system: str, state: Mapping[str, Any]) -> None:
+        """Store one row of ``process`` as it is (the bus's own progress row, ``system`` ``(bus)``)."""
+        with write(self.engine) as conn:
+            stmt = insert_for(conn, _T)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[_T.c.process, _T.c.system],
+                set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at}),
+                [{"process": process, "system": system, "state": orjson.dumps(dict(state)).decode(),
+                  "updated_at": time.time()}])
+
     def fresh(self, max_age: float) -> list[dict[str, Any]]:
         """Snapshots written in the last ``max_age`` seconds: ``[{process, system, age, rate_limit, circuit}]``."""
         now = time.time()

@@ -128,6 +128,24 @@ class QueueRows:
                 .values(lease_until=until, available_at=until))
         return bool(result.rowcount)
 
+    def extend_many(self, leases: Sequence[RowLease], until: float) -> int:
+        """Move many leases' expiry to ``until`` in one transaction; how many were still held by them."""
+        kept = 0
+        with write(self.engine) as conn:
+            for lease in leases:
+                kept += max(conn.execute(_Q.update().where(
+                    _Q.c.id == lease.id, _Q.c.lease_owner == lease.owner,
+                    _Q.c.delivery_count == lease.delivery_count).values(lease_until=until, available_at=until)
+                ).rowcount, 0)
+        return kept
+
+    def oldest_ready_age(self, now: float) -> float | None:
+        """Seconds the oldest message that is ready and not leased has waited (None when none waits)."""
+        with read(self.engine) as conn:
+            oldest = conn.execute(sa.select(sa.func.min(_Q.c.enqueued_at)).where(
+                _Q.c.available_at <= now, sa.or_(_Q.c.lease_owner.is_(None), _Q.c.lease_until < now))).scalar()
+        return None if oldest is None else round(now - float(oldest), 1)
+
     def depth(self, now: float) -> dict[str, int]:
         """``ready``, ``leased`` and ``delayed`` row counts (see :meth:`EmbeddedQueue.depth`)."""
         leased = sa.and_(_Q.c.lease_owner.is_not(None), _Q.c.lease_until > now)

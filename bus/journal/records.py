@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.secrets import mask
+
 __all__ = [
     "ATTEMPT_STATUSES",
     "DELIVERY_STATUSES",
@@ -78,6 +80,8 @@ class DeliveryUpdate:
     attempt_status: str | None = None
 
     def __post_init__(self) -> None:
+        if self.error:  # the attempt log and last_error are read by operators and trace: never a secret
+            object.__setattr__(self, "error", mask(self.error))
         if self.status not in DELIVERY_STATUSES:
             raise ValueError(f"delivery status {self.status!r} is not one of {sorted(DELIVERY_STATUSES)}")
         if self.attempt_status is not None and self.attempt_status not in ATTEMPT_STATUSES:
@@ -141,6 +145,9 @@ class DeadLetter:
     error_kind: str = "permanent"
     attempts: int = 0
     created_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", mask(self.reason))
 
 
 @dataclass(frozen=True, slots=True)

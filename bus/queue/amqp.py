@@ -59,6 +59,10 @@ log = structlog.get_logger(__name__)
 #: Delay tiers in seconds, smallest first.
 DELAY_TIERS: tuple[int, ...] = (1, 5, 30, 120, 600, 3600)
 CONFIRM_TIMEOUT = 30.0
+#: While RabbitMQ is down, a publish fails at once for this long after a failed connection attempt, so webhook
+#: requests are answered 503 (Retry-After) in milliseconds instead of each waiting for its own attempt.
+PUBLISH_BACKOFF = 1.0
+PUBLISH_CONNECT_TIMEOUT = 2.0
 _DUE_SLACK = 0.05  # a message back from its delay tier this close to due is handed out
 _H_KEY, _H_ROUTE, _H_TARGET, _H_PARKS, _H_COUNT, _H_DUE = (
     "x-ib-key", "x-ib-route", "x-ib-target", "x-ib-parks", "x-ib-count", "x-ib-due")
@@ -143,6 +147,8 @@ class AmqpQueue:
         self._pub_conn: Any | None = None
         self._producer: Any | None = None
         self._round_robin = 0
+        self._down_until = 0.0  # monotonic time before which a publish fails fast (see PUBLISH_BACKOFF)
+        self._down_reason = ""
         self._unconfirmed: set[int] = set()
         self._nacked = 0
         self._seq = 0
@@ -169,8 +175,15 @@ class AmqpQueue:
         with self._pub_lock, _broker_errors("publish"):
             try:
                 if self._producer is None:
-                    self._pub_conn = kb.Connection(self.url)
-                    self._pub_conn.ensure_connection(max_retries=1)
+                    if time.monotonic() < self._down_until:
+                        raise TransientError(f"RabbitMQ unavailable ({self._down_reason}); retry later")
+                    self._pub_conn = kb.Connection(self.url, connect_timeout=PUBLISH_CONNECT_TIMEOUT)
+                    try:
+                        self._pub_conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2,
+                                                         interval_max=0.2)
+                    except _BROKER_ERRORS as exc:
+                        self._down_until, self._down_reason = time.monotonic() + PUBLISH_BACKOFF, str(exc)[:200]
+                        raise
                     channel = self._pub_conn.channel()
                     # Publisher confirms, awaited per batch rather than per message (kombu's confirm_publish
                     # transport option waits a round trip after every message: ~1,300 msg/s here).
@@ -244,6 +257,11 @@ class AmqpQueue:
         self._unconfirmed.add(self._seq)
         producer.publish(m.body, exchange=exchange, routing_key=routing_key, headers=headers, delivery_mode=2,
                          content_type="application/octet-stream", content_encoding="binary", serializer=None)
+
+    def held(self) -> int:
+        """Messages received from RabbitMQ and waiting in this process for their key to be free."""
+        with self._cond:
+            return len(self._buffer)
 
     # -- consuming -----------------------------------------------------------------------------------------
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:

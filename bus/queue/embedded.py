@@ -11,6 +11,10 @@ Per-key ordering: a row is claimable only when it is the oldest row of its key a
 holds a live lease (so the head of a key blocks the rest of that key until it is acked — also while it is
 released with a delay). Rows without a key are free.
 
+Long deliveries: a lease handed out and not yet settled is renewed every third of ``lease_seconds`` while this
+process lives (:class:`bus.leases.LeaseKeeper`), so a batch to a slow target never outlives its lease and is
+never taken (and delivered) a second time; a killed process renews nothing, and its leases expire as before.
+
 Waiting: consumers poll with a short exponential backoff (up to ``max_poll_interval``) and are woken at
 once when this process publishes, acks or releases.
 """
@@ -31,6 +35,7 @@ from sqlalchemy.engine import Engine
 from bus.backoff import Backoff
 from bus.journal.queuerows import QueueRows, RowLease
 from bus.journal.unit import UnitOfWork
+from bus.leases import LeaseKeeper
 from bus.queue.base import Lease, Message
 
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
@@ -70,7 +75,8 @@ class EmbeddedQueue:
     """The lease queue on an engine whose database the journal has migrated (its rows:
     :class:`~bus.journal.queuerows.QueueRows`). Thread-safe; any number of processes may share one database."""
 
-    def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_poll_interval: float = 0.1) -> None:
+    def __init__(self, engine: Engine, *, lease_seconds: float = 30.0, max_poll_interval: float = 0.1,
+                 renew: bool = True) -> None:
         self._rows = QueueRows(engine)
         self.lease_seconds = lease_seconds
         self.max_poll_interval = max_poll_interval
@@ -78,6 +84,8 @@ class EmbeddedQueue:
         self._changed = threading.Condition()
         self._generation = 0
         self._idle = True
+        self._keeper = LeaseKeeper(self.extend_many, lease_seconds)
+        self._renew = renew  # False: leases run out on their own (tests of what a paused process leaves)
 
     # -- producing -----------------------------------------------------------------------------------------
     def publish(self, messages: Sequence[Message]) -> None:
@@ -118,8 +126,11 @@ class EmbeddedQueue:
             return []
         rows = self._rows.claim(limit, self.owner, now, now + self.lease_seconds)
         self._idle = not rows
-        return [EmbeddedLease(message=r.message, delivery_count=r.delivery_count, id=r.id, owner=self.owner,
-                              _queue=self) for r in rows]
+        leases: list[Lease] = [EmbeddedLease(message=r.message, delivery_count=r.delivery_count, id=r.id,
+                                             owner=self.owner, _queue=self) for r in rows]
+        if self._renew:
+            self._keeper.watch(leases)
+        return leases
 
     # -- settling ------------------------------------------------------------------------------------------
     def ack_many(self, leases: Sequence[Lease]) -> None:
@@ -160,6 +171,10 @@ class EmbeddedQueue:
     def extend(self, lease: EmbeddedLease, seconds: float) -> bool:
         return self._rows.extend(lease.row, time.time() + seconds)
 
+    def extend_many(self, leases: Sequence[EmbeddedLease], seconds: float) -> int:
+        """Renew many leases to ``seconds`` from now in one transaction; returns how many were still ours."""
+        return self._rows.extend_many([x.row for x in leases], time.time() + seconds)
+
     @staticmethod
     def _unsettled(leases: Sequence[Lease], *, mark: bool = True) -> list[EmbeddedLease]:
         todo = []
@@ -187,4 +202,5 @@ class EmbeddedQueue:
     def close(self) -> None:
         """Nothing to release: leases live in the database (unsettled ones expire); the engine is the
         journal's."""
+        self._keeper.close()
         self._wake()

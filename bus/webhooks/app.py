@@ -21,6 +21,8 @@ import structlog
 from adapters.base import WebhookRequest
 from bus.envelope import Event
 from bus.errors import DecodeError, PermanentError, TransientError
+from bus.inbound import inbound_event_ids
+from bus.limits import InputRejected, check_payloads
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bus.metrics import Metrics, default
 from bus.webhooks.base import Endpoint, Ingest, WebhookRejected, media_type_allowed
@@ -201,13 +203,17 @@ class WebhookApp:
                                  body=body, query=query_of(scope))
         seen.append(request)
         payloads = await self._run_handler(endpoint, request)
-        events = self._events(endpoint, payloads)
+        events = self._events(endpoint, payloads, request.body)
         if events:
             try:
                 await self.ingest(events)
+            except InputRejected as exc:  # checked before joining a group commit: only this request fails
+                raise _Refusal(exc.status, exc.reason, str(exc)) from None
             except Exception as exc:  # whatever failed, the vendor must not get a 202: it has to retry
+                # an outage (journal or broker away) is expected and frequent then: no traceback for it
                 log.error("webhook ingest failed", system=endpoint.system, trigger=endpoint.trigger,
-                          event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                          event_ids=[e.id for e in events], error=f"{type(exc).__name__}: {exc}",
+                          exc_info=not isinstance(exc, TransientError))
                 raise _Refusal(503, "ingest_failed", "the bus could not store the events; retry later",
                                [(b"retry-after", b"5")]) from None
             self.metrics.received(endpoint.system, endpoint.trigger, len(events))
@@ -234,15 +240,21 @@ class WebhookApp:
     async def _run_handler(self, endpoint: Endpoint, request: WebhookRequest) -> list[Any]:
         try:
             if endpoint.blocking:
-                payloads = await asyncio.get_running_loop().run_in_executor(None, endpoint.handler, request)
+                payloads = await asyncio.get_running_loop().run_in_executor(None, _checked, endpoint.handler,
+                                                                            request)
             else:
-                payloads = endpoint.handler(request)
+                payloads = _checked(endpoint.handler, request)
+        except InputRejected as exc:
+            raise _Refusal(exc.status, exc.reason, str(exc)) from None
         except WebhookRejected as exc:
             raise _Refusal(exc.status, exc.reason, str(exc)) from None
         except (PermanentError, DecodeError) as exc:
             raise _Refusal(400, "bad_request", str(exc)) from None
         except TransientError as exc:
             raise _Refusal(503, "unavailable", str(exc), [(b"retry-after", b"5")]) from None
+        except (UnicodeError, RecursionError) as exc:  # undecodable or absurdly nested input, not a bus fault
+            raise _Refusal(400, "malformed_body", f"body cannot be decoded: {type(exc).__name__}: "
+                                                  f"{str(exc)[:200]}") from None
         except Exception as exc:  # a handler bug must cost one 500, not the server
             log.error("webhook handler failed", system=endpoint.system, trigger=endpoint.trigger,
                       error=f"{type(exc).__name__}: {exc}", exc_info=True)
@@ -253,10 +265,11 @@ class WebhookApp:
             raise _Refusal(500, "handler_error", "the webhook handler returned no list of payloads")
         return payloads
 
-    def _events(self, endpoint: Endpoint, payloads: list[Any]) -> list[Event]:
+    def _events(self, endpoint: Endpoint, payloads: list[Any], body: bytes = b"") -> list[Event]:
         source = f"ironbus/{endpoint.system}"
         events: list[Event] = []
-        for payload in payloads:
+        ids = inbound_event_ids(endpoint.system, endpoint.trigger, body, len(payloads))
+        for payload, event_id in zip(payloads, ids, strict=True):
             key: str | None = None
             if endpoint.key is not None:
                 try:
@@ -264,7 +277,7 @@ class WebhookApp:
                 except Exception as exc:  # the key expression does not fit this payload: the payload is bad
                     raise _Refusal(400, "bad_request", f"cannot compute the business key: {exc}") from None
                 key = None if found is None else str(found)
-            events.append(Event(type=endpoint.event_type, source=source, data=payload, key=key))
+            events.append(Event(type=endpoint.event_type, source=source, data=payload, key=key, id=event_id))
         return events
 
     def _rejected(self, scope: Scope, path: str, system: str, trigger: str, reason: str, status: int,
@@ -277,6 +290,14 @@ class WebhookApp:
                 extra["forwarded_for"] = forwarded[:200]
         log.warning("webhook rejected", reason=reason, status=status, detail=detail, path=redact_hook_path(path),
                     method=scope.get("method"), remote=_remote(scope), system=system, trigger=trigger, **extra)
+
+
+def _checked(handler: Callable[[WebhookRequest], list[Any]], request: WebhookRequest) -> Any:
+    """The handler's payloads, refused (400) when the bus could not store them, in the handler's thread."""
+    payloads = handler(request)
+    if isinstance(payloads, list):
+        check_payloads(payloads)
+    return payloads
 
 
 def _remote(scope: Scope) -> str:

@@ -4,6 +4,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,9 +22,9 @@ class CountingJournal(Journal):
         super().__init__(url)
         self.calls = 0
 
-    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+    def record_events(self, events: Sequence[tuple[Event, str]], **kw: Any) -> None:
         self.calls += 1
-        super().record_events(events)
+        super().record_events(events, **kw)
 
 
 class FailingQueue:
@@ -68,9 +69,9 @@ class ThreadNotingJournal(Journal):
         super().__init__(url)
         self.threads: list[int] = []
 
-    def record_events(self, events: Sequence[tuple[Event, str]]) -> None:
+    def record_events(self, events: Sequence[tuple[Event, str]], **kw: Any) -> None:
         self.threads.append(threading.get_ident())
-        super().record_events(events)
+        super().record_events(events, **kw)
 
 
 class ThreadNotingQueue(EmbeddedQueue):

@@ -128,5 +128,5 @@ def test_an_unknown_encoding_is_a_decode_error() -> None:
     from bus.errors import DecodeError
     from bus.xmldict import xml_to_dict
 
-    with pytest.raises(DecodeError, match="unsupported XML encoding"):
+    with pytest.raises(DecodeError, match="unsupported or wrong character encoding"):
         xml_to_dict(b'<?xml version="1.0" encoding="UTF98"?><a/>', source="x.xml")

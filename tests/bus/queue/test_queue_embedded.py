@@ -28,7 +28,7 @@ def wait_for_lease(queue: EmbeddedQueue, within: float = 10.0) -> EmbeddedLease:
 
 
 def test_a_late_ack_does_not_delete_a_message_someone_else_reclaimed(journal: Journal) -> None:
-    slow = EmbeddedQueue(journal.engine, lease_seconds=0.2)
+    slow = EmbeddedQueue(journal.engine, lease_seconds=0.2, renew=False)  # a paused process renews nothing
     fast = EmbeddedQueue(journal.engine, lease_seconds=30)
     slow.publish([Message(b"m")])
     stale = wait_for_lease(slow)
