@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from bus import telemetry
 from bus.interpolate import redact
 
 __all__ = ["configure_logging"]
@@ -36,6 +37,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            telemetry.log_ids,  # trace_id / span_id of the current span, when tracing is on
             _scrub,
             renderer,
         ],

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from adapters.base import Adapter, Call, Outcome
-from bus import metrics
+from bus import metrics, telemetry
 from bus.bulk import BulkItem, BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
@@ -140,12 +140,15 @@ class Worker:
             event = self._decode(lease, batch)
             if event is None:
                 continue
+            began = time.time_ns() if telemetry.enabled else 0
             try:
                 results = self.pipeline.process(event, route=lease.message.route, target=lease.message.target)
             except IronbusError as exc:  # e.g. a pinned route that no longer exists
                 batch.letters.append(DeadLetter(lease.message.body, str(exc), event.id, lease.message.route,
                                                 lease.message.target))
                 continue
+            if telemetry.enabled:
+                telemetry.route_steps(event, results, began, time.time_ns())
             work.append((lease, event, results))
         dispatches = [d for _, _, results in work for r in results for d in r.dispatches]
         done: set[str] = set()
@@ -164,6 +167,8 @@ class Worker:
                      if d.event.key is not None and d.route.config.skip_unchanged], conn=conn)
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
+            if telemetry.enabled:
+                log_ = log_.bind(trace_id=telemetry.trace_id_for(event))
             force = lease.message.headers.get("force") == "1"
             for result in results:
                 self._route_result(lease, event, result, batch, done, force, log_)
@@ -285,10 +290,13 @@ class Worker:
         if not admitted:
             return
         calls = [self._call_for(due.dispatch, 1) for due, _ in admitted]
+        spans = telemetry.begin_grouped([due.dispatch for due, _ in admitted]) if telemetry.enabled else None
         try:
             results = admitted[0][0].adapter.call_many(operation, calls)
         except Exception as exc:  # the adapter failed as a whole: every call failed with it
             results = [exc] * len(calls)
+        if spans is not None:
+            telemetry.end_grouped([due.dispatch for due, _ in admitted], spans, results)
         for (due, guard), result in zip(admitted, results, strict=True):
             due.first = result
             self._observe(due.dispatch, guard, result if isinstance(result, Exception) else None)
@@ -325,6 +333,9 @@ class Worker:
         guard = self._admit(dispatch)
         error: BaseException | None = None
         try:
+            if telemetry.enabled:
+                with telemetry.attempt(dispatch, attempt):
+                    return adapter.call(dispatch.target.config.operation, self._call_for(dispatch, attempt))
             return adapter.call(dispatch.target.config.operation, self._call_for(dispatch, attempt))
         except BaseException as exc:
             error = exc
@@ -373,6 +384,8 @@ class Worker:
                 body = letter_body(dispatch.idempotency_key, dispatch.target.config.emit, outcome.result)
                 batch.letters.append(DeadLetter(body, reason, dispatch.source.id, route, target))
                 log_.error("follow-up not emitted", route=route, target=target, error=str(exc))
+            if telemetry.enabled:
+                follow = telemetry.delivered(dispatch.idempotency_key, follow)
             if follow is not None:
                 # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
                 follow = follow.with_(id=followup_id(dispatch.idempotency_key, follow.type))
