@@ -69,6 +69,8 @@ class RuntimeOptions:
     process_slot: tuple[int, int] | None = None
     #: The interpreter's GIL switch interval while the bus runs (seconds).
     switch_interval: float = float(os.environ.get("IRONBUS_SWITCH_INTERVAL", "0.001"))
+    #: The operator console's credentials (a :class:`bus.webconsole.Auth`): serve it under /console; None: off.
+    console: Any = None
 
 
 def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
@@ -203,7 +205,11 @@ class Runtime:
             for ident, endpoint in endpoints_for(name, adapter).items():
                 if endpoint.event_type in used:
                     endpoints[ident] = endpoint
-        app = WebhookApp(endpoints, self.ingest_webhook, self.ready)
+        app: Any = WebhookApp(endpoints, self.ingest_webhook, self.ready)
+        if self.options.console is not None:  # the operator console beside the webhooks (bus.webconsole)
+            from bus.webconsole import for_runtime
+
+            app = for_runtime(app, self, self.options.console)
         self.server = WebhookServer(app, self.options.host, self.options.port or 0)
         self.server.start()
 

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                       options=RuntimeOptions(workers=args.workers, host=args.host, port=port,
                                              triggers=not args.no_triggers, lease_seconds=args.lease,
                                              batch_size=args.batch,
-                                             process_slot=getattr(args, "process_slot", None)))
+                                             process_slot=getattr(args, "process_slot", None),
+                                             console=_console(args)))
     telemetry.configure_from_env()  # OTEL_* variables; off unless they ask for it
     stop = threading.Event()
 
@@ -99,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"ironbus: stopped — {sum(s.delivered for s in stats)} delivered, {sum(s.parked for s in stats)} parked, "
           f"{sum(s.dead for s in stats)} dead-lettered in this run", file=sys.stderr)
     return 0
+
+
+def _console(args: argparse.Namespace) -> Any:
+    """The console's credentials when ``--console`` asks for it (checked before anything starts)."""
+    if not getattr(args, "console", False):
+        return None
+    from bus.commands.console import console_auth
+
+    return console_auth(getattr(args, "console_users", None))
 
 
 def send(args: argparse.Namespace) -> int:
