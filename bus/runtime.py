@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import structlog
 
 from adapters.base import Adapter
-from bus import metrics
+from bus import gauges, metrics
 from bus.bulk import BulkLanes
 from bus.config import Config, load_config
 from bus.envelope import Event
@@ -226,6 +226,7 @@ class Runtime:
                     circuit = snap.get("circuit") or {}
                     metrics.circuit_open(system, circuit.get("state") == "open")
                 publish_state(self.journal.engine, snapshot)  # for `ironbus status` in other processes
+                gauges.refresh(self.journal, self.queue, snapshot)  # the console's figures, for Prometheus
             except Exception as exc:  # gauges are best effort
                 log.debug("gauge update failed", error=str(exc))
 

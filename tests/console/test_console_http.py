@@ -188,3 +188,18 @@ def test_ironbus_console_alone_over_a_journal(tmp_path: Path) -> None:
                               f"sqlite:///{tmp_path}/j.sqlite"], cwd=tmp_path, capture_output=True, text=True,
                              env={k: v for k, v in os.environ.items() if not k.startswith("IRONBUS_CONSOLE")})
     assert refused.returncode == 2 and "needs authentication" in refused.stderr
+
+
+def test_metrics_cover_the_views(console_bus: ConsoleBus) -> None:
+    from bus import gauges, metrics
+
+    _dead(console_bus)
+    runtime = console_bus.runtime
+    gauges.refresh(runtime.journal, runtime.queue, {"scm": {"rate_limit": {"tokens": 4.5}, "circuit": {"trips": 2}}},
+                   every=0.0)
+    text = metrics.render().decode()
+    assert 'ironbus_dead_letters{route="demand"} 1.0' in text
+    assert 'ironbus_rate_limit_tokens{system="scm"} 4.5' in text
+    assert 'ironbus_circuit_trips{system="scm"} 2.0' in text
+    assert "ironbus_queue_oldest_seconds" in text and "ironbus_parked_deliveries" in text
+    assert 'ironbus_deliveries_total{route="demand",status="dead",target="scm.update_demand"}' in text
