@@ -203,3 +203,19 @@ def test_metrics_cover_the_views(console_bus: ConsoleBus) -> None:
     assert 'ironbus_circuit_trips{system="scm"} 2.0' in text
     assert "ironbus_queue_oldest_seconds" in text and "ironbus_parked_deliveries" in text
     assert 'ironbus_deliveries_total{route="demand",status="dead",target="scm.update_demand"}' in text
+
+
+def test_grafana_dashboard_reads_only_metrics_the_bus_exports() -> None:
+    import json
+
+    from bus.metrics import Metrics
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "ironbus.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    metrics = Metrics()
+    exported = {m.name for m in metrics.registry.collect()}
+    for expr in exprs:
+        for name in re.findall(r"ironbus_[a-z_]+", expr):
+            base = re.sub(r"_(bucket|total|count|sum)$", "", name)
+            assert base in exported, f"{name} in the dashboard is not a metric of bus/metrics.py"
