@@ -160,6 +160,9 @@ def measure(journal: Journal, n: int) -> dict[str, float]:
         "routes view figures": lambda: data.route_figures(journal),
         "dead letters inbox (200)": lambda: data.dead_letter_rows(journal),
         "dead letters by system": lambda: data.dead_letter_rows(journal, system="srm"),
+        "systems view (errors, watermarks)": lambda: (data.system_errors(journal, now - 86400),
+                                                      data.watermarks(journal)),
+        "queue view (lanes, parked)": lambda: (data.queue_figures(journal), data.parked_counts(journal)),
     }
     out = {}
     for name, fn in cases.items():

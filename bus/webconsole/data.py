@@ -246,7 +246,8 @@ def watermarks(journal: Journal) -> list[dict[str, Any]]:
 
 
 def system_errors(journal: Journal, since: float) -> dict[str, dict[str, Any]]:
-    """Per target system: dead letters still waiting, and the most recent failure reason since ``since``."""
+    """Per target system: dead letters still waiting, and the most recent failure since ``since`` among the
+    last 50,000 attempts."""
     dl = tables.dead_letters
     out: dict[str, dict[str, Any]] = {}
     with read(journal.engine) as conn:
@@ -254,8 +255,10 @@ def system_errors(journal: Journal, since: float) -> dict[str, dict[str, Any]]:
                                       .group_by(dl.c.target)):
             system = (target or "*").partition(".")[0]
             out.setdefault(system, {"dead": 0, "last_error": None, "last_error_at": None})["dead"] += int(n)
+        # the last failures among the newest attempts (by primary key: no scan of an old, quiet attempt log)
+        newest = int(conn.execute(sa.select(sa.func.max(_A.c.id))).scalar() or 0)
         for r in conn.execute(sa.select(_A.c.target, _A.c.error, _A.c.started_at)
-                              .where(_A.c.started_at >= since, _A.c.error.is_not(None))
+                              .where(_A.c.id > newest - 50_000, _A.c.started_at >= since, _A.c.error.is_not(None))
                               .order_by(_A.c.id.desc()).limit(200)):
             system = r.target.partition(".")[0]
             entry = out.setdefault(system, {"dead": 0, "last_error": None, "last_error_at": None})
