@@ -25,7 +25,6 @@ import contextvars
 import hashlib
 import os
 import re
-import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -259,14 +258,14 @@ _in_flight: dict[str, Any] = {}
 _delivered: dict[str, str] = {}
 
 
-def _attempt_span(dispatch: Any, number: int, start_ns: int | None = None) -> Any:
+def _attempt_span(dispatch: Any, number: int) -> Any:
     from opentelemetry.trace import SpanKind
 
     source: Event = dispatch.source
     target = dispatch.target.config
     with _rooted(source) as context:
         span = _tracer.start_span(f"deliver {dispatch.route.name} → {target.name}", context=context,
-                                  kind=SpanKind.CLIENT, start_time=start_ns, attributes={
+                                  kind=SpanKind.CLIENT, attributes={
                                       **_attributes(source), "ironbus.route": dispatch.route.name,
                                       "ironbus.target": target.name, "ironbus.system": target.system,
                                       "ironbus.operation": target.operation, "ironbus.attempt": number,
@@ -306,7 +305,10 @@ def attempt(dispatch: Any, number: int) -> Iterator[Any]:
 
 def begin_grouped(dispatches: Sequence[Any]) -> list[Any]:
     """Spans for first attempts sent together (``call_many``), started before the calls go out."""
-    return [_attempt_span(d, 1) for d in dispatches]
+    spans = [_attempt_span(d, 1) for d in dispatches]
+    for span in spans:
+        span.set_attribute("ironbus.grouped", True)
+    return spans
 
 
 def end_grouped(dispatches: Sequence[Any], spans: Sequence[Any], results: Sequence[Any]) -> None:
@@ -354,7 +356,3 @@ def log_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
             event_dict.setdefault("trace_id", f"{ctx.trace_id:032x}")
             event_dict.setdefault("span_id", f"{ctx.span_id:016x}")
     return event_dict
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -161,3 +161,41 @@ def test_trace_id_follows_the_transaction() -> None:
     assert telemetry.trace_id_for(inbound) == INBOUND_TRACE
     bad = telemetry.with_inbound([event], {"traceparent": "00-zz-1-01"})[0]
     assert bad is event
+
+
+def test_calls_sent_together_carry_their_own_span(tmp_path: Path, sink: Sink) -> None:
+    """Several first attempts to one http operation go out at once (call_many): each request still carries the
+    traceparent of its own delivery span, and each follow-up continues its own order's trace."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from bus.runtime import Runtime, RuntimeOptions
+    from tests.helpers.routes import orders, write_routes
+
+    exporter = InMemorySpanExporter()
+    telemetry.configure([], processor=SimpleSpanProcessor(exporter))
+    try:
+        runtime = Runtime(write_routes(tmp_path, sink.url), journal=f"sqlite:///{tmp_path}/j.sqlite",
+                          options=RuntimeOptions(workers=1, batch_size=32, port=None, triggers=False))
+        batch = orders(6)
+        runtime.ingest(batch)  # queued before the worker starts: one batch, sent together
+        runtime.start()
+        try:
+            assert runtime.wait_idle(timeout=30)
+        finally:
+            runtime.stop()
+    finally:
+        telemetry.shutdown()
+    spans = exporter.get_finished_spans()
+    delivers = {f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}-01": s for s in spans
+                if s.name.startswith("deliver ")}
+    assert len(delivers) == 12  # 6 orders x (scm, then srm by the follow-up)
+    assert any(s.attributes.get("ironbus.grouped") for s in delivers.values()), "the scm calls went together"
+    sent = [h["traceparent"] for h in sink.headers.values()]
+    assert sorted(sent) == sorted(delivers), "every request carried its own delivery span"
+    for event, _ in batch:
+        trace = telemetry.trace_id_for(event)
+        mine = [s for s in spans if f"{s.context.trace_id:032x}" == trace]
+        assert {s.name for s in mine} >= {"ingest crm.order_changed", "route demand",
+                                          "deliver demand → scm.update_demand", "ingest procurement.requested",
+                                          "deliver procurement → srm.create_po"}
