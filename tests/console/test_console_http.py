@@ -219,3 +219,51 @@ def test_grafana_dashboard_reads_only_metrics_the_bus_exports() -> None:
         for name in re.findall(r"ironbus_[a-z_]+", expr):
             base = re.sub(r"_(bucket|total|count|sum)$", "", name)
             assert base in exported, f"{name} in the dashboard is not a metric of bus/metrics.py"
+
+
+def test_master_data_check_and_link_from_the_console(tmp_path: Path) -> None:
+    """xref check against systems that list their customers, and a problem linked away from its row."""
+    import textwrap
+
+    from adapters.base import Adapter, MasterRecord
+    from bus.plugins import register
+    from bus.runtime import Runtime, RuntimeOptions
+
+    class Directory(Adapter):
+        name = "test_directory"
+        settings_schema = {"type": "object", "additionalProperties": True}
+
+        def master_data(self, entity: str) -> list[MasterRecord] | None:
+            if entity != "customer":
+                return None
+            return [MasterRecord(id=f"{self.system.upper()}-7", code="VAT-7", name="Acme")]
+
+    register("test_directory", Directory)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(textwrap.dedent("""\
+        systems:
+          crm: {adapter: test_directory}
+          scm: {adapter: test_directory}
+        routes: []
+        """))
+    auth = Auth(tokens={OPERATOR_TOKEN: "operator"})
+    runtime = Runtime(routes, journal=f"sqlite:///{tmp_path}/j.sqlite",
+                      options=RuntimeOptions(workers=1, port=0, triggers=False, console=auth))
+    runtime.start()
+    try:
+        bus = ConsoleBus(runtime, None, f"http://127.0.0.1:{runtime.port}/console")  # type: ignore[arg-type]
+        client, csrf = _client(bus, OPERATOR_TOKEN)
+        runtime.journal.xref.link("customer", "C-7", "crm", "CRM-7")
+        report = client.post("/console/masterdata/check", data={"csrf": csrf})
+        assert report.status_code == 200
+        assert "unlinked" in report.text and "SCM-7" in report.text and "missing" in report.text
+        fixed = client.post("/console/masterdata/link", data={"csrf": csrf, "entity": "customer", "canonical": "C-7",
+                                                                 "system": "scm", "system_id": "SCM-7"})
+        assert fixed.status_code == 303
+        assert runtime.journal.xref.lookup("customer", "scm", "SCM-7") == "C-7"
+        again = client.post("/console/masterdata/check", data={"csrf": csrf})
+        assert "Consistent" in again.text
+        audit = client.get("/console/audit").text
+        assert "xref.link" in audit and "xref.check" in audit
+    finally:
+        runtime.stop()
