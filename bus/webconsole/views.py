@@ -183,12 +183,14 @@ def routes(app: ConsoleApp, request: Request, session: Session) -> Response:
     config = app.context.config()
     figures = data.route_figures(app.context.journal)
     parked = data.parked_counts(app.context.journal)
+    plans = _plans(config) if config else {}
     described = []
     for route in config.routes if config else ():
         system = config.systems.get(route.source.partition(".")[0]) if config else None
         described.append({"route": route, "figures": figures.get(route.name, {"counts": {}}),
                           "parked": parked.get(route.name, 0), "trigger": _trigger_kind(config, route.source),
-                          "timing": _timing(route.timing), "source_adapter": system.adapter if system else "event"})
+                          "timing": _timing(route.timing, plans.get(route.source)),
+                          "source_adapter": system.adapter if system else "event"})
     return app.render("routes.html", session, routes=described, graph=route_graph(config) if config else "",
                       fragment=request.htmx, nav="routes")
 
@@ -308,12 +310,35 @@ def _trigger_kind(config: Any, source: str) -> str:
     return spec.kind if spec is not None else "ironbus send"
 
 
-def _timing(timing: Any) -> str:
-    if timing == "realtime":
-        return "real time"
-    if isinstance(timing, str):
+def _timing(timing: Any, plan: Any = None) -> str:
+    """When a route runs: its own timing, else its poll trigger's schedule or interval."""
+    if not isinstance(timing, str):
+        return f"batch of {timing.size} or every {timing.window:g} s"
+    if timing != "realtime":
         return f"schedule {timing}"
-    return f"batch of {timing.size} or every {timing.window:g} s"
+    if plan is not None:
+        return f"schedule {', '.join(plan.schedules)}" if plan.schedules else f"polled every {plan.interval:g} s"
+    return "real time"
+
+
+_PLANS: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _plans(config: Any) -> dict[str, Any]:
+    """The poll/schedule plan of each trigger (``system.trigger``) the routes listen to, per routes file."""
+    cached = _PLANS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    from bus.runtime import open_adapters
+    from bus.triggers import plan_triggers
+
+    try:
+        found = {plan.name: plan for plan in plan_triggers(config, open_adapters(config))}
+    except Exception:  # an adapter that cannot be built here: lint says why; show the routes' own timing
+        found = {}
+    _PLANS.clear()
+    _PLANS[id(config)] = (config, found)
+    return found
 
 
 ROUTES: list[tuple[str, str, Any, bool]] = [
