@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import sys
 import threading
@@ -37,7 +38,8 @@ def console(args: argparse.Namespace) -> int:
     journal = Journal(journal_url(args.journal))
     queue = open_queue(broker_url(args.broker), journal)
     routes = args.routes if args.routes.is_file() else None
-    context = ConsoleContext(journal=journal, routes=routes, queue=queue, tracing_url=args.tracing_url or "")
+    link = args.tracing_url or os.environ.get("IRONBUS_CONSOLE_TRACING_URL", "")
+    context = ConsoleContext(journal=journal, routes=routes, queue=queue, tracing_url=link)
     app = mount(_root, ConsoleApp(context, auth))
     server = WebhookServer(app, args.host, args.port)
     stop = threading.Event()

@@ -202,8 +202,12 @@ def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str).decode()
 
 
-def for_runtime(inner: Any, runtime: Any, auth: Auth, tracing_url: str = "") -> Any:
-    """``ironbus run --console``: the console over the running bus's journal, queue and live protections."""
+def for_runtime(inner: Any, runtime: Any, auth: Auth, tracing_url: str | None = None) -> Any:
+    """``ironbus run --console``: the console over the running bus's journal, queue and live protections;
+    ``tracing_url`` (default ``$IRONBUS_CONSOLE_TRACING_URL``) links a transaction to its trace."""
+    import os
+
+    link = tracing_url if tracing_url is not None else os.environ.get("IRONBUS_CONSOLE_TRACING_URL", "")
     context = ConsoleContext(journal=runtime.journal, routes=runtime.config.path, queue=runtime.queue,
-                             snapshot=runtime.protections.snapshot, tracing_url=tracing_url)
+                             snapshot=runtime.protections.snapshot, tracing_url=link)
     return mount(inner, ConsoleApp(context, auth))
