@@ -178,19 +178,25 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--sqlite-file", type=Path, default=None,
+                        help="keep the SQLite journal here (and reuse it, without loading, when it exists)")
     args = parser.parse_args()
     figures: dict[str, Any] = {"events": args.events}
     if not args.skip_sqlite:
         folder = Path(tempfile.mkdtemp(prefix="ironbus-console-"))
-        journal = Journal(f"sqlite:///{folder}/big.sqlite")
-        print(f"SQLite: loading {args.events} events …", flush=True)
-        seconds = load(journal, args.events)
-        print(f"  loaded in {seconds:.0f} s ({(folder / 'big.sqlite').stat().st_size / 1e6:.0f} MB)", flush=True)
+        path = args.sqlite_file or folder / "big.sqlite"
+        reuse = path.exists()
+        journal = Journal(f"sqlite:///{path}")
+        if not reuse:
+            print(f"SQLite: loading {args.events} events …", flush=True)
+            seconds = load(journal, args.events)
+            print(f"  loaded in {seconds:.0f} s ({path.stat().st_size / 1e6:.0f} MB)", flush=True)
         figures["sqlite"] = measure(journal, args.events)
         journal.close()
-        for f in folder.iterdir():
-            f.unlink()
-        folder.rmdir()
+        if args.sqlite_file is None:
+            for f in folder.iterdir():
+                f.unlink()
+        folder.rmdir() if not any(folder.iterdir()) else None
     if not args.skip_postgres:
         import sqlalchemy as sa
 

@@ -97,9 +97,10 @@ def search(journal: Journal, q: SearchQuery) -> Page:
     return Page(rows, cursor_text, time.perf_counter() - started)
 
 
-# Statuses few deliveries have: a search for them starts from the deliveries' (status, route) index. For the
-# others (and a route or system alone), most events match, so the newest events are read by their time index
-# and each is checked for a matching delivery: either way a page needs few rows read.
+# Statuses few deliveries have: a search for them over all time starts from the deliveries' (status, route)
+# index. Otherwise (other statuses, a route or system alone, or a time range that bounds the scan) the events
+# are read newest first by their time index and each is checked for a matching delivery: either way a page
+# needs few rows read.
 _RARE = frozenset({"dead", "parked", "invalid", "stale", "pending"})
 
 
@@ -110,7 +111,7 @@ def _delivery_filter(q: SearchQuery) -> Any:
     if q.status:
         conds.append(_D.c.status == q.status)
     to_system = sa.and_(_D.c.target >= f"{q.system}.", _D.c.target < f"{q.system}/") if q.system else None
-    if q.status in _RARE:
+    if q.status in _RARE and q.since is None and q.until is None:
         if to_system is not None:
             conds.append(to_system)
         return _E.c.id.in_(sa.select(_D.c.event_id).where(*conds))
