@@ -91,6 +91,10 @@ class ConsoleApp:
             response = await asyncio.to_thread(self.handle, request)
         except HttpError as exc:
             response = self.error(exc.status, exc.message)
+        except Exception as exc:  # a bug or a journal outage costs one error page, never the server
+            log.error("console request failed", path=str(scope.get("path"))[:200],
+                      error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            response = self.error(500, "the console could not answer; see the bus log")
         await response.send(send)
 
     def handle(self, request: Request) -> Response:
