@@ -47,6 +47,9 @@ def console_bus(tmp_path: Path) -> Iterator[ConsoleBus]:
                 operations:
                   ping: {{method: POST, path: /ping}}
             """), "  ").join(["systems:\n", ""]), 1)
+        # protections on the SRM, for the Systems view
+        text = text.replace("  srm:\n    adapter: http\n", "  srm:\n    adapter: http\n"
+                            "    rate_limit: {requests: 50, per: 1s}\n    circuit_breaker: {failures: 5, reset: 30s}\n")
         routes.write_text(text)
         auth = Auth(tokens={OPERATOR_TOKEN: "operator", READONLY_TOKEN: "readonly"})
         runtime = Runtime(routes, journal=f"sqlite:///{tmp_path}/var/ironbus.sqlite",

@@ -103,6 +103,7 @@ def test_no_secret_is_rendered(console_bus: ConsoleBus) -> None:
     page = client.get("/console/systems")
     assert page.status_code == 200 and "erp" in page.text
     assert SECRET not in page.text and MASK in page.text
+    assert "circuit closed" in page.text and "50 per 1.0 s" in page.text  # the live protections of the srm
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert OPERATOR_TOKEN not in page.text and READONLY_TOKEN not in page.text
 
