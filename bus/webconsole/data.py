@@ -105,22 +105,26 @@ _RARE = frozenset({"dead", "parked", "invalid", "stale", "pending"})
 
 
 def _delivery_filter(q: SearchQuery) -> Any:
+    if q.status in _RARE and q.since is None and q.until is None:
+        conds = [_D.c.status == q.status]
+        if q.route:
+            conds.append(_D.c.route == q.route)
+        if q.system:
+            conds.append(sa.and_(_D.c.target >= f"{q.system}.", _D.c.target < f"{q.system}/"))
+        return _E.c.id.in_(sa.select(_D.c.event_id).where(*conds))
+    # Checked per event by its event_id index: the columns are wrapped so that no planner prefers an index on
+    # them (SQLite took the (route, delivered_at) index and read a whole route's deliveries for every event).
+    route, status, target = (sa.func.coalesce(c, "") for c in (_D.c.route, _D.c.status, _D.c.target))
     conds = []
     if q.route:
-        conds.append(_D.c.route == q.route)
+        conds.append(route == q.route)
     if q.status:
-        conds.append(_D.c.status == q.status)
-    to_system = sa.and_(_D.c.target >= f"{q.system}.", _D.c.target < f"{q.system}/") if q.system else None
-    if q.status in _RARE and q.since is None and q.until is None:
-        if to_system is not None:
-            conds.append(to_system)
-        return _E.c.id.in_(sa.select(_D.c.event_id).where(*conds))
-    if to_system is not None and not conds:
+        conds.append(status == q.status)
+    if q.system:
+        conds.append(sa.and_(target >= f"{q.system}.", target < f"{q.system}/"))
+    if q.system and not (q.route or q.status):
         # a system alone: events it sent, or that had a delivery to it
-        return sa.or_(_E.c.source == f"ironbus/{q.system}",
-                      sa.exists().where(_D.c.event_id == _E.c.id, to_system))
-    if to_system is not None:
-        conds.append(to_system)
+        return sa.or_(_E.c.source == f"ironbus/{q.system}", sa.exists().where(_D.c.event_id == _E.c.id, *conds))
     return sa.exists().where(_D.c.event_id == _E.c.id, *conds)
 
 
