@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--sqlite-file", type=Path, default=None,
                         help="keep the SQLite journal here (and reuse it, without loading, when it exists)")
+    parser.add_argument("--pg-schema", default=None,
+                        help="keep the PostgreSQL journal in this schema (and reuse it when it exists)")
     args = parser.parse_args()
     figures: dict[str, Any] = {"events": args.events}
     if not args.skip_sqlite:
@@ -201,20 +203,25 @@ def main() -> None:
         import sqlalchemy as sa
 
         pg = os.environ.get("IRONBUS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-        schema = f"console_bench_{uuid.uuid4().hex[:8]}"
+        schema = args.pg_schema or f"console_bench_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(pg)
         with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+            reuse = conn.execute(sa.text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"),
+                                 {"s": schema}).first() is not None
+            if not reuse:
+                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
         try:
             journal = Journal(f"{pg}?options=-csearch_path%3D{schema}")
-            print(f"PostgreSQL: loading {args.events} events …", flush=True)
-            seconds = load(journal, args.events)
-            print(f"  loaded in {seconds:.0f} s", flush=True)
+            if not reuse:
+                print(f"PostgreSQL: loading {args.events} events …", flush=True)
+                seconds = load(journal, args.events)
+                print(f"  loaded in {seconds:.0f} s", flush=True)
             figures["postgresql"] = measure(journal, args.events)
             journal.close()
         finally:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            if args.pg_schema is None:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
             admin.dispose()
     print(json.dumps(figures, sort_keys=True))
 
