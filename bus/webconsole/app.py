@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +76,7 @@ class ConsoleApp:
 
         self.context = context
         self.auth = auth
+        self.throttle = Throttle()
         self.prefix = prefix.rstrip("/")
         self.templates = Environment(loader=PackageLoader("bus.webconsole", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
@@ -150,8 +152,11 @@ class ConsoleApp:
     def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self.render("login.html", None, users=bool(self.auth.users))
+        if self.throttle.blocked(request.remote):
+            return self.error(429, "too many failed logins from your address; wait a minute")
         session = self.auth.login(request.field("user").strip(), request.field("secret"))
         if session is None:
+            self.throttle.failed(request.remote)
             log.warning("console login refused", user=request.field("user")[:64], remote=request.remote)
             return self.render("login.html", None, 401, users=bool(self.auth.users), failed=True)
         secure = "; Secure" if request.scheme == "https" or request.headers.get("x-forwarded-proto") == "https" else ""
@@ -166,6 +171,37 @@ class ConsoleApp:
             return Response(b"not found", 404, "text/plain")
         data = resources.files("bus.webconsole").joinpath("static", name).read_bytes()
         return Response(data, 200, kind, [(b"cache-control", b"public, max-age=86400")])
+
+
+class Throttle:
+    """At most ``limit`` failed logins per address in ``window`` seconds: guessing a token or a password by
+    brute force through the console is refused (429) long before it could succeed."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, remote: str, now: float) -> list[float]:
+        recent = [t for t in self._failures.get(remote, []) if now - t < self.window]
+        if recent:
+            self._failures[remote] = recent
+        else:
+            self._failures.pop(remote, None)
+        return recent
+
+    def blocked(self, remote: str) -> bool:
+        with self._lock:
+            return len(self._recent(remote, time.monotonic())) >= self.limit
+
+    def failed(self, remote: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if len(self._failures) > 10_000:  # many addresses: forget the old ones rather than grow
+                for key in list(self._failures):
+                    self._recent(key, now)
+            self._recent(remote, now)
+            self._failures.setdefault(remote, []).append(now)
 
 
 def mount(inner: Any, console: ConsoleApp | None) -> Any:
@@ -191,8 +227,6 @@ def _ts(epoch: float | None) -> str:
 
 
 def _ago(epoch: float | None) -> str:
-    import time
-
     if epoch is None:
         return ""
     seconds = max(time.time() - epoch, 0.0)

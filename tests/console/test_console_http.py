@@ -268,3 +268,10 @@ def test_master_data_check_and_link_from_the_console(tmp_path: Path) -> None:
         assert "xref.link" in audit and "xref.check" in audit
     finally:
         runtime.stop()
+
+
+def test_guessing_logins_is_throttled(console_bus: ConsoleBus) -> None:
+    client = httpx.Client(base_url=console_bus.url.removesuffix("/console"), timeout=10)
+    answers = [client.post("/console/login", data={"secret": f"guess-{i:020d}"}).status_code for i in range(12)]
+    assert answers[:10] == [401] * 10 and answers[10:] == [429, 429]
+    assert client.post("/console/login", data={"secret": OPERATOR_TOKEN}).status_code == 429, "even the right one"
