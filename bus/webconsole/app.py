@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -77,6 +78,9 @@ class ConsoleApp:
         self.context = context
         self.auth = auth
         self.throttle = Throttle()
+        # the console's journal reads get their own threads: a slow page never waits for, nor delays, the
+        # webhook app's work on the default executor
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ironbus-console")
         self.prefix = prefix.rstrip("/")
         self.templates = Environment(loader=PackageLoader("bus.webconsole", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
@@ -90,7 +94,7 @@ class ConsoleApp:
             return
         try:
             request = await Request.read(scope, receive, self.prefix)
-            response = await asyncio.to_thread(self.handle, request)
+            response = await asyncio.get_running_loop().run_in_executor(self.pool, self.handle, request)
         except HttpError as exc:
             response = self.error(exc.status, exc.message)
         except Exception as exc:  # a bug or a journal outage costs one error page, never the server
