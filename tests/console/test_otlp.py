@@ -199,3 +199,30 @@ def test_calls_sent_together_carry_their_own_span(tmp_path: Path, sink: Sink) ->
         assert {s.name for s in mine} >= {"ingest crm.order_changed", "route demand",
                                           "deliver demand → scm.update_demand", "ingest procurement.requested",
                                           "deliver procurement → srm.create_po"}
+
+
+def test_bulk_calls_get_a_span_per_delivery(tmp_path: Path) -> None:
+    """A batch route's bulk call: one delivery span per item, failed items marked, follow-ups not needed."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from tests.bus.test_bulk import run
+    from tests.helpers.routes import orders
+
+    exporter = InMemorySpanExporter()
+    telemetry.configure([], processor=SimpleSpanProcessor(exporter))
+    try:
+        events = orders(5)
+        events[1] = (events[1][0].with_(data={"number": "SO-bad", "qty": "refuse"}), "send")
+        _, journal = run(tmp_path, events)
+        journal.close()
+    finally:
+        telemetry.shutdown()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "deliver bulk → erp.upsert"]
+    assert len(spans) == 5 and all(s.attributes["ironbus.grouped"] for s in spans)
+    failed = [s for s in spans if s.status.status_code == StatusCode.ERROR]
+    assert [s.attributes["ironbus.event_id"] for s in failed] == [events[1][0].id]
+    for span in spans:
+        assert f"{span.context.trace_id:032x}" == telemetry.trace_id_for(
+            next(e for e, _ in events if e.id == span.attributes["ironbus.event_id"]))
