@@ -51,8 +51,8 @@ def _v4_adapter_state(conn: Connection) -> None:
 
 
 def _v5_console(conn: Connection) -> None:
-    # the console's audit trail, and the indexes its search (by source system, by delivery status) and its
-    # route figures (rate and p99 of recent deliveries) read by; checkfirst: step 1 may have made them
+    # the console's audit trail, and the indexes its search by delivery status and its route figures (rate and
+    # p99 of recent deliveries) read by; checkfirst: step 1 may have made them
     tables.audit.create(conn, checkfirst=True)
     for index in tables.console_indexes:
         index.create(conn, checkfirst=True)

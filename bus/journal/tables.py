@@ -203,7 +203,6 @@ audit = sa.Table(
     sa.Index("ib_audit_at", "at"),
 )
 console_indexes = (
-    sa.Index("ib_events_source_received", events.c.source, events.c.received_at),
     sa.Index("ib_deliveries_status_route", deliveries.c.status, deliveries.c.route),
     sa.Index("ib_deliveries_route_delivered", deliveries.c.route, deliveries.c.delivered_at),
 )

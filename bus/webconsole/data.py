@@ -127,10 +127,13 @@ def _delivery_filter(q: SearchQuery, sqlite: bool) -> Any:
         conds.append(status == q.status)
     if q.system:
         conds.append(sa.and_(target >= f"{q.system}.", target < f"{q.system}/"))
+    # a correlated "first matching delivery" (LIMIT 1) rather than EXISTS: PostgreSQL turns an EXISTS under OR
+    # into a hashed subplan over every matching delivery, and may hash-join a plain one; this it cannot
+    one = sa.select(sa.literal(1)).where(_D.c.event_id == _E.c.id, *conds).limit(1).scalar_subquery()
     if q.system and not (q.route or q.status):
         # a system alone: events it sent, or that had a delivery to it
-        return sa.or_(_E.c.source == f"ironbus/{q.system}", sa.exists().where(_D.c.event_id == _E.c.id, *conds))
-    return sa.exists().where(_D.c.event_id == _E.c.id, *conds)
+        return sa.or_(_E.c.source == f"ironbus/{q.system}", one.is_not(None))
+    return one.is_not(None)
 
 
 def transaction(journal: Journal, event_id: str) -> dict[str, Any] | None:
