@@ -115,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
                          "renewed while its batch is under way, so it only bounds how soon a killed process's "
                          "messages come back")
     sp.add_argument("--batch", type=int, default=32,
-                    help="messages a worker takes at most at once (default 32)")
+                    help="messages a worker takes at most at once (default 32; on the embedded queue a batch must "
+                         "finish within --lease)")
+    sp.add_argument("--console", action="store_true",
+                    help="serve the operator console under /console on the webhook port (needs "
+                         "$IRONBUS_CONSOLE_TOKEN, $IRONBUS_CONSOLE_READONLY_TOKEN or --console-users)")
+    sp.add_argument("--console-users", type=Path, default=None, help="users file for the console (docs/console.md)")
 
     sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
     sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")
@@ -206,6 +211,16 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=commands.xref)
         journal_args(sp)
         sp.add_argument("--json", action="store_true")
+
+    sp = cmd("console", commands.console, "serve the operator console alone, over any journal (docs/console.md)")
+    sp.add_argument("--port", type=int, default=8081, help="default 8081")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--users", type=Path, default=None, help="users file (docs/console.md)")
+    sp.add_argument("--tracing-url", default=None, help="link to a trace, e.g. https://jaeger/trace/{trace_id}")
+    sp.add_argument("--hash-password", action="store_true",
+                    help="print the scrypt hash of a password (prompted, or read from stdin) for a users file")
+    routes_arg(sp)
+    journal_args(sp, broker=True)
 
     sp = cmd("journal", commands.journal, "journal maintenance")
     sp.add_argument("action", choices=["prune", "migrate"])

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from adapters.base import Adapter, Call
+from bus import telemetry
 from bus.config import Config
 from bus.delivery import Attempted, deliver_with_retries
 from bus.errors import PartialFailure, PermanentError
@@ -137,6 +138,8 @@ class BulkLanes:
         def send(attempt: int) -> Any:
             calls = [Call(i.dispatch.event, i.dispatch.payload, i.dispatch.idempotency_key, route=route.name,
                           attempt=attempt, args=i.dispatch.target.config.args) for i in items]
+            if telemetry.enabled:
+                return _traced_bulk(adapter, operation, calls, [i.dispatch for i in items])
             return adapter.call_bulk(operation, calls)
 
         attempted = deliver_with_retries(send, route.config.retry, parks=max(i.parks for i in items), stop=self.stop)
@@ -183,3 +186,19 @@ class BulkLanes:
                 lane.close()  # flushes what is waiting
             except Exception as exc:  # unflushed items stay leased and come back after the lease expires
                 log.warning("bulk lane could not flush at stop", error=str(exc))
+
+
+def _traced_bulk(adapter: Adapter, operation: str, calls: list[Call], dispatches: list[Dispatch]) -> Any:
+    """A bulk call with a delivery span per item (bus.telemetry), each ended by the item's own result."""
+    spans = telemetry.begin_grouped(dispatches)
+    try:
+        outcome = adapter.call_bulk(operation, calls)
+    except BaseException as exc:
+        results = getattr(exc, "results", None)
+        if not (isinstance(results, Sequence) and len(results) == len(calls)):
+            results = [exc] * len(calls)
+        telemetry.end_grouped(dispatches, spans, list(results))
+        raise
+    telemetry.end_grouped(dispatches, spans, outcome if isinstance(outcome, list) and len(outcome) == len(calls)
+                          else [None] * len(calls))
+    return outcome

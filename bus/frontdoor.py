@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from bus import metrics
+from bus import metrics, telemetry
 from bus.envelope import Event
 from bus.ingest import Ingestor, message_for
 from bus.journal import Journal
@@ -79,7 +80,13 @@ class FrontDoor:
                 raise ValueError(f"event origin {origin!r} is not one of {sorted(ORIGINS)}")
             events = self.keyed(events)
             if unit is not None:
-                self.journal.record_events([(e, origin) for e in events], unit=unit)
+                pairs = [(e, origin) for e in events]
+                spans: list[Any] = []
+                if telemetry.enabled:  # the ingest span of events joining a batch's unit of work (follow-ups)
+                    pairs, spans = telemetry.begin_ingest(pairs)
+                    events = [e for e, _ in pairs]
+                    unit.after_commit(lambda: telemetry.end_ingest(spans))
+                self.journal.record_events(pairs, unit=unit)
                 self.queue.publish_within(unit, [message_for(e) for e in events])
             else:
                 self.ingestor.ingest([(e, origin) for e in events])

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import structlog
 
+from bus import telemetry
 from bus.envelope import Event
 from bus.errors import TransientError
 from bus.journal import Journal
@@ -136,6 +137,9 @@ class Ingestor:
         """Journal and enqueue the events; returns when both are durable (raises what the store raised)."""
         if not events:
             return
+        if telemetry.enabled:
+            self._traced(events)
+            return
         waiter = _Waiter()
         self._submit(events, waiter)
         waiter.wait()
@@ -144,10 +148,37 @@ class Ingestor:
         """As :meth:`ingest`, for the event loop: awaits the group commit without blocking the loop."""
         if not events:
             return
+        if telemetry.enabled:
+            await self._traced_async(events)
+            return
         waiter = _Waiter(asyncio.get_running_loop())
         self._submit(events, waiter)
         assert waiter.future is not None
         await waiter.future
+
+    def _traced(self, events: Sequence[tuple[Event, str]]) -> None:
+        """:meth:`ingest` with an ``ingest`` span per event, open until the event is durable."""
+        traced, spans = telemetry.begin_ingest(events)
+        waiter = _Waiter()
+        try:
+            self._submit(traced, waiter)
+            waiter.wait()
+        except BaseException as exc:
+            telemetry.end_ingest(spans, exc)
+            raise
+        telemetry.end_ingest(spans)
+
+    async def _traced_async(self, events: Sequence[tuple[Event, str]]) -> None:
+        traced, spans = telemetry.begin_ingest(events)
+        waiter = _Waiter(asyncio.get_running_loop())
+        try:
+            self._submit(traced, waiter)
+            assert waiter.future is not None
+            await waiter.future
+        except BaseException as exc:
+            telemetry.end_ingest(spans, exc)
+            raise
+        telemetry.end_ingest(spans)
 
     def _run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from bus import telemetry
 from bus.interpolate import redact
 from bus.secrets import mask_value
 
@@ -61,6 +62,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            telemetry.log_ids,  # trace_id / span_id of the current span, when tracing is on
             _scrub,
             renderer,
         ],

@@ -19,7 +19,17 @@ name                                         type       labels
 ``ironbus_queue_depth``                      gauge      state
 ``ironbus_circuit_open``                     gauge      system
 ``ironbus_rate_limited_total``               counter    system
+``ironbus_rate_limit_tokens``                gauge      system
+``ironbus_circuit_trips``                    gauge      system
+``ironbus_parked_deliveries``                gauge      route
+``ironbus_dead_letters``                     gauge      route
+``ironbus_queue_oldest_seconds``             gauge      —
+``ironbus_queue_partition_depth``            gauge      partition
+``ironbus_trigger_lag_seconds``              gauge      system, trigger
 ===========================================  =========  ==============================
+
+The gauges below ``ironbus_rate_limited_total`` are what the console's Routes, Systems and Queue views show;
+the running bus refreshes them from the journal (see :mod:`bus.journal.gauges`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ __all__ = [
     "Metrics",
     "circuit_open",
     "default",
+    "operational",
+    "protection",
     "delivery",
     "latency",
     "rate_limited",
@@ -88,6 +100,20 @@ class Metrics:
                               ["system"], registry=r)
         self._rate_limited = Counter("ironbus_rate_limited", "Calls a system's rate limit made wait, or the "
                                      "system answered with a rate-limit response.", ["system"], registry=r)
+        self._tokens = Gauge("ironbus_rate_limit_tokens", "Rate-limit budget left: calls a system may take now.",
+                             ["system"], registry=r)
+        self._trips = Gauge("ironbus_circuit_trips", "How often a system's circuit breaker opened in this process.",
+                            ["system"], registry=r)
+        self._parked = Gauge("ironbus_parked_deliveries", "Deliveries parked, waiting for their next attempt.",
+                             ["route"], registry=r)
+        self._dead = Gauge("ironbus_dead_letters", "Dead letters waiting for an operator.", ["route"], registry=r)
+        self._oldest = Gauge("ironbus_queue_oldest_seconds", "Age of the oldest message in the embedded queue.",
+                             registry=r)
+        self._partitions = Gauge("ironbus_queue_partition_depth", "Messages waiting per queue partition (embedded: "
+                                 "per lane, route -> target; RabbitMQ: per partition queue).", ["partition"],
+                                 registry=r)
+        self._lag = Gauge("ironbus_trigger_lag_seconds", "Seconds since a polled trigger last moved its watermark.",
+                          ["system", "trigger"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -147,10 +173,38 @@ class Metrics:
         """``system``'s rate limit held back ``n`` calls (or the vendor answered 429)."""
         self._child(self._rate_limited, system).inc(n)
 
+    def protection(self, system: str, tokens: float | None, trips: int | None) -> None:
+        """A system's rate-limit budget left and its circuit breaker's trips (None: not configured)."""
+        if tokens is not None:
+            self._child(self._tokens, system).set(tokens)
+        if trips is not None:
+            self._child(self._trips, system).set(trips)
+
+    def operational(self, *, parked: Mapping[str, int], dead: Mapping[str, int], oldest: float | None,
+                    partitions: Mapping[str, int], lag: Mapping[tuple[str, str], float]) -> None:
+        """The journal-derived gauges; a route, partition or trigger no longer reported drops to 0."""
+        for gauge, values in ((self._parked, parked), (self._dead, dead), (self._partitions, partitions)):
+            _replace(gauge, {(k,): float(v) for k, v in values.items()})
+        _replace(self._lag, {k: float(v) for k, v in lag.items()})
+        self._oldest.set(oldest or 0.0)
+
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format (serve with :data:`CONTENT_TYPE`)."""
         data: bytes = generate_latest(self.registry)
         return data
+
+
+def _replace(gauge: Any, values: Mapping[tuple[str, ...], float]) -> None:
+    """Set a labelled gauge to exactly ``values``: label sets not among them are removed."""
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for sample in list(gauge.collect()[0].samples):
+        labels = tuple(sample.labels.values())
+        if labels not in values:
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
 
 
 _default: Metrics | None = None
@@ -205,6 +259,16 @@ def circuit_open(system: str, is_open: bool) -> None:
 def rate_limited(system: str, n: int = 1) -> None:
     """See :meth:`Metrics.rate_limited` (process-wide instance)."""
     default().rate_limited(system, n)
+
+
+def operational(**values: Any) -> None:
+    """See :meth:`Metrics.operational` (process-wide instance)."""
+    default().operational(**values)
+
+
+def protection(system: str, tokens: float | None, trips: int | None) -> None:
+    """See :meth:`Metrics.protection` (process-wide instance)."""
+    default().protection(system, tokens, trips)
 
 
 def render() -> bytes:

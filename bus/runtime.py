@@ -26,7 +26,7 @@ from bus.config import Config, load_config
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.frontdoor import FrontDoor
-from bus.journal import Journal
+from bus.journal import Journal, gauges
 from bus.masterdatajob import MasterDataCheck
 from bus.outbox import OutboxRelay
 from bus.parking import Parker
@@ -35,7 +35,7 @@ from bus.plugins import load_adapter_class
 from bus.progress import Progress
 from bus.protection import Protections
 from bus.queue.base import Queue
-from bus.queue.open import open_queue
+from bus.queue.open import broker_url, open_queue
 from bus.sharedstate import shared_factories
 from bus.systemstate import publish_state
 from bus.worker import Worker, WorkerStats
@@ -52,11 +52,6 @@ def journal_url(explicit: str | None) -> str:
     return explicit or os.environ.get("IRONBUS_JOURNAL") or DEFAULT_JOURNAL
 
 
-def broker_url(explicit: str | None) -> str | None:
-    """The broker URL: the flag, else ``$IRONBUS_BROKER``, else None (the embedded queue)."""
-    return explicit or os.environ.get("IRONBUS_BROKER") or None
-
-
 @dataclass(frozen=True)
 class RuntimeOptions:
     workers: int = 4
@@ -71,6 +66,8 @@ class RuntimeOptions:
     process_slot: tuple[int, int] | None = None
     #: The interpreter's GIL switch interval while the bus runs (seconds).
     switch_interval: float = float(os.environ.get("IRONBUS_SWITCH_INTERVAL", "0.001"))
+    #: The operator console's credentials (a :class:`bus.webconsole.Auth`): serve it under /console; None: off.
+    console: Any = None
 
 
 def open_adapters(config: Config, only: set[str] | None = None) -> dict[str, Adapter]:
@@ -242,7 +239,11 @@ class Runtime:
             for ident, endpoint in endpoints_for(name, adapter).items():
                 if endpoint.event_type in used:
                     endpoints[ident] = endpoint
-        app = WebhookApp(endpoints, self.ingest_webhook, self.ready)
+        app: Any = WebhookApp(endpoints, self.ingest_webhook, self.ready)
+        if self.options.console is not None:  # the operator console beside the webhooks (bus.webconsole)
+            from bus.webconsole import for_runtime
+
+            app = for_runtime(app, self, self.options.console, adapters=open_adapters)
         self.server = WebhookServer(app, self.options.host, self.options.port or 0)
         self.server.start()
 
@@ -265,6 +266,7 @@ class Runtime:
                     circuit = snap.get("circuit") or {}
                     metrics.circuit_open(system, circuit.get("state") == "open")
                 publish_state(self.journal, snapshot)  # for `ironbus status` in other processes
+                gauges.refresh(self.journal, self.queue, snapshot)  # the console's figures, for Prometheus
             except Exception as exc:  # gauges are best effort
                 log.debug("gauge update failed", error=str(exc))
 

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from adapters.base import Outcome
-from bus import metrics
+from bus import metrics, telemetry
 from bus.delivery import Attempted
 from bus.envelope import Event
 from bus.errors import IronbusError, PermanentError
@@ -112,6 +112,8 @@ class Settler:
                 body = letter_body(dispatch.idempotency_key, dispatch.target.config.emit, outcome.result)
                 batch.letters.append(DeadLetter(body, reason, dispatch.source.id, route, target))
                 log_.error("follow-up not emitted", route=route, target=target, error=str(exc))
+            if telemetry.enabled:
+                follow = telemetry.delivered(dispatch.idempotency_key, follow)
             if follow is not None:
                 # a deterministic id: a redelivered batch re-emits the same event, which the journal collapses
                 follow = follow.with_(id=followup_id(dispatch.idempotency_key, follow.type))

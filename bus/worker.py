@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from adapters.base import Adapter, Call, Outcome
-from bus import metrics
+from bus import metrics, telemetry
 from bus.bulk import BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
@@ -115,6 +115,7 @@ class Worker:
             event = self._decode(lease, batch)
             if event is None:
                 continue
+            began = time.time_ns() if telemetry.enabled else 0
             try:
                 # target "*" pins a whole route: an event parked because it waited for master data (below)
                 pinned = lease.message.target if lease.message.target != WHOLE_ROUTE else None
@@ -123,10 +124,14 @@ class Worker:
                 batch.letters.append(DeadLetter(lease.message.body, str(exc), event.id, lease.message.route,
                                                 lease.message.target))
                 continue
+            if telemetry.enabled:
+                telemetry.route_steps(event, results, began, time.time_ns())
             work.append((lease, event, results))
         done = self._read_facts(work, batch)
         for lease, event, results in work:
             log_ = log.bind(event_id=event.id, correlation_id=event.correlationid, type=event.type)
+            if telemetry.enabled:
+                log_ = log_.bind(trace_id=telemetry.trace_id_for(event))
             force = lease.message.headers.get("force") == "1"
             for result in results:
                 self._route_result(lease, event, result, batch, done, force, log_)
@@ -272,10 +277,13 @@ class Worker:
         if not admitted:
             return
         calls = [self._call_for(due.dispatch, 1) for due, _ in admitted]
+        spans = telemetry.begin_grouped([due.dispatch for due, _ in admitted]) if telemetry.enabled else None
         try:
             results = admitted[0][0].adapter.call_many(operation, calls)
         except Exception as exc:  # the adapter failed as a whole: every call failed with it
             results = [exc] * len(calls)
+        if spans is not None:
+            telemetry.end_grouped([due.dispatch for due, _ in admitted], spans, results)
         for (due, guard), result in zip(admitted, results, strict=True):
             due.first = result
             self._observe(due.dispatch, guard, result if isinstance(result, Exception) else None)
@@ -289,6 +297,9 @@ class Worker:
         guard = self._admit(dispatch)
         error: BaseException | None = None
         try:
+            if telemetry.enabled:
+                with telemetry.attempt(dispatch, attempt):
+                    return adapter.call(dispatch.target.config.operation, self._call_for(dispatch, attempt))
             return adapter.call(dispatch.target.config.operation, self._call_for(dispatch, attempt))
         except BaseException as exc:
             error = exc

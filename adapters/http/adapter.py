@@ -35,6 +35,7 @@ from adapters.http.settings import (
     validate_settings,
 )
 from adapters.http.transport import Response, probe
+from bus import telemetry
 from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
 from bus.secrets import strip_credentials
 
@@ -175,6 +176,10 @@ class HttpAdapter(Adapter):
         headers = {k: t.render(payload) for k, t in op.headers.items()}
         headers["Idempotency-Key"] = call.idempotency_key
         headers["X-Correlation-Id"] = call.event.correlationid
+        if telemetry.enabled:  # the W3C trace context of this attempt (bus.telemetry)
+            parent = telemetry.traceparent_for(call.idempotency_key)
+            if parent is not None:
+                headers["traceparent"] = parent
         params = {k: t.render(payload) for k, t in op.query.items()}
         body: bytes | None = None
         try:

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -34,6 +34,7 @@ from adapters.http.wire import (
     join_headers,
 )
 from adapters.tls import client_context
+from bus import telemetry
 from bus.errors import TransientError
 
 __all__ = ["HttpxTransport", "PoolLimits", "PooledTransport", "Request", "Response", "Timeouts", "Transport"]
@@ -90,6 +91,15 @@ class Transport(Protocol):
         """Send and read the whole response; TransientError on connect failures and timeouts."""
 
     def close(self) -> None: ...
+
+
+def traced(request: Request) -> Request:
+    """The request with the current span's W3C ``traceparent`` (bus.telemetry), unless it carries one."""
+    if any(name.lower() == "traceparent" for name in request.headers):
+        return request
+    headers = dict(request.headers)
+    telemetry.inject(headers)
+    return request if len(headers) == len(request.headers) else replace(request, headers=headers)
 
 
 class _Origin:
@@ -222,6 +232,8 @@ class PooledTransport:
         return sum(o.opened for o in self._origins.values())
 
     def send(self, request: Request) -> Response:
+        if telemetry.enabled:
+            request = traced(request)
         origin, path, target = self._resolve(request.url)
         for attempt in (1, 2):
             # A server that dropped one idle connection has usually dropped them all: retry on a new one.
@@ -365,6 +377,8 @@ class HttpxTransport:
             verify=client_context(verify) if isinstance(verify, str) else verify)
 
     def send(self, request: Request) -> Response:
+        if telemetry.enabled:
+            request = traced(request)
         where = f"{request.method} {request.url}"
         headers = {**request.static_headers.items, **request.headers}
         try:

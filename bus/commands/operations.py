@@ -13,12 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bus import telemetry
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
 from bus.console import Progress, dump_json, table
+from bus.dlqretry import retry_dead_letters
 from bus.envelope import Event
 from bus.errors import ConfigError
-from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
+from bus.followups import Redriven, parse_letter
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal
 from bus.lint import refuse_on_errors
@@ -27,7 +29,7 @@ from bus.pipeline import Pipeline
 from bus.portlock import claim_port
 from bus.progress import bus_rows, oldest_ready_age, stalled
 from bus.queue.open import open_queue
-from bus.replay import dry_run, retry_dead_letters, select_events
+from bus.replay import dry_run, select_events
 from bus.replay import replay as replay_events
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
 from bus.supervisor import Supervisor
@@ -114,7 +116,9 @@ def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
                       options=RuntimeOptions(workers=args.workers, host=args.host, port=port,
                                              triggers=not args.no_triggers, lease_seconds=args.lease,
                                              batch_size=args.batch,
-                                             process_slot=getattr(args, "process_slot", None)))
+                                             process_slot=getattr(args, "process_slot", None),
+                                             console=_console(args)))
+    telemetry.configure_from_env()  # OTEL_* variables; off unless they ask for it
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -140,10 +144,20 @@ def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
     finally:
         print("ironbus: stopping (finishing in-flight work)…", file=sys.stderr)
         runtime.stop()
+        telemetry.shutdown()  # flushes the spans still buffered
     stats = runtime.stats()
     print(f"ironbus: stopped — {sum(s.delivered for s in stats)} delivered, {sum(s.parked for s in stats)} parked, "
           f"{sum(s.dead for s in stats)} dead-lettered in this run", file=sys.stderr)
     return 0
+
+
+def _console(args: argparse.Namespace) -> Any:
+    """The console's credentials when ``--console`` asks for it (checked before anything starts)."""
+    if not getattr(args, "console", False):
+        return None
+    from bus.commands.console import console_auth
+
+    return console_auth(getattr(args, "console_users", None))
 
 
 def send(args: argparse.Namespace) -> int:
@@ -289,32 +303,26 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         n = journal.mark_dead_letters([r.id for r in rows], "purged")
         print(f"purged {n} dead letter(s)")
         return 0
-    followups = {r.id: letter for r in rows if (letter := parse_letter(r)) is not None}
-    pipeline = _pipeline(args.routes, journal) if followups else None
-    if followups and pipeline is None:
-        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(map(str, sorted(followups)))} are "
+    if any(parse_letter(r) is not None for r in rows) and not args.routes.is_file():
+        followups = sorted(r.id for r in rows if parse_letter(r) is not None)
+        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(map(str, followups))} are "
                           "follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
-    rows = [r for r in rows if r.id not in followups]
     queue = open_queue(broker_url(args.broker), journal)
-    door = FrontDoor(journal, queue, pipeline)
     try:
-        n = retry_dead_letters(rows, journal, door)
-        if rows or not followups:
-            print(f"re-queued {n} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what fails "
-                  "again")
-        redriven = _redrive_followups(list(followups.values()), pipeline, journal, door)
+        done = retry_dead_letters(journal, rows, queue, lambda: _pipeline(args.routes, journal))
     finally:
-        door.close()
         queue.close()
-    return 1 if redriven and redriven.failed else 0
+    if done.requeued or done.followups is None:
+        print(f"re-queued {len(done.requeued)} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' "
+              "what fails again")
+    _report_followups(done.followups)
+    return 1 if done.followups and done.followups.failed else 0
 
 
-def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None, journal: Journal,
-                       door: FrontDoor) -> Redriven | None:
-    """Re-emit the follow-ups of follow-up dead letters and say what happened to each."""
-    if not letters or pipeline is None:
-        return None
-    done = redrive(letters, pipeline, journal, door)
+def _report_followups(done: Redriven | None) -> None:
+    """Say what happened to each follow-up re-emitted from a dead letter."""
+    if done is None:
+        return
     if done.emitted:
         print(f"emitted {len(done.emitted)} follow-up(s) from dead letters: "
               + ", ".join(f"#{letter.id} {event.type} {event.id}" for letter, event in done.emitted)
@@ -322,7 +330,6 @@ def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None,
     for letter, why in done.failed:
         print(f"dead letter #{letter.id} stays dead: {why.reason}\n    next: {why.fix}; then "
               f"'ironbus dlq retry {letter.id}'", file=sys.stderr)
-    return done
 
 
 def replay(args: argparse.Namespace) -> int:

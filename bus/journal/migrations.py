@@ -50,7 +50,15 @@ def _v4_adapter_state(conn: Connection) -> None:
     tables.adapter_state.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state]
+def _v5_console(conn: Connection) -> None:
+    # the console's audit trail, and the indexes its search by delivery status and its route figures (rate and
+    # p99 of recent deliveries) read by; checkfirst: step 1 may have made them
+    tables.audit.create(conn, checkfirst=True)
+    for index in tables.console_indexes:
+        index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console]
 
 
 def current_version(conn: Connection) -> int:

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 __all__ = [
     "attempts",
+    "audit",
+    "console_indexes",
     "dead_letters",
     "deliveries",
     "events",
@@ -185,4 +187,22 @@ adapter_state = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# Added by migration step 5: what operators did in the console (retry, edit, purge, link), with who, when and
+# before/after; and the indexes the console's searches and route figures read by.
+audit = sa.Table(
+    "ib_audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text),  # JSON: the request's parameters, before/after of an edit
+    sa.Index("ib_audit_at", "at"),
+)
+console_indexes = (
+    sa.Index("ib_deliveries_status_route", deliveries.c.status, deliveries.c.route),
+    sa.Index("ib_deliveries_route_delivered", deliveries.c.route, deliveries.c.delivered_at),
 )

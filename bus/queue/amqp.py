@@ -512,6 +512,12 @@ class AmqpQueue:
             leased = self._in_flight + buffered
         return {"ready": ready, "leased": leased, "delayed": delayed, "buffered": buffered}
 
+    def partition_depths(self) -> dict[str, int]:
+        """Messages ready in each partition queue, by queue name (the console's Queue view, metrics)."""
+        with self._publisher() as producer:
+            return {q.name: int(q.bind(producer.channel).queue_declare(passive=True).message_count)
+                    for q in self.work_queues}
+
     def delete_topology(self) -> None:
         """Delete this queue's exchanges and queues with their messages (tests, decommissioning)."""
         with self._publisher() as producer:

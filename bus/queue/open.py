@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -11,7 +12,7 @@ from bus.queue.base import Queue
 if TYPE_CHECKING:
     from bus.journal import Journal
 
-__all__ = ["open_queue"]
+__all__ = ["broker_url", "open_queue"]
 
 
 def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0,
@@ -50,3 +51,8 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
 
     return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
                      partitions=partitions, prefetch=prefetch, home=home)
+
+
+def broker_url(explicit: str | None) -> str | None:
+    """The broker URL: the flag, else ``$IRONBUS_BROKER``, else None (the embedded queue)."""
+    return explicit or os.environ.get("IRONBUS_BROKER") or None

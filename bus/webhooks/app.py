@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from adapters.base import WebhookRequest
+from bus import telemetry
 from bus.envelope import Event
 from bus.errors import DecodeError, PermanentError, TransientError
 from bus.inbound import inbound_event_ids
@@ -204,6 +205,8 @@ class WebhookApp:
         seen.append(request)
         payloads = await self._run_handler(endpoint, request)
         events = self._events(endpoint, payloads, request.body)
+        if telemetry.enabled:
+            events = telemetry.with_inbound(events, headers)
         if events:
             try:
                 await self.ingest(events)

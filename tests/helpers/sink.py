@@ -32,6 +32,7 @@ class Sink:
         self.lock = threading.Lock()
         self.delivered: Counter[str] = Counter()
         self.bodies: dict[str, Any] = {}
+        self.headers: dict[str, dict[str, str]] = {}  # request headers of each successful delivery (lower-case)
         self.failures: Counter[str] = Counter()
         self.arrival_order: list[str] = []  # idempotency keys of successful deliveries, in arrival order
         sink = self
@@ -57,6 +58,7 @@ class Sink:
                         sink.delivered[key] += 1
                         sink.arrival_order.append(key)
                         sink.bodies[key] = json.loads(body or b"null")
+                        sink.headers[key] = {k.lower(): v for k, v in self.headers.items()}
                 else:
                     with sink.lock:
                         sink.failures[str(status)] += 1

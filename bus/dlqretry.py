@@ -1,0 +1,64 @@
+"""Re-driving dead letters on the current routes: the one code path behind ``ironbus dlq retry`` and the
+console's retry button.
+
+A dead letter is either a delivery that failed (its body is the event's wire form: it is re-queued, pinned to
+its route and target) or a follow-up that could not be built after a delivery succeeded (rebuilt from the
+stored result with the current routes and mappings, without calling the target again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bus.errors import ConfigError
+from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
+from bus.frontdoor import FrontDoor
+from bus.journal import Journal
+from bus.journal.records import DeadLetterRow
+from bus.pipeline import Pipeline
+from bus.queue.base import Queue
+from bus.replay import retry_dead_letters as requeue
+
+__all__ = ["Retried", "retry_dead_letters"]
+
+
+@dataclass
+class Retried:
+    """What a retry did: ``requeued`` dead-letter ids, and the follow-ups re-emitted or still failing."""
+
+    requeued: list[int] = field(default_factory=list)
+    followups: Redriven | None = None
+    skipped: list[int] = field(default_factory=list)  # not dead (any more): already retried or purged
+
+    @property
+    def failed(self) -> list[tuple[FollowUpLetter, str]]:
+        if self.followups is None:
+            return []
+        return [(letter, why.reason) for letter, why in self.followups.failed]
+
+
+def retry_dead_letters(journal: Journal, rows: Sequence[DeadLetterRow], queue: Queue,
+                       pipeline: Callable[[], Pipeline | None]) -> Retried:
+    """Re-queue ``rows`` (only those still ``dead``) on the current routes through the front door; ``pipeline()``
+    is asked for the routes only when a follow-up letter needs rebuilding (ConfigError when there are none).
+    The same steps as ``ironbus dlq retry`` (:func:`bus.replay.retry_dead_letters`, :func:`bus.followups.redrive`),
+    with what happened to each letter for the console to show."""
+    out = Retried(skipped=[r.id for r in rows if r.state != "dead"])
+    rows = [r for r in rows if r.state == "dead"]
+    followups = {r.id: letter for r in rows if (letter := parse_letter(r)) is not None}
+    built = pipeline() if followups else None
+    if followups and built is None:
+        raise ConfigError(f"dead letter(s) {', '.join(map(str, sorted(followups)))} are follow-ups not emitted, "
+                          "rebuilt with the routes file that emits them, which was not found")
+    plain = [r for r in rows if r.id not in followups]
+    door = FrontDoor(journal, queue, built)
+    try:
+        if plain:
+            requeue(plain, journal, door)
+        out.requeued = [r.id for r in plain]
+        if followups and built is not None:
+            out.followups = redrive(list(followups.values()), built, journal, door)
+    finally:
+        door.close()
+    return out
