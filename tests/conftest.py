@@ -71,3 +71,17 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only() -> Iterator[None]:
+    """The registry of known secrets (bus.secrets) is process-wide, as it must be in the bus; a test's settings
+    must not make a later test in the same worker mask its words ("secret", "t0ken")."""
+    import bus.secrets as registry
+
+    saved, pattern = set(registry._secrets), registry._pattern
+    yield
+    with registry._lock:
+        registry._secrets.clear()
+        registry._secrets.update(saved)
+        registry._pattern = pattern
