@@ -425,14 +425,33 @@ def raw_kombu(url: str, n: int) -> float:
             got += 1
             message.ack()
 
-        with conn.Consumer(queue, callbacks=[on_message], prefetch_count=64):
-            while got < n:
-                conn.drain_events(timeout=10)
-        elapsed = time.perf_counter() - t0
-        queue(conn.channel()).delete()
+        try:
+            with conn.Consumer(queue, callbacks=[on_message], prefetch_count=64):
+                while got < n:
+                    conn.drain_events(timeout=10)
+            elapsed = time.perf_counter() - t0
+        finally:
+            bound = queue(conn.channel())
+            bound.delete()
+            bound.exchange.delete()
     rate = n / elapsed
     print(f"{'raw kombu consume+ack (RabbitMQ)':<34} {rate:8.0f} msg/s")
     return rate
+
+
+def drop_topology(broker: str) -> None:
+    """Delete the queues and exchanges the bus declared on the shared RabbitMQ for this run."""
+    from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+    from bus.queue.amqp import AmqpQueue
+
+    parts = urlsplit(broker)
+    name = parse_qs(parts.query)["name"][-1]
+    queue = AmqpQueue(urlunsplit(parts._replace(query="")), name=name)
+    try:
+        queue.delete_topology()
+    finally:
+        queue.close()
 
 
 def reachable(port: int) -> bool:
@@ -513,6 +532,7 @@ def main() -> None:
                     print(f"ratio bus drain / raw kombu consume: {figures['drain_vs_raw_kombu']:.2f}x "
                           "(target >= 0.5x)")
             finally:
+                drop_topology(broker)
                 with admin.begin() as conn:
                     conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
                 admin.dispose()
