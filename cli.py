@@ -119,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--target")
             sp.add_argument("--error", help="substring of the reason")
             sp.add_argument("--since", help="e.g. 2h, 1d, or an ISO timestamp")
-            sp.add_argument("--limit", type=int, default=100)
+            # retry streams what it re-queues, so it takes every match unless told otherwise
+            sp.add_argument("--limit", type=int, default=None if action == "retry" else 100,
+                            help="at most this many (default: all for retry, 100 otherwise)")
         sp.add_argument("--json", action="store_true")
 
     sp = cmd("replay", commands.replay, "re-deliver journaled events (by id, route, key or time window)")

@@ -7,21 +7,24 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
-from bus.console import Progress, dump_json, table
+from bus.console import dump_json, table
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
+from bus.journal.stream import EventSelection, LetterSelection, event_chunks, missing_events
 from bus.pipeline import Pipeline
-from bus.queue.base import Message, Queue
+from bus.queue.base import Queue
 from bus.queue.open import open_queue
+from bus.replay import follow_up_letters, replay_events, retry_dead_letters
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
 from bus.supervisor import Supervisor
 from bus.systemstate import read_state
@@ -203,6 +206,8 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
             print(f"            'ironbus dlq retry {row.id}' builds it from the stored result with the current "
                   "routes and mappings; it does not call the target again")
         return 0
+    if args.dlq_command == "retry":
+        return _retry(args, journal)
     state = "dead"
     rows = journal.dead_letters(route=args.route, target=args.target, error=args.error, since=_since(args.since),
                                 state=state, limit=args.limit)
@@ -222,27 +227,26 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         n = journal.mark_dead_letters([r.id for r in rows], "purged")
         print(f"purged {n} dead letter(s)")
         return 0
-    followups = {r.id: letter for r in rows if (letter := parse_letter(r)) is not None}
-    pipeline = _pipeline(args.routes, journal) if followups else None
-    if followups and pipeline is None:
-        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(map(str, sorted(followups)))} are "
-                          "follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
-    rows = [r for r in rows if r.id not in followups]
+    raise ConfigError(f"dlq: unknown action {args.dlq_command!r}")
+
+
+def _retry(args: argparse.Namespace, journal: Journal) -> int:
+    """``dlq retry``: stream the matching letters back onto the queue (see :func:`bus.replay.retry_dead_letters`)."""
+    selection = LetterSelection(ids=args.ids) if args.ids else LetterSelection(
+        route=args.route, target=args.target, error=args.error, since=_since(args.since), limit=args.limit)
+    if not args.routes.is_file():
+        followups = follow_up_letters(journal, selection)
+        if followups:
+            raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(str(f.id) for f in followups)} "
+                              "are follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
     queue = open_queue(broker_url(args.broker), journal)
     try:
-        events = {r.event_id: journal.get_event(r.event_id) for r in rows if r.event_id}
-        messages = []
-        for r in rows:
-            event = events.get(r.event_id) if r.event_id else None
-            messages.append(Message(body=r.body, key=event.key if event else None, route=r.route, target=r.target,
-                                    headers={"redrive": str(r.id)}))
-        if messages:
-            queue.publish(messages)
-        n = journal.mark_dead_letters([r.id for r in rows], "retried")
-        if rows or not followups:
-            print(f"re-queued {n} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what fails "
-                  "again")
-        redriven = _redrive_followups(list(followups.values()), pipeline, journal, queue)
+        done = retry_dead_letters(journal, queue, selection)
+        if done.count or not done.followups:
+            print(f"re-queued {done.count} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what "
+                  "fails again")
+        pipeline = _pipeline(args.routes, journal) if done.followups else None
+        redriven = _redrive_followups(done.followups, pipeline, journal, queue)
     finally:
         queue.close()
     return 1 if redriven and redriven.failed else 0
@@ -273,44 +277,34 @@ def replay(args: argparse.Namespace) -> int:
         raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
     journal = Journal(journal_url(args.journal))
     try:
-        events = journal.events_for(event_ids=args.ids or None, key=args.key, route=args.route,
-                                    since=_since(args.since), until=_since(args.until))
+        selection = EventSelection(event_ids=args.ids or None, key=args.key, route=args.route,
+                                   since=_since(args.since), until=_since(args.until))
         if args.ids:
-            missing = set(args.ids) - {e.id for e in events}
+            missing = missing_events(journal.engine, args.ids)
             if missing:
                 raise ConfigError(f"no such event(s) in the journal: {', '.join(sorted(missing))}")
         pipeline = Pipeline(load_config(args.routes), xref=journal.xref)
         route = args.to_route or args.route
         if args.dry_run:
+            events = (Event.decode(e.body) for chunk in event_chunks(journal.engine, selection) for e in chunk)
             return _dry_run(pipeline, events, route, args.json)
         queue = open_queue(broker_url(args.broker), journal)
         try:
-            progress = Progress(len(events), "replaying")
-            interval = 1.0 / args.rate if args.rate > 0 else 0.0
-            next_at = time.monotonic()
-            for event in events:
-                now = time.monotonic()
-                if now < next_at:
-                    time.sleep(next_at - now)  # the rate limit the operator asked for
-                next_at = max(now, next_at) + interval
-                headers = {"force": "1"} if args.force else {}
-                queue.publish([Message(body=event.encode(), key=event.key, route=route, headers=headers)])
-                marker = event.caused("ironbus.replayed", "ironbus/cli", {"event_id": event.id, "route": route,
-                                                                         "force": args.force})
-                journal.record_events([(marker, "replay")])
-                progress.advance()
+            n = replay_events(journal, queue, selection, route=route, force=args.force, rate=args.rate)
         finally:
             queue.close()
-        print(f"replayed {len(events)} event(s)" + (f" through route {route!r}" if route else "")
+        print(f"replayed {n} event(s)" + (f" through route {route!r}" if route else "")
               + ("" if args.force else "; deliveries that already succeeded are skipped (use --force to repeat)"))
         return 0
     finally:
         journal.close()
 
 
-def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json: bool) -> int:
+def _dry_run(pipeline: Pipeline, events: Iterable[Event], route: str | None, as_json: bool) -> int:
     out: list[dict[str, Any]] = []
+    count = 0
     for event in events:
+        count += 1
         for result in pipeline.process(event, route=route):
             entry: dict[str, Any] = {"event_id": event.id, "route": result.route.name, "status": result.status}
             if result.error is not None:
@@ -327,7 +321,7 @@ def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json
             for d in entry["deliveries"]:
                 print(f"    would deliver to {d['target']}:")
                 dump_json(d["payload"])
-        print(f"dry run: {len(events)} event(s), nothing delivered")
+        print(f"dry run: {count} event(s), nothing delivered")
     return 0
 
 

@@ -1,0 +1,127 @@
+"""Re-queueing in bulk, in bounded memory: ``ironbus replay`` and ``ironbus dlq retry``.
+
+Both read their selection from the journal in keyset-paginated chunks (:mod:`bus.journal.stream`) and publish
+in batches, so a million events cost a few megabytes and one transaction per batch rather than per event.
+Each function is the whole loop of its command, free of argument parsing, so it can be called from anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bus.console import Progress
+from bus.envelope import Event
+from bus.followups import FollowUpLetter, parse_letter
+from bus.journal import Journal
+from bus.journal.stream import (
+    EventSelection,
+    LetterSelection,
+    count_dead_letters,
+    count_events,
+    dead_letter_chunks,
+    event_chunks,
+    event_keys,
+)
+from bus.queue.base import Message, Queue
+
+__all__ = ["BATCH", "Requeued", "follow_up_letters", "replay_events", "retry_dead_letters"]
+
+T = TypeVar("T")
+
+#: Messages per publish (one queue transaction and one journal transaction each).
+BATCH = 500
+
+
+def _batch_size(rate: float) -> int:
+    # with a rate limit, about ten batches a second keep the pace even; without one, the largest batch
+    return BATCH if rate <= 0 else max(1, min(BATCH, int(rate / 10)))
+
+
+def _paced(batches: Iterable[list[T]], rate: float, size: int) -> Iterator[list[T]]:
+    """``batches`` re-cut to ``size`` items each, handed out no faster than ``rate`` items per second."""
+    started, sent = time.monotonic(), 0
+    pending: list[T] = []
+
+    def cut() -> Iterator[list[T]]:
+        nonlocal pending
+        for chunk in batches:
+            pending.extend(chunk)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+    for batch in cut():
+        if rate > 0:
+            wait = started + sent / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # the rate limit the operator asked for
+        sent += len(batch)
+        yield batch
+
+
+def replay_events(journal: Journal, queue: Queue, selection: EventSelection, *, route: str | None = None,
+                  force: bool = False, rate: float = 0.0, progress: bool = False) -> int:
+    """Publish every selected event again (through ``route`` only, when given) and journal an
+    ``ironbus.replayed`` marker for each; returns how many. ``rate`` caps events per second (0: none).
+
+    Events received after the replay began are left out, the markers among them: the selection is bounded
+    by the moment it started.
+    """
+    now = time.time()
+    selection = selection._replace(until=now if selection.until is None else min(selection.until, now))
+    bar = Progress(count_events(journal.engine, selection), "replaying", force=progress)
+    headers = {"force": "1"} if force else {}
+    done = 0
+    for batch in _paced(event_chunks(journal.engine, selection), rate, _batch_size(rate)):
+        queue.publish([Message(body=e.body, key=e.key, route=route, headers=headers) for e in batch])
+        journal.record_events([
+            (Event(type="ironbus.replayed", source="ironbus/cli", data={"event_id": e.id, "route": route,
+                                                                        "force": force},
+                   correlationid=e.correlationid or "", causationid=e.id, key=e.key), "replay") for e in batch])
+        done += len(batch)
+        bar.advance(len(batch))
+    return done
+
+
+@dataclass
+class Requeued:
+    """What :func:`retry_dead_letters` did: letters re-queued, and the follow-up letters it set aside."""
+
+    count: int = 0
+    followups: list[FollowUpLetter] = field(default_factory=list)
+
+
+def retry_dead_letters(journal: Journal, queue: Queue, selection: LetterSelection, *, progress: bool = False,
+                       ) -> Requeued:
+    """Re-queue the selected dead letters with their original bytes and mark them ``retried``, a batch at a
+    time (publish, then mark: a crash in between re-queues a batch twice, which idempotency keys absorb, and
+    never loses one). Follow-up letters (see :mod:`bus.followups`) are not re-queued but returned, for the
+    caller to re-emit."""
+    out = Requeued()
+    bar = Progress(count_dead_letters(journal.engine, selection), "re-queueing", force=progress)
+    for rows in dead_letter_chunks(journal.engine, selection):
+        plain = []
+        for row in rows:
+            letter = parse_letter(row)
+            if letter is None:
+                plain.append(row)
+            else:
+                out.followups.append(letter)
+        for batch in (plain[i:i + BATCH] for i in range(0, len(plain), BATCH)):
+            keys = event_keys(journal.engine, [r.event_id for r in batch if r.event_id])
+            queue.publish([Message(body=r.body, key=keys.get(r.event_id) if r.event_id else None, route=r.route,
+                                   target=r.target, headers={"redrive": str(r.id)}) for r in batch])
+            out.count += journal.mark_dead_letters([r.id for r in batch], "retried")
+        bar.advance(len(rows))
+    return out
+
+
+def follow_up_letters(journal: Journal, selection: LetterSelection) -> list[FollowUpLetter]:
+    """The follow-up letters among the selected ones (a check before anything is re-queued)."""
+    return [letter for rows in dead_letter_chunks(journal.engine, selection) for row in rows
+            if (letter := parse_letter(row)) is not None]
