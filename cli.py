@@ -71,11 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("run", commands.run, "run the bus: triggers, webhooks and workers")
     routes_arg(sp)
     journal_args(sp, broker=True)
-    sp.add_argument("--workers", type=int, default=4,
-                    help="worker threads per process (default 4; 1 with --batch 128 carries most to http targets, "
-                         "which get a batch's calls at once — see docs/operating.md)")
-    sp.add_argument("--processes", type=resolve_processes, default=1, metavar="N|auto",
-                    help="bus processes sharing the work and the webhook port (default 1; auto = one per core)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="worker threads per process (default: 1 when every target takes a batch's calls at once, "
+                         "as http does; 4 otherwise — see docs/operating.md)")
+    sp.add_argument("--processes", type=resolve_processes, default=None, metavar="N|auto",
+                    help="bus processes sharing the work and the webhook port (default: one per usable core; "
+                         "1 with --port 0)")
     sp.add_argument("--port", type=int, default=None, help="webhook/metrics port (default 8080; 0 = any free port)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--no-http", action="store_true", help="do not start the webhook/metrics server")
@@ -84,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     sp.add_argument("--lease", type=float, default=30.0,
                     help="seconds a claimed embedded-queue message stays claimed (default 30)")
-    sp.add_argument("--batch", type=int, default=32,
-                    help="messages a worker takes at most at once (default 32; on the embedded queue a batch must "
-                         "finish within --lease)")
+    sp.add_argument("--batch", type=int, default=None,
+                    help="messages a worker takes at most at once (default: 128 with one worker, 32 otherwise; on "
+                         "the embedded queue a batch must finish within --lease)")
 
     sp = cmd("send", commands.send, "put one event on the bus (data from a JSON/YAML file or -)")
     sp.add_argument("type", help="event type, e.g. crm.sale_changed or order.changed")

@@ -41,7 +41,9 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 def resolve_processes(text: str) -> int:
     """``--processes`` value: a positive number, or ``auto`` for one per CPU core."""
     if text == "auto":
-        return os.cpu_count() or 1
+        from bus.layout import usable_cpus
+
+        return usable_cpus()
     try:
         value = int(text)
     except ValueError:
@@ -89,7 +91,8 @@ class Supervisor:
 
     def _spawn(self, index: int, restarts: int = 0, ever_started: bool = False) -> _Child:
         ready = self._context.Event()
-        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready)),
+        process = self._context.Process(target=_child_main, args=(self.target, self.args_for(index, ready),
+                                                                  os.getpid()),
                                         name=f"ironbus-run-{index}", daemon=False)
         # A forked child inherits this process's signal handlers; a SIGTERM arriving before it set its own
         # would only reach the supervisor's handler (in the child's copy) and be lost. Block the signals across
@@ -172,11 +175,26 @@ class Supervisor:
         self._children = []
 
 
-def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when the supervisor dies, even by SIGKILL: a bus process
+    left without its supervisor would go on consuming (and hold the port) with nobody to stop it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown is all there is
+        return
+    if os.getppid() != parent:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Namespace, parent: int) -> None:
     # Default signal handling until the bus installs its own: a signal during start-up ends the process.
     # The signals were blocked across the fork (see Supervisor._spawn); one that came meanwhile acts now.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _stop_with_parent(parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     code = 1
     try:

@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
 from bus.console import dump_json, table
@@ -21,6 +23,7 @@ from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.journal.stream import EventSelection, LetterSelection, event_chunks, missing_events
+from bus.layout import default_layout
 from bus.pipeline import Pipeline
 from bus.queue.base import Queue
 from bus.queue.open import open_queue
@@ -29,6 +32,8 @@ from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, 
 from bus.supervisor import Supervisor
 from bus.systemstate import read_state
 from bus.tracing import build_trace, render_trace
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["dlq", "journal", "replay", "run", "send", "status", "trace"]
 
@@ -54,14 +59,23 @@ def _pipeline(routes: Path, journal: Journal) -> Pipeline | None:
 def run(args: argparse.Namespace) -> int:
     check_routes_file(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
-    processes = getattr(args, "processes", 1)
+    processes = getattr(args, "processes", None)
+    if processes is None or getattr(args, "workers", None) is None or getattr(args, "batch", None) is None:
+        # no tuning flags: the layout comes from the machine and the targets (a broken routes file is
+        # reported here, once, rather than by every process)
+        layout = default_layout(load_config(args.routes))
+        if processes is None:
+            # --port 0 is a different free port in each process: one process, unless asked for more
+            processes = 1 if port == 0 else layout.processes
+        args.workers = layout.workers if getattr(args, "workers", None) is None else args.workers
+        args.batch = layout.batch if getattr(args, "batch", None) is None else args.batch
+        log.info("layout chosen", processes=processes, workers=args.workers, batch=args.batch, why=layout.reason)
     if processes > 1:
         if port == 0:
             raise ConfigError("--port 0 picks a different free port in each process; with --processes, "
                               "give a fixed --port (or --no-http)")
-        load_config(args.routes)  # a broken routes file is reported once, here, not by every process
-        print(f"ironbus: starting {processes} bus processes with {args.workers} workers each"
-              f"{f' on port {port}' if port else ''}; triggers run in the first. Ctrl-C stops all.",
+        print(f"ironbus: starting {processes} bus processes with {args.workers} workers each (batches of "
+              f"{args.batch}){f' on port {port}' if port else ''}; triggers run in the first. Ctrl-C stops all.",
               file=sys.stderr)
         return Supervisor(processes, run, args).run()
     runtime = Runtime(args.routes, journal=args.journal, broker=args.broker,
