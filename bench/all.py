@@ -10,6 +10,7 @@ object with every benchmark's figures.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -38,8 +39,7 @@ def _median(values: Any) -> float | None:
     if values is None:
         return None
     if isinstance(values, list):
-        ordered = sorted(values)
-        return float(ordered[len(ordered) // 2]) if ordered else None
+        return float(statistics.median(values)) if values else None
     return float(values)
 
 
