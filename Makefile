@@ -53,9 +53,7 @@ test: lint typecheck unit
 	$(VENV)/bin/ironbus test tests/mappings
 
 bench: install
-	$(PY) bench/pipeline.py
-	$(PY) bench/durable.py
-	$(PY) bench/e2e.py --bus-processes auto --workers 1 --bus-arg=--batch=128
+	$(PY) bench/all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage var .cache

@@ -99,11 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("run", commands.run, "run the bus: triggers, webhooks and workers")
     routes_arg(sp)
     journal_args(sp, broker=True)
-    sp.add_argument("--workers", type=int, default=4,
-                    help="worker threads per process (default 4; 1 with --batch 128 carries most to http targets, "
-                         "which get a batch's calls at once — see docs/operating.md)")
-    sp.add_argument("--processes", type=resolve_processes, default=1, metavar="N|auto",
-                    help="bus processes sharing the work and the webhook port (default 1; auto = one per core)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="worker threads per process (default: 1 when every target takes a batch's calls at once, "
+                         "as http does; 4 otherwise — see docs/operating.md)")
+    sp.add_argument("--processes", type=resolve_processes, default=None, metavar="N|auto",
+                    help="bus processes sharing the work and the webhook port (default: one per usable core; "
+                         "1 with --port 0)")
     sp.add_argument("--port", type=int, default=None, help="webhook/metrics port (default 8080; 0 = any free port)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--no-http", action="store_true", help="do not start the webhook/metrics server")
@@ -114,9 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="seconds a claimed embedded-queue message stays claimed without renewal (default 30); "
                          "renewed while its batch is under way, so it only bounds how soon a killed process's "
                          "messages come back")
-    sp.add_argument("--batch", type=int, default=32,
-                    help="messages a worker takes at most at once (default 32; on the embedded queue a batch must "
-                         "finish within --lease)")
+    sp.add_argument("--batch", type=int, default=None,
+                    help="messages a worker takes at most at once (default: 128 with one worker, 32 otherwise; on "
+                         "the embedded queue a batch must finish within --lease)")
     sp.add_argument("--console", action="store_true",
                     help="serve the operator console under /console on the webhook port (needs "
                          "$IRONBUS_CONSOLE_TOKEN, $IRONBUS_CONSOLE_READONLY_TOKEN or --console-users)")
@@ -153,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--target")
             sp.add_argument("--error", help="substring of the reason")
             sp.add_argument("--since", help="e.g. 2h, 1d, or an ISO timestamp")
-            sp.add_argument("--limit", type=int, default=100)
+            # retry streams what it re-queues, so it takes every match unless told otherwise
+            sp.add_argument("--limit", type=int, default=None if action == "retry" else 100,
+                            help="at most this many (default: all for retry, 100 otherwise)")
         sp.add_argument("--json", action="store_true")
 
     sp = cmd("replay", commands.replay, "re-deliver journaled events (by id, route, key or time window)")

@@ -102,16 +102,18 @@ def raw_kombu(url: str, events: int) -> float:
 
         thread = threading.Thread(target=produce)
         thread.start()
-        with kombu.Consumer(sub.channel(), queues=[queue], on_message=on_message, prefetch_count=100):
-            while received[0] < events:
-                try:
-                    sub.drain_events(timeout=1)
-                except TimeoutError:
-                    pass
-        thread.join()
-        rate = events / (time.perf_counter() - started)
-        queue.bind(producer.channel).delete()
-        exchange.bind(producer.channel).delete()
+        try:
+            with kombu.Consumer(sub.channel(), queues=[queue], on_message=on_message, prefetch_count=100):
+                while received[0] < events:
+                    try:
+                        sub.drain_events(timeout=1)
+                    except TimeoutError:
+                        pass
+            thread.join()
+            rate = events / (time.perf_counter() - started)
+        finally:
+            queue.bind(producer.channel).delete()
+            exchange.bind(producer.channel).delete()
     return rate
 
 
@@ -136,16 +138,18 @@ def main() -> None:
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     amqp_name = f"ibbench-{uuid.uuid4().hex[:8]}"
+    queue: AmqpQueue | None = None
     try:
         journal = Journal(f"{args.postgres}?options=-csearch_path%3D{schema}")
         figures["embedded_postgres_eps"] = round(durable_path(journal, EmbeddedQueue(journal.engine), n))
         print(f"embedded (PostgreSQL journal + lease queue): {figures['embedded_postgres_eps']:>5} events/s")
         queue = AmqpQueue(args.amqp, name=amqp_name)
         figures["rabbitmq_postgres_eps"] = round(durable_path(journal, queue, n))
-        queue.close()
-        queue.delete_topology()
         journal.close()
     finally:
+        if queue is not None:  # whatever happened, the shared broker keeps nothing of this run
+            queue.close()
+            queue.delete_topology()
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()

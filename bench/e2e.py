@@ -1,23 +1,25 @@
 """End-to-end benchmark: webhook -> journal -> queue -> map/validate -> HTTP delivery to a local sink.
 
-Three processes share this 2-core machine, as they would on one host: a load generator (this process, raw
-asyncio HTTP/1.1 with keep-alive), ``ironbus run`` (webhook server + workers), and an HTTP sink (uvicorn).
-Figures:
+The processes share this machine, as they would on one host: a load generator (this process, raw asyncio
+HTTP/1.1 with keep-alive), ``ironbus run`` with its defaults (webhook server + workers; it picks its own
+processes, workers and batch size), an HTTP sink (uvicorn), and, as the baseline measured in the same run, a
+minimal non-durable Python flow (uvicorn -> signature check -> map -> aiohttp POST to the same sink; nothing
+stored). Figures:
 
-* **throughput** — signed webhook events pushed as fast as the bus accepts them; events/s from the first
-  request to the last delivery seen by the sink (embedded default; and RabbitMQ + PostgreSQL);
-* **latency at 500 events/s** — paced load; p50/p99 from the 202 reaching the client to the sink receiving
+* **throughput** — signed webhook events pushed as fast as accepted (32 connections); events/s from the first
+  request to the last delivery seen by the sink, for the baseline and the bus in interleaved pairs
+  (``--rounds``), with the CPU time per delivered event of all the flow's processes (from ``/proc``);
+* **latency at 1,000 events/s** — paced load; p50/p99 from the 202 reaching the client to the sink receiving
   the delivery (both clocks are this host's);
-* **consume vs raw kombu on RabbitMQ** — N events pre-queued, then drained by ``ironbus run`` into the sink,
-  against raw kombu consuming (and acking) the same number of persistent messages from the same broker.
+* **RabbitMQ + PostgreSQL** — the same throughput and latency, and the ratio to the embedded default;
+* **drain vs raw kombu** — N events pre-queued, then drained by ``ironbus run`` into the sink, against raw kombu
+  consuming (and acking) the same number of persistent messages from the same broker.
 
-Targets (issue 4): >= 2,000 events/s end to end embedded; >= 0.5x raw kombu consume on RabbitMQ; p99
-accepted -> delivered <= 20 ms at 500 events/s. Usage: ``python bench/e2e.py [--events N] [--skip-rabbitmq]
-[--only embedded|rabbitmq|drain] [--bus-processes N|auto] [--workers N] [--bus-arg=--batch=N]``; the bus runs as
-``ironbus run --processes N --workers N`` (defaults: the product's, one process with 4 workers and batches of
-32). ``--bus-processes auto --workers 1 --bus-arg=--batch=128`` is the layout that carries most on this machine,
-in all three scenarios (``make bench`` uses it). The last line is one JSON object of the figures, with the
-process and worker counts.
+Targets (issue 18): the defaults >= 0.6x the minimal flow; bus CPU <= 220 us per delivered event; p99
+accepted -> delivered <= 10 ms at 1,000 events/s; RabbitMQ + PostgreSQL >= 0.8x embedded; drain >= 0.75x raw
+kombu. Usage: ``python bench/e2e.py [--events N] [--rounds R] [--skip-rabbitmq] [--only embedded|rabbitmq|drain]
+[--bus-processes N|auto] [--workers N] [--bus-arg=--batch=N]`` (the layout flags are passed only when given).
+Queues and the PostgreSQL schema it creates are deleted at the end. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 PER_REQUEST = 1  # events per webhook request (HubSpot-style arrays when > 1); set from --per-request
 BUS_ARGS: list[str] = []  # extra `ironbus run` arguments (--bus-arg)
-BUS_PROCESSES = 1  # `ironbus run --processes N` (--bus-processes)
-WORKERS = 4  # `ironbus run --workers N` (--workers): worker threads per bus process
+BUS_PROCESSES: int | None = None  # `ironbus run --processes N` (--bus-processes); None: the bus's default
+WORKERS: int | None = None  # `ironbus run --workers N` (--workers); None: the bus's default
 
 SINK_APP = '''
 import time, orjson
@@ -74,6 +77,75 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"ok":true}'})
 '''
+
+# The baseline: a minimal non-durable flow in plain Python, as one would write it by hand: uvicorn receives the
+# signed webhook, checks the signature, maps the same fields as the bus's mapping, POSTs the result to the sink
+# with aiohttp and answers 202 once the sink has answered. Nothing is stored: a crash loses what is in flight.
+BASELINE_APP = '''
+import hashlib, hmac, os, uuid
+from datetime import date, datetime
+import aiohttp, orjson
+SINK = os.environ["BENCH_SINK"] + "/demand"
+SECRET = os.environ["BENCH_SECRET"].encode()
+STATUS = {"quotation": "open", "confirmed": "confirmed", "processing": "processing"}
+session = None
+
+def mapped(doc):
+    return {"order_id": doc["number"], "source_system": "shop",
+            "changed_at": datetime.fromisoformat(doc["write_date"]).isoformat(), "change_kind": "updated",
+            "status": STATUS.get(doc["state"]), "customer": {"id": doc["party"]["code"], "name": doc["party"]["name"]},
+            "currency": doc["currency"], "requested_date": date.fromisoformat(doc["sale_date"]).isoformat(),
+            "lines": [{"line_no": l["id"], "material_id": l["product"]["code"],
+                       "quantity": float(l["quantity"].replace(",", ".")), "unit": l["unit"]["symbol"]}
+                      for l in doc["lines"]]}
+
+async def app(scope, receive, send):
+    global session
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                if session is not None:
+                    await session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    headers = dict(scope["headers"])
+    expected = hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, headers.get(b"x-signature", b"").decode()):
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    event_id = uuid.uuid4().hex
+    if session is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+    async with session.post(SINK, data=orjson.dumps(mapped(orjson.loads(body))),
+                            headers={"content-type": "application/json", "idempotency-key": event_id}) as r:
+        await r.read()
+    out = orjson.dumps({"accepted": [event_id]})
+    await send({"type": "http.response.start", "status": 202,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+'''
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (/proc/<pid>/stat; gone processes count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -281,6 +353,10 @@ class Bus:
         found = [int(p) for p in children.read_text().split()] if children.exists() else []
         return found or [self.proc.pid]
 
+    def all_pids(self) -> list[int]:
+        """Every process of the bus (the supervisor too), for its CPU time."""
+        return sorted({self.proc.pid, *self.pids()})
+
     def send_signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
@@ -294,17 +370,21 @@ class Bus:
         self.proc.kill()
 
 
-def start_bus(routes: Path, journal: str, broker: str | None, port: int | None, workers: int | None = None) -> Bus:
-    proc = _start_one(routes, journal, broker, port, WORKERS if workers is None else workers)
+def start_bus(routes: Path, journal: str, broker: str | None, port: int | None) -> Bus:
+    proc = _start_one(routes, journal, broker, port)
     if port:
         wait_port(port)
     return Bus(proc)
 
 
-def _start_one(routes: Path, journal: str, broker: str | None, port: int | None,
-               workers: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--workers",
-           str(workers), "--processes", str(BUS_PROCESSES), "--no-triggers", *BUS_ARGS]
+def _start_one(routes: Path, journal: str, broker: str | None, port: int | None) -> subprocess.Popen[bytes]:
+    """``ironbus run`` with its defaults; --workers / --bus-processes / --bus-arg only when given."""
+    cmd = [sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal", journal, "--no-triggers",
+           *BUS_ARGS]
+    if WORKERS is not None:
+        cmd += ["--workers", str(WORKERS)]
+    if BUS_PROCESSES is not None:
+        cmd += ["--processes", str(BUS_PROCESSES)]
     cmd += ["--port", str(port)] if port else ["--no-http"]
     if broker:
         cmd += ["--broker", broker]
@@ -325,6 +405,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def measure(port: int, sink_port: int, pids: list[int], n: int, label: str) -> dict[str, Any]:
+    """Warm up, then push ``n`` events as fast as accepted and wait for the sink to have them all: events/s from
+    the first request to the last delivery, and the CPU the flow's processes (``pids``) used per event."""
+    warm = asyncio.run(blast(port, 200, 8))  # warm-up: connections, imports, caches
+    wait_delivered(sink_port, set(warm), 60)  # drained before the clock starts
+    sink_reset(sink_port)
+    cpu0 = cpu_seconds(pids)
+    t0 = time.time()
+    accepted = asyncio.run(blast(port, n, 32))
+    t_accepted = time.time()
+    stats, _ = wait_delivered(sink_port, set(accepted), 300)
+    cpu = cpu_seconds(pids) - cpu0
+    delivered = [stats[i] for i in accepted if i in stats]
+    t_last = max(delivered) if delivered else time.time()
+    lat = [(stats[i] - accepted[i]) * 1000 for i in accepted if i in stats]
+    eps = len(delivered) / (t_last - t0)
+    cpu_us = cpu / max(len(delivered), 1) * 1e6
+    print(f"{label:<34} {eps:8.0f} events/s end to end ({len(delivered)}/{n} delivered; accepted at "
+          f"{n / (t_accepted - t0):.0f}/s; p99 {pct(lat, .99):.0f} ms under saturation); CPU {cpu_us:.0f} us/event "
+          f"in {len(pids)} process(es)")
+    return {"eps": round(eps), "accept_eps": round(n / (t_accepted - t0)), "delivered": len(delivered),
+            "cpu_us_per_event": round(cpu_us, 1)}
+
+
 def scenario_throughput(folder: Path, sink_port: int, journal: str, broker: str | None, n: int,
                         label: str) -> dict[str, Any]:
     port = free_port()
@@ -332,23 +436,36 @@ def scenario_throughput(folder: Path, sink_port: int, journal: str, broker: str 
     sink_reset(sink_port)
     bus = start_bus(routes, journal, broker, port)
     try:
-        warm = asyncio.run(blast(port, 200, 8))  # warm-up: connections, imports, caches
-        wait_delivered(sink_port, set(warm), 60)  # drained before the clock starts
-        sink_reset(sink_port)
-        t0 = time.time()
-        accepted = asyncio.run(blast(port, n, 32))
-        t_accepted = time.time()
-        stats, _ = wait_delivered(sink_port, set(accepted), 300)
-        delivered = [stats[i] for i in accepted if i in stats]
-        t_last = max(delivered) if delivered else time.time()
-        lat = [(stats[i] - accepted[i]) * 1000 for i in accepted if i in stats]
+        wait_started(bus)
+        return measure(port, sink_port, bus.all_pids(), n, label)
     finally:
         stop(bus)
-    eps = len(delivered) / (t_last - t0)
-    print(f"{label:<34} {eps:8.0f} events/s end to end ({len(delivered)}/{n} delivered; "
-          f"accepted at {n / (t_accepted - t0):.0f}/s; p50 {pct(lat, .5):.0f} ms p99 {pct(lat, .99):.0f} ms "
-          f"under saturation)")
-    return {"eps": round(eps), "accept_eps": round(n / (t_accepted - t0)), "delivered": len(delivered)}
+
+
+def wait_started(bus: Bus, timeout: float = 60.0) -> None:
+    """With several processes, every one of them up (the port answers as soon as the first is)."""
+    deadline = time.monotonic() + timeout
+    want = BUS_PROCESSES if BUS_PROCESSES is not None else len(os.sched_getaffinity(0))
+    while len(bus.pids()) < want and want > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def scenario_baseline(folder: Path, sink_port: int, n: int) -> dict[str, Any]:
+    """The minimal non-durable Python flow (BASELINE_APP), measured like the bus."""
+    port = free_port()
+    (folder / "baseline_app.py").write_text(BASELINE_APP)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--port", str(port),
+                             "--log-level", "warning", "--no-access-log"], cwd=folder,
+                            env={**os.environ, "BENCH_SINK": f"http://127.0.0.1:{sink_port}", "BENCH_SECRET": SECRET})
+    try:
+        wait_port(port)
+        return measure(port, sink_port, [proc.pid], n, "minimal Python flow (baseline)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def scenario_latency(folder: Path, sink_port: int, journal: str, broker: str | None, rate: float,
@@ -357,6 +474,7 @@ def scenario_latency(folder: Path, sink_port: int, journal: str, broker: str | N
     routes = write_config(folder, sink_port)
     bus = start_bus(routes, journal, broker, port)
     try:
+        wait_started(bus)
         warm = asyncio.run(blast(port, 100, 4))
         wait_delivered(sink_port, set(warm), 60)
         sink_reset(sink_port)
@@ -425,14 +543,33 @@ def raw_kombu(url: str, n: int) -> float:
             got += 1
             message.ack()
 
-        with conn.Consumer(queue, callbacks=[on_message], prefetch_count=64):
-            while got < n:
-                conn.drain_events(timeout=10)
-        elapsed = time.perf_counter() - t0
-        queue(conn.channel()).delete()
+        try:
+            with conn.Consumer(queue, callbacks=[on_message], prefetch_count=64):
+                while got < n:
+                    conn.drain_events(timeout=10)
+            elapsed = time.perf_counter() - t0
+        finally:
+            bound = queue(conn.channel())
+            bound.delete()
+            bound.exchange.delete()
     rate = n / elapsed
     print(f"{'raw kombu consume+ack (RabbitMQ)':<34} {rate:8.0f} msg/s")
     return rate
+
+
+def drop_topology(broker: str) -> None:
+    """Delete the queues and exchanges the bus declared on the shared RabbitMQ for this run."""
+    from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+    from bus.queue.amqp import AmqpQueue
+
+    parts = urlsplit(broker)
+    name = parse_qs(parts.query)["name"][-1]
+    queue = AmqpQueue(urlunsplit(parts._replace(query="")), name=name)
+    try:
+        queue.delete_topology()
+    finally:
+        queue.close()
 
 
 def reachable(port: int) -> bool:
@@ -443,32 +580,38 @@ def reachable(port: int) -> bool:
         return False
 
 
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}-{hi:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved (baseline, embedded) pairs; ratios are given per pair, as a range")
+    parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-rabbitmq", action="store_true")
     parser.add_argument("--per-request", type=int, default=1,
                         help="events per webhook request (a JSON array, as HubSpot sends); default 1")
-    parser.add_argument("--bus-processes", default="1",
-                        help="ironbus run --processes: bus processes sharing the port and the work "
-                             "(default 1; auto = one per core)")
-    parser.add_argument("--workers", type=int, default=4, help="ironbus run --workers: threads per bus process "
-                                                                "(default 4, the product default)")
+    parser.add_argument("--bus-processes", default=None,
+                        help="ironbus run --processes (default: not given, the bus chooses; auto = one per core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ironbus run --workers (default: not given, the bus chooses)")
     parser.add_argument("--only", choices=["embedded", "rabbitmq", "drain"],
-                        help="run one part: the embedded scenarios, the RabbitMQ + PostgreSQL end-to-end scenarios, "
-                             "or the RabbitMQ drain against raw kombu (default: all)")
+                        help="run one part: the embedded scenarios (with the baseline), the RabbitMQ + PostgreSQL "
+                             "end-to-end scenarios, or the RabbitMQ drain against raw kombu (default: all)")
     parser.add_argument("--drain-events", type=int, default=0,
                         help="events pre-queued for the drain (default: max(2000, events / 2))")
     parser.add_argument("--bus-arg", action="append", default=[],
                         help="extra argument for 'ironbus run', e.g. --bus-arg=--batch=8 (repeatable)")
     args = parser.parse_args()
-    global PER_REQUEST
+    global PER_REQUEST, BUS_PROCESSES, WORKERS
     PER_REQUEST = args.per_request
     BUS_ARGS.extend(args.bus_arg)
-    global BUS_PROCESSES, WORKERS
-    BUS_PROCESSES = (os.cpu_count() or 1) if args.bus_processes == "auto" else int(args.bus_processes)
+    if args.bus_processes is not None:
+        BUS_PROCESSES = len(os.sched_getaffinity(0)) if args.bus_processes == "auto" else int(args.bus_processes)
     WORKERS = args.workers
 
     folder = Path(tempfile.mkdtemp(prefix="ironbus-e2e-"))
@@ -477,14 +620,27 @@ def main() -> None:
     sink = subprocess.Popen([sys.executable, "-m", "uvicorn", "sink_app:app", "--port", str(sink_port),
                              "--log-level", "warning", "--no-access-log"], cwd=folder)
     figures: dict[str, Any] = {"machine_cores": os.cpu_count(), "events_per_request": PER_REQUEST,
-                               "bus_processes": BUS_PROCESSES, "workers_per_process": WORKERS}
+                               "bus_processes": BUS_PROCESSES or "default", "workers_per_process": WORKERS or "default",
+                               "bus_args": BUS_ARGS}
     try:
         wait_port(sink_port)
+        flags = [*BUS_ARGS, *([f"--processes {BUS_PROCESSES}"] if BUS_PROCESSES else []),
+                 *([f"--workers {WORKERS}"] if WORKERS else [])]
         print(f"ironbus end-to-end benchmark ({os.cpu_count()} cores; load generator, bus and sink on this host; "
-              f"{PER_REQUEST} event(s) per webhook request)")
+              f"{PER_REQUEST} event(s) per webhook request; ironbus run {' '.join(flags) or 'with its defaults'})")
         if args.only in (None, "embedded"):
-            figures["embedded"] = scenario_throughput(folder, sink_port, f"sqlite:///{folder}/a.sqlite", None,
-                                                      args.events, "embedded (SQLite)")
+            pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            for r in range(args.rounds):  # interleaved pairs: a burst of load elsewhere hits both alike
+                base = scenario_baseline(folder, sink_port, args.events)
+                bus = scenario_throughput(folder, sink_port, f"sqlite:///{folder}/a{r}.sqlite", None, args.events,
+                                          "embedded (SQLite), defaults")
+                pairs.append((base, bus))
+            ratios = [b["eps"] / a["eps"] for a, b in pairs]
+            figures["baseline"] = {"eps": [a["eps"] for a, _ in pairs],
+                                   "cpu_us_per_event": [a["cpu_us_per_event"] for a, _ in pairs]}
+            figures["embedded"] = {"eps": [b["eps"] for _, b in pairs],
+                                   "cpu_us_per_event": [b["cpu_us_per_event"] for _, b in pairs]}
+            figures["embedded_vs_baseline"] = [round(x, 2) for x in ratios]
             figures["embedded_latency"] = scenario_latency(folder, sink_port, f"sqlite:///{folder}/b.sqlite",
                                                            None, args.rate, args.seconds, "embedded latency")
         if args.only != "embedded" and not args.skip_rabbitmq and reachable(5672) and reachable(5432):
@@ -502,6 +658,9 @@ def main() -> None:
                 if args.only in (None, "rabbitmq"):
                     figures["rabbitmq"] = scenario_throughput(folder, sink_port, journal, broker, args.events,
                                                               "RabbitMQ + PostgreSQL")
+                    if "embedded" in figures:
+                        figures["rabbitmq_vs_embedded"] = round(
+                            figures["rabbitmq"]["eps"] / statistics.median(figures["embedded"]["eps"]), 2)
                     figures["rabbitmq_latency"] = scenario_latency(folder, sink_port, journal, broker, args.rate,
                                                                    args.seconds, "RabbitMQ + PostgreSQL latency")
                 if args.only in (None, "drain"):
@@ -510,15 +669,25 @@ def main() -> None:
                     raw = raw_kombu(amqp, drain_n)
                     figures["raw_kombu_consume"] = round(raw)
                     figures["drain_vs_raw_kombu"] = round(figures["rabbitmq_drain"]["eps"] / raw, 2)
-                    print(f"ratio bus drain / raw kombu consume: {figures['drain_vs_raw_kombu']:.2f}x "
-                          "(target >= 0.5x)")
             finally:
+                drop_topology(broker)
                 with admin.begin() as conn:
                     conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
                 admin.dispose()
+        print("-- figures against their baselines (issue 18 targets)")
         if "embedded" in figures:
-            print(f"embedded end to end: {figures['embedded']['eps']} events/s (target >= 2,000); "
-                  f"p99 at {args.rate:.0f}/s: {figures['embedded_latency']['p99_ms']} ms (target <= 20 ms)")
+            e, b = figures["embedded"], figures["baseline"]
+            print(f"embedded defaults vs minimal flow: {_range(figures['embedded_vs_baseline'])}x "
+                  f"({e['eps']} vs {b['eps']} events/s; target >= 0.6x)")
+            cpu_ratio = [x / y for x, y in zip(e["cpu_us_per_event"], b["cpu_us_per_event"], strict=True)]
+            print(f"bus CPU per delivered event: {e['cpu_us_per_event']} us (target <= 220; minimal flow "
+                  f"{b['cpu_us_per_event']} us; ratio {_range(cpu_ratio)}x)")
+            print(f"p99 accepted -> delivered at {args.rate:.0f}/s: {figures['embedded_latency']['p99_ms']} ms "
+                  "(target <= 10 ms)")
+        if "rabbitmq_vs_embedded" in figures:
+            print(f"RabbitMQ + PostgreSQL end to end vs embedded: {figures['rabbitmq_vs_embedded']}x (target >= 0.8x)")
+        if "drain_vs_raw_kombu" in figures:
+            print(f"RabbitMQ drain vs raw kombu consume: {figures['drain_vs_raw_kombu']}x (target >= 0.75x)")
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(timeout=10)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
-from bus.frontdoor import FrontDoor
+from bus.frontdoor import FrontDoor, Pinned
 from bus.journal import Journal
 from bus.journal.records import DeadLetterRow
 from bus.pipeline import Pipeline
 from bus.queue.base import Queue
-from bus.replay import retry_dead_letters as requeue
 
 __all__ = ["Retried", "retry_dead_letters"]
 
@@ -55,7 +54,11 @@ def retry_dead_letters(journal: Journal, rows: Sequence[DeadLetterRow], queue: Q
     door = FrontDoor(journal, queue, built)
     try:
         if plain:
-            requeue(plain, journal, door)
+            events = {r.event_id: journal.get_event(r.event_id) for r in plain if r.event_id}
+            door.submit([Pinned(r.body, (event.key if (event := events.get(r.event_id)) else None)
+                                if r.event_id else None, r.route, r.target, headers={"redrive": str(r.id)})
+                         for r in plain], "redrive")
+            journal.mark_dead_letters([r.id for r in plain], "retried")
         out.requeued = [r.id for r in plain]
         if followups and built is not None:
             out.followups = redrive(list(followups.values()), built, journal, door)

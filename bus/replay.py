@@ -1,83 +1,128 @@
-"""Sending journaled work through the bus again: ``ironbus replay`` and ``ironbus dlq retry``.
+"""Re-queueing in bulk, in bounded memory: ``ironbus replay`` and ``ironbus dlq retry``.
 
-Both put work back on the bus through the front door (:class:`~bus.frontdoor.FrontDoor`) as
-:class:`~bus.frontdoor.Pinned` messages: a replayed event is pinned to the route asked for (all its routes
-when none is), a retried dead letter to its route and target. Deliveries that already succeeded are skipped
-by the worker (their idempotency keys), unless a replay is forced.
+Both read their selection from the journal in keyset-paginated chunks (:mod:`bus.journal.stream`) and put it
+back on the bus through the front door as :class:`~bus.frontdoor.Pinned` work, in batches, so a million events
+cost a few megabytes and one transaction per batch rather than per event. Each function is the whole loop of
+its command, free of argument parsing, so it can be called from anywhere.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
 
+from bus.console import Progress
 from bus.envelope import Event
-from bus.errors import ConfigError
+from bus.followups import FollowUpLetter, parse_letter
 from bus.frontdoor import FrontDoor, Pinned
-from bus.journal import DeadLetterRow, Journal
-from bus.pipeline import Pipeline
+from bus.journal import Journal
+from bus.journal.stream import (
+    EventSelection,
+    LetterSelection,
+    count_dead_letters,
+    count_events,
+    dead_letter_chunks,
+    event_chunks,
+    event_keys,
+)
 
-__all__ = ["dry_run", "replay", "retry_dead_letters", "select_events"]
+__all__ = ["BATCH", "Requeued", "follow_up_letters", "replay_events", "retry_dead_letters"]
+
+T = TypeVar("T")
+
+#: Messages per publish (one queue transaction and one journal transaction each).
+BATCH = 500
 
 
-def select_events(journal: Journal, *, ids: Sequence[str] | None, key: str | None, route: str | None,
-                  since: float | None, until: float | None) -> list[Event]:
-    """The journaled events to replay, in the order they were received. Raises :class:`ConfigError` when
-    nothing narrows the choice (refusing to replay everything) or an asked-for id is not in the journal."""
-    if not (ids or route or key or since):
-        raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
-    events = journal.events_for(event_ids=ids or None, key=key, route=route, since=since, until=until)
-    if ids:
-        missing = set(ids) - {e.id for e in events}
-        if missing:
-            raise ConfigError(f"no such event(s) in the journal: {', '.join(sorted(missing))}")
-    return events
+def _batch_size(rate: float) -> int:
+    # with a rate limit, about ten batches a second keep the pace even; without one, the largest batch
+    return BATCH if rate <= 0 else max(1, min(BATCH, int(rate / 10)))
 
 
-def replay(events: Sequence[Event], door: FrontDoor, journal: Journal, *, route: str | None, force: bool,
-           rate: float = 0.0, advance: Callable[[], None] | None = None) -> int:
-    """Queue ``events`` again (through ``route`` only, when given), at most ``rate`` per second (0: no
-    limit), and journal an ``ironbus.replayed`` marker for each (caused by it: ``ironbus trace`` shows the
-    replay). ``force`` repeats deliveries that already succeeded. Returns how many were replayed."""
-    interval = 1.0 / rate if rate > 0 else 0.0
-    next_at = time.monotonic()
+def _paced(batches: Iterable[list[T]], rate: float, size: int) -> Iterator[list[T]]:
+    """``batches`` re-cut to ``size`` items each, handed out no faster than ``rate`` items per second."""
+    started, sent = time.monotonic(), 0
+    pending: list[T] = []
+
+    def cut() -> Iterator[list[T]]:
+        nonlocal pending
+        for chunk in batches:
+            pending.extend(chunk)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+    for batch in cut():
+        if rate > 0:
+            wait = started + sent / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # the rate limit the operator asked for
+        sent += len(batch)
+        yield batch
+
+
+def replay_events(journal: Journal, door: FrontDoor, selection: EventSelection, *, route: str | None = None,
+                  force: bool = False, rate: float = 0.0, progress: bool = False) -> int:
+    """Publish every selected event again (through ``route`` only, when given) and journal an
+    ``ironbus.replayed`` marker for each; returns how many. ``rate`` caps events per second (0: none).
+
+    Events received after the replay began are left out, the markers among them: the selection is bounded
+    by the moment it started.
+    """
+    now = time.time()
+    selection = selection._replace(until=now if selection.until is None else min(selection.until, now))
+    bar = Progress(count_events(journal.engine, selection), "replaying", force=progress)
     headers = {"force": "1"} if force else {}
-    for event in events:
-        now = time.monotonic()
-        if now < next_at:
-            time.sleep(next_at - now)  # the rate limit the operator asked for
-        next_at = max(now, next_at) + interval
-        door.submit([Pinned(event.encode(), event.key, route, headers=headers)], "replay")
-        marker = event.caused("ironbus.replayed", "ironbus/cli", {"event_id": event.id, "route": route,
-                                                                 "force": force})
-        journal.record_events([(marker, "replay")])
-        if advance is not None:
-            advance()
-    return len(events)
+    done = 0
+    for batch in _paced(event_chunks(journal.engine, selection), rate, _batch_size(rate)):
+        door.submit([Pinned(e.body, e.key, route, headers=headers) for e in batch], "replay")
+        journal.record_events([
+            (Event(type="ironbus.replayed", source="ironbus/cli", data={"event_id": e.id, "route": route,
+                                                                        "force": force},
+                   correlationid=e.correlationid or "", causationid=e.id, key=e.key), "replay") for e in batch])
+        done += len(batch)
+        bar.advance(len(batch))
+    return done
 
 
-def dry_run(pipeline: Pipeline, events: Sequence[Event], route: str | None) -> list[dict[str, Any]]:
-    """What a replay would do, delivering nothing: per event and route, its status and the deliveries."""
-    out: list[dict[str, Any]] = []
-    for event in events:
-        for result in pipeline.process(event, route=route):
-            entry: dict[str, Any] = {"event_id": event.id, "route": result.route.name, "status": result.status}
-            if result.error is not None:
-                entry["error"] = str(result.error)
-            entry["deliveries"] = [{"target": d.target_name, "idempotency_key": d.idempotency_key,
-                                    "payload": d.payload} for d in result.dispatches]
-            out.append(entry)
+@dataclass
+class Requeued:
+    """What :func:`retry_dead_letters` did: letters re-queued, and the follow-up letters it set aside."""
+
+    count: int = 0
+    followups: list[FollowUpLetter] = field(default_factory=list)
+
+
+def retry_dead_letters(journal: Journal, door: FrontDoor, selection: LetterSelection, *, progress: bool = False,
+                       ) -> Requeued:
+    """Re-queue the selected dead letters with their original bytes and mark them ``retried``, a batch at a
+    time (publish, then mark: a crash in between re-queues a batch twice, which idempotency keys absorb, and
+    never loses one). Follow-up letters (see :mod:`bus.followups`) are not re-queued but returned, for the
+    caller to re-emit."""
+    out = Requeued()
+    bar = Progress(count_dead_letters(journal.engine, selection), "re-queueing", force=progress)
+    for rows in dead_letter_chunks(journal.engine, selection):
+        plain = []
+        for row in rows:
+            letter = parse_letter(row)
+            if letter is None:
+                plain.append(row)
+            else:
+                out.followups.append(letter)
+        for batch in (plain[i:i + BATCH] for i in range(0, len(plain), BATCH)):
+            keys = event_keys(journal.engine, [r.event_id for r in batch if r.event_id])
+            door.submit([Pinned(r.body, keys.get(r.event_id) if r.event_id else None, r.route, r.target,
+                                headers={"redrive": str(r.id)}) for r in batch], "redrive")
+            out.count += journal.mark_dead_letters([r.id for r in batch], "retried")
+        bar.advance(len(rows))
     return out
 
 
-def retry_dead_letters(rows: Sequence[DeadLetterRow], journal: Journal, door: FrontDoor) -> int:
-    """Queue dead letters again, each pinned to its route and target with its event's key, and mark them
-    ``retried``. Returns how many were marked."""
-    events = {r.event_id: journal.get_event(r.event_id) for r in rows if r.event_id}
-    pinned = []
-    for r in rows:
-        event = events.get(r.event_id) if r.event_id else None
-        pinned.append(Pinned(r.body, event.key if event else None, r.route, r.target, headers={"redrive": str(r.id)}))
-    door.submit(pinned, "redrive")
-    return journal.mark_dead_letters([r.id for r in rows], "retried")
+def follow_up_letters(journal: Journal, selection: LetterSelection) -> list[FollowUpLetter]:
+    """The follow-up letters among the selected ones (a check before anything is re-queued)."""
+    return [letter for rows in dead_letter_chunks(journal.engine, selection) for row in rows
+            if (letter := parse_letter(row)) is not None]

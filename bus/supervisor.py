@@ -44,7 +44,9 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 def resolve_processes(text: str) -> int:
     """``--processes`` value: a positive number, or ``auto`` for one per CPU core."""
     if text == "auto":
-        return os.cpu_count() or 1
+        from bus.layout import usable_cpus
+
+        return usable_cpus()
     try:
         value = int(text)
     except ValueError:

@@ -7,34 +7,38 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from bus import telemetry
 from bus.commands.authoring import read_document
 from bus.config import load_config, parse_duration
-from bus.console import Progress, dump_json, table
-from bus.dlqretry import retry_dead_letters
+from bus.console import dump_json, table
 from bus.envelope import Event
 from bus.errors import ConfigError
-from bus.followups import Redriven, parse_letter
+from bus.followups import Redriven, parse_letter, redrive
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal
+from bus.journal.stream import EventSelection, LetterSelection, event_chunks, missing_events
+from bus.layout import default_layout
 from bus.lint import refuse_on_errors
 from bus.outbox import outbox_counts
 from bus.pipeline import Pipeline
 from bus.portlock import claim_port
 from bus.progress import bus_rows, oldest_ready_age, stalled
 from bus.queue.open import open_queue
-from bus.replay import dry_run, select_events
-from bus.replay import replay as replay_events
+from bus.replay import follow_up_letters, replay_events, retry_dead_letters
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
 from bus.supervisor import Supervisor
 from bus.systemstate import read_state
 from bus.tracing import build_trace, render_trace
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["dlq", "journal", "replay", "run", "send", "status", "trace"]
 
@@ -91,7 +95,17 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "process_slot", None) is None:  # a supervised child was checked by its supervisor
         refuse_on_errors(args.routes)
     port = None if args.no_http else (8080 if args.port is None else args.port)
-    processes = getattr(args, "processes", 1)
+    processes = getattr(args, "processes", None)
+    if processes is None or getattr(args, "workers", None) is None or getattr(args, "batch", None) is None:
+        # no tuning flags: the layout comes from the machine and the targets (a broken routes file is
+        # reported here, once, rather than by every process)
+        layout = default_layout(load_config(args.routes))
+        if processes is None:
+            # --port 0 is a different free port in each process: one process, unless asked for more
+            processes = 1 if port == 0 else layout.processes
+        args.workers = layout.workers if getattr(args, "workers", None) is None else args.workers
+        args.batch = layout.batch if getattr(args, "batch", None) is None else args.batch
+        log.info("layout chosen", processes=processes, workers=args.workers, batch=args.batch, why=layout.reason)
     if port and getattr(args, "process_slot", None) is None:
         # one bus per port: a second `ironbus run` fails here instead of sharing the port through SO_REUSEPORT
         claim = claim_port(args.host, port)
@@ -107,9 +121,8 @@ def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
         if port == 0:
             raise ConfigError("--port 0 picks a different free port in each process; with --processes, "
                               "give a fixed --port (or --no-http)")
-        load_config(args.routes)  # a broken routes file is reported once, here, not by every process
-        print(f"ironbus: starting {processes} bus processes with {args.workers} workers each"
-              f"{f' on port {port}' if port else ''}; triggers run in the first. Ctrl-C stops all.",
+        print(f"ironbus: starting {processes} bus processes with {args.workers} workers each (batches of "
+              f"{args.batch}){f' on port {port}' if port else ''}; triggers run in the first. Ctrl-C stops all.",
               file=sys.stderr)
         return Supervisor(processes, run, args).run()
     runtime = Runtime(args.routes, journal=args.journal, broker=args.broker,
@@ -284,6 +297,8 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
             print(f"            'ironbus dlq retry {row.id}' builds it from the stored result with the current "
                   "routes and mappings; it does not call the target again")
         return 0
+    if args.dlq_command == "retry":
+        return _retry(args, journal)
     state = "dead"
     rows = journal.dead_letters(route=args.route, target=args.target, error=args.error, since=_since(args.since),
                                 state=state, limit=args.limit)
@@ -303,20 +318,35 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
         n = journal.mark_dead_letters([r.id for r in rows], "purged")
         print(f"purged {n} dead letter(s)")
         return 0
-    if any(parse_letter(r) is not None for r in rows) and not args.routes.is_file():
-        followups = sorted(r.id for r in rows if parse_letter(r) is not None)
-        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(map(str, followups))} are "
-                          "follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
+    raise ConfigError(f"dlq: unknown action {args.dlq_command!r}")
+
+
+def _retry(args: argparse.Namespace, journal: Journal) -> int:
+    """``dlq retry``: stream the matching letters back onto the bus (see :func:`bus.replay.retry_dead_letters`),
+    then re-emit the follow-ups of follow-up letters from their stored results."""
+    selection = LetterSelection(ids=args.ids) if args.ids else LetterSelection(
+        route=args.route, target=args.target, error=args.error, since=_since(args.since), limit=args.limit)
+    if not args.routes.is_file():
+        followups = follow_up_letters(journal, selection)
+        if followups:
+            raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(str(f.id) for f in followups)} "
+                              "are follow-ups not emitted, rebuilt with the routes file that emits them (use --routes)")
     queue = open_queue(broker_url(args.broker), journal)
+    pipeline = _pipeline(args.routes, journal)
+    door = FrontDoor(journal, queue, pipeline)
+    redriven: Redriven | None = None
     try:
-        done = retry_dead_letters(journal, rows, queue, lambda: _pipeline(args.routes, journal))
+        done = retry_dead_letters(journal, door, selection)
+        if done.count or not done.followups:
+            print(f"re-queued {done.count} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what "
+                  "fails again")
+        if done.followups and pipeline is not None:
+            redriven = redrive(done.followups, pipeline, journal, door)
     finally:
+        door.close()
         queue.close()
-    if done.requeued or done.followups is None:
-        print(f"re-queued {len(done.requeued)} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' "
-              "what fails again")
-    _report_followups(done.followups)
-    return 1 if done.followups and done.followups.failed else 0
+    _report_followups(redriven)
+    return 1 if redriven is not None and redriven.failed else 0
 
 
 def _report_followups(done: Redriven | None) -> None:
@@ -337,30 +367,43 @@ def replay(args: argparse.Namespace) -> int:
         raise ConfigError("replay needs event ids, --route, --key or --since (refusing to replay everything)")
     journal = Journal(existing_journal(args.journal))
     try:
-        events = select_events(journal, ids=args.ids, key=args.key, route=args.route, since=_since(args.since),
-                               until=_since(args.until))
+        selection = EventSelection(event_ids=args.ids or None, key=args.key, route=args.route,
+                                   since=_since(args.since), until=_since(args.until))
+        if args.ids:
+            missing = missing_events(journal.engine, args.ids)
+            if missing:
+                raise ConfigError(f"no such event(s) in the journal: {', '.join(sorted(missing))}")
         pipeline = Pipeline(load_config(args.routes), xref=journal.xref)
         route = args.to_route or args.route
         if args.dry_run:
+            events = (Event.decode(e.body) for chunk in event_chunks(journal.engine, selection) for e in chunk)
             return _dry_run(pipeline, events, route, args.json)
         queue = open_queue(broker_url(args.broker), journal)
         door = FrontDoor(journal, queue, pipeline)
         try:
-            progress = Progress(len(events), "replaying")
-            replay_events(events, door, journal, route=route, force=args.force, rate=args.rate,
-                          advance=progress.advance)
+            n = replay_events(journal, door, selection, route=route, force=args.force, rate=args.rate)
         finally:
             door.close()
             queue.close()
-        print(f"replayed {len(events)} event(s)" + (f" through route {route!r}" if route else "")
+        print(f"replayed {n} event(s)" + (f" through route {route!r}" if route else "")
               + ("" if args.force else "; deliveries that already succeeded are skipped (use --force to repeat)"))
         return 0
     finally:
         journal.close()
 
 
-def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json: bool) -> int:
-    out = dry_run(pipeline, events, route)
+def _dry_run(pipeline: Pipeline, events: Iterable[Event], route: str | None, as_json: bool) -> int:
+    out: list[dict[str, Any]] = []
+    count = 0
+    for event in events:
+        count += 1
+        for result in pipeline.process(event, route=route):
+            entry: dict[str, Any] = {"event_id": event.id, "route": result.route.name, "status": result.status}
+            if result.error is not None:
+                entry["error"] = str(result.error)
+            entry["deliveries"] = [{"target": d.target_name, "idempotency_key": d.idempotency_key,
+                                    "payload": d.payload} for d in result.dispatches]
+            out.append(entry)
     if as_json:
         dump_json(out)
     else:
@@ -370,7 +413,7 @@ def _dry_run(pipeline: Pipeline, events: list[Event], route: str | None, as_json
             for d in entry["deliveries"]:
                 print(f"    would deliver to {d['target']}:")
                 dump_json(d["payload"])
-        print(f"dry run: {len(events)} event(s), nothing delivered")
+        print(f"dry run: {count} event(s), nothing delivered")
     return 0
 
 

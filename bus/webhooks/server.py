@@ -72,6 +72,9 @@ class WebhookServer:
             raise RuntimeError("WebhookServer is already running")
         sock = self._bind()
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
+                                # the app applies its own trust_proxy policy to X-Forwarded-*: uvicorn must not
+                                # rewrite scheme and client first (and the middleware costs on every request)
+                                proxy_headers=False,
                                 timeout_graceful_shutdown=math.ceil(self.graceful_timeout), backlog=self.backlog,
                                 http=self.http, loop=self.loop)
         server = uvicorn.Server(config)
