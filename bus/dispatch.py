@@ -17,13 +17,21 @@ their filter run. The result is exactly what evaluating every filter would give:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
+from bus.envelope import Event
 from bus.exprcompile import ClosureCompiler, Compiled, default_functions
 
-if TYPE_CHECKING:
-    from bus.envelope import Event
-    from bus.pipeline import CompiledRoute, RouteResult
+
+class Filtered(Protocol):
+    """A compiled route as the dispatch sees it: its filter (an expression with its parsed ``ast``) or None."""
+
+    @property
+    def filter(self) -> Any: ...
+
+
+R = TypeVar("R", bound=Filtered)  # a compiled route (bus.pipeline.CompiledRoute)
+T = TypeVar("T")  # what a route makes of an event (bus.pipeline.RouteResult)
 
 __all__ = ["MIN_ROUTES", "RouteDispatch", "equality_prefix"]
 
@@ -105,10 +113,10 @@ class _Group:
         self.buckets: dict[IndexKey, list[int]] = {}
 
 
-class RouteDispatch:
+class RouteDispatch(Generic[R, T]):
     """The routes of one event type, with their filters compiled into one dispatch (see the module doc)."""
 
-    def __init__(self, routes: Sequence[CompiledRoute], filtered: Callable[[CompiledRoute], RouteResult]) -> None:
+    def __init__(self, routes: Sequence[R], filtered: Callable[[R], T]) -> None:
         self.routes = list(routes)
         # a filtered result carries nothing but its route: made once, shared by every event (read-only)
         self._filtered = [filtered(r) for r in self.routes]
@@ -154,8 +162,7 @@ class RouteDispatch:
             found.sort()
         return found
 
-    def process(self, event: Event, target: str | None,
-                run: Callable[[CompiledRoute, Event, str | None], RouteResult]) -> list[RouteResult]:
+    def process(self, event: Event, target: str | None, run: Callable[[R, Event, str | None], T]) -> list[T]:
         """Every route's result in route order: ``run(route, event, target)`` for the candidates, "filtered"
         for the rest."""
         candidates = self.candidates(event.data)

@@ -46,7 +46,6 @@ def usable_cpus() -> int:
 
 def _serial_targets(config: Config) -> list[str]:
     """The target systems whose adapter makes one call at a time (no ``call_many`` of its own)."""
-    from adapters.base import Adapter
     from bus.plugins import load_adapter_class
 
     systems = {t.system for route in config.routes for t in route.targets}
@@ -60,7 +59,7 @@ def _serial_targets(config: Config) -> list[str]:
         except IronbusError:
             serial.append(name)  # unknown adapter: the runtime says so; assume the cautious layout meanwhile
             continue
-        if cls.call_many is Adapter.call_many:
+        if not cls.groups_calls:
             serial.append(name)
     return serial
 
