@@ -3,6 +3,7 @@ purchasing transaction sets 850, 855, 856, 860, 865."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -98,13 +99,13 @@ class X12Standard:
             return self._interchange(partner, when, control, [ta1], 0, ack_requested=False)
         sets = []
         for group in ic.groups:
-            body: list[RawSegment] = [("AK1", [group.functional_id, group.control])]
+            body: list[RawSegment] = [("AK1", [_echo(group.functional_id), _echo(group.control)])]
             accepted = 0
             for message in group.messages:
-                body.append(("AK2", [message.code, message.control]))
+                body.append(("AK2", [_echo(message.code), _echo(message.control)]))
                 for p in message.problems:
                     if p.tag:
-                        body.append(("AK3", [p.tag, str(p.position), "", p.code]))
+                        body.append(("AK3", [_echo(p.tag), str(p.position), "", p.code]))
                 if message.ok:
                     accepted += 1
                     body.append(("AK5", ["A"]))
@@ -150,3 +151,9 @@ def _hhmm(iso: str) -> str:
 
 
 X12 = X12Standard()
+
+
+def _echo(value: object) -> str:
+    """A value of the partner's document echoed in our acknowledgement: identifiers only (letters, digits), so a
+    broken document whose tag or control number holds one of our separators still gets its 997."""
+    return re.sub(r"[^0-9A-Za-z]", "", str(value))
