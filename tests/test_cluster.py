@@ -81,7 +81,8 @@ def test_two_bus_processes_share_triggers_dedup_and_fail_over(tmp_path: Path, po
             logs = [(tmp_path / f"bus{i}.log").open("wb") for i in range(2)]
             procs = [subprocess.Popen([sys.executable, "-m", "cli", "run", "--routes", str(routes), "--journal",
                                        journal, "--broker", backend.broker or "", "--port", str(port),
-                                       "--workers", "2"], cwd=ROOT, env=env, stdout=log, stderr=log)
+                                       "--workers", "2", "--processes", "1"],  # one process per `ironbus run`
+                                      cwd=ROOT, env=env, stdout=log, stderr=log)
                      for port, log in zip(ports, logs, strict=True)]
             try:
                 for port in ports:
