@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, operation, trigger
-from adapters.tryton import masterdata, purchases, sales
+from adapters.tryton import demand, masterdata, procurement, purchases, sales
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.inbound import Poller
 from bus.errors import DeliveryError
@@ -117,6 +117,17 @@ class TrytonAdapter(Adapter):
         """Purchase orders created or changed (with lines and delivery dates)."""
         return self.poller.poll("purchase.purchase", Poller.PURCHASE_FIELDS, watermark, self.poller.purchases)
 
+    @trigger(kind="poll", interval=5.0)
+    def served_orders_changed(self, watermark: str | None) -> PollResult:
+        """Purchases the bus placed, once per customer order they serve (only that order's lines, with what the
+        incoming moves still promise): where a supplier issue fans out to every affected order."""
+        return procurement.served_orders(self.purchases_changed(watermark))
+
+    @trigger(kind="poll", interval=5.0)
+    def grouped_purchases_due(self, watermark: str | None) -> PollResult:
+        """Grouped purchases whose collection window has passed and that wait to be released (confirmed)."""
+        return procurement.grouped_purchases_due(self.client, self.store, watermark)
+
     @trigger(kind="poll", interval=30.0)
     def parties_changed(self, watermark: str | None) -> PollResult:
         """Parties (customers, suppliers) created or changed, with addresses."""
@@ -137,7 +148,7 @@ class TrytonAdapter(Adapter):
     @operation()
     def update_demand(self, call: Call) -> Outcome:
         """SCM: make the sale(s) for a customer order match its demand and confirm them."""
-        return sales.update_demand(self.client, call)
+        return demand.update_demand(self.client, call)
 
     @operation()
     def add_sale_note(self, call: Call) -> Outcome:
@@ -158,6 +169,17 @@ class TrytonAdapter(Adapter):
     def create_purchase(self, call: Call) -> Outcome:
         """SRM: create, quote and confirm a purchase order (once per reference)."""
         return purchases.create_purchase(self.client, call)
+
+    @operation()
+    def procure(self, call: Call) -> Outcome:
+        """SRM: make the purchase line serving one request of a customer order match it (create, group, amend;
+        args ``grouping: order|supplier``, ``window``)."""
+        return procurement.procure(self.client, self.store, call)
+
+    @operation()
+    def release_purchase(self, call: Call) -> Outcome:
+        """SRM: confirm a grouped purchase whose collection window has passed."""
+        return procurement.release_purchase(self.client, self.store, call)
 
     @operation()
     def update_purchase(self, call: Call) -> Outcome:
