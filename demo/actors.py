@@ -121,6 +121,15 @@ class SalesRep:
         """Cancel a quotation (Tryton cancels only sales that are not confirmed)."""
         self.client.model("sale.sale", "cancel", [sale])
 
+    def set_contact(self, customer: int, email: str, language: str | None = None) -> None:
+        """The customer's e-mail address (a contact mechanism) and language, as a CRM user records them."""
+        self.client.create("party.contact_mechanism", [{"party": customer, "type": "email", "value": email}])
+        if language:
+            langs = self.client.search("ir.lang", [["code", "=", language]], limit=1)
+            if not langs:
+                raise LookupError(f"the CRM has no language {language!r}")
+            self.client.write("party.party", [customer], {"lang": langs[0]})
+
     def read(self, sale: int) -> dict[str, Any]:
         return self.client.read("sale.sale", [sale], ["number", "state", "comment", "shipping_date"])[0]
 
@@ -132,9 +141,12 @@ class Supplier:
         self.srm = srm
 
     def purchases_for(self, order_id: str) -> list[dict[str, Any]]:
+        """The purchases with a line serving ``order_id`` (a grouped purchase serves several orders)."""
+        served = {line["purchase"] for line in self.srm.client.search_read(
+            "purchase.line", [["note", "like", f"serves {order_id}/%"]], ["purchase"])}
         rows: list[dict[str, Any]] = self.srm.client.search_read(
-            "purchase.purchase", [["reference", "like", f"{order_id}/%"]],
-            ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")])
+            "purchase.purchase", [["id", "in", sorted(served)]],
+            ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")]) if served else []
         return rows
 
     def delivery_date(self, purchase: int) -> dt.date:

@@ -22,6 +22,7 @@ from bus.journal import Journal
 from bus.runtime import Runtime, RuntimeOptions
 from bus.tracing import build_trace, render_trace
 from demo.masterdata import Codes, XrefLink, create_in_owners, provision, write_xref_csv
+from demo.smtp import MailServer
 from tryton import tryton_env
 
 __all__ = ["REPO", "Stack", "wait_for"]
@@ -64,6 +65,7 @@ class Stack:
         self.adapters: dict[str, TrytonAdapter] = {}
         self.runtime: Runtime | None = None
         self.links: list[XrefLink] = []
+        self.mail: MailServer | None = None
 
     # -- Tryton ------------------------------------------------------------------------------------------------
     def start_tryton(self) -> tryton_env.TrytonServer:
@@ -109,12 +111,20 @@ class Stack:
             raise RuntimeError(f"ironbus xref import {path} failed with exit code {code}")
         return path
 
+    # -- mail ------------------------------------------------------------------------------------------------------
+    def start_smtp(self) -> MailServer:
+        """A local SMTP server (free port) whose mailbox is ``<work>/mail``; start it before the bus."""
+        self.mail = MailServer(self.work / "mail").start()
+        return self.mail
+
     # -- the bus -----------------------------------------------------------------------------------------------
     def start_bus(self, routes: Path | None = None) -> Runtime:
         """Load ``routes.yaml`` against this stack's server and outbox, and start the bus in-process."""
         assert self.server is not None, "start_tryton() first"
         os.environ["TRYTON_URL"] = self.server.url
         os.environ["IRONBUS_OUTBOX"] = str(self.outbox)
+        if self.mail is not None:
+            os.environ["SMTP_HOST"], os.environ["SMTP_PORT"] = "127.0.0.1", str(self.mail.port)
         config = load_config(routes or self.routes)
         self.runtime = Runtime(config, journal=self.journal_url,
                                options=RuntimeOptions(workers=self.workers, port=None, triggers=True))
@@ -152,6 +162,11 @@ class Stack:
                 except Exception as exc:  # closing is best effort; the server may already be gone
                     log.debug("adapter close failed", system=adapter.system, error=str(exc))
             self.adapters.clear()
-            if self.server is not None:
-                self.server.stop()
-                self.server = None
+            try:
+                if self.server is not None:
+                    self.server.stop()
+                    self.server = None
+            finally:
+                if self.mail is not None:
+                    self.mail.stop()
+                    self.mail = None

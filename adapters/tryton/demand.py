@@ -126,6 +126,13 @@ def _move_dates(client: TrytonClient, sale_ids: list[int], shipping_date: dt.dat
     return bool(moved)
 
 
+def _settle_dates(client: TrytonClient, sale_ids: list[int], shipping: dt.date | None) -> None:
+    """The requested date on every pending move (supply on sale may plan them for today), then the requests
+    follow their lines (quantity; touched when a date moved, so the SRM hears of it)."""
+    moved = _move_dates(client, sale_ids, shipping) if shipping is not None else False
+    _follow_requests(client, sale_ids, touch=moved)
+
+
 def _outcome(client: TrytonClient, reference: str, sale_ids: list[int], **extra: Any) -> Outcome:
     main = sale_ids[0] if sale_ids else None
     row = client.read("sale.sale", [main], ["number", "state", "party"])[0] if main else {}
@@ -161,6 +168,7 @@ def update_demand(client: TrytonClient, call: Call) -> Outcome:
             return _outcome(client, reference, [], cancelled=cancel)
         sale = client.create("sale.sale", [{**values, "lines": [["create", lines]]}])[0]
         _confirm(client, sale, p.op)
+        _settle_dates(client, [sale], shipping)
         return _outcome(client, reference, [sale], created=True)
 
     opened = [s for s in live if s["state"] in _OPEN]
@@ -174,6 +182,7 @@ def update_demand(client: TrytonClient, call: Call) -> Outcome:
             return _outcome(client, reference, [main["id"]], cancelled=True)
         _rewrite_open(client, main, values, lines)
         _confirm(client, main["id"], p.op)
+        _settle_dates(client, [main["id"]], shipping)
         return _outcome(client, reference, [main["id"]], created=False)
 
     # Confirmed: amend. An open leftover (a confirm that failed earlier) is folded into the amendment's plan.
@@ -210,8 +219,7 @@ def update_demand(client: TrytonClient, call: Call) -> Outcome:
                                                   "lines": [["create", extra]]}])[0]
         _confirm(client, supplement, p.op)
         sale_ids.append(supplement)
-    moved = _move_dates(client, sale_ids, shipping) if shipping is not None else False
-    _follow_requests(client, sale_ids, touch=moved)
+    _settle_dates(client, sale_ids, shipping)
     if refused:
         log.info("tryton.demand_refused", reference=reference, refused=refused, event_id=call.event.id)
     return _outcome(client, reference, sale_ids, created=False, amended=amended, supplement=supplement,

@@ -121,10 +121,24 @@ def _confirm(client: TrytonClient, sale: int, op: str) -> str:
 
 
 def _result(client: TrytonClient, sale: int, **extra: Any) -> Outcome:
-    row = client.read("sale.sale", [sale], ["number", "reference", "state", "party"])[0]
-    # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification.
+    row = client.read("sale.sale", [sale], ["number", "reference", "state", "party", "party.email",
+                                            "party.lang", "total_amount", "currency.code"])[0]
+    party = row.get("party.") or {}
+    lang = party.get("lang")
+    language = client.read("ir.lang", [lang], ["code"])[0]["code"] if lang else None
+    # The order as the customer sees it now (name, quantity, unit per line; total): what a message to them says.
+    lines = [{"product": (r.get("product.") or {}).get("name"), "quantity": r.get("quantity"),
+              "unit": (r.get("unit.") or {}).get("symbol")}
+             for r in client.search_read("sale.line", [["sale", "=", sale], ["type", "=", "line"]],
+                                         ["product.name", "quantity", "unit.symbol"], order=[("sequence", "ASC"),
+                                                                                            ("id", "ASC")])]
+    # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification; its
+    # e-mail and language (the CRM knows how to reach the customer and in which words).
     result = {"id": sale, "number": row.get("number"), "reference": row.get("reference"), "state": row["state"],
-              "party": row.get("party"), **extra}
+              "party": row.get("party"), "party_email": party.get("email") or None,
+              "party_language": language, "lines": [x for x in lines if x["quantity"]],
+              "total_amount": row.get("total_amount"), "currency": (row.get("currency.") or {}).get("code"),
+              **extra}
     return Outcome(result=plain(result), reference=row.get("number") or str(sale))
 
 
