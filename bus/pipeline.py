@@ -222,11 +222,15 @@ class Pipeline:
 
     def run_route(self, route: CompiledRoute, event: Event, target: str | None = None) -> RouteResult:
         """Filter, map and validate ``event`` for one route; ``target`` limits it to one target."""
-        if route.filter is not None and not _truthy(route.filter.search(event.data)):
+        # A group released by this route's aggregate step (bus.aggregate) was filtered, mapped and validated
+        # when it was gathered: it goes to the targets as it is.
+        released = event.extensions.get("ibaggregate") == route.name
+        if not released and route.filter is not None and not _truthy(route.filter.search(event.data)):
             return RouteResult(route, "filtered")
         try:
-            data = route.mapping.apply(event.data, event=event) if route.mapping is not None else event.data
-            if route.validate is not None:
+            data = route.mapping.apply(event.data, event=event) \
+                if route.mapping is not None and not released else event.data
+            if route.validate is not None and not released:
                 route.validate(data)
             key = route.key.search(data) if route.key is not None else event.key
             sequence = route.sequence.search(data) if route.sequence is not None else event.sequence
@@ -254,6 +258,7 @@ class Pipeline:
 
     def process(self, event: Event, *, route: str | None = None, target: str | None = None) -> list[RouteResult]:
         """Every matching route's result for one event (no I/O)."""
+        route = route or event.extensions.get("ibaggregate")  # a released group goes back to its own route only
         return [self.run_route(r, event, target) for r in self.routes_for(event.type, route)]
 
     def follow_up(self, dispatch: Dispatch, result: Any) -> Event | None:

@@ -20,6 +20,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Outcome
 from bus import metrics
+from bus.aggregate import Aggregator
 from bus.bulk import BulkItem, BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
@@ -88,7 +89,8 @@ class Worker:
 
     def __init__(self, *, pipeline: Pipeline, adapters: Mapping[str, Adapter], journal: Journal, queue: Queue,
                  ingest: Ingest, protections: Protections | None = None, batch_size: int = 32,
-                 stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None) -> None:
+                 stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None,
+                 aggregator: Aggregator | None = None) -> None:
         self.pipeline = pipeline
         self.adapters = adapters
         self.journal = journal
@@ -101,6 +103,7 @@ class Worker:
         self.stats = WorkerStats()
         self.sequences = SequenceGuard(journal)
         self.lanes = lanes
+        self.aggregator = aggregator  # the routes' aggregate steps (bus.aggregate), when any route has one
 
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -209,6 +212,8 @@ class Worker:
         if lease.message.target == WHOLE_ROUTE:  # it waited for master data and maps now: that wait is over
             batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, WHOLE_ROUTE), event.id,
                                                 route.name, WHOLE_ROUTE, "mapped"))
+        if self.aggregator is not None and self.aggregator.gathers(event, result, batch.updates):
+            return  # gathered into its group: the group is delivered as one event (bus.aggregate)
         for dispatch in result.dispatches:
             if dispatch.idempotency_key in done and not force:
                 self.stats.skipped += 1

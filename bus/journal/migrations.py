@@ -50,7 +50,11 @@ def _v4_adapter_state(conn: Connection) -> None:
     tables.adapter_state.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state]
+def _v5_aggregate_items(conn: Connection) -> None:
+    tables.aggregate_items.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_aggregate_items]
 
 
 def current_version(conn: Connection) -> int:

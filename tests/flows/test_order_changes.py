@@ -220,5 +220,5 @@ def test_a_decrease_after_the_goods_arrived_is_refused_and_told(stack: Stack) ->
              TIMEOUT)
     assert "4 C62 bought beyond the order" in crm_comment(stack, sale)
     [notice] = wait_for("the refusal notice", lambda: notices(stack, sale.order_id, "order_change_refused"), TIMEOUT)
-    assert "stays at 9" in notice["body"] and "asked for 5" in notice["body"]
+    assert "W-100 stays at 9 (you asked for 5)" in notice["body"]
     assert srm_procured(stack, sale.order_id) == {"W-100": 9}
