@@ -205,7 +205,10 @@ class Worker:
             target = lease.message.target or "*"
             batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, target), event.id, route.name,
                                                 target, "invalid", error=reason, error_kind="permanent"))
-            batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, lease.message.target))
+            # the letter names what was attempted: the whole route ("*": it failed before any target) and how
+            # often it was tried (a wait for master data parks it and maps it again)
+            batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, target, "permanent",
+                                            lease.message.parks + 1))
             metrics.delivery(route.name, target, "dead")
             self.stats.dead += 1
             return

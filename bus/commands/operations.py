@@ -231,10 +231,20 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
     queue = open_queue(broker_url(args.broker), journal)
     try:
         events = {r.event_id: journal.get_event(r.event_id) for r in rows if r.event_id}
+        keyer = pipeline or (_pipeline(args.routes, journal) if rows else None)
         messages = []
         for r in rows:
             event = events.get(r.event_id) if r.event_id else None
-            messages.append(Message(body=r.body, key=event.key if event else None, route=r.route, target=r.target,
+            body = r.body
+            if event is not None and event.key is None and keyer is not None:
+                # An event whose key could not be computed when it arrived (its route's mapping failed, e.g. on
+                # an unlinked customer) gets it now that it maps: the retry and what follows it stay with the
+                # business key in `trace --key`.
+                keyed = keyer.assign_key(event)
+                if keyed.key is not None:
+                    _set_event_key(journal, event.id, keyed.key)
+                    event, body = keyed, keyed.encode()
+            messages.append(Message(body=body, key=event.key if event else None, route=r.route, target=r.target,
                                     headers={"redrive": str(r.id)}))
         if messages:
             queue.publish(messages)
@@ -246,6 +256,17 @@ def _dlq(args: argparse.Namespace, journal: Journal) -> int:
     finally:
         queue.close()
     return 1 if redriven and redriven.failed else 0
+
+
+def _set_event_key(journal: Journal, event_id: str, key: str) -> None:
+    import sqlalchemy as sa
+
+    from bus.journal import tables
+    from bus.journal.engine import write
+
+    with write(journal.engine) as conn:
+        conn.execute(sa.update(tables.events).where(tables.events.c.id == event_id, tables.events.c.key.is_(None))
+                     .values(key=key))
 
 
 def _redrive_followups(letters: list[FollowUpLetter], pipeline: Pipeline | None, journal: Journal,

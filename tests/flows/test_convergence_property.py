@@ -107,7 +107,7 @@ def apply(rep: SalesRep, products: dict[str, int], order: Order, step: Step) -> 
                 order.quantities[code] = qty
 
 
-@settings(max_examples=3, deadline=None, derandomize=True, database=None,
+@settings(max_examples=6, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(scenario=scenarios)
