@@ -37,7 +37,7 @@ NOTE = re.compile(r"serves (?P<order>[^/\s]+)/(?P<request>\S+) by (?P<date>\d{4}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 # One grouped purchase per supplier at a time: two orders' requests handled by two workers must not open two.
-_GROUPING = threading.Lock()
+_GROUPING = threading.RLock()
 
 
 def parse_note(note: str | None) -> dict[str, Any] | None:
@@ -163,11 +163,19 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
         if line is not None:
             state = line["purchase."]["state"]
             if state in _OPEN:
-                _edit_open(client, line, quantity, date, note)
-                purchase = line["purchase"]
-                still = client.read("purchase.purchase", [purchase], ["state"])[0]["state"]
-                return _outcome(client, purchase if still != "cancelled" else None, order, request, quantity,
-                                created=False)
+                try:
+                    _edit_open(client, line, quantity, date, note)
+                except PermanentError:
+                    # Released (confirmed) by another process between our read and our write: amend it instead.
+                    fresh = _find_line(client, order, request)
+                    if fresh is None or fresh["purchase."]["state"] in _OPEN:
+                        raise
+                    line, state = fresh, fresh["purchase."]["state"]
+                else:
+                    purchase = line["purchase"]
+                    still = client.read("purchase.purchase", [purchase], ["state"])[0]["state"]
+                    return _outcome(client, purchase if still != "cancelled" else None, order, request, quantity,
+                                    created=False)
             if state == "processing":
                 refused = _amend(client, line, quantity, date, note, order, request)
                 return _outcome(client, line["purchase"], order, request, quantity, created=False,
@@ -203,7 +211,7 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
             client.model("purchase.purchase", "quote", [purchase])
             created = False
         if window <= 0:
-            release_purchase(client, store, Call(call.event, {"purchase": purchase}, call.idempotency_key))
+            _release(client, store, purchase, p.op)
         return _outcome(client, purchase, order, request, quantity, created=created, grouped=True)
 
 
@@ -236,11 +244,16 @@ def release_purchase(client: TrytonClient, store: AdapterStore, call: Call) -> O
     """Confirm a grouped purchase whose window has passed (idempotent: a confirmed one stays as it is)."""
     p = Payload("release_purchase", call.payload)
     purchase = p.ref("purchase") or p.req_ref("id")
+    with _GROUPING:  # not while a request of this process is being added to or edited on it
+        return _release(client, store, purchase, p.op)
+
+
+def _release(client: TrytonClient, store: AdapterStore, purchase: int, op: str) -> Outcome:
     rows = client.search_read("purchase.purchase", [["id", "=", purchase]], ["state", "party"])
     if not rows:
         raise PermanentError(f"tryton.release_purchase: no purchase {purchase}")
     if rows[0]["state"] in _OPEN:
-        _confirm(client, purchase, p.op)
+        _confirm(client, purchase, op)
     store.put(f"release:{purchase}", None)
     if store.get(f"group:{rows[0]['party']}") == str(purchase):
         store.put(f"group:{rows[0]['party']}", None)
