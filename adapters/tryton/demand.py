@@ -25,6 +25,7 @@ from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
 from adapters.tryton.sales import _OPEN, _confirm, _header, _rewrite_open, _wanted_lines
+from bus.errors import PermanentError
 
 __all__ = ["update_demand"]
 
@@ -53,6 +54,18 @@ def _frozen_lines(client: TrytonClient, sale_ids: list[int]) -> list[dict[str, A
                               if m in moves and moves[m]["state"] == "done"
                               and (moves[m].get("to_location.") or {}).get("type") == "customer")
     return lines
+
+
+def _process_stuck(client: TrytonClient, sale_ids: list[int], op: str) -> None:
+    """Sales left 'confirmed' (Tryton stopped before its queued processing ran) are processed now: only a
+    processing sale can be amended."""
+    if not sale_ids:
+        return
+    client.model("sale.sale", "process", sale_ids)
+    stuck = [r["id"] for r in client.read("sale.sale", sale_ids, ["state"]) if r["state"] == "confirmed"]
+    if stuck:
+        raise PermanentError(f"tryton.{op}: sale(s) {stuck} stay 'confirmed' after processing (see the SCM's "
+                             "ir.error records); they cannot be amended")
 
 
 def _allocate(lines: list[dict[str, Any]], target: float) -> tuple[dict[int, float], float]:
@@ -188,6 +201,7 @@ def update_demand(client: TrytonClient, call: Call) -> Outcome:
     # Confirmed: amend. An open leftover (a confirm that failed earlier) is folded into the amendment's plan.
     if opened:
         client.model("sale.sale", "cancel", [s["id"] for s in opened])
+    _process_stuck(client, [s["id"] for s in frozen if s["state"] == "confirmed"], p.op)
     sale_ids = [s["id"] for s in frozen]
     current = _frozen_lines(client, sale_ids)
     new: dict[int, float] = {}

@@ -176,6 +176,9 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
                     still = client.read("purchase.purchase", [purchase], ["state"])[0]["state"]
                     return _outcome(client, purchase if still != "cancelled" else None, order, request, quantity,
                                     created=False)
+            if state == "confirmed":  # Tryton stopped before its queued processing ran: process it now
+                client.model("purchase.purchase", "process", [line["purchase"]])
+                state = client.read("purchase.purchase", [line["purchase"]], ["state"])[0]["state"]
             if state == "processing":
                 refused = _amend(client, line, quantity, date, note, order, request)
                 return _outcome(client, line["purchase"], order, request, quantity, created=False,
