@@ -121,7 +121,7 @@ def test_supplier_delay_then_shortfall_reach_the_crm_and_the_customer(stack: Sta
     supplier.deliver_less_on_line(purchase["id"], line["id"], 5)
     # Then the customer hears about a partial delivery
     [partial] = wait_for("the partial notice", lambda: notices(stack, "order_partial-", sale.order_id), TIMEOUT)
-    assert partial["subject"] == f"Your order {sale.order_id}: partial delivery"
+    assert partial["subject"] == f"Partial delivery for order {sale.order_id}"
     scm = stack.adapters["scm"].client
     [scm_sale] = scm.search_read("sale.sale", [["reference", "=", sale.order_id]], ["comment"])
     assert f"promised date {later.isoformat()}" in scm_sale["comment"]
