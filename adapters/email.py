@@ -101,9 +101,7 @@ class EmailAdapter(Adapter):
         "required": ["host", "from"],
         "properties": {
             "host": {"type": "string", "minLength": 1, "description": "SMTP relay host name."},
-            "port": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
-                               # a port from the environment (`${SMTP_PORT:-25}`) arrives as text
-                               {"type": "string", "pattern": "^[0-9]{1,5}$"}],
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535,
                      "description": "Default 587 for starttls, 465 for ssl, 25 for none."},
             "security": {"enum": ["starttls", "ssl", "none"], "default": "starttls"},
             "verify_tls": {"type": "boolean", "default": True, "description": "Check the relay's certificate."},

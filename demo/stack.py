@@ -7,6 +7,7 @@ folder from ``TRYTON_URL`` and ``IRONBUS_OUTBOX``, which :meth:`Stack.start_bus`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -123,9 +124,12 @@ class Stack:
         assert self.server is not None, "start_tryton() first"
         os.environ["TRYTON_URL"] = self.server.url
         os.environ["IRONBUS_OUTBOX"] = str(self.outbox)
-        if self.mail is not None:
-            os.environ["SMTP_HOST"], os.environ["SMTP_PORT"] = "127.0.0.1", str(self.mail.port)
         config = load_config(routes or self.routes)
+        if self.mail is not None and "mail" in config.systems:
+            # the shipped routes send customer e-mail through the `mail` system: to this stack's SMTP server
+            mail = config.systems["mail"]
+            config = dataclasses.replace(config, systems={**config.systems, "mail": dataclasses.replace(
+                mail, settings={**mail.settings, "host": "127.0.0.1", "port": self.mail.port})})
         self.runtime = Runtime(config, journal=self.journal_url,
                                options=RuntimeOptions(workers=self.workers, port=None, triggers=True))
         self.runtime.start()

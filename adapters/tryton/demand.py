@@ -158,7 +158,7 @@ def _outcome(client: TrytonClient, reference: str, sale_ids: list[int], **extra:
                              order=[("id", "ASC")]) if sale_ids else []
     result = {"id": main, "number": row.get("number"), "reference": reference, "state": row.get("state"),
               "party": row.get("party"), "sales": sale_ids, "purchase_requests": requests,
-              "demand": [{"product": k, "quantity": v} for k, v in sorted(demand.items())],
+              "demand": [{"product": k, "quantity": v} for k, v in sorted(demand.items()) if v > 0],
               "refused": [], **extra}
     return Outcome(result=plain(result), reference=row.get("number") or reference)
 
