@@ -88,6 +88,10 @@ class PollResult:
 
     records: Sequence[tuple[str, Any]]
     watermark: str | None
+    #: dedup key -> the correlation id of the bus delivery whose write produced this state of the record (an
+    #: adapter that remembers its own writes): the polled event then continues that transaction instead of
+    #: starting one, so ``trace`` shows a change as one tree across the system round trip.
+    correlations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,26 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class AggregateConfig:
+    """A route's aggregate step (bus.aggregate): gather the mapped events of one group (``key``, default the route's
+    key) and deliver them as ONE event when ``complete`` (JMESPath over ``{items, count, first, last}``) is true or
+    ``timeout`` seconds pass without a new one; ``combine`` (same context) makes the delivered data (default:
+    ``last``)."""
+
+    timeout: float
+    key: str | None = None
+    complete: str | None = None
+    combine: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> AggregateConfig | None:
+        if not doc:
+            return None
+        return cls(timeout=parse_duration(doc["timeout"]), key=doc.get("key"), complete=doc.get("complete"),
+                   combine=doc.get("combine"))
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """One route: from an event type, through filter/map/validate, to one or more targets."""
 
@@ -122,6 +142,7 @@ class RouteConfig:
     mode: Literal["live", "shadow"] = "live"
     skip_unchanged: bool = False
     link: str | None = None  # master-data entity whose xref links the bus writes after each delivery
+    aggregate: AggregateConfig | None = None
     locations: Mapping[str, Location] = field(default_factory=dict)
 
     @property
@@ -313,6 +334,7 @@ def load_config(path: str | Path = "routes.yaml", env: Mapping[str, str] | None 
             timing=_timing(body.get("timing", defaults.get("timing"))),
             mode=body.get("mode", defaults.get("mode", "live")),
             skip_unchanged=bool(body.get("skip_unchanged", False)), link=body.get("link"),
+            aggregate=AggregateConfig.from_dict(body.get("aggregate")),
             locations={k: loc for k in body if (loc := locate(doc, ["routes", index, k])) is not None},
         ))
     ownership = parse_ownership(doc.get("master_data"), lambda at: locate(doc, at))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from jmespath.functions import Functions
@@ -91,6 +91,21 @@ def _need_str(function: str, value: Any, what: str = "a string") -> str:
         raise _bad(function, value, what)
     return value  # type: ignore[no-any-return]
 
+
+
+#: Month names and the long date pattern per language, for ``long_date``.
+_MONTHS: dict[str, tuple[list[str], str]] = {
+    "en": ("January February March April May June July August September October November December".split(),
+           "{d} {m} {y}"),
+    "fr": ("janvier février mars avril mai juin juillet août septembre octobre novembre décembre".split(),
+           "{d} {m} {y}"),
+    "de": ("Januar Februar März April Mai Juni Juli August September Oktober November Dezember".split(),
+           "{d}. {m} {y}"),
+    "es": ("enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre".split(),
+           "{d} de {m} de {y}"),
+    "nl": ("januari februari maart april mei juni juli augustus september oktober november december".split(),
+           "{d} {m} {y}"),
+}
 
 class IronbusFunctions(Functions):  # type: ignore[misc]
     """JMESPath's built-in functions plus ironbus's mapping functions (see ``docs/mapping.md``)."""
@@ -273,6 +288,19 @@ class IronbusFunctions(Functions):  # type: ignore[misc]
         if not sep:
             raise _bad("split", separator, "a non-empty separator string")
         return None if value is None else _need_str("split", value).split(sep)
+
+    @_sig(_ANY, _ANY)
+    def _func_long_date(self, value: Any, language: Any) -> str | None:
+        """A date as people write it in ``language`` (``en``, ``fr``, ``de``, ``es``, ``nl``; others: English):
+        ``long_date('2026-12-24', 'fr')`` is ``24 décembre 2026`` — for messages to customers, not for systems."""
+        text = to_date(value)
+        if text is None:
+            return None
+        day = date.fromisoformat(text)
+        lang = (_need_str("long_date", language, "a language code such as 'en' or 'fr'") if language else "en")
+        lang = lang.lower().replace("_", "-").split("-")[0]
+        months, pattern = _MONTHS.get(lang, _MONTHS["en"])
+        return pattern.format(d=day.day, m=months[day.month - 1], y=day.year)
 
     # -- context
 

@@ -225,11 +225,15 @@ class Pipeline:
 
     def run_route(self, route: CompiledRoute, event: Event, target: str | None = None) -> RouteResult:
         """Filter, map and validate ``event`` for one route; ``target`` limits it to one target."""
-        if route.filter is not None and not _truthy(route.filter.search(event.data)):
+        # A group released by this route's aggregate step (bus.aggregate) was filtered, mapped and validated
+        # when it was gathered: it goes to the targets as it is.
+        released = event.extensions.get("ibaggregate") == route.name
+        if not released and route.filter is not None and not _truthy(route.filter.search(event.data)):
             return RouteResult(route, "filtered")
         try:
-            data = route.mapping.apply(event.data, event=event) if route.mapping is not None else event.data
-            if route.validate is not None:
+            data = route.mapping.apply(event.data, event=event) \
+                if route.mapping is not None and not released else event.data
+            if route.validate is not None and not released:
                 route.validate(data)
             key = route.key.search(data) if route.key is not None else event.key
             sequence = route.sequence.search(data) if route.sequence is not None else event.sequence
@@ -259,6 +263,7 @@ class Pipeline:
         """Every matching route's result for one event (no I/O). Routes that share the event's type are told
         apart by one dispatch over their filters (:class:`bus.dispatch.RouteDispatch`), not tried one by one;
         the "filtered" results of routes it rules out are shared objects, to be read, not changed."""
+        route = route or event.extensions.get("ibaggregate")  # a released group goes back to its own route only
         if route is not None:
             return [self.run_route(r, event, target) for r in self.routes_for(event.type, route)]
         dispatch = self._dispatch.get(event.type)

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from bus.console import Progress
 from bus.envelope import Event
+from bus.errors import DecodeError
 from bus.followups import FollowUpLetter, parse_letter
 from bus.frontdoor import FrontDoor, Pinned
 from bus.journal import Journal
@@ -27,6 +28,7 @@ from bus.journal.stream import (
     event_chunks,
     event_keys,
 )
+from bus.pipeline import Pipeline
 
 __all__ = ["BATCH", "Requeued", "follow_up_letters", "replay_events", "retry_dead_letters"]
 
@@ -98,11 +100,15 @@ class Requeued:
 
 
 def retry_dead_letters(journal: Journal, door: FrontDoor, selection: LetterSelection, *, progress: bool = False,
-                       ) -> Requeued:
+                       keyer: Pipeline | None = None) -> Requeued:
     """Re-queue the selected dead letters with their original bytes and mark them ``retried``, a batch at a
     time (publish, then mark: a crash in between re-queues a batch twice, which idempotency keys absorb, and
     never loses one). Follow-up letters (see :mod:`bus.followups`) are not re-queued but returned, for the
-    caller to re-emit."""
+    caller to re-emit.
+
+    With ``keyer`` (the current routes), an event whose business key could not be computed when it arrived (its
+    route's mapping failed, on an unlinked customer say) gets it now that it maps, in the journal and in the
+    message: the retry and what follows it stay under that key in ``ironbus trace --key``."""
     out = Requeued()
     bar = Progress(count_dead_letters(journal.engine, selection), "re-queueing", force=progress)
     for rows in dead_letter_chunks(journal.engine, selection):
@@ -115,11 +121,31 @@ def retry_dead_letters(journal: Journal, door: FrontDoor, selection: LetterSelec
                 out.followups.append(letter)
         for batch in (plain[i:i + BATCH] for i in range(0, len(plain), BATCH)):
             keys = event_keys(journal.engine, [r.event_id for r in batch if r.event_id])
-            door.submit([Pinned(r.body, keys.get(r.event_id) if r.event_id else None, r.route, r.target,
+            bodies = {r.id: r.body for r in batch}
+            if keyer is not None:
+                for r in batch:
+                    if r.event_id and keys.get(r.event_id) is None:
+                        keyed = _rekeyed(journal, keyer, r.body)
+                        if keyed is not None:
+                            keys[r.event_id], bodies[r.id] = keyed.key, keyed.encode()
+            door.submit([Pinned(bodies[r.id], keys.get(r.event_id) if r.event_id else None, r.route, r.target,
                                 headers={"redrive": str(r.id)}) for r in batch], "redrive")
             out.count += journal.mark_dead_letters([r.id for r in batch], "retried")
         bar.advance(len(rows))
     return out
+
+
+def _rekeyed(journal: Journal, keyer: Pipeline, body: bytes) -> Event | None:
+    """The letter's event with the key its route gives it now, recorded in the journal; None when it has none."""
+    try:
+        event = Event.decode(body)
+    except DecodeError:
+        return None
+    keyed = keyer.assign_key(event)
+    if keyed.key is None:
+        return None
+    journal.set_event_key(event.id, keyed.key)
+    return keyed
 
 
 def follow_up_letters(journal: Journal, selection: LetterSelection) -> list[FollowUpLetter]:

@@ -21,12 +21,14 @@ import structlog
 
 from adapters.base import Adapter
 from bus import metrics
+from bus.aggregate import Aggregator
 from bus.bulk import BulkLanes
 from bus.config import Config, load_config
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal, gauges
+from bus.journal.aggregates import AggregateStore
 from bus.masterdatajob import MasterDataCheck
 from bus.outbox import OutboxRelay
 from bus.parking import Parker
@@ -114,6 +116,9 @@ class Runtime:
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
         self.parker = Parker(self.journal, self.door, stop=self.stop_event)
+        aggregator = Aggregator(self.config, AggregateStore(self.journal.engine), self.ingest, self.pipeline.functions,
+                                stop=self.stop_event)
+        self.aggregator: Aggregator | None = aggregator if aggregator else None
         self.triggers: Any = None
         self.server: Any = None
         self._ready = False
@@ -161,6 +166,8 @@ class Runtime:
         self._spawn(self.parker.run, "ironbus-parker")
         # events a dead process journaled but never published (see bus/outbox.py)
         self._spawn(OutboxRelay(self.journal, self.queue, stop=self.stop_event).run, "ironbus-outbox")
+        if self.aggregator is not None:
+            self._spawn(self.aggregator.run, "ironbus-aggregate")
         self._spawn(self._gauges, "ironbus-gauges")
         if self.options.triggers:
             self._start_triggers()
@@ -184,7 +191,7 @@ class Runtime:
     def _worker(self, name: str) -> Worker:
         return Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
                       door=self.door, protections=self.protections, batch_size=self.options.batch_size,
-                      stop=self.stop_event, name=name, lanes=self.lanes or None)
+                      stop=self.stop_event, name=name, lanes=self.lanes or None, aggregator=self.aggregator)
 
     def stats(self) -> list[WorkerStats]:
         """The counters of this run: each worker's, then the bulk lanes' (if any route has them)."""
@@ -274,7 +281,7 @@ class Runtime:
         """No message ready, leased or delayed, and no delivery parked (a parked one will come back)."""
         depth = self.queue.depth()
         busy = sum(max(depth.get(k, 0), 0) for k in ("ready", "leased", "delayed"))
-        return busy == 0 and self.parker.parked() == 0
+        return busy == 0 and self.parker.parked() == 0 and (self.aggregator is None or self.aggregator.pending() == 0)
 
     def wait_idle(self, timeout: float, settle: float = 0.3) -> bool:
         """Block until the bus has been idle for ``settle`` seconds, or ``timeout`` passed."""

@@ -225,6 +225,7 @@ class TriggerRunner:
                     taken.add(key)
                     events.append(Event(type=plan.name, source=f"ironbus/{plan.system}", data=payload,
                                         id=record_event_id(plan.system, plan.trigger, key),
+                                        correlationid=result.correlations.get(key, ""),
                                         extensions={"dedupkey": key}))
             if events:
                 self.emit(events)

@@ -22,6 +22,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Outcome
 from bus import metrics, telemetry
+from bus.aggregate import Aggregator
 from bus.bulk import BulkLanes
 from bus.delivery import Attempted, deliver_with_retries
 from bus.envelope import Event
@@ -50,7 +51,7 @@ class Worker:
     def __init__(self, *, pipeline: Pipeline, adapters: Mapping[str, Adapter], journal: Journal, queue: Queue,
                  door: FrontDoor, protections: Protections | None = None, batch_size: int = 32,
                  stop: threading.Event | None = None, name: str = "worker", lanes: BulkLanes | None = None,
-                 steps: Sequence[Step] | None = None) -> None:
+                 steps: Sequence[Step] | None = None, aggregator: Aggregator | None = None) -> None:
         self.pipeline = pipeline
         self.adapters = adapters
         self.journal = journal
@@ -65,6 +66,7 @@ class Worker:
         self.lanes = lanes
         self.steps: tuple[Step, ...] = tuple(steps) if steps is not None else default_steps(lanes)
         self.settler = Settler(pipeline, journal, queue, door, self.sequences, self.stats)
+        self.aggregator = aggregator  # the routes' aggregate steps (bus.aggregate), when any route has one
 
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -184,13 +186,18 @@ class Worker:
             target = lease.message.target or "*"
             batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, target), event.id, route.name,
                                                 target, "invalid", error=reason, error_kind="permanent"))
-            batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, lease.message.target))
+            # the letter names what was attempted: the whole route ("*": it failed before any target) and how
+            # often it was tried (a wait for master data parks it and maps it again)
+            batch.letters.append(DeadLetter(lease.message.body, reason, event.id, route.name, target, "permanent",
+                                            lease.message.parks + 1))
             metrics.delivery(route.name, target, "dead")
             self.stats.dead += 1
             return
         if lease.message.target == WHOLE_ROUTE:  # it waited for master data and maps now: that wait is over
             batch.updates.append(DeliveryUpdate(idempotency_key(event.id, route.name, WHOLE_ROUTE), event.id,
                                                 route.name, WHOLE_ROUTE, "mapped"))
+        if self.aggregator is not None and self.aggregator.gathers(event, result, batch.updates):
+            return  # gathered into its group: the group is delivered as one event (bus.aggregate)
         for dispatch in result.dispatches:
             if dispatch.idempotency_key in done and not force:
                 self.stats.skipped += 1

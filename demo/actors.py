@@ -68,6 +68,68 @@ class SalesRep:
         self.client.write("sale.line", lines, {"quantity": float(quantity)})
         self.quote(sale)
 
+    def create_order(self, customer: int, lines: dict[int, float], shipping_date: dt.date,
+                     unit_price: str = "10.00") -> CrmSale:
+        """A quotation with one line per product (``{product id: quantity}``)."""
+        address = self.client.search("party.address", [["party", "=", customer]], limit=1)[0]
+        units = {r["id"]: r["default_uom"] for r in self.client.read("product.product", list(lines),
+                                                                    ["default_uom"])}
+        sale = self.client.create("sale.sale", [{
+            "party": customer, "invoice_address": address, "shipment_address": address,
+            "shipping_date": shipping_date,
+            "lines": [["create", [{"type": "line", "product": product, "quantity": float(quantity),
+                                   "unit": units[product], "unit_price": Decimal(unit_price)}
+                                  for product, quantity in lines.items()]]]}])[0]
+        self.quote(sale)
+        number = self.client.read("sale.sale", [sale], ["number"])[0]["number"]
+        return CrmSale(sale, str(number))
+
+    def change_lines(self, sale: int, quantities: dict[int, float]) -> str:
+        """Set the quantity per product (0 removes the line's demand); returns how Tryton let the rep do it.
+
+        A quotation goes back to draft (a product it lacks gets a new line); a confirmed sale is changed with a
+        sale amendment (module ``sale_amendment``), which changes existing lines only."""
+        state = self.client.read("sale.sale", [sale], ["state"])[0]["state"]
+        lines = self.client.search_read("sale.line", [["sale", "=", sale], ["type", "=", "line"]],
+                                        ["product", "quantity", "unit", "unit_price", "description"])
+        if state in ("draft", "quotation"):
+            self.client.model("sale.sale", "draft", [sale])
+            have = {line["product"]: line for line in lines}
+            commands: list[Any] = []
+            for product, quantity in quantities.items():
+                if product in have and quantity <= 0:
+                    commands.append(["delete", [have[product]["id"]]])
+                elif product in have:
+                    commands.append(["write", [have[product]["id"]], {"quantity": float(quantity)}])
+                elif quantity > 0:
+                    unit = self.client.read("product.product", [product], ["default_uom"])[0]["default_uom"]
+                    commands.append(["create", [{"type": "line", "product": product, "quantity": float(quantity),
+                                                 "unit": unit, "unit_price": lines[0]["unit_price"]}]])
+            self.client.write("sale.sale", [sale], {"lines": commands})
+            self.quote(sale)
+            return "quotation edited"
+        changes = [{"action": "line", "line": line["id"], "product": line["product"],
+                    "quantity": float(quantities[line["product"]]), "unit": line["unit"],
+                    "unit_price": line["unit_price"], "description": line.get("description")}
+                   for line in lines if line["product"] in quantities]
+        amendment = self.client.create("sale.amendment", [{"sale": sale, "description": "customer change",
+                                                           "lines": [["create", changes]]}])[0]
+        self.client.model("sale.amendment", "validate_amendment", [amendment])
+        return "amended"
+
+    def cancel(self, sale: int) -> None:
+        """Cancel a quotation (Tryton cancels only sales that are not confirmed)."""
+        self.client.model("sale.sale", "cancel", [sale])
+
+    def set_contact(self, customer: int, email: str, language: str | None = None) -> None:
+        """The customer's e-mail address (a contact mechanism) and language, as a CRM user records them."""
+        self.client.create("party.contact_mechanism", [{"party": customer, "type": "email", "value": email}])
+        if language:
+            langs = self.client.search("ir.lang", [["code", "=", language]], limit=1)
+            if not langs:
+                raise LookupError(f"the CRM has no language {language!r}")
+            self.client.write("party.party", [customer], {"lang": langs[0]})
+
     def read(self, sale: int) -> dict[str, Any]:
         return self.client.read("sale.sale", [sale], ["number", "state", "comment", "shipping_date"])[0]
 
@@ -79,9 +141,12 @@ class Supplier:
         self.srm = srm
 
     def purchases_for(self, order_id: str) -> list[dict[str, Any]]:
+        """The purchases with a line serving ``order_id`` (a grouped purchase serves several orders)."""
+        served = {line["purchase"] for line in self.srm.client.search_read(
+            "purchase.line", [["note", "like", f"serves {order_id}/%"]], ["purchase"])}
         rows: list[dict[str, Any]] = self.srm.client.search_read(
-            "purchase.purchase", [["reference", "like", f"{order_id}/%"]],
-            ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")])
+            "purchase.purchase", [["id", "in", sorted(served)]],
+            ["number", "reference", "state", "delivery_date", "comment"], order=[("id", "ASC")]) if served else []
         return rows
 
     def delivery_date(self, purchase: int) -> dt.date:
@@ -98,6 +163,31 @@ class Supplier:
         result: dict[str, Any] = self.srm.call("update_purchase", call(
             {"reference": reference, "delivery_date": new_date.isoformat()})).result
         return result
+
+    def purchases_serving(self, order_id: str) -> list[dict[str, Any]]:
+        """Live purchase lines that serve ``order_id`` (their note names it), with their purchase."""
+        rows: list[dict[str, Any]] = self.srm.client.search_read(
+            "purchase.line", [["note", "like", f"serves {order_id}/%"], ["purchase.state", "!=", "cancelled"]],
+            ["purchase", "purchase.number", "purchase.state", "product", "quantity", "note"], order=[("id", "ASC")])
+        return rows
+
+    def delay_purchase(self, purchase: int, new_date: dt.date) -> dict[str, Any]:
+        result: dict[str, Any] = self.srm.call("update_purchase", call(
+            {"purchase": purchase, "delivery_date": new_date.isoformat()})).result
+        return result
+
+    def deliver_less_on_line(self, purchase: int, line: int, quantity: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.srm.call("update_purchase", call(
+            {"purchase": purchase, "lines": [{"line": line, "quantity": quantity}]})).result
+        return result
+
+    def receive(self, purchase: int) -> int:
+        """The goods arrive: every pending incoming move of the purchase is done; returns how many."""
+        moves = self.srm.client.search("stock.move", [["purchase", "=", purchase], ["state", "in",
+                                                                                    ["draft", "assigned"]]])
+        if moves:
+            self.srm.client.model("stock.move", "do", moves)
+        return len(moves)
 
     def deliver_less(self, reference: str, product: int, quantity: float) -> dict[str, Any]:
         result: dict[str, Any] = self.srm.call("update_purchase", call(

@@ -7,6 +7,7 @@ folder from ``TRYTON_URL`` and ``IRONBUS_OUTBOX``, which :meth:`Stack.start_bus`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from bus.journal import Journal
 from bus.runtime import Runtime, RuntimeOptions
 from bus.tracing import build_trace, render_trace
 from demo.masterdata import Codes, XrefLink, create_in_owners, provision, write_xref_csv
+from demo.smtp import MailServer
 from tryton import tryton_env
 
 __all__ = ["REPO", "Stack", "wait_for"]
@@ -64,6 +66,7 @@ class Stack:
         self.adapters: dict[str, TrytonAdapter] = {}
         self.runtime: Runtime | None = None
         self.links: list[XrefLink] = []
+        self.mail: MailServer | None = None
 
     # -- Tryton ------------------------------------------------------------------------------------------------
     def start_tryton(self) -> tryton_env.TrytonServer:
@@ -109,6 +112,12 @@ class Stack:
             raise RuntimeError(f"ironbus xref import {path} failed with exit code {code}")
         return path
 
+    # -- mail ------------------------------------------------------------------------------------------------------
+    def start_smtp(self) -> MailServer:
+        """A local SMTP server (free port) whose mailbox is ``<work>/mail``; start it before the bus."""
+        self.mail = MailServer(self.work / "mail").start()
+        return self.mail
+
     # -- the bus -----------------------------------------------------------------------------------------------
     def start_bus(self, routes: Path | None = None) -> Runtime:
         """Load ``routes.yaml`` against this stack's server and outbox, and start the bus in-process."""
@@ -116,6 +125,11 @@ class Stack:
         os.environ["TRYTON_URL"] = self.server.url
         os.environ["IRONBUS_OUTBOX"] = str(self.outbox)
         config = load_config(routes or self.routes)
+        if self.mail is not None and "mail" in config.systems:
+            # the shipped routes send customer e-mail through the `mail` system: to this stack's SMTP server
+            mail = config.systems["mail"]
+            config = dataclasses.replace(config, systems={**config.systems, "mail": dataclasses.replace(
+                mail, settings={**mail.settings, "host": "127.0.0.1", "port": self.mail.port})})
         self.runtime = Runtime(config, journal=self.journal_url,
                                options=RuntimeOptions(workers=self.workers, port=None, triggers=True))
         self.runtime.start()
@@ -152,6 +166,11 @@ class Stack:
                 except Exception as exc:  # closing is best effort; the server may already be gone
                     log.debug("adapter close failed", system=adapter.system, error=str(exc))
             self.adapters.clear()
-            if self.server is not None:
-                self.server.stop()
-                self.server = None
+            try:
+                if self.server is not None:
+                    self.server.stop()
+                    self.server = None
+            finally:
+                if self.mail is not None:
+                    self.mail.stop()
+                    self.mail = None

@@ -3,7 +3,8 @@
 Building a Tryton database takes 35–60 s, so it happens once and is cached under
 ``.cache/tryton/<trytond-version>-<module-hash>/`` (``IRONBUS_TRYTON_CACHE`` overrides the root):
 
-* ``tpl.sqlite`` — modules ``sale_supply stock_supply`` and their dependencies activated, admin password set;
+* ``tpl.sqlite`` — modules ``sale_supply stock_supply sale_amendment purchase_amendment`` and their
+  dependencies activated, admin password set;
 * ``seeded-<hash>.sqlite`` — the same plus company, currency, chart of accounts and an accounting product
   category (:func:`adapters.tryton.seed.provision`), so every test database is a file copy.
 
@@ -51,7 +52,8 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONF = HERE / "trytond.conf"
-MODULES = ("sale_supply", "stock_supply")
+# The cache key hashes this list: adding a module rebuilds the template on the next run of a fresh clone.
+MODULES = ("sale_supply", "stock_supply", "sale_amendment", "purchase_amendment")
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "ironbus-admin"
 DEFAULT_DBS = ("crm", "scm", "srm")

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, operation, trigger
-from adapters.tryton import masterdata, purchases, sales
+from adapters.tryton import demand, masterdata, procurement, purchases, sales
 from adapters.tryton.client import TrytonClient
+from adapters.tryton.echo import WriteLog
 from adapters.tryton.inbound import Poller
 from bus.errors import DeliveryError
 
@@ -67,6 +68,15 @@ class TrytonAdapter(Adapter):
                                    company=self.settings.get("company"))
         self.poller = Poller(self.client, float(self.settings.get("poll_overlap", 2)))
 
+    @property
+    def writes(self) -> WriteLog:
+        """What this adapter's operations wrote, per bus transaction (in the store the runtime binds)."""
+        return WriteLog(self.store)
+
+    def _wrote_sale(self, outcome: Outcome, call: Call) -> Outcome:
+        self.writes.record("sale.sale", [(outcome.result or {}).get("id")], call)
+        return outcome
+
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
         self.client.login()
@@ -109,17 +119,30 @@ class TrytonAdapter(Adapter):
     @trigger(kind="poll", interval=5.0)
     def sales_changed(self, watermark: str | None) -> PollResult:
         """Sales created or changed (with lines, party, dates, state, number, reference)."""
-        return self.poller.poll("sale.sale", Poller.SALE_FIELDS, watermark, self.poller.sales)
+        return self.writes.correlate("sale.sale", self.poller.poll("sale.sale", Poller.SALE_FIELDS, watermark,
+                                                                    self.poller.sales))
 
     @trigger(kind="poll", interval=5.0)
     def purchase_requests_changed(self, watermark: str | None) -> PollResult:
         """Purchase requests created or changed (supply planning's output; origin sale included)."""
-        return self.poller.poll("purchase.request", Poller.REQUEST_FIELDS, watermark, self.poller.requests)
+        return self.writes.correlate("purchase.request", self.poller.poll(
+            "purchase.request", Poller.REQUEST_FIELDS, watermark, self.poller.requests))
 
     @trigger(kind="poll", interval=5.0)
     def purchases_changed(self, watermark: str | None) -> PollResult:
         """Purchase orders created or changed (with lines and delivery dates)."""
         return self.poller.poll("purchase.purchase", Poller.PURCHASE_FIELDS, watermark, self.poller.purchases)
+
+    @trigger(kind="poll", interval=5.0)
+    def served_orders_changed(self, watermark: str | None) -> PollResult:
+        """Purchases the bus placed, once per customer order they serve (only that order's lines, with what the
+        incoming moves still promise): where a supplier issue fans out to every affected order."""
+        return self.writes.correlate("purchase.purchase", procurement.served_orders(self.purchases_changed(watermark)))
+
+    @trigger(kind="poll", interval=5.0)
+    def grouped_purchases_due(self, watermark: str | None) -> PollResult:
+        """Grouped purchases whose collection window has passed and that wait to be released (confirmed)."""
+        return procurement.grouped_purchases_due(self.client, self.store, watermark)
 
     @trigger(kind="poll", interval=30.0)
     def parties_changed(self, watermark: str | None) -> PollResult:
@@ -141,17 +164,21 @@ class TrytonAdapter(Adapter):
     @operation()
     def update_demand(self, call: Call) -> Outcome:
         """SCM: make the sale(s) for a customer order match its demand and confirm them."""
-        return sales.update_demand(self.client, call)
+        outcome = demand.update_demand(self.client, call)
+        result = outcome.result or {}
+        self.writes.record("sale.sale", result.get("sales") or [], call)
+        self.writes.record("purchase.request", result.get("purchase_requests") or [], call)
+        return outcome
 
     @operation()
     def add_sale_note(self, call: Call) -> Outcome:
         """CRM: append a note to a sale's comment (once per idempotency key)."""
-        return sales.add_sale_note(self.client, call)
+        return self._wrote_sale(sales.add_sale_note(self.client, call), call)
 
     @operation()
     def update_promised_date(self, call: Call) -> Outcome:
         """CRM: record a new promised date on a sale."""
-        return sales.update_promised_date(self.client, call)
+        return self._wrote_sale(sales.update_promised_date(self.client, call), call)
 
     @operation()
     def run_supply_planning(self, call: Call) -> Outcome:
@@ -162,6 +189,21 @@ class TrytonAdapter(Adapter):
     def create_purchase(self, call: Call) -> Outcome:
         """SRM: create, quote and confirm a purchase order (once per reference)."""
         return purchases.create_purchase(self.client, call)
+
+    @operation()
+    def procure(self, call: Call) -> Outcome:
+        """SRM: make the purchase line serving one request of a customer order match it (create, group, amend;
+        args ``grouping: order|supplier``, ``window``)."""
+        outcome = procurement.procure(self.client, self.store, call)
+        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+        return outcome
+
+    @operation()
+    def release_purchase(self, call: Call) -> Outcome:
+        """SRM: confirm a grouped purchase whose collection window has passed."""
+        outcome = procurement.release_purchase(self.client, self.store, call)
+        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+        return outcome
 
     @operation()
     def update_purchase(self, call: Call) -> Outcome:

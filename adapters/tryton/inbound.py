@@ -16,6 +16,7 @@ from typing import Any
 from adapters.base import PollResult
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
+from adapters.tryton.procurement import parse_note
 from bus.errors import PermanentError
 
 __all__ = ["Poller", "parse_watermark"]
@@ -139,11 +140,18 @@ class Poller:
 
         def line(row: dict[str, Any]) -> dict[str, Any]:
             rows_by_line[row["id"]] = row
-            return {**_line(row), "delivery_date": row.get("delivery_date"),
-                    "requested_date": row.get("delivery_date_store") if row.get("delivery_date_edit") else None}
+            served = parse_note(row.get("note"))
+            requested = row.get("delivery_date_store") if row.get("delivery_date_edit") else None
+            # The date the bus asked for (in the line's note) stays the base of a delay even after a confirmed
+            # purchase's moves were moved to a new requested date.
+            if served and served["requested_date"]:
+                requested = served["requested_date"]
+            return {**_line(row), "delivery_date": row.get("delivery_date"), "requested_date": requested,
+                    "order_id": served["order"] if served else None,
+                    "request_id": served["request"] if served else None}
 
         lines = _lines(self.client, "purchase.line", "purchase", [r["id"] for r in rows],
-                       ["delivery_date", "delivery_date_store", "delivery_date_edit", "moves"], line)
+                       ["delivery_date", "delivery_date_store", "delivery_date_edit", "moves", "note"], line)
         self._add_move_progress(lines, rows_by_line)
         return [{
             "id": r["id"], "number": r.get("number"), "reference": r.get("reference"), "state": r.get("state"),
@@ -193,6 +201,11 @@ class Poller:
         sales = {s["id"]: s for s in self.client.read("sale.sale", sale_ids, ["number", "reference", "party",
                                                                             "sale_date", "shipping_date"])} \
             if sale_ids else {}
+        # The shipping date of the sale line a request supplies follows its moves: a requested date moved on a
+        # confirmed sale shows here (the request's own supply date is computed once by Tryton).
+        line_dates = {line["purchase_request"]: line.get("shipping_date") for line in self.client.search_read(
+            "sale.line", [["purchase_request", "in", [r["id"] for r in rows]]], ["purchase_request",
+                                                                               "shipping_date"])}
         out = []
         for r in rows:
             origin = r.get("origin") if isinstance(r.get("origin"), str) else None
@@ -207,6 +220,7 @@ class Poller:
                          "party": sale.get("party"), "sale_date": sale.get("sale_date"),
                          "shipping_date": sale.get("shipping_date")}
                 if sale else None,
+                "line_shipping_date": line_dates.get(r["id"]),
                 "purchase_line": r.get("purchase_line"), "purchase": r.get("purchase"),
                 "warehouse": r.get("warehouse"),
                 "create_date": r.get("create_date"), "write_date": r.get("write_date"),

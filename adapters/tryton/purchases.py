@@ -118,6 +118,13 @@ def _locate(client: TrytonClient, p: Payload) -> dict[str, Any]:
     return rows[0]
 
 
+def _line_domain(change: Payload) -> list[Any]:
+    """A change names one purchase line (``line``, a grouped purchase has one per order) or every line of a
+    ``product``."""
+    line = change.ref("line")
+    return ["id", "=", line] if line is not None else ["product", "=", change.req_ref("product")]
+
+
 def update_purchase(client: TrytonClient, call: Call) -> Outcome:
     """Move a purchase's delivery date, change line quantities, or cancel it."""
     p = Payload("update_purchase", call.payload)
@@ -142,8 +149,7 @@ def update_purchase(client: TrytonClient, call: Call) -> Outcome:
         if delivery is not None:
             client.write("purchase.purchase", [pid], {"delivery_date": delivery})
         for change in changes:
-            lines = client.search("purchase.line", [["purchase", "=", pid],
-                                                    ["product", "=", change.req_ref("product")]])
+            lines = client.search("purchase.line", [["purchase", "=", pid], _line_domain(change)])
             values: dict[str, Any] = {}
             if change.has("quantity"):
                 values["quantity"] = change.number("quantity")
@@ -160,8 +166,10 @@ def update_purchase(client: TrytonClient, call: Call) -> Outcome:
         if moves:
             client.write("stock.move", moves, {"planned_date": delivery})
     for change in changes:
+        line_id = change.ref("line")
         moves = client.search("stock.move", [["purchase", "=", pid], ["state", "=", "draft"],
-                                             ["product", "=", change.req_ref("product")]])
+                                             ["origin", "=", f"purchase.line,{line_id}"] if line_id
+                                             else ["product", "=", change.req_ref("product")]])
         values = {}
         if change.has("quantity"):
             values["quantity"] = change.number("quantity")
@@ -172,8 +180,9 @@ def update_purchase(client: TrytonClient, call: Call) -> Outcome:
     note = []
     if delivery is not None:
         note.append(f"delivery date {delivery.isoformat()}")
-    note.extend(f"product {c.req_ref('product')}: " + ", ".join(f"{k} {c.data[k]}" for k in ("quantity",
-                "delivery_date") if c.has(k)) for c in changes)
+    for c in changes:
+        what = f"line {c.ref('line')}" if c.has("line") else f"product {c.req_ref('product')}"
+        note.append(f"{what}: " + ", ".join(f"{k} {c.data[k]}" for k in ("quantity", "delivery_date") if c.has(k)))
     if note:
         append_comment(client, "purchase.purchase", pid, call, "supplier change: " + "; ".join(note))
     return _result(client, pid, moved_on="moves")

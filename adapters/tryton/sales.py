@@ -1,9 +1,8 @@
 """Sale operations: the CRM's orders and the SCM's demand, both kept as ``sale.sale`` keyed by ``reference``.
 
 Tryton only lets a sale's lines change while it is a draft (a quotation is sent back to draft first). Once
-confirmed, lines are frozen, so a later demand increase becomes a *supplementary* sale (reference
-``<ref>+2``, ``<ref>+3`` …) holding the extra quantities, which supply planning sees like any other sale; a
-decrease cannot be undone in Tryton and is written into the sale's comment and reported in the outcome.
+confirmed, lines change through sale amendments: the SCM's demand for an order (``update_demand``) lives in
+:mod:`adapters.tryton.demand`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
 from bus.errors import PermanentError
 
-__all__ = ["add_sale_note", "append_comment", "update_demand", "update_promised_date", "upsert_sale"]
+__all__ = ["add_sale_note", "append_comment", "update_promised_date", "upsert_sale"]
 
 log = structlog.get_logger(__name__)
 
@@ -122,10 +121,24 @@ def _confirm(client: TrytonClient, sale: int, op: str) -> str:
 
 
 def _result(client: TrytonClient, sale: int, **extra: Any) -> Outcome:
-    row = client.read("sale.sale", [sale], ["number", "reference", "state", "party"])[0]
-    # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification.
+    row = client.read("sale.sale", [sale], ["number", "reference", "state", "party", "party.email",
+                                            "party.lang", "total_amount", "currency.code"])[0]
+    party = row.get("party.") or {}
+    lang = party.get("lang")
+    language = client.read("ir.lang", [lang], ["code"])[0]["code"] if lang else None
+    # The order as the customer sees it now (name, quantity, unit per line; total): what a message to them says.
+    lines = [{"product": (r.get("product.") or {}).get("name"), "quantity": r.get("quantity"),
+              "unit": (r.get("unit.") or {}).get("symbol")}
+             for r in client.search_read("sale.line", [["sale", "=", sale], ["type", "=", "line"]],
+                                         ["product.name", "quantity", "unit.symbol"], order=[("sequence", "ASC"),
+                                                                                            ("id", "ASC")])]
+    # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification; its
+    # e-mail and language (the CRM knows how to reach the customer and in which words).
     result = {"id": sale, "number": row.get("number"), "reference": row.get("reference"), "state": row["state"],
-              "party": row.get("party"), **extra}
+              "party": row.get("party"), "party_email": party.get("email") or None,
+              "party_language": language, "lines": [x for x in lines if x["quantity"]],
+              "total_amount": row.get("total_amount"), "currency": (row.get("currency.") or {}).get("code"),
+              **extra}
     return Outcome(result=plain(result), reference=row.get("number") or str(sale))
 
 
@@ -170,69 +183,6 @@ def upsert_sale(client: TrytonClient, call: Call) -> Outcome:
     if p.has("comment"):
         client.write("sale.sale", [sale["id"]], {"comment": p.text("comment")})
     return _result(client, sale["id"], created=False)
-
-
-def update_demand(client: TrytonClient, call: Call) -> Outcome:
-    """Make the SCM's sales for a customer order match the demand, and confirm them so supply planning runs."""
-    p = Payload("update_demand", call.payload)
-    reference = p.req_text("reference")
-    cancel = p.text("status") == "cancelled"
-    values = {**_header(client, p), "reference": reference}
-    lines = [] if cancel else _wanted_lines(client, p)
-    sales = client.search_read("sale.sale", ["OR", ["reference", "=", reference], ["reference", "like",
-                                             f"{reference}+%"]], ["state", "reference"], order=[("id", "ASC")])
-    live = [s for s in sales if s["state"] != "cancelled"]
-    if cancel:
-        open_ids = [s["id"] for s in live if s["state"] in _OPEN]
-        if open_ids:
-            client.model("sale.sale", "cancel", open_ids)
-        frozen = [s["id"] for s in live if s["state"] not in _OPEN]
-        for sale_id in frozen:
-            append_comment(client, "sale.sale", sale_id, call, "customer order cancelled; cancel the shipment")
-        if not live:
-            return Outcome(result={"reference": reference, "cancelled": [], "not_cancelled": []}, detail="no sale")
-        return Outcome(result={"reference": reference, "cancelled": open_ids, "not_cancelled": frozen},
-                       reference=reference)
-    if not live:
-        sale_id = client.create("sale.sale", [{**values, "lines": [["create", lines]]}])[0]
-        _confirm(client, sale_id, p.op)
-        return _demand_result(client, sale_id, [sale_id], created=True)
-    main = live[0]
-    if main["state"] in _OPEN and len(live) == 1:
-        _rewrite_open(client, main, values, lines)
-        _confirm(client, main["id"], p.op)
-        return _demand_result(client, main["id"], [main["id"]], created=False)
-    have = _totals(_sale_lines(client, [s["id"] for s in live]))
-    want = _totals(lines)
-    more = {prod: qty - have.get(prod, 0.0) for prod, qty in want.items() if qty > have.get(prod, 0.0)}
-    less = {prod: have[prod] - want.get(prod, 0.0) for prod in have if have[prod] > want.get(prod, 0.0)}
-    ids = [s["id"] for s in live]
-    if less:
-        append_comment(client, "sale.sale", main["id"], call,
-                       "demand decreased, not applied (confirmed sale): "
-                       + ", ".join(f"product {k} -{v:g}" for k, v in sorted(less.items())))
-    if not more:
-        return _demand_result(client, main["id"], ids, created=False, unapplied=less)
-    extra = []
-    for line in lines:
-        quantity = more.pop(line["product"], 0.0)  # pop: one line per product even if the payload repeats one
-        if quantity > 0:
-            extra.append(dict(line, quantity=quantity))
-    supplement = client.create("sale.sale", [{**values, "reference": f"{reference}+{len(sales) + 1}",
-                                              "lines": [["create", extra]]}])[0]
-    _confirm(client, supplement, p.op)
-    log.info("tryton.demand_supplement", reference=reference, sale=supplement, event_id=call.event.id,
-             correlation_id=call.event.correlationid)
-    return _demand_result(client, main["id"], [*ids, supplement], created=False, supplement=supplement,
-                          unapplied=less)
-
-
-def _demand_result(client: TrytonClient, main: int, sale_ids: list[int], **extra: Any) -> Outcome:
-    origins = [f"sale.sale,{i}" for i in sale_ids]
-    requests = client.search("purchase.request", [["origin", "in", origins]], order=[("id", "ASC")])
-    unapplied = extra.pop("unapplied", None) or {}
-    return _result(client, main, sales=sale_ids, purchase_requests=requests,
-                   unapplied_decrease={str(k): v for k, v in unapplied.items()}, **extra)
 
 
 def _locate(client: TrytonClient, p: Payload) -> int:

@@ -336,7 +336,7 @@ def _retry(args: argparse.Namespace, journal: Journal) -> int:
     door = FrontDoor(journal, queue, pipeline)
     redriven: Redriven | None = None
     try:
-        done = retry_dead_letters(journal, door, selection)
+        done = retry_dead_letters(journal, door, selection, keyer=pipeline)
         if done.count or not done.followups:
             print(f"re-queued {done.count} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what "
                   "fails again")

@@ -410,6 +410,11 @@ class Journal(DeadLetterStore, Watermarks):
         """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
         return self.xref.rows(entity)
 
+    def set_event_key(self, event_id: str, key: str) -> None:
+        """Give a journaled event that had no business key its key (never replaces one it has)."""
+        with write(self.engine) as conn:
+            conn.execute(sa.update(_E).where(_E.c.id == event_id, _E.c.key.is_(None)).values(key=key))
+
     def oldest_ready_age(self) -> float | None:
         """How long the oldest ready message of the embedded queue has waited (``ironbus status``)."""
         return QueueRows(self.engine).oldest_ready_age(time.time())

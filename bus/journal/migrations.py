@@ -58,7 +58,12 @@ def _v5_console(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console]
+def _v6_aggregate_items(conn: Connection) -> None:
+    tables.aggregate_items.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console,
+                          _v6_aggregate_items]
 
 
 def current_version(conn: Connection) -> int:

@@ -28,10 +28,12 @@ __all__ = [
 ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule", "repair"})
 #: ``mapped``: a route that could not map an event because master data it names was not linked yet (parked
 #: under target ``*``, see bus.worker) mapped it at last and sent it on to its targets.
+#: ``aggregated``: the route's aggregate step gathered the event into a group (bus.aggregate); the group is
+#: delivered as one event when it completes or times out.
 DELIVERY_STATUSES = frozenset({"pending", "delivered", "parked", "dead", "stale", "shadow", "filtered", "invalid",
-                               "unchanged", "mapped"})
+                               "unchanged", "mapped", "aggregated"})
 #: A delivery in one of these states needs no more work; an event whose deliveries are all settled may be pruned.
-SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow", "unchanged", "mapped"})
+SETTLED_STATUSES = frozenset({"delivered", "stale", "filtered", "shadow", "unchanged", "mapped", "aggregated"})
 ATTEMPT_STATUSES = frozenset({"ok", "transient", "permanent", "stale", "shadow", "skipped"})
 DEAD_LETTER_STATES = frozenset({"dead", "retried", "purged"})
 
@@ -43,6 +45,7 @@ _ATTEMPT_FOR = {
     "shadow": "shadow",
     "filtered": "skipped",
     "mapped": "ok",
+    "aggregated": "skipped",
     "invalid": "permanent",
     "dead": "permanent",
     "parked": "transient",

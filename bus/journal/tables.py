@@ -206,3 +206,17 @@ console_indexes = (
     sa.Index("ib_deliveries_status_route", deliveries.c.status, deliveries.c.route),
     sa.Index("ib_deliveries_route_delivered", deliveries.c.route, deliveries.c.delivered_at),
 )
+
+# Added by migration step 6: open groups of the routes' aggregate steps (bus.aggregate), one row per gathered
+# event, until the group is released (complete or timed out) and its rows deleted in the same transaction.
+aggregate_items = sa.Table(
+    "ib_aggregate_items", metadata,
+    sa.Column("route", sa.Text, primary_key=True),
+    sa.Column("group_key", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Double, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("correlation_id", sa.Text),
+    sa.Column("deadline", sa.Double, nullable=False),
+    sa.Index("ib_aggregate_items_deadline", "deadline"),
+)

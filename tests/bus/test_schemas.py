@@ -19,7 +19,7 @@ from bus.schemas import SCHEMA_DIR, SchemaRegistry, default_registry, json_path
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas.md"
 
 NAMES = [
-    "customer", "customer.notification", "material", "order.change.confirmed", "order.changed",
+    "customer", "customer.notification", "material", "order.change.confirmed", "order.change.refused", "order.changed",
     "procurement.requested", "purchase_order.changed", "purchase_order.created", "shipment.notice", "supplier",
     "supplier.issue",
 ]
@@ -93,6 +93,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "promised_date": "2024-05-21",
         "lines": [{"line_no": 10, "material_id": "MAT-261950", "quantity": 400, "unit": "EA",
                    "promised_date": "2024-05-21"}],
+    },
+    "order.change.refused": {
+        "refusal_id": "SO-4000043@srm@PR-7@2024-05-04T10:00:00Z", "source_system": "srm",
+        "changed_at": "2024-05-04T10:00:00Z", "order_id": "SO-4000043", "customer": {"id": "CUST-0001"},
+        "lines": [{"material_id": "MAT-261950", "wanted": 250, "kept": 400, "unit": "EA",
+                   "reason": "already_received"}],
+        "over_procured": 150, "note": "400 already received",
     },
     "customer.notification": {
         "notification_id": "N-SO-4000043-1", "source_system": "crm", "changed_at": "2024-05-03T08:01:00Z",

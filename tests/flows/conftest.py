@@ -22,7 +22,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not tryton_env.installed():
         reason = "trytond is not installed (pip install -e '.[tryton]')"
         skip_or_fail(reason)
-    saved = {name: os.environ.get(name) for name in ("TRYTON_URL", "IRONBUS_OUTBOX")}
+    saved = {name: os.environ.get(name) for name in ("TRYTON_URL", "IRONBUS_OUTBOX", "IRONBUS_GROUPING_WINDOW")}
+    os.environ["IRONBUS_GROUPING_WINDOW"] = "2s"  # the shipped routes group purchases per supplier for a window
     work: Path = tmp_path_factory.mktemp("flows")
     triangle = Stack(work, workers=3)
     try:

@@ -85,3 +85,29 @@ def test_crm_promised_date_result_and_plan_adjusted_make_a_delay_notice() -> Non
     assert {k: v for k, v in doc.items() if k not in ("changed_at", "notification_id")} == \
         {k: v for k, v in captured.items() if k not in ("changed_at", "notification_id")}
     assert doc["notification_id"].startswith("order_delayed-SO-1-")
+
+
+REFUSAL = {"refusal_id": "SO-4@srm@PR-7@2026-12-07T02:00:00Z", "source_system": "srm",
+           "changed_at": "2026-12-07T02:00:00Z", "order_id": "SO-4",
+           "lines": [{"material_id": "W-100", "wanted": 5, "kept": 9, "unit": "C62", "reason": "already_received"}],
+           "over_procured": 4, "note": "…"}
+
+
+def test_procure_result_with_a_refusal_makes_a_purchase_order_created_that_says_so() -> None:
+    result = {"id": 3, "number": "3", "reference": "grouped 2026-12-07", "state": "processing", "order_id": "SO-4",
+              "request_id": "PR-7", "wanted": 5.0, "quantity": 9.0, "over_procured": 4.0, "created": False,
+              "refused": [{"reason": "already_received", "wanted": 5.0, "kept": 9.0,
+                           "detail": "9 already received from the supplier, cannot go down to 5"}]}
+    doc = apply("tryton_srm_procure_to_po_created.yaml", result, dict(PROCUREMENT, quantity=5),
+                "procurement.requested")
+    default_registry().validate("purchase_order.created", doc)
+    assert doc["origin_order_ids"] == ["SO-4"] and doc["over_procured"] == 4.0
+    assert doc["refused"][0]["kept"] == 9.0
+
+
+def test_the_refusal_notice_tells_the_customer_what_stays_in_plain_words() -> None:
+    result = {"id": 4, "number": "4", "reference": "SO-4", "state": "processing", "party": 2, "note_written": True}
+    doc = apply("tryton_crm_refusal_note_to_notice.yaml", result, REFUSAL, "order.change.refused")
+    assert doc["kind"] == "order_change_refused" and doc["crm_customer"] == 2
+    assert "W-100 stays at 9 (you asked for 5)" in doc["body"]
+    assert "PR-7" not in doc["body"] and "srm" not in doc["body"]

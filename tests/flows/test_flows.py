@@ -42,9 +42,10 @@ def purchases(stack: Stack, order_id: str) -> list[dict[str, Any]]:
 
 
 def purchased_quantity(stack: Stack, order_id: str) -> float:
-    ids = [p["id"] for p in purchases(stack, order_id) if p["state"] == "processing"]
-    lines = stack.adapters["srm"].client.search_read("purchase.line", [["purchase", "in", ids]], ["quantity"]) \
-        if ids else []
+    """What confirmed SRM purchases buy for the order (the lines serving it; a purchase may serve several)."""
+    lines = stack.adapters["srm"].client.search_read(
+        "purchase.line", [["note", "like", f"serves {order_id}/%"], ["purchase.state", "=", "processing"]],
+        ["quantity"])
     return sum(float(line["quantity"]) for line in lines)
 
 
@@ -81,7 +82,8 @@ def test_order_change_flows_from_crm_to_srm_and_back(stack: Stack) -> None:
     found = wait_for("the SRM purchase", lambda: purchased_quantity(stack, sale.order_id) == 10 or None, TIMEOUT)
     assert found
     [purchase] = purchases(stack, sale.order_id)
-    assert purchase["reference"].startswith(f"{sale.order_id}/PR-")
+    [line] = Supplier(stack.adapters["srm"]).purchases_serving(sale.order_id)
+    assert line["note"].startswith(f"serves {sale.order_id}/PR-")
     assert scm_demand(stack, sale.order_id) == 10
     wait_for("the CRM note", lambda: f"Purchase order {purchase['number']} placed with" in comment(stack, sale),
              TIMEOUT)
@@ -92,7 +94,7 @@ def test_order_change_flows_from_crm_to_srm_and_back(stack: Stack) -> None:
     assert stack.runtime is not None and stack.runtime.wait_idle(20)
     text = trace_text(sale.order_id, stack)
     for hop in ("crm-order-changed → scm.update_demand: DELIVERED",
-                "scm-procurement-requested → srm.create_purchase: DELIVERED",
+                "scm-procurement-requested → srm.procure: DELIVERED",
                 "po-created-to-crm → crm.add_sale_note: DELIVERED",
                 "notify-customer → notify.write: DELIVERED"):
         assert hop in text, text
@@ -107,18 +109,19 @@ def test_supplier_delay_then_shortfall_reach_the_crm_and_the_customer(stack: Sta
     supplier = Supplier(stack.adapters["srm"])
     later = supplier.delivery_date(purchase["id"]) + dt.timedelta(days=9)
     # When the supplier moves the delivery 9 days later
-    supplier.delay(purchase["reference"], later)
+    supplier.delay_purchase(purchase["id"], later)
     # Then the CRM sale carries the new promised date and the customer gets a delay notice with it
     wait_for("the promised date in the CRM", lambda: f"promised date {later.isoformat()}" in comment(stack, sale),
              TIMEOUT)
     [delayed] = wait_for("the delay notice", lambda: notices(stack, "order_delayed-", sale.order_id), TIMEOUT)
     assert delayed["promised_date"] == later.isoformat()
-    assert "SCM" not in delayed["body"] and later.isoformat() in delayed["body"]
+    assert "SCM" not in delayed["body"] and f"{later.day} {later:%B} {later.year}" in delayed["body"]
     # When the supplier then delivers only 5 of the 8
-    supplier.deliver_less(purchase["reference"], stack.system_id("material", "srm"), 5)
+    [line] = supplier.purchases_serving(sale.order_id)
+    supplier.deliver_less_on_line(purchase["id"], line["id"], 5)
     # Then the customer hears about a partial delivery
     [partial] = wait_for("the partial notice", lambda: notices(stack, "order_partial-", sale.order_id), TIMEOUT)
-    assert partial["subject"] == f"Your order {sale.order_id}: partial delivery"
+    assert partial["subject"] == f"Partial delivery for order {sale.order_id}"
     scm = stack.adapters["scm"].client
     [scm_sale] = scm.search_read("sale.sale", [["reference", "=", sale.order_id]], ["comment"])
     assert f"promised date {later.isoformat()}" in scm_sale["comment"]

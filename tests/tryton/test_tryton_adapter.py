@@ -22,7 +22,7 @@ def test_health_reports_the_server_version(crm: TrytonAdapter) -> None:
     assert health.ok and "8.2" in health.detail
 
 
-def test_demand_on_scm_creates_a_purchase_request_and_an_increase_adds_a_supplement(scm: TrytonAdapter) -> None:
+def test_demand_on_scm_creates_a_purchase_request_and_changes_amend_the_confirmed_sale(scm: TrytonAdapter) -> None:
     md = master_data(scm, supply_on_sale="always")
     ref = unique("SO")
     demand = {"reference": ref, "party": md["customer"], "sale_date": "2026-11-24",
@@ -36,14 +36,26 @@ def test_demand_on_scm_creates_a_purchase_request_and_an_increase_adds_a_supplem
     again = scm.call("update_demand", call(demand))
     assert again.result["sales"] == first.result["sales"]
     assert again.result["purchase_requests"] == first.result["purchase_requests"]
+    assert not again.result["amended"]
 
-    # The customer orders more: the confirmed sale is frozen, so the extra 2 go on a supplementary sale.
+    def request_quantities(result: dict[str, object]) -> list[float]:
+        ids = result["purchase_requests"]
+        assert isinstance(ids, list)
+        return sorted(r["quantity"] for r in scm.client.read("purchase.request", ids, ["quantity"]))
+
+    # The customer orders more, then less: the confirmed sale is amended (sale_amendment), its request follows.
     more = scm.call("update_demand", call({**demand, "lines": [{"product": md["product"], "quantity": 5}]}))
-    assert len(more.result["sales"]) == 2
-    assert len(more.result["purchase_requests"]) == 2
-    quantities = sorted(r["quantity"] for r in scm.client.read("purchase.request",
-                                                                more.result["purchase_requests"], ["quantity"]))
-    assert quantities == [2.0, 3.0]
+    assert more.result["sales"] == first.result["sales"] and more.result["amended"] == first.result["sales"]
+    assert more.result["demand"] == [{"product": md["product"], "quantity": 5.0}]
+    assert request_quantities(more.result) == [5.0]
+    less = scm.call("update_demand", call({**demand, "lines": [{"product": md["product"], "quantity": 2}]}))
+    assert less.result["demand"] == [{"product": md["product"], "quantity": 2.0}] and less.result["refused"] == []
+    assert request_quantities(less.result) == [2.0]
+    assert scm.client.search("sale.amendment", [["sale", "in", first.result["sales"]]])
+
+    # The order is cancelled: nothing stays planned, and the request goes to 0 (the SRM stops buying).
+    gone = scm.call("update_demand", call({**demand, "status": "cancelled", "lines": []}))
+    assert gone.result["demand"] == [] and request_quantities(gone.result) == [0.0]
 
 
 def test_purchase_request_trigger_carries_the_origin_sale(scm: TrytonAdapter) -> None:
