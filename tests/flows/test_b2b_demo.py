@@ -6,7 +6,6 @@ delay moves the SRM purchase, and flow 2 brings the new promised date to the CRM
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from demo.b2b import SUPPLIERS, B2bDemo
 from demo.stack import wait_for
 from tests.helpers.services import skip_or_fail
+from tests.helpers.stacks import environment
 from tryton import tryton_env
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
@@ -27,18 +27,13 @@ ENV = ("TRYTON_URL", "IRONBUS_OUTBOX", "IRONBUS_B2B", "ACME_CXML_URL")
 def demo(tmp_path: Path) -> Iterator[B2bDemo]:
     if not tryton_env.installed():
         skip_or_fail("trytond is not installed (pip install -e '.[tryton]')")
-    saved = {name: os.environ.get(name) for name in ENV}
-    running = B2bDemo(tmp_path)
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment(ENV):
+        running = B2bDemo(tmp_path)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
 
 
 def test_supplier_delays_by_edi_and_by_cxml_reach_the_crm_and_the_customer(demo: B2bDemo) -> None:

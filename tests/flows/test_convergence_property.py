@@ -10,21 +10,18 @@ suppliers, with grouped purchases); ``derandomize`` so every run draws the same 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from demo.actors import CrmSale, SalesRep
-from demo.masterdata import Codes, provision
+from demo.masterdata import Codes
 from demo.stack import Stack, wait_for
 from tests.flows.test_order_changes import scm_demand, srm_procured
-from tests.helpers.services import skip_or_fail
-from tryton import tryton_env
+from tests.helpers.stacks import linked_triangle
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
@@ -36,28 +33,10 @@ TIMEOUT = 90.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not tryton_env.installed():
-        skip_or_fail("trytond is not installed (pip install -e '.[tryton]')")
-    names = ("TRYTON_URL", "IRONBUS_OUTBOX", "IRONBUS_GROUPING_WINDOW")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["IRONBUS_GROUPING_WINDOW"] = "2s"
-    work: Path = tmp_path_factory.mktemp("property")
-    triangle = Stack(work, workers=3)
-    try:
-        triangle.start_tryton()
-        # two materials from two suppliers: grouped purchases per supplier, orders spanning both
-        links = triangle.provision() + provision(triangle.adapters, SECOND)
-        triangle.links = links
-        triangle.import_xref(links)
-        triangle.start_bus()
+    # two materials from two suppliers: grouped purchases per supplier, orders spanning both
+    window = {"IRONBUS_GROUPING_WINDOW": "2s"}
+    with linked_triangle(tmp_path_factory.mktemp("property"), SECOND, env=window) as triangle:
         yield triangle
-    finally:
-        triangle.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass

@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import cli
 from demo.actors import SalesRep
 from demo.stack import Stack, wait_for
 from tests.helpers.services import skip_or_fail
+from tests.helpers.stacks import environment
 from tryton import tryton_env
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
@@ -35,20 +35,15 @@ TIMEOUT = 45.0
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not tryton_env.installed():
         skip_or_fail("trytond is not installed (pip install -e '.[tryton]')")
-    saved = {name: os.environ.get(name) for name in ("TRYTON_URL", "IRONBUS_OUTBOX")}
-    triangle = Stack(tmp_path_factory.mktemp("masterdata"), workers=3)
-    try:
-        triangle.start_tryton()
-        triangle.start_bus()
-        triangle.provision_through_bus(timeout=TIMEOUT)
-        yield triangle
-    finally:
-        triangle.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment(("TRYTON_URL", "IRONBUS_OUTBOX")):
+        triangle = Stack(tmp_path_factory.mktemp("masterdata"), workers=3)
+        try:
+            triangle.start_tryton()
+            triangle.start_bus()
+            triangle.provision_through_bus(timeout=TIMEOUT)
+            yield triangle
+        finally:
+            triangle.stop()
 
 
 def ironbus(*args: str) -> tuple[int, str]:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demo.actors import CrmSale, SalesRep, Supplier
-from demo.masterdata import Codes, provision
+from demo.masterdata import Codes
 from demo.stack import Stack, wait_for
-from tests.helpers.services import skip_or_fail
-from tryton import tryton_env
+from tests.helpers.stacks import linked_triangle
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
@@ -30,28 +27,9 @@ SECOND = Codes(customer="C-GLOBEX", customer_name="Globex Ltd", material="W-200"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not tryton_env.installed():
-        skip_or_fail("trytond is not installed (pip install -e '.[tryton]')")
-    names = ("TRYTON_URL", "IRONBUS_OUTBOX", "IRONBUS_GROUPING_WINDOW")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["IRONBUS_GROUPING_WINDOW"] = "3s"
-    work: Path = tmp_path_factory.mktemp("changes")
-    triangle = Stack(work, workers=3)
-    try:
-        triangle.start_tryton()
-        links = triangle.provision()
-        links += provision(triangle.adapters, SECOND)
-        triangle.links = links
-        triangle.import_xref(links)
-        triangle.start_bus()
+    window = {"IRONBUS_GROUPING_WINDOW": "3s"}
+    with linked_triangle(tmp_path_factory.mktemp("changes"), SECOND, env=window) as triangle:
         yield triangle
-    finally:
-        triangle.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def ids(stack: Stack, entity: str, code: str, system: str) -> int:
