@@ -34,16 +34,16 @@ class Parker:
 
     def parked(self) -> int:
         """How many deliveries are parked, due or not."""
-        return self.journal.parked_count()
+        return self.journal.parked.count()
 
     def run_once(self, now: float | None = None, limit: int = 500) -> int:
         """Re-drive up to ``limit`` due deliveries; returns how many."""
         at = time.time() if now is None else now
-        due = self.journal.due_parked(at, limit)
+        due = self.journal.parked.due(at, limit)
         if not due:
             return 0
         self.door.submit([Pinned(d.body, d.key, d.route, d.target, parks=d.parks) for d in due], "parked")
-        self.journal.unpark([d.idempotency_key for d in due], at)
+        self.journal.parked.unpark([d.idempotency_key for d in due], at)
         log.info("parked deliveries re-driven", count=len(due))
         return len(due)
 

@@ -26,11 +26,12 @@ from bus.journal.deadletters import DeadLetterStore
 from bus.journal.engine import create_engine, read, reading, write, writing
 from bus.journal.marks import KeyMarks
 from bus.journal.migrations import migrate
+from bus.journal.parked import ParkedDeliveries
 from bus.journal.processes import ProcessStates
+from bus.journal.prune import prune
 from bus.journal.queuerows import QueueRows
 from bus.journal.records import (
     ORIGINS,
-    SETTLED_STATUSES,
     AttemptRow,
     DeadLetter,
     DeadLetterRow,
@@ -43,12 +44,11 @@ from bus.journal.unit import UnitOfWork, unit_of_work
 from bus.journal.watermarks import Watermarks
 from bus.journal.xref import DurableXref
 
-__all__ = ["DEFAULT_URL", "BatchFacts", "DueParked", "Journal", "ParkedAhead"]
+__all__ = ["DEFAULT_URL", "BatchFacts", "Journal", "ParkedAhead"]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_URL = "sqlite:///var/ironbus.sqlite"
-PRUNE_BATCH = 2000
 
 _E, _D, _A = tables.events, tables.deliveries, tables.attempts
 
@@ -92,17 +92,6 @@ class BatchFacts:
     last_digests: dict[tuple[str, str], str] = field(default_factory=dict)  # (scope, key) -> payload digest
 
 
-class DueParked(NamedTuple):
-    """A parked delivery whose next attempt is due (see :meth:`Journal.due_parked`)."""
-
-    idempotency_key: str
-    route: str
-    target: str
-    parks: int
-    body: bytes  # the encoded event
-    key: str | None
-
-
 class Journal(DeadLetterStore, Watermarks):
     """The journal on SQLite (default) or PostgreSQL; migrates the schema when opened. Thread-safe."""
 
@@ -123,6 +112,8 @@ class Journal(DeadLetterStore, Watermarks):
         self.marks = KeyMarks(self.engine)
         #: each running process's protection snapshot
         self.processes = ProcessStates(self.engine)
+        #: parked deliveries, for the parker (bus/parking.py)
+        self.parked = ParkedDeliveries(self.engine)
         DeadLetterStore.__init__(self, self.engine)
         Watermarks.__init__(self, self.engine)
         self._statements()
@@ -326,33 +317,6 @@ class Journal(DeadLetterStore, Watermarks):
         return facts
 
     # -- parking (re-driven by bus.parking.Parker) ---------------------------------------------------------
-    def parked_count(self) -> int:
-        """How many deliveries are parked, due or not."""
-        with read(self.engine) as conn:
-            n = conn.execute(sa.select(sa.func.count()).select_from(_D).where(_D.c.status == "parked")).scalar()
-        return int(n or 0)
-
-    def due_parked(self, now: float, limit: int) -> list[DueParked]:
-        """Up to ``limit`` parked deliveries due at ``now``, in the order their events arrived (so deliveries
-        of one key are re-driven oldest first)."""
-        query = (sa.select(_D.c.idempotency_key, _D.c.route, _D.c.target, _D.c.parks, _E.c.body, _E.c.key)
-                 .join(_E, _E.c.id == _D.c.event_id)
-                 .where(_D.c.status == "parked", _D.c.next_attempt_at <= now)
-                 .order_by(_E.c.received_at, _E.c.id, _D.c.idempotency_key).limit(limit))
-        with read(self.engine) as conn:
-            return [DueParked(r.idempotency_key, r.route, r.target, int(r.parks), bytes(r.body), r.key)
-                    for r in conn.execute(query)]
-
-    def unpark(self, idempotency_keys: Sequence[str], due_at: float) -> None:
-        """Turn parked deliveries that were due at ``due_at`` back to ``pending`` (their messages were queued
-        again). One a worker already took from the queue and parked again — with a later next attempt — stays
-        parked: flipping it would leave it pending with no message anywhere."""
-        with write(self.engine) as conn:
-            for part in chunks(list(idempotency_keys)):
-                conn.execute(sa.update(_D).where(_D.c.idempotency_key.in_(part), _D.c.status == "parked",
-                                                 _D.c.next_attempt_at <= due_at)
-                             .values(status="pending", next_attempt_at=None, updated_at=time.time()))
-
     def dead_letters(self, *, route: str | None = None, target: str | None = None, error: str | None = None,
                      since: float | None = None, state: str | None = "dead", limit: int | None = 100,
                      ) -> list[DeadLetterRow]:
@@ -378,33 +342,8 @@ class Journal(DeadLetterStore, Watermarks):
         return out
 
     def prune(self, older_than_days: float) -> dict[str, int]:
-        """Delete what is older than ``older_than_days`` and needs no more work: settled events (every
-        delivery delivered/stale/filtered/shadow, or none at all) with their deliveries and attempts,
-        dead letters already retried or purged, and poll dedup keys. Never an event with an unsettled
-        delivery or a dead letter still ``dead``. Works in batches so the database stays responsive."""
-        cutoff = time.time() - older_than_days * 86400.0
-        unsettled = sa.select(_D.c.event_id).where(_D.c.event_id == _E.c.id,
-                                                   _D.c.status.not_in(sorted(SETTLED_STATUSES)))
-        dead = sa.select(tables.dead_letters.c.event_id).where(tables.dead_letters.c.event_id == _E.c.id,
-                                                               tables.dead_letters.c.state == "dead")
-        candidates = (sa.select(_E.c.id).where(_E.c.received_at < cutoff, ~unsettled.exists(), ~dead.exists())
-                      .limit(PRUNE_BATCH))
-        counts = {"events": 0, "deliveries": 0, "attempts": 0, "dead_letters": 0, "seen": 0}
-        while True:
-            with write(self.engine) as conn:
-                ids = list(conn.execute(candidates).scalars())
-                if not ids:
-                    break
-                counts["attempts"] += conn.execute(_A.delete().where(_A.c.event_id.in_(ids))).rowcount
-                counts["deliveries"] += conn.execute(_D.delete().where(_D.c.event_id.in_(ids))).rowcount
-                counts["events"] += conn.execute(_E.delete().where(_E.c.id.in_(ids))).rowcount
-        with write(self.engine) as conn:
-            dl = tables.dead_letters
-            counts["dead_letters"] = conn.execute(dl.delete().where(dl.c.state != "dead",
-                                                                    dl.c.created_at < cutoff)).rowcount
-            counts["seen"] = conn.execute(tables.seen.delete().where(tables.seen.c.seen_at < cutoff)).rowcount
-        log.info("journal.pruned", older_than_days=older_than_days, **counts)
-        return counts
+        """Delete what is older than ``older_than_days`` and needs no more work (see :func:`prune.prune`)."""
+        return prune(self.engine, older_than_days)
 
     def xref_rows(self, entity: str | None = None) -> list[XrefRow]:
         """Every cross reference (of one entity), for ``ironbus xref export`` and checks."""
