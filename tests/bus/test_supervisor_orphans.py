@@ -47,7 +47,7 @@ def test_sigkilled_supervisor_takes_its_processes_with_it(tmp_path: Path,
                    what="the bus processes to end with their supervisor")
         assert not serving(port)
         # the port is free for the next bus at once
-        again = Bus(tmp_path, routes, journal, "--port", str(port), "--no-triggers")
+        again = Bus(tmp_path, routes, journal, "--processes", "1", "--port", str(port), "--no-triggers")
         try:
             again.wait_running(1)
             assert serving(port)
