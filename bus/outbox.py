@@ -9,7 +9,8 @@ publishes the rows older than a grace period (their process died, or its publish
 A publish that fails is answered 503 and the source retries with a new request; its rows become ``refused``,
 are never published, and ``ironbus status`` and ``trace`` can tell them from accepted events.
 
-The table lives beside the journal's (``ib_outbox``) and is created on first use.
+The rows live in the journal's ``ib_outbox`` (:class:`bus.journal.outboxrows.OutboxRows`, ``journal.outbox``);
+this module is the policy: when a row is written, removed, refused or relayed.
 """
 
 from __future__ import annotations
@@ -19,16 +20,11 @@ import threading
 import time
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
 
 from bus.envelope import Event
 from bus.journal import Journal
-from bus.journal.engine import read, write
-from bus.journal.sql import chunks, insert_for
 from bus.queue.base import Message, Queue
-from bus.sidetables import ensure_tables
 
 __all__ = ["GRACE_SECONDS", "Outbox", "OutboxRelay", "inbound_states", "outbox_counts"]
 
@@ -36,17 +32,6 @@ log = structlog.get_logger(__name__)
 
 #: An outbox row younger than this belongs to an ingest still under way (a publish takes milliseconds).
 GRACE_SECONDS = float(os.environ.get("IRONBUS_OUTBOX_GRACE") or 10.0)
-
-_metadata = sa.MetaData()
-outbox = sa.Table(
-    "ib_outbox", _metadata,
-    sa.Column("event_id", sa.Text, primary_key=True),
-    sa.Column("state", sa.Text, nullable=False),  # 'pending' | 'refused'
-    sa.Column("recorded_at", sa.Double, nullable=False),
-    sa.Index("ib_outbox_state_recorded", "state", "recorded_at"),
-)
-def _ensure(engine: Engine) -> None:
-    ensure_tables(engine, _metadata, [outbox])
 
 
 def message_for(event: Event) -> Message:
@@ -59,70 +44,42 @@ class Outbox:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        _ensure(journal.engine)
-        self._dialect = journal.engine.dialect.name
 
     def record(self, events: Sequence[tuple[Event, str]], done: Sequence[str] = ()) -> None:
-        """Journal the events and their outbox rows in one transaction (idempotent on the event id); ``done``
-        are events published since the last call, whose rows are removed in the same transaction (one write
-        per group commit instead of two)."""
-        now = time.time()
-        stmt = insert_for(self._dialect, outbox)
-        stmt = stmt.on_conflict_do_update(index_elements=[outbox.c.event_id],
-                                          set_={"state": "pending", "recorded_at": stmt.excluded.recorded_at})
-        with write(self.journal.engine) as conn:
-            self.journal.record_events(events, conn=conn)
-            for pairs in chunks(list(events)):
-                conn.execute(stmt, [{"event_id": e.id, "state": "pending", "recorded_at": now} for e, _ in pairs])
-            for ids in chunks(list(done)):
-                conn.execute(outbox.delete().where(outbox.c.event_id.in_(list(ids))))
+        """Journal the events and their outbox rows in one unit of work (idempotent on the event id); ``done``
+        are events published since the last call, whose rows are removed in the same unit (one write per
+        group commit instead of two)."""
+        with self.journal.unit() as unit:
+            self.journal.record_events(events, unit=unit)
+            self.journal.outbox.add([event.id for event, _ in events], time.time(), unit=unit)
+            self.journal.outbox.remove(done, unit=unit)
 
     def published(self, event_ids: Sequence[str]) -> None:
         """The events are on the queue: their outbox rows go."""
-        with write(self.journal.engine) as conn:
-            for part in chunks(list(event_ids)):
-                conn.execute(outbox.delete().where(outbox.c.event_id.in_(list(part))))
+        self.journal.outbox.remove(event_ids)
 
     def refused(self, event_ids: Sequence[str]) -> None:
         """The publish failed and the source was told to retry: never publish these."""
-        with write(self.journal.engine) as conn:
-            for part in chunks(list(event_ids)):
-                conn.execute(outbox.update().where(outbox.c.event_id.in_(list(part))).values(state="refused"))
+        self.journal.outbox.refuse(event_ids)
 
 
-def outbox_counts(engine: Engine, grace: float | None = None) -> dict[str, int]:
+def outbox_counts(journal: Journal, grace: float | None = None) -> dict[str, int]:
     """``unpublished`` (pending past the grace period: waiting for the relay) and ``refused`` events."""
-    _ensure(engine)
-    cutoff = time.time() - (GRACE_SECONDS if grace is None else grace)
-    with read(engine) as conn:
-        row = conn.execute(sa.select(
-            sa.func.count().filter(outbox.c.state == "pending", outbox.c.recorded_at < cutoff),
-            sa.func.count().filter(outbox.c.state == "refused"))).one()
-    return {"unpublished": int(row[0] or 0), "refused": int(row[1] or 0)}
+    counts = journal.outbox.counts(time.time() - (GRACE_SECONDS if grace is None else grace))
+    return counts._asdict()
 
 
-def inbound_states(engine: Engine, event_ids: Sequence[str]) -> dict[str, str]:
+def inbound_states(journal: Journal, event_ids: Sequence[str]) -> dict[str, str]:
     """``{event id: 'refused' | 'unpublished'}`` for those of ``event_ids`` still in the outbox (for trace)."""
-    _ensure(engine)
-    cutoff = time.time() - GRACE_SECONDS
-    out: dict[str, str] = {}
-    with read(engine) as conn:
-        for ids in chunks(list(event_ids)):
-            for row in conn.execute(sa.select(outbox).where(outbox.c.event_id.in_(list(ids)))):
-                if row.state == "refused":
-                    out[row.event_id] = "refused"
-                elif row.recorded_at < cutoff:
-                    out[row.event_id] = "unpublished"
-    return out
+    return journal.outbox.states(event_ids, time.time() - GRACE_SECONDS)
 
 
 class OutboxRelay:
     """Publishes outbox rows older than ``grace`` seconds, every ``interval`` seconds, in a daemon thread.
 
-    The rows are claimed in the same transaction that deletes them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-    so relays of several processes share the work), and the publish happens before that transaction commits:
-    a relay killed after publishing and before committing publishes the event again (at least once, and the
-    worker's idempotency keys keep the effect single), never zero times.
+    The rows are claimed and removed by :meth:`bus.journal.outboxrows.OutboxRows.drain`, which publishes before
+    the removal commits: a relay killed in between publishes the event again (at least once, and the worker's
+    idempotency keys keep the effect single), never zero times.
     """
 
     def __init__(self, journal: Journal, queue: Queue, *, grace: float | None = None, interval: float | None = None,
@@ -134,7 +91,6 @@ class OutboxRelay:
         self.batch = batch
         self.stop = stop or threading.Event()
         self.relayed = 0
-        _ensure(journal.engine)
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -145,31 +101,19 @@ class OutboxRelay:
                 log.warning("outbox.relay_failed", error=str(exc))
 
     def relay_once(self) -> int:
-        """Publish one batch of stale outbox rows; returns how many were published."""
-        cutoff = time.time() - self.grace
-        pick = (sa.select(outbox.c.event_id).where(outbox.c.state == "pending", outbox.c.recorded_at < cutoff)
-                .order_by(outbox.c.recorded_at).limit(self.batch))
-        if self.journal.engine.dialect.name != "postgresql":
-            # SQLite has one writer: the embedded queue's publish could not write while a claim is held. Read,
-            # publish, delete; two relays at once may both publish (at least once, never zero times).
-            with read(self.journal.engine) as conn:
-                ids = list(conn.execute(pick).scalars())
+        """Publish one batch of stale outbox rows; returns how many rows were handled."""
+        published: list[Event] = []
+
+        def publish(ids: list[str]) -> None:
             events = self._events(ids)
-            if not ids:
-                return 0
             self._publish(events, ids)
-            with write(self.journal.engine) as conn:
-                conn.execute(outbox.delete().where(outbox.c.event_id.in_(ids)))
-        else:
-            with write(self.journal.engine) as conn:
-                ids = list(conn.execute(pick.with_for_update(skip_locked=True)).scalars())
-                if not ids:
-                    return 0
-                events = self._events(ids)
-                self._publish(events, ids)
-                conn.execute(outbox.delete().where(outbox.c.event_id.in_(ids)))
-        self.relayed += len(events)
-        log.warning("outbox.relayed", events=len(events),
+            published.extend(events)
+
+        ids = self.journal.outbox.drain(time.time() - self.grace, self.batch, publish)
+        if not ids:
+            return 0
+        self.relayed += len(published)
+        log.warning("outbox.relayed", events=len(published),
                     hint="journaled events whose process died before publishing them were published now")
         return len(ids)
 

@@ -106,7 +106,7 @@ class Runtime:
         self.adapters = adapters if adapters is not None else open_adapters(self.config)
         # shared through the journal: N processes (or hosts) keep a vendor's limit once, not N times
         self.protections = Protections.from_config(self.config.systems,
-                                                   shared=shared_factories(self.journal.engine))
+                                                   shared=shared_factories(self.journal))
         #: the one way onto the bus (webhooks, triggers, follow-ups, the parker)
         self.door = FrontDoor(self.journal, self.queue, self.pipeline)
         self.stop_event = threading.Event()
@@ -223,7 +223,7 @@ class Runtime:
             self.door.submit(events, "poll")
 
         # one runner per trigger however many processes and hosts run the bus (bus/election.py)
-        self.leases = Leases(self.journal.engine)
+        self.leases = Leases(self.journal.leases)
         leases = self.leases
 
         def elect(plan: Any) -> bool:

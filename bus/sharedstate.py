@@ -11,7 +11,9 @@ allowed rate, and a circuit opened by one process let the others keep hammering 
   (``ib_circuits``) and, at most every :data:`SYNC_SECONDS`, adopts what another process wrote: a circuit
   opened anywhere is open everywhere within half a second, and a successful probe anywhere closes it.
 
-Clocks are wall time (``time.time``), so hosts sharing a journal need synchronised clocks (NTP), as usual.
+The rows live in the journal (``journal.rate_buckets``, ``journal.circuits``: :mod:`bus.journal.limiterstate`);
+this module is the policy. Clocks are wall time (``time.time``), so hosts sharing a journal need synchronised
+clocks (NTP), as usual.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
 
-from bus.journal.engine import read, write
-from bus.journal.sql import insert_for
+from bus.journal import Journal
+from bus.journal.limiterstate import Bucket, CircuitStates, RateBuckets
 from bus.protection import CircuitBreaker, RateLimiter
-from bus.sidetables import ensure_tables
 
 __all__ = ["SYNC_SECONDS", "SharedCircuitBreaker", "SharedRateLimiter", "shared_factories"]
 
@@ -35,55 +35,37 @@ log = structlog.get_logger(__name__)
 #: How stale a process's view of another process's circuit may be.
 SYNC_SECONDS = 0.5
 
-_metadata = sa.MetaData()
-_B = sa.Table(
-    "ib_rate_buckets", _metadata,
-    sa.Column("system", sa.Text, primary_key=True),
-    sa.Column("tokens", sa.Double, nullable=False),
-    sa.Column("updated_at", sa.Double, nullable=False),
-    sa.Column("blocked_until", sa.Double, nullable=False),
-)
-_C = sa.Table(
-    "ib_circuits", _metadata,
-    sa.Column("system", sa.Text, primary_key=True),
-    sa.Column("opened_at", sa.Double),
-    sa.Column("updated_at", sa.Double, nullable=False),
-)
-def _ensure(engine: Engine) -> None:
-    ensure_tables(engine, _metadata, [_B, _C])
-
 
 class SharedRateLimiter(RateLimiter):
     """A :class:`RateLimiter` whose bucket lives in the journal database (same interface)."""
 
-    def __init__(self, engine: Engine, system: str, requests: int, per: float) -> None:
+    def __init__(self, buckets: RateBuckets, system: str, requests: int, per: float) -> None:
         super().__init__(requests, per)  # the local bucket: the fallback while the database is away
-        self.engine = engine
+        self.buckets = buckets
         self.system = system
-        self._postgres = engine.dialect.name == "postgresql"
-        _ensure(engine)
+
+    def _refilled(self, bucket: Bucket) -> tuple[float, float]:
+        """``(now, tokens)``: the bucket refilled to now. Never moves ``updated_at`` back: a time taken before
+        the row was ours would count the interval another process already refilled a second time."""
+        now = max(time.time(), bucket.updated_at)
+        return now, min(float(self.requests), bucket.tokens + (now - bucket.updated_at) * self._rate)
+
+    def _fresh(self) -> Bucket:
+        return Bucket(float(self.requests), time.time(), 0.0)
 
     def _take(self, take: bool) -> float:
         """In one transaction: refill, and take a token when ``take`` and one is free. Returns the wait (0.0
         when a token was taken, or would be free now)."""
-        with write(self.engine) as conn:
-            query = sa.select(_B.c.tokens, _B.c.updated_at, _B.c.blocked_until).where(_B.c.system == self.system)
-            row = conn.execute(query.with_for_update() if self._postgres else query).first()
-            if row is None:
-                conn.execute(insert_for(conn, _B).on_conflict_do_nothing(index_elements=[_B.c.system])
-                             .values(system=self.system, tokens=float(self.requests), updated_at=time.time(),
-                                     blocked_until=0.0))
-                row = conn.execute(query.with_for_update() if self._postgres else query).one()
-            # read the clock once the row is ours, and never move updated_at back: a time taken before waiting
-            # for the lock would count the interval another process already refilled a second time
-            now = max(time.time(), row.updated_at)
-            tokens = min(float(self.requests), row.tokens + (now - row.updated_at) * self._rate)
-            penalty = max(0.0, row.blocked_until - now)
+
+        def change(bucket: Bucket) -> tuple[Bucket, float]:
+            now, tokens = self._refilled(bucket)
+            penalty = max(0.0, bucket.blocked_until - now)
             wait = penalty if tokens >= 1.0 else max(penalty, (1.0 - tokens) / self._rate)
             if take and wait <= 0.0:
                 tokens -= 1.0
-            conn.execute(_B.update().where(_B.c.system == self.system).values(tokens=tokens, updated_at=now))
-        return float(wait)
+            return Bucket(tokens, now, bucket.blocked_until), float(wait)
+
+        return self.buckets.change(self.system, self._fresh(), change)
 
     def wait_time(self) -> float:
         try:
@@ -118,22 +100,21 @@ class SharedRateLimiter(RateLimiter):
         if seconds <= 0:
             return
         super().penalise(seconds)
+
+        def change(bucket: Bucket) -> tuple[Bucket, None]:
+            # no token until the pause is over, and the bucket empty enough that none is free right after
+            now, tokens = self._refilled(bucket)
+            return Bucket(min(tokens, 1.0 - seconds * self._rate), now,
+                          max(bucket.blocked_until, now + seconds)), None
+
         try:
-            self._take(False)  # make sure the row exists and is refilled to now
-            now = time.time()
-            with write(self.engine) as conn:
-                conn.execute(_B.update().where(_B.c.system == self.system).values(
-                    blocked_until=sa.func.max(_B.c.blocked_until, now + seconds) if not self._postgres else
-                    sa.func.greatest(_B.c.blocked_until, now + seconds),
-                    tokens=sa.func.min(_B.c.tokens, 1.0 - seconds * self._rate) if not self._postgres else
-                    sa.func.least(_B.c.tokens, 1.0 - seconds * self._rate)))
+            self.buckets.change(self.system, self._fresh(), change)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("rate_limit.shared_unavailable", system=self.system, error=str(exc).splitlines()[0])
 
     def snapshot(self) -> dict[str, Any]:
         try:
-            with read(self.engine) as conn:
-                row = conn.execute(sa.select(_B).where(_B.c.system == self.system)).first()
+            row = self.buckets.get(self.system)
         except sa.exc.SQLAlchemyError:
             return super().snapshot()
         now = time.time()
@@ -147,20 +128,15 @@ class SharedRateLimiter(RateLimiter):
 class SharedCircuitBreaker(CircuitBreaker):
     """A :class:`CircuitBreaker` that shares opening and closing with the other processes (see module doc)."""
 
-    def __init__(self, engine: Engine, failures: int, reset: float, name: str) -> None:
+    def __init__(self, circuits: CircuitStates, failures: int, reset: float, name: str) -> None:
         super().__init__(failures, reset, name=name)
-        self.engine = engine
+        self.circuits = circuits
         self._synced = 0.0
         self._closed_at = 0.0  # when this process last saw the circuit close: older openings are stale
-        _ensure(engine)
 
     def _write(self, opened_at: float | None) -> None:
         try:
-            with write(self.engine) as conn:
-                stmt = insert_for(conn, _C)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=[_C.c.system], set_={"opened_at": opened_at, "updated_at": time.time()})
-                    .values(system=self.name, opened_at=opened_at, updated_at=time.time()))
+            self.circuits.put(self.name, opened_at, time.time())
         except sa.exc.SQLAlchemyError as exc:
             log.warning("circuit.shared_unavailable", system=self.name, error=str(exc).splitlines()[0])
 
@@ -170,22 +146,22 @@ class SharedCircuitBreaker(CircuitBreaker):
             return
         self._synced = now
         try:
-            with read(self.engine) as conn:
-                row = conn.execute(sa.select(_C.c.opened_at).where(_C.c.system == self.name)).first()
+            row = self.circuits.get(self.name)
         except sa.exc.SQLAlchemyError:
             return
         if row is None:
             return
         with self._lock:
-            if row.opened_at is not None and float(row.opened_at) <= self._closed_at:
+            opened_at = row[0]
+            if opened_at is not None and opened_at <= self._closed_at:
                 stale = True  # an opening this process has already seen closed (a late or failed write)
             else:
                 stale = False
-            if row.opened_at is not None and self._state == "closed" and not stale:
+            if opened_at is not None and self._state == "closed" and not stale:
                 # another process opened it: so is it here, with the same probe time
-                self._state, self._opened_at, self._probe_started = "open", float(row.opened_at), None
+                self._state, self._opened_at, self._probe_started = "open", opened_at, None
                 log.info("circuit opened by another process", system=self.name)
-            elif row.opened_at is None and self._state != "closed":
+            elif opened_at is None and self._state != "closed":
                 # another process's probe succeeded
                 self._state, self._consecutive, self._opened_at, self._probe_started = "closed", 0, None, None
                 self._closed_at = now
@@ -218,17 +194,17 @@ class SharedCircuitBreaker(CircuitBreaker):
 class _Factories:
     """:class:`bus.protection.SharedFactories` on the journal's database."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
 
     def limiter(self, system: str, requests: int, per: float) -> RateLimiter:
-        return SharedRateLimiter(self.engine, system, requests, per)
+        return SharedRateLimiter(self.journal.rate_buckets, system, requests, per)
 
     def breaker(self, system: str, failures: int, reset: float) -> CircuitBreaker:
-        return SharedCircuitBreaker(self.engine, failures, reset, name=system)
+        return SharedCircuitBreaker(self.journal.circuits, failures, reset, name=system)
 
 
-def shared_factories(engine: Engine) -> _Factories:
+def shared_factories(journal: Journal) -> _Factories:
     """Limiters and breakers whose budgets and circuit state live in the journal's database, shared by every
     process (and host) of one bus."""
-    return _Factories(engine)
+    return _Factories(journal)

@@ -31,7 +31,7 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
     for cid in correlations:
         events = sorted(journal.events_for(correlationid=cid), key=lambda e: e.time)
         deliveries = journal.deliveries_for_events([e.id for e in events])
-        inbound = inbound_states(journal.engine, [e.id for e in events])
+        inbound = inbound_states(journal, [e.id for e in events])
         by_event: dict[str, list[dict[str, Any]]] = {}
         for d in deliveries:
             attempts = journal.attempts_for(d.idempotency_key)

@@ -115,3 +115,31 @@ def test_the_core_asks_adapters_only_through_their_declared_contract() -> None:
                     any("Adapter." in ast.unparse(side) for side in [node.left, *node.comparators]):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
+
+
+def _table_definitions(path: Path, root: Path = ROOT) -> Iterator[str]:
+    """``sa.Table(...)`` / ``Table(...)`` calls, ``create_all`` calls and SQL text with ``CREATE TABLE`` in a file."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            if name in ("Table", "sa.Table", "sqlalchemy.Table") or name.endswith(".create_all"):
+                yield f"{path.relative_to(root)}:{node.lineno}: {name}(…)"
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                "create table" in " ".join(node.value.lower().split()):
+            yield f"{path.relative_to(root)}:{node.lineno}: {node.value.strip()[:40]!r}"
+
+
+def test_only_the_journal_defines_tables() -> None:
+    """Every table ironbus keeps is defined in bus/journal/tables.py and created by a migration step: no module
+    elsewhere defines or creates one on first use (the outbox, leases and shared limiter state once did)."""
+    files = [p for p in sorted([*BUS.rglob("*.py"), *(ROOT / "adapters").rglob("*.py"), ROOT / "cli.py"])
+             if BUS / "journal" not in p.parents]
+    assert [hit for path in files for hit in _table_definitions(path)] == []
+
+
+def test_the_table_check_finds_a_table_made_outside_the_journal(tmp_path: Path) -> None:
+    module = tmp_path / "side.py"
+    module.write_text('import sqlalchemy as sa\nT = sa.Table("ib_side", sa.MetaData())\n'
+                      'SQL = "create  TABLE ib_other (id int)"\nmeta.create_all(conn)\n')
+    assert sorted(_table_definitions(module, tmp_path)) == [
+        "side.py:2: sa.Table(…)", "side.py:3: 'create  TABLE ib_other (id int)'", "side.py:4: meta.create_all(…)"]

@@ -24,6 +24,7 @@ import httpx
 import sqlalchemy as sa
 
 from bus.election import leaders
+from bus.journal.leaders import LeaderLeases
 from tests.helpers.backends import Backend
 from tests.helpers.sink import Sink
 from tests.helpers.wait import wait_until
@@ -96,7 +97,7 @@ def test_two_bus_processes_share_triggers_dedup_and_fail_over(tmp_path: Path, po
                     assert answer.status_code == 202
                 wait_until(lambda: "hook-1" in delivered_by_id(sink), timeout=60, what="the webhook delivered")
                 engine = sa.create_engine(journal)
-                holder = leaders(engine)["files.dropped"][0]
+                holder = leaders(LeaderLeases(engine))["files.dropped"][0]
                 engine.dispose()
                 runner = next(i for i, p in enumerate(procs) if f":{p.pid}:" in holder)
                 procs[runner].send_signal(signal.SIGKILL)

@@ -153,7 +153,7 @@ def status(args: argparse.Namespace) -> int:
         depth = queue.depth()
         processes, systems = bus_rows(read_state(journal))
         pending = journal.pending_adapter_items()
-        inbound = outbox_counts(journal.engine)
+        inbound = outbox_counts(journal)
         oldest = oldest_ready_age(journal) if broker_url(args.broker) is None else None
     finally:
         queue.close()

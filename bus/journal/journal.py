@@ -24,8 +24,11 @@ from bus.journal import tables
 from bus.journal.adapterstate import JournalAdapterStore, pending_items
 from bus.journal.deadletters import DeadLetterStore
 from bus.journal.engine import create_engine, read, reading, write, writing
+from bus.journal.leaders import LeaderLeases
+from bus.journal.limiterstate import CircuitStates, RateBuckets
 from bus.journal.marks import KeyMarks
 from bus.journal.migrations import migrate
+from bus.journal.outboxrows import OutboxRows
 from bus.journal.parked import ParkedDeliveries
 from bus.journal.processes import ProcessStates
 from bus.journal.prune import prune
@@ -114,6 +117,13 @@ class Journal(DeadLetterStore, Watermarks):
         self.processes = ProcessStates(self.engine)
         #: parked deliveries, for the parker (bus/parking.py)
         self.parked = ParkedDeliveries(self.engine)
+        #: inbound events journaled and not yet published (bus/outbox.py)
+        self.outbox = OutboxRows(self.engine)
+        #: who runs each poll/schedule trigger (bus/election.py)
+        self.leases = LeaderLeases(self.engine)
+        #: rate-limit buckets and circuits shared by every process (bus/sharedstate.py)
+        self.rate_buckets = RateBuckets(self.engine)
+        self.circuits = CircuitStates(self.engine)
         DeadLetterStore.__init__(self, self.engine)
         Watermarks.__init__(self, self.engine)
         self._statements()

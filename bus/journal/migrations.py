@@ -62,8 +62,15 @@ def _v6_aggregate_items(conn: Connection) -> None:
     tables.aggregate_items.create(conn, checkfirst=True)
 
 
+def _v7_hardening_tables(conn: Connection) -> None:
+    # outbox, trigger leases, shared rate buckets and circuits: until this step the modules using them created
+    # them on first use, so a journal at version 6 may have some already (with these very definitions)
+    for table in (tables.outbox, tables.leaders, tables.rate_buckets, tables.circuits):
+        table.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console,
-                          _v6_aggregate_items]
+                          _v6_aggregate_items, _v7_hardening_tables]
 
 
 def current_version(conn: Connection) -> int:

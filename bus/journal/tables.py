@@ -10,8 +10,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "aggregate_items",
     "attempts",
     "audit",
+    "circuits",
     "console_indexes",
     "dead_letters",
     "deliveries",
@@ -23,6 +25,9 @@ __all__ = [
     "seen",
     "system_state",
     "last_payloads",
+    "leaders",
+    "outbox",
+    "rate_buckets",
     "watermarks",
     "xref",
 ]
@@ -219,4 +224,41 @@ aggregate_items = sa.Table(
     sa.Column("correlation_id", sa.Text),
     sa.Column("deadline", sa.Double, nullable=False),
     sa.Index("ib_aggregate_items_deadline", "deadline"),
+)
+
+# Added by migration step 7 (before it, created on first use by the modules that used them): the hardening
+# tables. The outbox holds an inbound event between its journal commit and its publish (bus.outbox);
+# ``state`` is 'pending' or 'refused' (the publish failed and the source was told to retry).
+outbox = sa.Table(
+    "ib_outbox", metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.Double, nullable=False),
+    sa.Index("ib_outbox_state_recorded", "state", "recorded_at"),
+)
+
+# One lease per poll/schedule trigger: who runs it, until when (bus.election).
+leaders = sa.Table(
+    "ib_leaders", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("until", sa.Double, nullable=False),
+)
+
+# A system's rate-limit token bucket shared by every process (bus.sharedstate.SharedRateLimiter).
+rate_buckets = sa.Table(
+    "ib_rate_buckets", metadata,
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("blocked_until", sa.Double, nullable=False),
+)
+
+# A system's circuit as the last process that opened or closed it wrote it (bus.sharedstate.SharedCircuitBreaker);
+# ``opened_at`` NULL: closed.
+circuits = sa.Table(
+    "ib_circuits", metadata,
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("opened_at", sa.Double),
+    sa.Column("updated_at", sa.Double, nullable=False),
 )

@@ -81,7 +81,7 @@ def test_events_journaled_by_a_dead_process_are_relayed_and_delivered_once(
         assert set(sink.delivered.values()) == {1}
     journal = Journal(backend.journal)
     try:
-        assert outbox_counts(journal.engine, grace=0) == {"unpublished": 0, "refused": 0}
+        assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 0}
     finally:
         journal.close()
 
@@ -99,7 +99,7 @@ def test_refused_events_are_never_relayed(tmp_path: Path) -> None:
     with pytest.raises(TransientError):
         ingestor.ingest([(event, "webhook")])
     ingestor.close()
-    assert outbox_counts(journal.engine, grace=0) == {"unpublished": 0, "refused": 1}
+    assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 1}
     queue = EmbeddedQueue(journal.engine)
     assert OutboxRelay(journal, queue, grace=0).relay_once() == 0
     assert queue.depth()["ready"] == 0
@@ -115,7 +115,7 @@ def test_published_events_leave_no_outbox_rows(tmp_path: Path) -> None:
     for n in range(5):
         ingestor.ingest([(Event(type="t", source="s", data={"n": n}), "send")])
     ingestor.close()
-    assert outbox_counts(journal.engine, grace=0) == {"unpublished": 0, "refused": 0}
+    assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 0}
     assert OutboxRelay(journal, queue, grace=0).relay_once() == 0  # nothing published twice
     assert queue.depth()["ready"] == 5
     journal.close()

@@ -28,7 +28,7 @@ def journal(postgres_url: str) -> Iterator[Journal]:
 
 
 def test_two_processes_keep_one_budget(journal: Journal) -> None:
-    limiters = [SharedRateLimiter(journal.engine, "hubspot", 10, 1.0) for _ in range(2)]
+    limiters = [SharedRateLimiter(journal.rate_buckets, "hubspot", 10, 1.0) for _ in range(2)]
     taken: list[float] = []
     lock = threading.Lock()
     started = time.monotonic()
@@ -51,15 +51,15 @@ def test_two_processes_keep_one_budget(journal: Journal) -> None:
 
 
 def test_a_429_pauses_every_process(journal: Journal) -> None:
-    told, other = (SharedRateLimiter(journal.engine, "crm", 100, 1.0) for _ in range(2))
+    told, other = (SharedRateLimiter(journal.rate_buckets, "crm", 100, 1.0) for _ in range(2))
     told.penalise(1.5)
     assert other.wait_time() > 1.0
     assert not other.acquire(timeout=0.2)
 
 
 def test_a_circuit_opened_by_one_process_is_open_in_the_other(journal: Journal) -> None:
-    a = SharedCircuitBreaker(journal.engine, failures=2, reset=30, name="srm")
-    b = SharedCircuitBreaker(journal.engine, failures=2, reset=30, name="srm")
+    a = SharedCircuitBreaker(journal.circuits, failures=2, reset=30, name="srm")
+    b = SharedCircuitBreaker(journal.circuits, failures=2, reset=30, name="srm")
     assert b.allow()
     a.record_failure()
     a.record_failure()

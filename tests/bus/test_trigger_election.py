@@ -75,12 +75,12 @@ def test_one_runner_polls_and_another_takes_over_when_it_dies(tmp_path: Path, jo
 def test_a_lease_is_exclusive_renewable_and_released(journal: str) -> None:
     store = Journal(journal)
     try:
-        a, b = Leases(store.engine, ttl=30, holder="a"), Leases(store.engine, ttl=30, holder="b")
+        a, b = Leases(store.leases, ttl=30, holder="a"), Leases(store.leases, ttl=30, holder="b")
         assert a.hold("crm.poll") and not b.hold("crm.poll") and a.hold("crm.poll")
-        assert leaders(store.engine)["crm.poll"][0] == "a"
+        assert leaders(store.leases)["crm.poll"][0] == "a"
         a.release_all()
         assert b.hold("crm.poll") and not a.hold("crm.poll")
-        expired = Leases(store.engine, ttl=0.01, holder="c")
+        expired = Leases(store.leases, ttl=0.01, holder="c")
         assert expired.hold("other")
         wait_until(lambda: b.hold("other"), timeout=5, what="an expired lease to be taken")
     finally:

@@ -6,10 +6,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bus.election import Leases, leaders
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.journal import Journal, migrations
 from bus.journal.engine import create_engine, normalise_url, read
+from bus.outbox import Outbox, OutboxRelay, outbox_counts
+from bus.queue.embedded import EmbeddedQueue
+from tests.helpers.wait import wait_until
 
 
 def _add_notes_table(conn: Connection) -> None:
@@ -106,3 +110,41 @@ def test_sqlite_journal_creates_its_directory_and_uses_wal(tmp_path: object) -> 
     with j.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     j.close()
+
+
+def test_a_version_6_journal_gains_the_hardening_tables_and_its_outbox_and_leases_work(journal_url: str) -> None:
+    # Given a journal at version 6: its own tables, and an outbox that the old code created on first use and
+    # left a row in (the leases, rate buckets and circuits were never used, so they are missing)
+    engine = create_engine(journal_url)
+    assert migrations.migrate(engine, migrations.MIGRATIONS[:6]) == 6
+    hardening = ("ib_outbox", "ib_leaders", "ib_rate_buckets", "ib_circuits")
+    with engine.begin() as conn:
+        for name in hardening:
+            conn.execute(sa.text(f"DROP TABLE {name}"))  # step 1 of this version made them; version 6 did not
+        conn.execute(sa.text("CREATE TABLE ib_outbox (event_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                             "recorded_at DOUBLE PRECISION NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO ib_outbox VALUES ('left-over', 'refused', 1.0)"))
+    engine.dispose()
+    # When this version opens it
+    journal = Journal(journal_url)
+    try:
+        # Then step 7 ran: every table is there, the old row kept
+        assert journal.version == len(migrations.MIGRATIONS) >= 7
+        with read(journal.engine) as conn:
+            assert all(sa.inspect(conn).has_table(name) for name in hardening)
+        assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 1}
+        # and the outbox journals, counts and relays an event
+        queue = EmbeddedQueue(journal.engine)
+        event = Event(type="order.changed", source="crm", data={"n": 1})
+        Outbox(journal).record([(event, "webhook")])
+        wait_until(lambda: outbox_counts(journal, grace=0)["unpublished"] == 1, timeout=5, what="a pending row")
+        assert OutboxRelay(journal, queue, grace=0).relay_once() == 1
+        assert [Event.decode(lease.message.body) for lease in queue.consume(10, 1.0)] == [event]
+        assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 1}
+        # and a trigger lease is held by one holder at a time
+        a, b = Leases(journal.leases, ttl=30, holder="a"), Leases(journal.leases, ttl=30, holder="b")
+        assert a.hold("crm.poll") and not b.hold("crm.poll")
+        assert leaders(journal.leases)["crm.poll"][0] == "a"
+        queue.close()
+    finally:
+        journal.close()
