@@ -35,6 +35,7 @@ __all__ = [
     "OperationSpec",
     "Outcome",
     "PollResult",
+    "SettingsWarning",
     "TriggerSpec",
     "WebhookAnswer",
     "WebhookRequest",
@@ -143,6 +144,15 @@ class TriggerSpec:
     kind: Literal["poll", "webhook", "schedule"]
     description: str = ""
     interval: float | None = None  # default poll interval in seconds
+
+
+@dataclass(frozen=True)
+class SettingsWarning:
+    """Something in a system's settings that works but should change (a deprecated form): ``ironbus lint``
+    reports it as a warning at ``path`` (keys and list indexes under ``settings:``)."""
+
+    path: tuple[str | int, ...]
+    message: str
 
 
 class AdapterStore(Protocol):
@@ -302,6 +312,12 @@ class Adapter:
         if cls.accepts_any_operation:
             return sorted(named or [])
         return sorted(cls.operations)
+
+    @classmethod
+    def settings_warnings(cls, settings: Mapping[str, Any]) -> list[SettingsWarning]:
+        """Deprecated forms in a system's (schema-valid) ``settings`` that still work; ``ironbus lint`` warns
+        on each, with its file and line. Adapters that deprecate a setting's form override it."""
+        return []
 
     def accepts(self, operation_name: str) -> bool:
         """Whether this system can run ``operation_name`` (a decorated operation, or one its settings declare)."""

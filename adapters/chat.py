@@ -8,7 +8,7 @@
 * ``teams_legacy`` — a MessageCard (the retired Office 365 connector webhooks, still run by some tenants).
 
 The text and optional title come from the payload (``{text, title?}``) or from ``{{ jmespath }}`` templates in
-the route target's ``args`` or the system settings (see :class:`adapters.templates.TextTemplate`).
+the route target's ``args`` or the system settings (see :class:`adapters.templates.Template`).
 
 Errors: connection failures, timeouts, 408/425/429/5xx are transient (``Retry-After`` honoured); other
 statuses are permanent (a revoked webhook answers 403/404/410: retrying will not bring it back).
@@ -26,7 +26,7 @@ import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
 from adapters.http.errors import DEFAULT_TRANSIENT, parse_retry_after
-from adapters.templates import TextTemplate, cached_template
+from adapters.templates import Template, cached_template
 from bus.errors import ConfigError, PermanentError, TransientError
 
 __all__ = ["ChatWebhookAdapter", "chat_body"]
@@ -83,8 +83,8 @@ class ChatWebhookAdapter(Adapter):
         self.style: str = self.settings.get("style", "slack")
         self.timeout = float(self.settings.get("timeout", 10))
         where = f"systems.{system}.settings"
-        self.text = TextTemplate(self.settings["text"], f"{where}.text") if "text" in self.settings else None
-        self.title = TextTemplate(self.settings["title"], f"{where}.title") if "title" in self.settings else None
+        self.text = Template(self.settings["text"], f"{where}.text") if "text" in self.settings else None
+        self.title = Template(self.settings["title"], f"{where}.title") if "title" in self.settings else None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -100,7 +100,7 @@ class ChatWebhookAdapter(Adapter):
                 self._client = None
         super().close()
 
-    def _render(self, field: str, call: Call, default: TextTemplate | None) -> str | None:
+    def _render(self, field: str, call: Call, default: Template | None) -> str | None:
         source = call.args.get(field)
         if isinstance(source, str):
             try:

@@ -2,7 +2,7 @@
 
 A message is either given whole by the payload (``{to, cc?, subject, body, html?, reply_to?}``) or built
 from a template whose ``{{ expression }}`` placeholders are JMESPath on the payload (see
-:class:`TextTemplate`). The Message-ID is derived from the delivery's idempotency key, so a resent message
+:class:`Template`). The Message-ID is derived from the delivery's idempotency key, so a resent message
 (a retry after a lost reply, a replay) carries the same Message-ID and mail clients and archives can
 recognise it as the same message.
 
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, operation
-from adapters.templates import TextTemplate, cached_template
+from adapters.templates import Template, cached_template, html_escape
 from adapters.tls import client_context
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
@@ -49,13 +49,13 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
 
 
 def compile_message_template(doc: Mapping[str, Any], where: str,
-                             make: Callable[[str, str], TextTemplate] = TextTemplate) -> dict[str, list[TextTemplate]]:
+                             make: Callable[[str, str], Template] = Template) -> dict[str, list[Template]]:
     """Compile the fields of a message template; list fields (to, cc) keep one template per item.
 
-    ``make(text, where)`` compiles one field: :class:`TextTemplate` for settings (compiled once with the
+    ``make(text, where)`` compiles one field: :class:`Template` for settings (compiled once with the
     system), :func:`~adapters.templates.cached_template` for route args (they come with every call).
     """
-    compiled: dict[str, list[TextTemplate]] = {}
+    compiled: dict[str, list[Template]] = {}
     for name in _FIELDS:
         if name not in doc:
             continue
@@ -167,7 +167,7 @@ class EmailAdapter(Adapter):
         return Health(code == 250, f"{self.host}:{self.port} answered {code}")
 
     # -- building the message -----------------------------------------------------------------------------
-    def _template_for(self, call: Call) -> dict[str, list[TextTemplate]]:
+    def _template_for(self, call: Call) -> dict[str, list[Template]]:
         chosen = call.args.get("template")
         if isinstance(chosen, str):
             if chosen not in self.templates:
@@ -182,10 +182,10 @@ class EmailAdapter(Adapter):
         except ConfigError as exc:
             raise PermanentError(str(exc)) from None
 
-    def _field(self, name: str, template: dict[str, list[TextTemplate]], payload: Any) -> Any:
+    def _field(self, name: str, template: dict[str, list[Template]], payload: Any) -> Any:
         if name in template:
             values = [t.render_value(payload) if name in ("to", "cc") else
-                      t.render(payload, escape=(name == "html")) for t in template[name]]
+                      t.render(payload, escape=html_escape if name == "html" else None) for t in template[name]]
             return values if name in ("to", "cc") else values[0]
         return payload.get(name) if isinstance(payload, dict) else None
 

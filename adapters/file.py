@@ -39,7 +39,7 @@ import orjson
 import structlog
 
 from adapters.base import Adapter, Call, Health, Outcome, PollResult, operation, trigger
-from adapters.templates import TextTemplate
+from adapters.templates import Template
 from bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
 __all__ = ["FileAdapter", "MalformedFile"]
@@ -239,7 +239,7 @@ class FileAdapter(Adapter):
         self.delimiter: str = s.get("delimiter", ",")
         self.columns: list[str] | None = s.get("columns")
         self.source_field: str | None = s.get("source_field")
-        self.name_template = TextTemplate(s["name"], f"systems.{system}.settings.name") if s.get("name") else None
+        self.name_template = Template(s["name"], f"systems.{system}.settings.name") if s.get("name") else None
 
     def _folder(self, key: str) -> Path:
         assert self.inbox is not None

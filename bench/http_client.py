@@ -247,7 +247,7 @@ def ironbus_adapter(url: str, threads: int, total: int) -> dict[str, Any]:
         "base_url": url,
         "auth": {"type": "bearer", "token": "bench-token"},
         "pool": {"max_connections": threads},
-        "operations": {"update_order": {"method": "PATCH", "path": "/orders/{order_id}", "result": "status",
+        "operations": {"update_order": {"method": "PATCH", "path": "/orders/{{ order_id }}", "result": "status",
                                         "reference": "id"}},
     }
     adapter = HttpAdapter("bench", settings)

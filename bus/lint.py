@@ -6,6 +6,7 @@ command exit 1, warnings do not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -156,7 +157,13 @@ def lint(path: str | Path = "routes.yaml", *, schemas: SchemaRegistry | None = N
             issues.append(Issue("error", f"system {name!r}: {exc.message}", exc.location or adapter_loc))
             continue
         classes[name] = cls
-        issues.extend(check_settings(name, cls, system.settings, system.locations.get("settings", system.location)))
+        settings_loc = system.locations.get("settings", system.location)
+        problems = check_settings(name, cls, system.settings, settings_loc)
+        issues.extend(problems)
+        if not problems and isinstance(system.settings, Mapping):
+            issues.extend(Issue("warning", f"system {name!r} (adapter {cls.name!r}): {warning.message}",
+                                locate(system.settings, list(warning.path), settings_loc))
+                          for warning in cls.settings_warnings(system.settings))
     emitted = {f"{s}.{t}" for s, cls in classes.items() for t in cls.declared_triggers(config.systems[s].settings)}
     emitted |= {t.emit for r in config.routes for t in r.targets if t.emit}
     emitted |= {r.type or r.validate or "" for r in config.routes}

@@ -8,7 +8,7 @@ Example system::
         base_url: https://api.example.com/v2
         auth: {type: bearer, token: "${ORDERS_TOKEN}"}
         operations:
-          update_order: {method: PATCH, path: "/orders/{order_id}", result: "@", reference: id}
+          update_order: {method: PATCH, path: "/orders/{{ order_id }}", result: "@", reference: id}
 
 Every request carries ``Idempotency-Key`` (stable across retries and replays) and ``X-Correlation-Id``.
 """
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import orjson
 import structlog
 
-from adapters.base import Adapter, Call, Health, Outcome, PollResult, TriggerSpec
+from adapters.base import Adapter, Call, Health, Outcome, PollResult, SettingsWarning, TriggerSpec
 from adapters.http.auth import auth_from_settings
 from adapters.http.client import HttpClient, Pending, join_url
 from adapters.http.poll import PollConfig, parse_polls, trigger_specs
@@ -34,6 +34,7 @@ from adapters.http.settings import (
     parse_operations,
     validate_settings,
 )
+from adapters.http.template import legacy_template_warnings
 from adapters.http.transport import Response, probe
 from bus import telemetry
 from bus.errors import ConfigError, DeliveryError, MappingError, PermanentError, UnknownNameError
@@ -98,6 +99,12 @@ class HttpAdapter(Adapter):
         """Operation names a system's settings declare (lint checks ``to:`` targets against these)."""
         operations = settings.get("operations")
         return sorted(operations) if isinstance(operations, Mapping) else []
+
+    @classmethod
+    def settings_warnings(cls, settings: Mapping[str, Any]) -> list[SettingsWarning]:
+        """One warning per template still written in the old single-brace syntax (read until
+        :data:`~adapters.http.template.LEGACY_REMOVED_IN`), with its ``{{ }}`` form."""
+        return legacy_template_warnings(settings)
 
     @classmethod
     def declared_triggers(cls, settings: Mapping[str, Any]) -> dict[str, TriggerSpec]:

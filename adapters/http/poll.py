@@ -7,16 +7,17 @@ only after the records are journaled, so a restart resumes where the last comple
     polls:
       tickets_changed:
         path: /api/v2/tickets
-        query: {updated_since: "{watermark}", sort: updated_at}
+        query: {updated_since: "{{ watermark }}", sort: updated_at}
         records: data                       # JMESPath to the list of records in each page
         key: id                             # dedup key: id + version
         version: updated_at
         watermark: {field: updated_at}      # or {header: X-Server-Time} or {cursor: meta.sync_token}
         paging: {type: cursor, param: cursor, next: meta.next_cursor}
 
-Templates (``path``, ``query`` and ``body`` values) see ``{watermark}``, ``{offset}``, ``{page}``,
-``{cursor}`` and ``{limit}``. A query parameter whose template names the watermark is left out while
-there is none yet (the first poll reads everything, unless ``watermark.initial`` says where to start).
+Templates (``path``, ``query`` and ``body`` values; :mod:`adapters.templates`) see ``{{ watermark }}``,
+``{{ offset }}``, ``{{ page }}``, ``{{ cursor }}`` and ``{{ limit }}``. A query parameter whose template names
+the watermark is left out while there is none yet (the first poll reads everything, unless
+``watermark.initial`` says where to start).
 
 The ``odata`` variant writes the query itself: ``$filter=<changed> ge <watermark - overlap>``, ordered by
 the change field and key, records from ``value`` (V4) or ``d.results`` (V2), next pages from
@@ -37,7 +38,7 @@ import orjson
 
 from adapters.base import PollResult, TriggerSpec
 from adapters.http.client import HttpClient
-from adapters.http.template import Template, TemplateSyntaxError
+from adapters.http.template import Template, url_template
 from adapters.http.transport import Response
 from bus.config import parse_duration
 from bus.errors import ConfigError, MappingError, PermanentError
@@ -57,7 +58,8 @@ POLL_SCHEMA: dict[str, Any] = {
         "method": {"enum": ["GET", "POST"], "default": "GET"},
         "path": {"type": "string", "description": "Path under base_url (template), or the OData entity set."},
         "query": {"type": "object", "additionalProperties": {"type": "string"},
-                  "description": "Query parameters (templates: {watermark}, {offset}, {page}, {cursor}, {limit})."},
+                  "description": "Query parameters (templates: {{ watermark }}, {{ offset }}, {{ page }}, "
+                                 "{{ cursor }}, {{ limit }})."},
         "body": {"type": "object", "additionalProperties": {"type": "string"},
                  "description": "For POST searches: a JSON object whose values are templates like query."},
         "records": {**_EXPR, "description": "JMESPath to the records in a page (default: the page itself)."},
@@ -142,10 +144,7 @@ def _expr(system: str, where: str, text: str | None) -> Expression | None:
 
 
 def _template(system: str, where: str, text: str) -> Template:
-    try:
-        return Template(text)
-    except TemplateSyntaxError as exc:
-        raise ConfigError(f"system {system!r}: settings/{where}: {exc}") from None
+    return url_template(text, f"system {system!r}: settings/{where}")
 
 
 def parse_polls(system: str, doc: Mapping[str, Any] | None) -> dict[str, PollConfig]:

@@ -13,7 +13,7 @@ import jsonschema
 
 from adapters.http.errors import ErrorPolicy
 from adapters.http.poll import POLL_SCHEMA
-from adapters.http.template import Template, TemplateSyntaxError
+from adapters.http.template import Template, url_template
 from adapters.http.transport import HttpxTransport, PooledTransport, PoolLimits, Timeouts, Transport
 from bus.config import parse_duration
 from bus.errors import ConfigError
@@ -54,7 +54,8 @@ _OPERATION: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["method", "path"],
     "properties": {
         "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
-        "path": {"type": "string", "description": "URL path under base_url; {jmespath} placeholders read the payload."},
+        "path": {"type": "string",
+                 "description": "URL path under base_url; {{ jmespath }} placeholders read the payload."},
         "query": {"type": "object", "additionalProperties": {"type": "string"},
                   "description": "Query parameters; values are templates like the path."},
         "headers": {"type": "object", "additionalProperties": {"type": "string"},
@@ -177,10 +178,7 @@ def parse_operations(system: str, doc: Mapping[str, Any]) -> dict[str, Operation
         where = f"operations/{name}"
 
         def template(field: str, text: str, where: str = where) -> Template:
-            try:
-                return Template(text)
-            except TemplateSyntaxError as exc:
-                raise ConfigError(f"system {system!r}: settings/{where}/{field}: {exc}") from None
+            return url_template(text, f"system {system!r}: settings/{where}/{field}")
 
         method = op["method"]
         body = op.get("body", "payload" if method in ("POST", "PUT", "PATCH") else "none")

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from adapters.base import Adapter
 from adapters.email import EmailAdapter, message_id
-from adapters.templates import TextTemplate, cached_template
+from adapters.templates import Template, cached_template
 from bus.errors import ConfigError, PermanentError, TransientError
 from bus.testing import AdapterContract, make_call
 
@@ -243,9 +243,9 @@ def test_health_ok(smtp: Smtp) -> None:
 
 
 def test_text_template_single_placeholder_keeps_the_raw_value() -> None:
-    assert TextTemplate("{{ a }}").render_value({"a": [1, 2]}) == [1, 2]
-    assert TextTemplate("n={{ a }}").render_value({"a": [1, 2]}) == "n=1, 2"
-    assert TextTemplate("{ literal }").render({}) == "{ literal }"
+    assert Template("{{ a }}").render_value({"a": [1, 2]}) == [1, 2]
+    assert Template("n={{ a }}").render_value({"a": [1, 2]}) == "n=1, 2"
+    assert Template("{ literal }").render({}) == "{ literal }"
 
 
 # -- TLS: STARTTLS and implicit TLS against a relay with a self-signed certificate ---------------------------

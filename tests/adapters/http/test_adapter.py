@@ -31,10 +31,10 @@ def settings(sink: Sink, transport: str = "pooled", **extra: Any) -> dict[str, A
         "transport": transport,
         "timeout": {"connect": 2, "read": 2, "pool": 2},
         "operations": {
-            "update_order": {"method": "PATCH", "path": "/orders/{order_id}", "result": "@", "reference": "id"},
-            "get_order": {"method": "GET", "path": "/orders/{order_id}", "query": {"expand": "lines"}},
-            "post_lines": {"method": "POST", "path": "/orders/{order_id}/lines", "body": "lines",
-                           "headers": {"X-Order": "{order_id}"}, "success": [201]},
+            "update_order": {"method": "PATCH", "path": "/orders/{{ order_id }}", "result": "@", "reference": "id"},
+            "get_order": {"method": "GET", "path": "/orders/{{ order_id }}", "query": {"expand": "lines"}},
+            "post_lines": {"method": "POST", "path": "/orders/{{ order_id }}/lines", "body": "lines",
+                           "headers": {"X-Order": "{{ order_id }}"}, "success": [201]},
         },
     }
     doc.update(extra)
@@ -123,7 +123,7 @@ def test_status_outside_declared_success_is_permanent(sink: Sink, make_adapter: 
 def test_missing_placeholder_value_is_permanent_and_sends_nothing(sink: Sink, make_adapter: Any) -> None:
     adapter = make_adapter(settings(sink))
 
-    with pytest.raises(PermanentError, match=r"\{order_id\} is null or missing"):
+    with pytest.raises(PermanentError, match=r"\{\{ order_id \}\} is null or missing"):
         adapter.call("update_order", make_call({"status": "x"}))
     assert sink.requests == []
 
@@ -193,7 +193,7 @@ def test_connection_refused_is_transient(make_adapter: Any, transport: str) -> N
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
     doc = {"base_url": f"http://127.0.0.1:{port}", "transport": transport, "timeout": 2,
-           "operations": {"update_order": {"method": "PATCH", "path": "/orders/{order_id}"}}}
+           "operations": {"update_order": {"method": "PATCH", "path": "/orders/{{ order_id }}"}}}
     adapter = make_adapter(doc)
 
     with pytest.raises(TransientError):
@@ -339,7 +339,7 @@ def test_declared_operations_and_accepts(sink: Sink, make_adapter: Any) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     ({"base_url": "ftp://x"}, "settings/base_url: 'ftp://x' does not match"),
     ({"operations": {"op": {"method": "FETCH", "path": "/x"}}}, "settings/operations/op/method"),
-    ({"operations": {"op": {"method": "GET", "path": "/x/{id"}}}, "settings/operations/op/path: unclosed"),
+    ({"operations": {"op": {"method": "GET", "path": "/x/{{ id"}}}, "settings/operations/op/path: unclosed"),
     ({"operations": {"op": {"method": "GET", "path": "/x", "result": "a[["}}}, "operations/op/result: bad JMESPath"),
     ({"auth": {"type": "bearer"}}, "settings/auth"),
     ({"timeot": 3}, "'timeot' was unexpected"),
@@ -383,8 +383,8 @@ def test_every_idle_connection_dropped_by_the_server_costs_no_failure(sink: Sink
 def test_expression_failures_are_permanent(sink: Sink, make_adapter: Any) -> None:
     sink.on("PATCH", "/api/orders/SO-1", Reply(200, json={"id": "x"}))
     doc = settings(sink)
-    doc["operations"]["bad_result"] = {"method": "PATCH", "path": "/orders/{order_id}", "result": "abs(id)"}
-    doc["operations"]["bad_path"] = {"method": "PATCH", "path": "/orders/{abs(order_id)}"}
+    doc["operations"]["bad_result"] = {"method": "PATCH", "path": "/orders/{{ order_id }}", "result": "abs(id)"}
+    doc["operations"]["bad_path"] = {"method": "PATCH", "path": "/orders/{{ abs(order_id) }}"}
     adapter = make_adapter(doc)
 
     with pytest.raises(PermanentError, match="HTTP 200 received, but the result/reference expression failed"):

@@ -25,7 +25,7 @@ class TestHttpContract(AdapterContract):
     @pytest.fixture
     def good_settings(self, sink: Sink) -> Mapping[str, Any]:
         return {"base_url": sink.url, "timeout": 2,
-                "operations": {"put_order": {"method": "PUT", "path": "/orders/{order_id}", "reference": "id"}}}
+                "operations": {"put_order": {"method": "PUT", "path": "/orders/{{ order_id }}", "reference": "id"}}}
 
     def junk_settings(self, good_settings: Mapping[str, Any]) -> list[Any]:
         return [{**good_settings, "base_url": "localhost"}, {**good_settings, "operations": {}},

@@ -100,7 +100,7 @@ def api() -> Iterator[Api]:
 
 def settings(api: Api, **poll: Any) -> dict[str, Any]:
     spec = {"path": "/items", "records": "data", "key": "id", "watermark": {"field": "updated_at"},
-            "query": {"updated_since": "{watermark}"}, **poll}
+            "query": {"updated_since": "{{ watermark }}"}, **poll}
     return {"base_url": api.url, "polls": {"items_changed": spec}}
 
 
@@ -149,7 +149,7 @@ def test_header_and_cursor_watermarks(api: Api) -> None:
     by_cursor = {"base_url": api.url, "polls": {"items_changed": {
         "path": "/items", "records": "data", "key": "id", "version": "updated_at",
         "watermark": {"cursor": "meta.sync_token", "initial": "2026-01-01T00:00:01Z"},
-        "query": {"sync": "{watermark}"}}}}
+        "query": {"sync": "{{ watermark }}"}}}}
     other: list[Any] = []
     fresh = MemoryWatermarkStore()
     assert run_restarting(api, by_cursor, fresh, other) == 2, "initial: only what came after it"

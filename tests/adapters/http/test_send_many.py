@@ -418,11 +418,11 @@ def adapter_settings(sink: Sink, **extra: Any) -> dict[str, Any]:
         "base_url": sink.url + "/api",
         "timeout": {"connect": 2, "read": 2, "pool": 2},
         "operations": {
-            "update_order": {"method": "PATCH", "path": "/orders/{order_id}", "result": "status",
+            "update_order": {"method": "PATCH", "path": "/orders/{{ order_id }}", "result": "status",
                              "reference": "id"},
-            "post_lines": {"method": "POST", "path": "/orders/{order_id}/lines", "body": "lines",
-                           "headers": {"X-Order": "{order_id}"}, "success": [201]},
-            "bad_result": {"method": "PATCH", "path": "/orders/{order_id}", "result": "abs(id)"},
+            "post_lines": {"method": "POST", "path": "/orders/{{ order_id }}/lines", "body": "lines",
+                           "headers": {"X-Order": "{{ order_id }}"}, "success": [201]},
+            "bad_result": {"method": "PATCH", "path": "/orders/{{ order_id }}", "result": "abs(id)"},
         },
         **extra,
     }
