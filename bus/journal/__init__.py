@@ -1,5 +1,6 @@
 """The durable journal (SQLAlchemy Core on SQLite or PostgreSQL): events, deliveries, attempts, dead
-letters, per-key sequences, cross references and poll watermarks."""
+letters, per-key sequences, cross references, poll watermarks, the outbox, trigger leases and the shared
+protection state (every table: docs/architecture.md, "Storage")."""
 
 from __future__ import annotations
 

@@ -62,9 +62,16 @@ def _v6_aggregate_items(conn: Connection) -> None:
     tables.aggregate_items.create(conn, checkfirst=True)
 
 
+# The advisory lock under which ironbus up to version 6 of the schema created its side tables on first use.
+_PG_SIDE_TABLES_LOCK_ID = 0x1B05_7AB1
+
+
 def _v7_hardening_tables(conn: Connection) -> None:
     # outbox, trigger leases, shared rate buckets and circuits: until this step the modules using them created
-    # them on first use, so a journal at version 6 may have some already (with these very definitions)
+    # them on first use, so a journal at version 6 may have some already (with these very definitions). An
+    # older process still running during a rolling upgrade may be creating one right now: take its lock too.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_SIDE_TABLES_LOCK_ID})
     for table in (tables.outbox, tables.leaders, tables.rate_buckets, tables.circuits):
         table.create(conn, checkfirst=True)
 
