@@ -97,6 +97,7 @@ class Template:
         self.text = text
         self.where = where
         self.mode = mode
+        self._show: Callable[[Any], str] = _json_scalar if mode == "url" else _text
         self.parts: list[str | _Field] = []
         i, literal = 0, 0
         while True:
@@ -125,26 +126,37 @@ class Template:
         """The placeholders' expressions, in order."""
         return [p.source for p in self.parts if isinstance(p, _Field)]
 
+    def _failed(self, part: _Field, exc: MappingError) -> PermanentError:
+        return PermanentError(f"{self.where}: {{{{ {part.source} }}}} failed on the payload: {exc.reason}")
+
+    def _missing(self, part: _Field) -> PermanentError:
+        return PermanentError(f"{self.where}: {{{{ {part.source} }}}} is null or missing in the payload")
+
     def _value(self, part: _Field, payload: Any) -> Any:
         try:
             value = part.expression.search(payload)
         except MappingError as exc:
-            raise PermanentError(f"{self.where}: {{{{ {part.source} }}}} failed on the payload: {exc.reason}") \
-                from None
+            raise self._failed(part, exc) from None
         if value is None:
-            raise PermanentError(f"{self.where}: {{{{ {part.source} }}}} is null or missing in the payload")
+            raise self._missing(part)
         return value
 
     def render(self, payload: Any, escape: Callable[[str], str] | None = None) -> str:
         """Fill every placeholder from ``payload``; ``escape`` is applied to each value (never to literals)."""
-        show = _json_scalar if self.mode == "url" else _text
+        show = self._show
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
-            else:
-                text = show(self._value(part, payload))
-                out.append(escape(text) if escape is not None else text)
+                continue
+            try:
+                value = part.expression.search(payload)
+            except MappingError as exc:
+                raise self._failed(part, exc) from None
+            if value is None:
+                raise self._missing(part)
+            text = show(value)
+            out.append(escape(text) if escape is not None else text)
         return "".join(out)
 
     def render_path(self, payload: Any) -> str:
