@@ -181,6 +181,22 @@ def test_schedule_on_an_event_route_is_a_lint_error(tmp_path: Path) -> None:
     assert errors[0].location is not None and errors[0].location.line == 5
 
 
+def test_run_refuses_a_schedule_on_an_event_route_with_lints_message(tmp_path: Path) -> None:
+    (tmp_path / "routes.yaml").write_text(textwrap.dedent("""\
+        systems:
+          sink: {adapter: stub}
+        routes:
+          - {name: events, from: order.changed, to: [sink.store], timing: {schedule: "*/5 * * * *"}}
+        """))
+    message = next(i for i in lint(tmp_path / "routes.yaml") if i.severity == "error").message
+    result = cli("run", "--routes", "routes.yaml", "--journal", f"sqlite:///{tmp_path}/j.sqlite", "--port", "0",
+                 cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "use 'realtime' or 'batch'" in message
+    assert not (tmp_path / "j.sqlite").exists()  # refused before anything started
+
+
 # -- --version and did you mean ---------------------------------------------------------------------------------
 def test_version() -> None:
     result = cli("--version")
