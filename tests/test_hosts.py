@@ -320,7 +320,9 @@ def test_three_hosts_share_one_bus(tmp_path: Path) -> None:
             figures["rate_limit"] = {"limit_per_s": LIMIT, "events": BURSTS, "max_in_any_1s": peak,
                                      "seconds": round(span, 1), "delivering_hosts": len(spread)}
             assert len(spread) >= 2, f"the deliveries came from one host only ({spread}): the limit was not shared"
-            assert peak <= 2 * LIMIT  # a full bucket (LIMIT) plus one second's refill; unshared: up to 3x that
+            # a full bucket (LIMIT) plus one second's refill, +1 for the jitter between taking a token and arriving;
+            # three unshared buckets would let through about three times that
+            assert peak <= 2 * LIMIT + 1
             assert span >= (BURSTS - LIMIT) / LIMIT * 0.9
 
             # fail-over when the runner dies
