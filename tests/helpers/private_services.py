@@ -95,10 +95,11 @@ def private_postgres(host: str = "127.0.0.1", clients: str | None = None) -> Ite
     _require("pg_createcluster", "pg_ctlcluster", "pg_dropcluster")
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     pg = PrivatePostgres(version, f"ibfault{uuid.uuid4().hex[:8]}", _free_port(), host)
-    listen = ",".join(dict.fromkeys(["127.0.0.1", host]))
-    _run("pg_createcluster", version, pg.name, "-p", str(pg.port), "-o", f"listen_addresses={listen}", "--start",
-         "--", "--auth=trust", timeout=120)
+    # off loopback it listens on both (a list, which pg_createcluster quotes); on loopback, its default
+    listen = [] if host == "127.0.0.1" else ["-o", f"listen_addresses=127.0.0.1,{host}"]
     try:
+        _run("pg_createcluster", version, pg.name, "-p", str(pg.port), *listen, "--start", "--", "--auth=trust",
+             timeout=120)
         if clients:
             with open(f"/etc/postgresql/{version}/{pg.name}/pg_hba.conf", "a") as hba:
                 hba.write(f"host all all {clients} trust\n")
@@ -153,8 +154,8 @@ def private_rabbitmq(host: str = "127.0.0.1") -> Iterator[PrivateRabbit]:
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
            "RABBITMQ_PID_FILE": str(folder / "node.pid"), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf")}
     rabbit = PrivateRabbit(node, port, env, host)
-    _run("rabbitmq-server", "-detached", env=env)
     try:
+        _run("rabbitmq-server", "-detached", env=env)
         _wait(lambda: _port_open(port, host), 90, "the private RabbitMQ node to start")
         yield rabbit
     finally:
