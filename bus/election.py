@@ -50,6 +50,13 @@ class Leases:
         except sa.exc.SQLAlchemyError as exc:  # the journal is away: nobody polls until it is back
             log.warning("trigger.lease_unavailable", trigger=name, error=str(exc).splitlines()[0])
             held = False
+        if held and time.time() >= now + span:
+            # The row says "until now + span" from a clock read *before* the write, which may have waited (a slow
+            # or partitioned database, an answer that came once the link was back): by now another process may
+            # hold the lease, so a late "yes" is a "no" - this process must not poll beside the new holder.
+            log.warning("trigger.lease_answer_late", trigger=name, holder=self.holder,
+                        waited=round(time.time() - now, 1), lease=span)
+            held = False
         if held != (name in self._held):
             log.info("trigger.lease_taken" if held else "trigger.lease_lost", trigger=name, holder=self.holder)
             (self._held.add if held else self._held.discard)(name)

@@ -96,17 +96,6 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
         if route.link not in config.master_data:
             issues.append(Issue("warning", f"route {route.name!r}: links {route.link!r}, which master_data does not "
                                 "declare (no owner: `ironbus xref check` cannot compare it)", where))
-    if route.schedule is not None:
-        cls = classes.get(prefix) if prefix in config.systems else None
-        spec = cls.declared_triggers(config.systems[prefix].settings).get(trigger) if cls is not None else None
-        if spec is None or spec.kind not in ("poll", "schedule"):
-            # A schedule decides when a poll trigger asks its source; an event that arrives by webhook, emit or
-            # send is delivered when it arrives, so a schedule there would be silently ignored.
-            what = f"webhook trigger {route.source!r}" if spec is not None else f"event type {route.source!r}"
-            issues.append(Issue("error", f"route {route.name!r}: timing {{schedule: {route.schedule!r}}} only applies "
-                                f"to a route from a poll or schedule trigger; this route consumes {what}, which is "
-                                "delivered as it arrives (use 'realtime' or 'batch')",
-                                route.locations.get("timing", route.location)))
     if route.skip_unchanged and route.key is None:
         issues.append(Issue("error", f"route {route.name!r}: skip_unchanged needs 'key' (the business key whose last "
                             "payload is compared)", route.locations.get("skip_unchanged", route.location)))

@@ -189,9 +189,15 @@ class Runtime:
         self._spawn(job.run, "ironbus-masterdata-check")
 
     def _worker(self, name: str) -> Worker:
+        from bus.schedulehold import Scheduled, scheduled_routes
+        from bus.steps import default_steps
+
+        scheduled = scheduled_routes(self.config, self.adapters)  # event routes with timing: {schedule}
+        steps = (Scheduled(scheduled), *default_steps(self.lanes or None)) if scheduled else None
         return Worker(pipeline=self.pipeline, adapters=self.adapters, journal=self.journal, queue=self.queue,
                       door=self.door, protections=self.protections, batch_size=self.options.batch_size,
-                      stop=self.stop_event, name=name, lanes=self.lanes or None, aggregator=self.aggregator)
+                      stop=self.stop_event, name=name, lanes=self.lanes or None, aggregator=self.aggregator,
+                      steps=steps)
 
     def stats(self) -> list[WorkerStats]:
         """The counters of this run: each worker's, then the bulk lanes' (if any route has them)."""

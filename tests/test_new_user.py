@@ -1,6 +1,6 @@
 """What a new user trips over (issue 12, item 12): read commands on a journal that is not there, the README's
-five-minute example, the demo's Tryton kept running, mapping expressions that find nothing, a schedule on an
-event route, ``--version`` and "did you mean" for a misspelt command."""
+five-minute example, the demo's Tryton kept running, mapping expressions that find nothing, ``--version`` and
+"did you mean" for a misspelt command. (A schedule on an event route: tests/bus/test_schedule_hold.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.lint import lint
 from tests.helpers.pg import pg_schema_url
 from tests.helpers.services import skip_or_fail
 
@@ -162,23 +161,6 @@ def test_test_names_expressions_that_find_nothing(mapping_files: Path) -> None:
     assert "note: field 'lines[0].qty' is left out: 'quantty' finds nothing in the input" in result.stdout
     as_json = json.loads(cli("test", "m.test.yaml", "--json", cwd=mapping_files).stdout)
     assert len(as_json[0]["notes"]) == 2
-
-
-# -- a schedule on an event route ------------------------------------------------------------------------------
-def test_schedule_on_an_event_route_is_a_lint_error(tmp_path: Path) -> None:
-    (tmp_path / "routes.yaml").write_text(textwrap.dedent("""\
-        systems:
-          sink: {adapter: stub}
-          hook: {adapter: webhook, settings: {signature: {scheme: token, secret: a-long-token}}}
-        routes:
-          - {name: events, from: order.changed, to: [sink.store], timing: {schedule: "*/5 * * * *"}}
-          - {name: hooks, from: hook.received, to: [sink.store], timing: {schedule: "0 * * * *"}}
-          - {name: fine, from: order.changed, to: [sink.store]}
-        """))
-    errors = [i for i in lint(tmp_path / "routes.yaml") if i.severity == "error"]
-    assert [e.message.split(":")[0] for e in errors] == ["route 'events'", "route 'hooks'"]
-    assert "only applies to a route from a poll or schedule trigger" in errors[0].message
-    assert errors[0].location is not None and errors[0].location.line == 5
 
 
 # -- --version and did you mean ---------------------------------------------------------------------------------

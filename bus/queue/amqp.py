@@ -122,13 +122,16 @@ class AmqpQueue:
 
     def __init__(self, url: str, name: str = "ironbus", partitions: int = 8, prefetch: int = 64,
                  delay_tiers: Sequence[int] = DELAY_TIERS, *, home: tuple[int, int] | None = None,
-                 standby_after: float = 3.0) -> None:
+                 standby_after: float = 3.0, heartbeat: int = 30) -> None:
         if partitions < 1:
             raise ConfigError(f"queue partitions must be at least 1, got {partitions}")
         if home is not None and not 0 <= home[0] < home[1]:
             raise ConfigError(f"queue home {home!r}: expected (index, count) with 0 <= index < count")
         self.url, self.name, self.partitions, self.prefetch = url, name, partitions, prefetch
         self.home, self.standby_after = home, standby_after
+        #: AMQP heartbeat (s): the broker takes a consumer cut off by the network for dead after about twice
+        #: this, and only then gives its unacked messages and its partitions to a standby
+        self.heartbeat = heartbeat
         #: True once this process also listens (as standby) on the other processes' partitions
         self.standby_subscribed = False
         self.delay_tiers = tuple(sorted(int(t) for t in delay_tiers))
@@ -347,7 +350,7 @@ class AmqpQueue:
                 self._stopping.wait(pause)
 
     def _consume_connection(self) -> None:
-        with kb.Connection(self.url, heartbeat=30) as conn:
+        with kb.Connection(self.url, heartbeat=self.heartbeat) as conn:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             with self._cond:
@@ -373,7 +376,7 @@ class AmqpQueue:
                         standby.consume()  # cancelled when the connection closes
                         standby_at = math.inf
                         self.standby_subscribed = True
-                    if now - last_heartbeat > 5:
+                    if now - last_heartbeat > min(5.0, self.heartbeat / 4):
                         conn.heartbeat_check()
                         last_heartbeat = now
                 self._flush_acks(generation, channel)

@@ -22,7 +22,12 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     * ``None`` or ``"embedded"`` — the crash-safe lease queue in the journal's own database (SQLite file or
       PostgreSQL), no server needed;
     * ``amqp://user:pass@host:5672/vhost`` (or ``amqps://``) — RabbitMQ. Query parameters ``name``,
-      ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``.
+      ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``; ``home=I/N``
+      says this is host I (0-based) of N separate ``ironbus run`` processes (hosts), so the partitions are
+      spread over them as ``--processes`` spreads them over its own (without it the first host to start is the
+      active consumer of every partition and the others only stand by). With ``--processes M`` too, process j
+      of host I takes place ``I*M + j`` among ``N*M``. ``heartbeat`` (seconds, default 30): a host cut off
+      by the network holds its partitions' messages until the broker gives up on it, about twice this.
 
     ``home`` is this process's ``(index, count)`` among the processes of one ``ironbus run --processes``:
     RabbitMQ partitions are spread over them (see :class:`bus.queue.amqp.AmqpQueue`); the embedded queue needs
@@ -39,18 +44,28 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
         raise ConfigError(f"broker URL {url!r}: unsupported scheme {parts.scheme!r}; "
                           "expected 'embedded' (default) or amqp://user:password@host:5672/vhost")
     params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = sorted(set(params) - {"name", "partitions", "prefetch"})
+    unknown = sorted(set(params) - {"name", "partitions", "prefetch", "home", "heartbeat"})
     if unknown:
-        raise ConfigError(f"broker URL: unknown parameter(s) {', '.join(unknown)}; known: name, partitions, prefetch")
+        raise ConfigError(f"broker URL: unknown parameter(s) {', '.join(unknown)}; "
+                          "known: name, partitions, prefetch, home, heartbeat")
+    if "home" in params:
+        index, _, count = params["home"].partition("/")
+        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            raise ConfigError(f"broker URL: home={params['home']!r}: expected I/N, this host's place among N "
+                              "hosts, 0 <= I < N (e.g. home=0/3)")
+        # process j of M on host i of N is place i*M + j among N*M
+        home = (int(index) * home[1] + home[0], int(count) * home[1]) if home else (int(index), int(count))
     try:
         partitions = int(params.get("partitions", 8))
         prefetch = int(params.get("prefetch", 64))
+        heartbeat = int(params.get("heartbeat", 30))
     except ValueError as exc:
-        raise ConfigError(f"broker URL: partitions and prefetch must be integers ({exc})") from None
+        raise ConfigError(f"broker URL: partitions, prefetch and heartbeat must be integers ({exc})") from None
     from bus.queue.amqp import AmqpQueue
 
     return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
-                     partitions=partitions, prefetch=prefetch, home=home)
+                     partitions=partitions, prefetch=prefetch, home=home,
+                     heartbeat=heartbeat)
 
 
 def broker_url(explicit: str | None) -> str | None:

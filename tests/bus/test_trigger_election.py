@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -80,8 +81,28 @@ def test_a_lease_is_exclusive_renewable_and_released(journal: str) -> None:
         assert leaders(store.leases)["crm.poll"][0] == "a"
         a.release_all()
         assert b.hold("crm.poll") and not a.hold("crm.poll")
-        expired = Leases(store.leases, ttl=0.01, holder="c")
+        expired = Leases(store.leases, ttl=1.0, holder="c")  # long enough for the write itself
         assert expired.hold("other")
         wait_until(lambda: b.hold("other"), timeout=5, what="an expired lease to be taken")
+    finally:
+        store.close()
+
+
+def test_a_renewal_answered_after_the_lease_ran_out_is_not_leadership(journal: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host cut off from the database (a network partition) gets the answer to its renewal only once the link
+    is back: by then its lease has run out and another host may poll the trigger, so it must not poll too."""
+    import bus.election
+
+    store = Journal(journal)
+    try:
+        leases = Leases(store.leases, ttl=5, holder="cut-off")
+        assert leases.hold("crm.poll")
+        started = time.time()
+        clock = iter([started])  # read before the write; every later read: the write took 6 s, past the 5 s lease
+        monkeypatch.setattr(bus.election, "time", SimpleNamespace(time=lambda: next(clock, started + 6)))
+        assert not leases.hold("crm.poll")
+        monkeypatch.setattr(bus.election, "time", time)
+        assert leases.hold("crm.poll")  # a timely answer is leadership again
     finally:
         store.close()

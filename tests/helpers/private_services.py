@@ -32,9 +32,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -68,10 +68,11 @@ class PrivatePostgres:
     version: str
     name: str
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _ctl(self, action: str, *extra: str) -> None:
         _run("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, action, *extra)
@@ -81,20 +82,29 @@ class PrivatePostgres:
 
     def start(self) -> None:
         self._ctl("start")
-        _wait(lambda: _port_open(self.port), 30, "the private PostgreSQL to accept connections")
+        _wait(lambda: _port_open(self.port, self.host), 30, "the private PostgreSQL to accept connections")
 
     def running(self) -> bool:
-        return _port_open(self.port)
+        return _port_open(self.port, self.host)
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(host: str = "127.0.0.1", clients: str | None = None) -> Iterator[PrivatePostgres]:
+    """A private cluster listening on 127.0.0.1 and ``host``; ``clients`` (a CIDR such as ``10.1.2.0/24``)
+    may connect from other addresses too (trust auth, as on loopback)."""
     _require("pg_createcluster", "pg_ctlcluster", "pg_dropcluster")
     version = sorted(os.listdir("/etc/postgresql"))[-1]
-    pg = PrivatePostgres(version, f"ibfault{uuid.uuid4().hex[:8]}", _free_port())
-    _run("pg_createcluster", version, pg.name, "-p", str(pg.port), "--start", "--", "--auth=trust", timeout=120)
+    pg = PrivatePostgres(version, f"ibfault{uuid.uuid4().hex[:8]}", _free_port(), host)
+    # off loopback it listens on both (a list, which pg_createcluster quotes); on loopback, its default
+    listen = [] if host == "127.0.0.1" else ["-o", f"listen_addresses=127.0.0.1,{host}"]
     try:
-        _wait(lambda: _port_open(pg.port), 30, "the private PostgreSQL to start")
+        _run("pg_createcluster", version, pg.name, "-p", str(pg.port), *listen, "--start", "--", "--auth=trust",
+             timeout=120)
+        if clients:
+            with open(f"/etc/postgresql/{version}/{pg.name}/pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {clients} trust\n")
+            pg._ctl("reload")
+        _wait(lambda: _port_open(pg.port, host), 30, "the private PostgreSQL to start")
         yield pg
     finally:
         subprocess.run(["pg_dropcluster", version, pg.name, "--stop"], capture_output=True, timeout=60, check=False)
@@ -105,10 +115,11 @@ class PrivateRabbit:
     node: str
     port: int
     env: dict[str, str]
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        return f"amqp://guest:guest@{self.host}:{self.port}//"
 
     def _ctl(self, *argv: str, timeout: float = 60) -> None:
         _run("rabbitmqctl", "-n", self.node, *argv, env=self.env, timeout=timeout)
@@ -118,32 +129,34 @@ class PrivateRabbit:
 
     def start_app(self) -> None:
         self._ctl("start_app")
-        _wait(lambda: _port_open(self.port), 30, "the private RabbitMQ to accept connections")
+        _wait(lambda: _port_open(self.port, self.host), 30, "the private RabbitMQ to accept connections")
 
     def running(self) -> bool:
-        return _port_open(self.port)
+        return _port_open(self.port, self.host)
 
 
 @contextmanager
-def private_rabbitmq() -> Iterator[PrivateRabbit]:
+def private_rabbitmq(host: str = "127.0.0.1") -> Iterator[PrivateRabbit]:
+    """A private node listening on ``host``; off loopback, guest may log in from anywhere (a test network)."""
     _require("rabbitmq-server", "rabbitmqctl")
     # the node runs as the rabbitmq user, who cannot enter pytest's private temporary folders
     folder = Path(tempfile.mkdtemp(prefix="ironbus-rabbit-"))
     (folder / "enabled_plugins").write_text("")  # no management plugin: it would want the shared node's port
+    (folder / "rabbitmq.conf").write_text("" if host == "127.0.0.1" else "loopback_users = none\n")
     shutil.chown(folder, "rabbitmq", "rabbitmq")
     for path in folder.iterdir():
         shutil.chown(path, "rabbitmq", "rabbitmq")
     port = _free_port()
     node = f"ibfault{uuid.uuid4().hex[:8]}@localhost"
     env = {**os.environ, "RABBITMQ_NODENAME": node, "RABBITMQ_NODE_PORT": str(port),
-           "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_DIST_PORT": str(_free_port()),
+           "RABBITMQ_NODE_IP_ADDRESS": host, "RABBITMQ_DIST_PORT": str(_free_port()),
            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"), "RABBITMQ_LOG_BASE": str(folder / "log"),
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
-           "RABBITMQ_PID_FILE": str(folder / "node.pid"), "RABBITMQ_CONFIG_FILE": str(folder / "none")}
-    rabbit = PrivateRabbit(node, port, env)
-    _run("rabbitmq-server", "-detached", env=env)
+           "RABBITMQ_PID_FILE": str(folder / "node.pid"), "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf")}
+    rabbit = PrivateRabbit(node, port, env, host)
     try:
-        _wait(lambda: _port_open(port), 90, "the private RabbitMQ node to start")
+        _run("rabbitmq-server", "-detached", env=env)
+        _wait(lambda: _port_open(port, host), 90, "the private RabbitMQ node to start")
         yield rabbit
     finally:
         subprocess.run(["rabbitmqctl", "-n", node, "stop"], env=env, capture_output=True, timeout=60, check=False)

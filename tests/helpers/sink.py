@@ -18,7 +18,8 @@ from typing import Any
 
 
 class Sink:
-    def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0, company: int = 0) -> None:
+    def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0, company: int = 0,
+                 host: str = "127.0.0.1") -> None:
         self.mode = mode
         self.slow = slow
         # company > 0: a request waits (at most 0.1 s, below the routes' read timeout) until that many are in
@@ -35,6 +36,8 @@ class Sink:
         self.headers: dict[str, dict[str, str]] = {}  # request headers of each successful delivery (lower-case)
         self.failures: Counter[str] = Counter()
         self.arrival_order: list[str] = []  # idempotency keys of successful deliveries, in arrival order
+        #: (wall time, client address, idempotency key) of every successful delivery: which host sent it, when
+        self.arrivals: list[tuple[float, str, str]] = []
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +60,7 @@ class Sink:
                     with sink.lock:
                         sink.delivered[key] += 1
                         sink.arrival_order.append(key)
+                        sink.arrivals.append((time.time(), self.client_address[0], key))
                         sink.bodies[key] = json.loads(body or b"null")
                         sink.headers[key] = {k.lower(): v for k, v in self.headers.items()}
                 else:
@@ -79,7 +83,7 @@ class Sink:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client killed mid-request (the crash test does that on purpose) is not news
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server((host, 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -109,7 +113,8 @@ class Sink:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def __enter__(self) -> Sink:
         self.thread.start()

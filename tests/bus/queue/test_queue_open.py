@@ -33,6 +33,9 @@ def test_bad_broker_urls_are_config_errors(tmp_path: Path) -> None:
         open_queue("amqp://guest:guest@127.0.0.1:5672//?colour=blue", journal)
     with pytest.raises(ConfigError, match="must be integers"):
         open_queue("amqp://guest:guest@127.0.0.1:5672//?partitions=many", journal)
+    for home in ("3/3", "one/3", "1"):
+        with pytest.raises(ConfigError, match=f"home='{home}': expected I/N"):
+            open_queue(f"amqp://guest:guest@127.0.0.1:5672//?home={home}", journal)
     journal.close()
 
 
@@ -41,9 +44,9 @@ def test_amqp_url_opens_rabbitmq_with_parameters(rabbitmq_url: str, tmp_path: Pa
 
     journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
     name = f"ibtest-{uuid.uuid4().hex[:10]}"
-    queue = open_queue(f"{rabbitmq_url}?name={name}&partitions=2&prefetch=5", journal)
+    queue = open_queue(f"{rabbitmq_url}?name={name}&partitions=2&prefetch=5&home=1/3&heartbeat=7", journal)
     assert isinstance(queue, AmqpQueue)
-    assert (queue.name, queue.partitions, queue.prefetch) == (name, 2, 5)
+    assert (queue.name, queue.partitions, queue.prefetch, queue.home, queue.heartbeat) == (name, 2, 5, (1, 3), 7)
     queue.close()
     queue.delete_topology()
     journal.close()
