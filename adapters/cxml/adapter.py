@@ -285,9 +285,9 @@ class CxmlAdapter(Adapter):
 
     def _accept(self, body: bytes, doc: dict[str, Any], supplier: str, *, again: bool = False) -> list[Any]:
         try:
-            name = check_request(doc)
-            if self._dtd is not None:
+            if self._dtd is not None:  # the partner's own DTD, when configured, speaks first
                 check_with_dtd(body, self._dtd, str(self.settings["dtd"]))
+            name = check_request(doc, body)
         except Invalid as exc:
             raise WebhookRejected(str(exc), status=400, reason="invalid_document") from None
         pid = str(doc["cXML"].get("@payloadID") or "")
