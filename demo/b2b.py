@@ -197,6 +197,15 @@ class B2bDemo:
         comment = SalesRep(self.stack.adapters["crm"].client).read(sale.id).get("comment") or ""
         return next((line for line in comment.splitlines() if "promised date" in line), None)
 
+    def purchased(self, sale: CrmSale) -> list[float]:
+        """The quantities of the SRM purchase lines bought for ``sale`` (reference ``<order>/<request>``): what
+        the supplier confirmed, once its confirmation amended them."""
+        client = self.stack.adapters["srm"].client
+        ids = client.search("purchase.purchase", [["reference", "like", f"{sale.order_id}/%"],
+                                                  ["state", "!=", "cancelled"]])
+        return [float(x["quantity"]) for x in client.search_read(
+            "purchase.line", [["purchase", "in", ids], ["type", "=", "line"]], ["quantity"])] if ids else []
+
     def notices(self, order_id: str) -> list[dict[str, object]]:
         docs = [json.loads(p.read_text()) for p in self.stack.notifications()]
         return [d for d in docs if d.get("order_id") == order_id]
@@ -244,6 +253,14 @@ def run(say: Callable[[str], None]) -> None:
                                 lambda s=sale: [n for n in demo.notices(s.order_id)
                                                 if n.get("kind") == "order_delayed"], FLOW_TIMEOUT, progress=say)
             say(f"   customer notice: {notice.get('subject')}: {notice.get('body')}")
+        step("NUTS confirms 6 of the 10 by EDIFACT ORDRSP: the SRM purchase is amended, the customer is told")
+        nuts = sales["NUTS"]
+        bought = wait_for(f"the SRM purchase for {nuts.order_id} amended to what NUTS confirmed",
+                          lambda: [q for q in demo.purchased(nuts) if q < 10], FLOW_TIMEOUT, progress=say)
+        say(f"   SRM purchase for {nuts.order_id}: {bought[0]:g} of 10 (purchase_amendment)")
+        [short] = wait_for(f"the customer notice for {nuts.order_id}",
+                           lambda: demo.notices(nuts.order_id)[:1], FLOW_TIMEOUT, progress=say)
+        say(f"   customer notice: {short.get('subject')}: {short.get('body')}")
         say("   cXML documents ACME posted to the bus: "
             + ", ".join(f"{doc} (HTTP {status}, cXML {code})" for doc, status, code in sim.acme_posted))
         step(f"Done in {time.monotonic() - t0:.0f} s. Journal: {demo.stack.journal_url}; "

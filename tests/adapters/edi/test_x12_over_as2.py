@@ -18,8 +18,8 @@ import pytest
 from adapters.b2b import carrier_refusal
 from adapters.base import WebhookRequest
 from adapters.x12 import X12Adapter
-from bus.errors import PermanentError, WebhookRejected
 from bus.envelope import Event
+from bus.errors import PermanentError, WebhookRejected
 from bus.testing import make_call
 from bus.webhooks import WebhookApp, WebhookServer, endpoints_for
 from tests.adapters.edi.test_x12 import ACK_855, PO_850, interchange
