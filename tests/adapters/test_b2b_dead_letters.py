@@ -201,7 +201,7 @@ def test_refused_cxml_requests_are_dead_letters_without_the_secret(
     assert "supplier must send it again" in err and "maybe" in err
 
 
-def test_a_refused_document_read_twice_is_one_letter(tmp_path: Path) -> None:
+def test_a_refused_document_read_twice_is_one_letter_and_a_duplicate_is_one_too(tmp_path: Path) -> None:
     adapter = X12Adapter("suppliers_x12", {"our_id": "BUYERCO", "partners": {"SUP1": {
         "id": "SUPPLIER1", "transport": {"kind": "directory", "outbox": str(tmp_path / "o"),
                                          "inbox": str(tmp_path / "i")}}}})
@@ -214,6 +214,13 @@ def test_a_refused_document_read_twice_is_one_letter(tmp_path: Path) -> None:
         adapter.receive(body, "SUP1", "file-1")
         adapter.receive(body, "SUP1", "file-1")  # the poll ran again after a crash
         assert len(journal.dead_letters(limit=None)) == 1
+        # a duplicate interchange (same ISA13 in another file) is a letter of its own, and is not applied again
+        good = interchange(ACK_855, control="000000401")
+        [first] = adapter.receive(good, "SUP1", "file-2")
+        [again] = adapter.receive(good, "SUP1", "file-3")
+        assert first["status"] == "accepted" and again["status"] == "rejected"
+        duplicate = [r for r in journal.dead_letters(limit=None) if "duplicate interchange 000000401" in r.reason]
+        assert len(duplicate) == 1 and "from SUP1" in duplicate[0].reason
     finally:
         adapter.close()
         journal.close()
