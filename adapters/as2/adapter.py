@@ -29,7 +29,7 @@ import httpx
 import structlog
 from pyas2lib import Mdn, Message
 
-from adapters.as2.inbound import Received, answer_received, parse_async_mdn, receive_message
+from adapters.as2.inbound import Received, answer_received, inbound_state_key, parse_async_mdn, receive_message
 from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES
 from adapters.as2.transport import As2Transport, store_id
 from adapters.b2b.payload import document_from_payload
@@ -187,6 +187,9 @@ class As2Adapter(Adapter):
             raise received.refusal
         if received.duplicate:
             raise PermanentError(f"message {received.message_id} was received since; not applied again")
+        if received.message_id:  # a later resend of it by the partner is then a duplicate, not applied twice
+            self.store.put(inbound_state_key(self.profile.as_to, received.message_id),
+                           json.dumps({"at": time.time(), "reread": True}))
         return list(received.payloads)
 
     @trigger("mdn", kind="webhook", description="Asynchronous MDNs for messages we sent")
