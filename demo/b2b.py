@@ -249,17 +249,19 @@ def run(say: Callable[[str], None]) -> None:
             line = wait_for(f"{partner}'s delay in the CRM sale {sale.order_id}", lambda s=sale: demo.promised(s),
                             FLOW_TIMEOUT, progress=say)
             say(f"   CRM {sale.order_id}: {line.split('] ', 1)[-1]}")
-            [notice] = wait_for(f"the customer notice for {sale.order_id}",
-                                lambda s=sale: [n for n in demo.notices(s.order_id)
-                                                if n.get("kind") == "order_delayed"], FLOW_TIMEOUT, progress=say)
+            # a supplier that confirms again (an order update, a ship notice) may move the date twice: the newest
+            notice = wait_for(f"the customer notice for {sale.order_id}",
+                              lambda s=sale: [n for n in demo.notices(s.order_id)
+                                              if n.get("kind") == "order_delayed"], FLOW_TIMEOUT, progress=say)[-1]
             say(f"   customer notice: {notice.get('subject')}: {notice.get('body')}")
         step("NUTS confirms 6 of the 10 by EDIFACT ORDRSP: the SRM purchase is amended, the customer is told")
         nuts = sales["NUTS"]
         bought = wait_for(f"the SRM purchase for {nuts.order_id} amended to what NUTS confirmed",
                           lambda: [q for q in demo.purchased(nuts) if q < 10], FLOW_TIMEOUT, progress=say)
         say(f"   SRM purchase for {nuts.order_id}: {bought[0]:g} of 10 (purchase_amendment)")
-        [short] = wait_for(f"the customer notice for {nuts.order_id}",
-                           lambda: demo.notices(nuts.order_id)[:1], FLOW_TIMEOUT, progress=say)
+        short = wait_for(f"the shortfall notice for {nuts.order_id}",
+                         lambda: [n for n in demo.notices(nuts.order_id) if n.get("kind") == "order_partial"],
+                         FLOW_TIMEOUT, progress=say)[-1]
         say(f"   customer notice: {short.get('subject')}: {short.get('body')}")
         say("   cXML documents ACME posted to the bus: "
             + ", ".join(f"{doc} (HTTP {status}, cXML {code})" for doc, status, code in sim.acme_posted))
