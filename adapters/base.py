@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bus.envelope import Event
+from bus.errors import PermanentError
 
 __all__ = [
     "Adapter",
@@ -35,6 +36,8 @@ __all__ = [
     "OperationSpec",
     "Outcome",
     "PollResult",
+    "Refused",
+    "RefusalSink",
     "SettingsWarning",
     "TriggerSpec",
     "WebhookAnswer",
@@ -115,6 +118,34 @@ class WebhookAnswer:
     body: bytes
     content_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An inbound document an adapter refused (a broken signature, a truncated interchange, an invalid cXML
+    request): kept by the bus as a dead letter with ``reason``, so an operator sees it in ``ironbus dlq`` and
+    the console and can re-read it (:meth:`Adapter.reprocess`) once a setting or mapping is fixed.
+
+    ``body`` is the document as received (bytes; an adapter removes secrets — a shared secret — before);
+    ``meta`` is what the adapter needs to re-read it (safe carrier headers, which message of an interchange),
+    small JSON values only. ``key`` identifies the refusal, so reading the same file again after a crash
+    keeps one letter."""
+
+    trigger: str
+    reason: str
+    body: bytes
+    partner: str | None = None
+    document: str | None = None
+    reference: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+
+class RefusalSink(Protocol):
+    """Where an adapter's refusals go: the journal's dead letters once the bus binds it
+    (:meth:`Adapter.bind_refusals`)."""
+
+    def __call__(self, system: str, refused: Refused) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -287,10 +318,36 @@ class Adapter:
         self.closed = False
         #: Durable per-system state (see :class:`AdapterStore`); in memory until the bus binds the journal's.
         self.store: AdapterStore = MemoryAdapterStore()
+        #: Refused inbound documents not yet given to a sink (kept here until the bus binds the journal's).
+        self.refused: list[Refused] = []
+        self._refusals: RefusalSink | None = None
 
     def bind_store(self, store: AdapterStore) -> None:
         """Called by the bus before :meth:`open` with the journal-backed store of this system."""
         self.store = store
+
+    def bind_refusals(self, sink: RefusalSink | None) -> None:
+        """Called by the bus before :meth:`open` with the sink that keeps refused documents as dead letters
+        (None: keep them in :attr:`refused`, as tests and re-reads do)."""
+        self._refusals = sink
+
+    def refuse(self, refused: Refused) -> None:
+        """Record an inbound document this adapter refused (it still answers the partner as its protocol
+        says: a negative acknowledgement, a 4xx). Must not raise: losing the record must not turn a refusal
+        into a server error."""
+        if self._refusals is None:
+            self.refused.append(refused)
+            return
+        try:
+            self._refusals(self.system, refused)
+        except Exception:  # noqa: BLE001 - logged by the sink's owner; kept here so it is not lost
+            self.refused.append(refused)
+
+    def reprocess(self, refused: Refused) -> list[Any]:
+        """Read a refused document again with the current settings (``ironbus dlq retry`` of its letter): the
+        payloads its trigger would have emitted. Raises :class:`~bus.errors.PermanentError` with the reason
+        when it is still refused. Adapters that keep refusals override it."""
+        raise PermanentError(f"adapter {self.name!r} cannot read a refused document again")
 
     # -- what a system offers (asked by ironbus lint and ironbus adapters) --------------------------------
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from adapters.base import Adapter
 from bus.errors import ConfigError
 from bus.followups import FollowUpLetter, Redriven, parse_letter, redrive
 from bus.frontdoor import FrontDoor, Pinned
@@ -18,6 +19,7 @@ from bus.journal import Journal
 from bus.journal.records import DeadLetterRow
 from bus.pipeline import Pipeline
 from bus.queue.base import Queue
+from bus.refusals import RefusedLetter, Reread, parse_refused, reread
 
 __all__ = ["Retried", "retry_dead_letters"]
 
@@ -29,22 +31,33 @@ class Retried:
     requeued: list[int] = field(default_factory=list)
     followups: Redriven | None = None
     skipped: list[int] = field(default_factory=list)  # not dead (any more): already retried or purged
+    reread: Reread | None = None  # refused inbound documents read again (bus.refusals)
 
     @property
-    def failed(self) -> list[tuple[FollowUpLetter, str]]:
-        if self.followups is None:
-            return []
-        return [(letter, why.reason) for letter, why in self.followups.failed]
+    def failed(self) -> list[tuple[FollowUpLetter | RefusedLetter, str]]:
+        out: list[tuple[FollowUpLetter | RefusedLetter, str]] = []
+        if self.followups is not None:
+            out += [(letter, why.reason) for letter, why in self.followups.failed]
+        if self.reread is not None:
+            out += list(self.reread.failed)
+        return out
 
 
 def retry_dead_letters(journal: Journal, rows: Sequence[DeadLetterRow], queue: Queue,
-                       pipeline: Callable[[], Pipeline | None]) -> Retried:
+                       pipeline: Callable[[], Pipeline | None],
+                       adapter_for: Callable[[str], Adapter | None] | None = None) -> Retried:
     """Re-queue ``rows`` (only those still ``dead``) on the current routes through the front door; ``pipeline()``
-    is asked for the routes only when a follow-up letter needs rebuilding (ConfigError when there are none).
+    is asked for the routes only when a follow-up letter needs rebuilding (ConfigError when there are none);
+    ``adapter_for`` gives the open adapter of a system whose refused documents are read again (bus.refusals).
     The same steps as ``ironbus dlq retry`` (:func:`bus.replay.retry_dead_letters`, :func:`bus.followups.redrive`),
     with what happened to each letter for the console to show."""
     out = Retried(skipped=[r.id for r in rows if r.state != "dead"])
     rows = [r for r in rows if r.state == "dead"]
+    refused = [found for r in rows if (found := parse_refused(r)) is not None]
+    if refused and adapter_for is None:
+        raise ConfigError(f"dead letter(s) {', '.join(str(r.id) for r in refused)} are refused inbound documents, "
+                          "read again by their system's adapter, which is not available here")
+    rows = [r for r in rows if r.id not in {found.id for found in refused}]
     followups = {r.id: letter for r in rows if (letter := parse_letter(r)) is not None}
     built = pipeline() if followups else None
     if followups and built is None:
@@ -62,6 +75,8 @@ def retry_dead_letters(journal: Journal, rows: Sequence[DeadLetterRow], queue: Q
         out.requeued = [r.id for r in plain]
         if followups and built is not None:
             out.followups = redrive(list(followups.values()), built, journal, door)
+        if refused and adapter_for is not None:
+            out.reread = reread(refused, adapter_for, journal, door)
     finally:
         door.close()
     return out

@@ -29,6 +29,7 @@ from bus.journal.stream import (
     event_keys,
 )
 from bus.pipeline import Pipeline
+from bus.refusals import RefusedLetter, parse_refused
 
 __all__ = ["BATCH", "Requeued", "follow_up_letters", "replay_events", "retry_dead_letters"]
 
@@ -97,6 +98,7 @@ class Requeued:
 
     count: int = 0
     followups: list[FollowUpLetter] = field(default_factory=list)
+    refused: list[RefusedLetter] = field(default_factory=list)  # inbound documents to re-read (bus.refusals)
 
 
 def retry_dead_letters(journal: Journal, door: FrontDoor, selection: LetterSelection, *, progress: bool = False,
@@ -115,7 +117,10 @@ def retry_dead_letters(journal: Journal, door: FrontDoor, selection: LetterSelec
         plain = []
         for row in rows:
             letter = parse_letter(row)
-            if letter is None:
+            refused = parse_refused(row) if letter is None else None
+            if refused is not None:
+                out.refused.append(refused)
+            elif letter is None:
                 plain.append(row)
             else:
                 out.followups.append(letter)

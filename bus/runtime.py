@@ -38,6 +38,7 @@ from bus.progress import Progress
 from bus.protection import Protections
 from bus.queue.base import Queue
 from bus.queue.open import broker_url, open_queue
+from bus.refusals import JournalRefusals
 from bus.sharedstate import shared_factories
 from bus.systemstate import publish_state
 from bus.worker import Worker, WorkerStats
@@ -100,6 +101,7 @@ class Runtime:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.options = options or RuntimeOptions()
         self.journal = journal if isinstance(journal, Journal) else Journal(journal_url(journal))
+        self.refusals = JournalRefusals(self.journal)
         self.queue: Queue = open_queue(broker_url(broker), self.journal, lease_seconds=self.options.lease_seconds,
                                        home=self.options.process_slot)
         self.pipeline = Pipeline(self.config, xref=self.journal.xref)
@@ -154,6 +156,7 @@ class Runtime:
             self.lanes.recorder = self.lane_recorder
         for name, adapter in self.adapters.items():
             adapter.bind_store(self.journal.adapter_store(name))
+            adapter.bind_refusals(self.refusals)  # refused inbound documents become dead letters
             try:
                 adapter.open()
             except Exception as exc:  # noqa: BLE001 - any failure to connect at start is survivable

@@ -197,6 +197,15 @@ class B2bDemo:
         comment = SalesRep(self.stack.adapters["crm"].client).read(sale.id).get("comment") or ""
         return next((line for line in comment.splitlines() if "promised date" in line), None)
 
+    def purchased(self, sale: CrmSale) -> list[float]:
+        """The quantities of the SRM purchase lines bought for ``sale`` (reference ``<order>/<request>``): what
+        the supplier confirmed, once its confirmation amended them."""
+        client = self.stack.adapters["srm"].client
+        ids = client.search("purchase.purchase", [["reference", "like", f"{sale.order_id}/%"],
+                                                  ["state", "!=", "cancelled"]])
+        return [float(x["quantity"]) for x in client.search_read(
+            "purchase.line", [["purchase", "in", ids], ["type", "=", "line"]], ["quantity"])] if ids else []
+
     def notices(self, order_id: str) -> list[dict[str, object]]:
         docs = [json.loads(p.read_text()) for p in self.stack.notifications()]
         return [d for d in docs if d.get("order_id") == order_id]
@@ -240,10 +249,20 @@ def run(say: Callable[[str], None]) -> None:
             line = wait_for(f"{partner}'s delay in the CRM sale {sale.order_id}", lambda s=sale: demo.promised(s),
                             FLOW_TIMEOUT, progress=say)
             say(f"   CRM {sale.order_id}: {line.split('] ', 1)[-1]}")
-            [notice] = wait_for(f"the customer notice for {sale.order_id}",
-                                lambda s=sale: [n for n in demo.notices(s.order_id)
-                                                if n.get("kind") == "order_delayed"], FLOW_TIMEOUT, progress=say)
+            # a supplier that confirms again (an order update, a ship notice) may move the date twice: the newest
+            notice = wait_for(f"the customer notice for {sale.order_id}",
+                              lambda s=sale: [n for n in demo.notices(s.order_id)
+                                              if n.get("kind") == "order_delayed"], FLOW_TIMEOUT, progress=say)[-1]
             say(f"   customer notice: {notice.get('subject')}: {notice.get('body')}")
+        step("NUTS confirms 6 of the 10 by EDIFACT ORDRSP: the SRM purchase is amended, the customer is told")
+        nuts = sales["NUTS"]
+        bought = wait_for(f"the SRM purchase for {nuts.order_id} amended to what NUTS confirmed",
+                          lambda: [q for q in demo.purchased(nuts) if q < 10], FLOW_TIMEOUT, progress=say)
+        say(f"   SRM purchase for {nuts.order_id}: {bought[0]:g} of 10 (purchase_amendment)")
+        short = wait_for(f"the shortfall notice for {nuts.order_id}",
+                         lambda: [n for n in demo.notices(nuts.order_id) if n.get("kind") == "order_partial"],
+                         FLOW_TIMEOUT, progress=say)[-1]
+        say(f"   customer notice: {short.get('subject')}: {short.get('body')}")
         say("   cXML documents ACME posted to the bus: "
             + ", ".join(f"{doc} (HTTP {status}, cXML {code})" for doc, status, code in sim.acme_posted))
         step(f"Done in {time.monotonic() - t0:.0f} s. Journal: {demo.stack.journal_url}; "

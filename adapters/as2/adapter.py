@@ -29,21 +29,24 @@ import httpx
 import structlog
 from pyas2lib import Mdn, Message
 
-from adapters.as2.inbound import Received, answer_received, parse_async_mdn, receive_message
+from adapters.as2.inbound import Received, answer_received, inbound_state_key, parse_async_mdn, receive_message
 from adapters.as2.profile import KEYS_REQUIRED, SETTINGS_PROPERTIES
 from adapters.as2.transport import As2Transport, store_id
 from adapters.b2b.payload import document_from_payload
+from adapters.b2b.refusals import carrier_refusal, carrier_request
 from adapters.base import (
     Adapter,
     AdapterStore,
     Call,
     Health,
     Outcome,
+    Refused,
     WebhookAnswer,
     WebhookRequest,
     operation,
     trigger,
 )
+from bus.errors import PermanentError
 
 __all__ = ["As2Adapter"]
 
@@ -167,9 +170,26 @@ class As2Adapter(Adapter):
                 self._received.popitem(last=False)
         if received.refusal is not None:
             self._keep_refused(request, received)
+            if received.refusal.reason not in _NOT_A_PARTNERS:  # junk for another endpoint is no partner's document
+                self.refuse(carrier_refusal(request, self.partner, received.refusal, trigger="receive"))
             raise received.refusal
         if received.duplicate:
             log.info("as2 duplicate message", system=self.system, message_id=received.message_id)
+        return list(received.payloads)
+
+    def reprocess(self, refused: Refused) -> list[Any]:
+        """Verify a refused message again (``ironbus dlq retry``) with the current keys and certificates; its
+        document when it passes now. No MDN is sent again (the partner got the negative one)."""
+        request = carrier_request(refused)
+        received = receive_message(self.profile, self.store, request.headers, request.body, self.partner,
+                                   self.max_size)
+        if received.refusal is not None:
+            raise received.refusal
+        if received.duplicate:
+            raise PermanentError(f"message {received.message_id} was received since; not applied again")
+        if received.message_id:  # a later resend of it by the partner is then a duplicate, not applied twice
+            self.store.put(inbound_state_key(self.profile.as_to, received.message_id),
+                           json.dumps({"at": time.time(), "reread": True}))
         return list(received.payloads)
 
     @trigger("mdn", kind="webhook", description="Asynchronous MDNs for messages we sent")
@@ -273,6 +293,10 @@ class As2Adapter(Adapter):
         except OSError as exc:
             log.error("as2 message refused; quarantine not writable", system=self.system,
                       message_id=received.message_id, reason=refusal.reason, error=exc.strerror or str(exc))
+
+
+#: Refusals of requests that are no partner's AS2 message (not AS2, another relationship): not kept as letters.
+_NOT_A_PARTNERS = frozenset({"not_as2", "unknown_partner"})
 
 
 def _status(value: str) -> str | None:

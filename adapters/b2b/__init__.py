@@ -25,6 +25,7 @@ message again after a crash is not refused as a duplicate interchange. ``receive
 ``ack-…`` / ``resend-…`` for the acknowledgements and resends the adapter itself sends.
 """
 
+from adapters.b2b.refusals import carrier_refusal, carrier_request
 from adapters.b2b.transport import (
     KINDS,
     DirectoryTransport,
@@ -45,6 +46,8 @@ __all__ = [
     "PushTransport",
     "Receipt",
     "Transport",
+    "carrier_refusal",
+    "carrier_request",
     "open_transport",
     "transport_schema",
 ]

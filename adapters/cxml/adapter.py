@@ -14,7 +14,17 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
-from adapters.base import Adapter, Call, Health, Outcome, WebhookAnswer, WebhookRequest, operation, trigger
+from adapters.base import (
+    Adapter,
+    Call,
+    Health,
+    Outcome,
+    Refused,
+    WebhookAnswer,
+    WebhookRequest,
+    operation,
+    trigger,
+)
 from adapters.cxml.document import (
     Invalid,
     check_request,
@@ -30,6 +40,7 @@ from adapters.cxml.document import (
     without_secrets,
 )
 from adapters.cxml.profiles import PROFILES, Profile
+from adapters.cxml.refused import masked
 from adapters.cxml.settings import SETTINGS_SCHEMA
 from bus.errors import ConfigError, DecodeError, PermanentError, TransientError, WebhookRejected
 from bus.mediatypes import MEDIA_TYPES
@@ -252,28 +263,56 @@ class CxmlAdapter(Adapter):
     @trigger("documents", kind="webhook",
              description="ConfirmationRequest, ShipNoticeRequest and StatusUpdateRequest posted by suppliers")
     def documents(self, request: WebhookRequest) -> list[Any]:
+        supplier: str | None = None
         try:
-            doc = read_cxml(request.body, source="cXML request", max_bytes=self.max_bytes)
+            doc = self._parse(request.body)
+            supplier = self._authenticate(doc)
+            return self._accept(request.body, doc, supplier)
+        except WebhookRejected as exc:  # the 4xx cXML Response goes out; the document becomes a dead letter
+            self.refuse(Refused(trigger="documents", reason=f"{exc} ({exc.reason})", body=masked(request.body),
+                                partner=supplier, document="cXML request",
+                                meta={"supplier": supplier, "status": exc.status},
+                                key=hashlib.sha256(request.body).hexdigest()))
+            raise
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
+        try:
+            return read_cxml(body, source="cXML request", max_bytes=self.max_bytes)
         except DecodeError as exc:
             raise WebhookRejected(str(exc), status=400, reason="malformed_xml") from None
         except Invalid as exc:
             raise WebhookRejected(str(exc), status=400, reason="invalid_document") from None
-        supplier = self._authenticate(doc)
+
+    def _accept(self, body: bytes, doc: dict[str, Any], supplier: str, *, again: bool = False) -> list[Any]:
         try:
-            name = check_request(doc)
-            if self._dtd is not None:
-                check_with_dtd(request.body, self._dtd, str(self.settings["dtd"]))
+            if self._dtd is not None:  # the partner's own DTD, when configured, speaks first
+                check_with_dtd(body, self._dtd, str(self.settings["dtd"]))
+            name = check_request(doc, body)
         except Invalid as exc:
             raise WebhookRejected(str(exc), status=400, reason="invalid_document") from None
         pid = str(doc["cXML"].get("@payloadID") or "")
         if pid and self.store.get(f"received:{supplier}:{pid}") is not None:
             log.info("cxml_duplicate", system=self.system, supplier=supplier, payload_id=pid)
+            if again:
+                raise PermanentError(f"payloadID {pid} was received from {supplier} since; not applied again")
             return []  # stored before: answered 200, not applied twice
-        if pid:
+        if pid and again:
+            self._remember(f"{supplier}:{pid}")
+        elif pid:
             with self._lock:
-                self._pending[hashlib.sha256(request.body).hexdigest()] = f"{supplier}:{pid}"
+                self._pending[hashlib.sha256(body).hexdigest()] = f"{supplier}:{pid}"
         log.info("cxml_received", system=self.system, supplier=supplier, document=name, payload_id=pid)
         return [{**without_secrets(doc), "document": name, "supplier": supplier, "payload_id": pid}]
+
+    def reprocess(self, refused: Refused) -> list[Any]:
+        """Check a refused request again (``ironbus dlq retry``) against the current settings and schema. Its
+        copy has no secrets (see :mod:`adapters.cxml.refused`): only a request refused after its Sender was
+        authenticated is read again, as that supplier's."""
+        supplier = refused.meta.get("supplier")
+        if not isinstance(supplier, str) or supplier not in self.suppliers:
+            raise PermanentError("refused before its Sender was authenticated (or the supplier is gone); the copy "
+                                 "holds no secret to check, so the supplier must send it again")
+        return self._accept(refused.body, self._parse(refused.body), supplier, again=True)
 
     def _authenticate(self, doc: Mapping[str, Any]) -> str:
         header = doc["cXML"].get("Header")

@@ -5,11 +5,10 @@ mappings read inbound documents and write outbound ones. Reading goes through :f
 (expat with entity declarations refused, DTDs never fetched, size and depth limits): an XML bomb or an XXE
 attempt is a :class:`~bus.errors.DecodeError`, never expanded.
 
-Validation: the cXML DTDs come under the cXML License, which lets anyone copy and distribute the *unmodified*
-specification; we still do not ship them, because every cXML version has its own DTD set (cXML.dtd, Fulfill.dtd
-…) and a partner's version decides which applies. :func:`check_request` checks the elements and attributes
-this adapter reads (required ones, enumerations from the DTD); an operator who wants full DTD validation points
-the ``dtd`` setting at a local copy of the partner's DTD (checked with lxml, network off).
+Validation: :func:`check_request` validates against our own XML Schema of the elements and attributes this
+adapter reads (``schemas/cxml/inbound.xsd``, :mod:`adapters.cxml.schema`; why not the cXML DTD is said there);
+an operator who wants full DTD validation points the ``dtd`` setting at a local copy of the partner's DTD
+(checked with lxml, network off).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from adapters.cxml.schema import SchemaInvalid, validate
 from bus.errors import ConfigError, PermanentError
 from bus.xmldict import xml_to_dict
 
@@ -29,12 +29,6 @@ __all__ = ["INBOUND_REQUESTS", "check_request", "check_with_dtd", "credentials",
 
 INBOUND_REQUESTS = ("ConfirmationRequest", "ShipNoticeRequest", "StatusUpdateRequest")
 
-# Enumerations from the cXML DTD (1.2.0xx) for the attributes we act on.
-CONFIRMATION_HEADER_TYPES = {"accept", "allDetail", "detail", "backordered", "except", "reject", "requestToPay",
-                             "replace"}
-CONFIRMATION_STATUS_TYPES = {"accept", "allDetail", "detail", "backordered", "reject", "unknown", "requestToPay"}
-OPERATIONS = {"new", "update", "delete"}
-ORDER_TYPES = {"new", "update", "delete"}
 
 
 class Invalid(PermanentError):
@@ -116,17 +110,6 @@ def _node(parent: Any, name: str, path: str, *, required: bool = True) -> Any:
     return value
 
 
-def _attr(node: Any, name: str, path: str, *, allowed: set[str] | None = None, required: bool = True) -> str | None:
-    value = node.get(f"@{name}") if isinstance(node, Mapping) else None
-    if value is None:
-        if required:
-            raise Invalid(f"{path}/@{name}", "required attribute is missing")
-        return None
-    if allowed is not None and value not in allowed:
-        raise Invalid(f"{path}/@{name}", f"{value!r} is not one of {', '.join(sorted(allowed))}")
-    return str(value)
-
-
 def _each(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -147,50 +130,15 @@ def request_of(doc: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
     return found[0], element if isinstance(element, Mapping) else {}
 
 
-def check_request(doc: Mapping[str, Any]) -> str:
-    """Check an inbound document against the rules we rely on; the request's name when it passes."""
-    root = doc["cXML"]
-    _attr(root, "payloadID", "/cXML")  # present; empty ones are seen in the wild and tolerated
-    _attr(root, "timestamp", "/cXML")
-    header = _node(root, "Header", "/cXML")
-    for part in ("From", "To", "Sender"):
-        credential = _node(_node(header, part, "/cXML/Header"), "Credential", f"/cXML/Header/{part}")
-        _node(credential, "Identity", f"/cXML/Header/{part}/Credential")
-    name, request = request_of(doc)
-    base = f"/cXML/Request/{name}"
-    if name == "ConfirmationRequest":
-        head = _node(request, "ConfirmationHeader", base)
-        _attr(head, "type", f"{base}/ConfirmationHeader", allowed=CONFIRMATION_HEADER_TYPES)
-        _attr(head, "noticeDate", f"{base}/ConfirmationHeader")
-        _attr(head, "operation", f"{base}/ConfirmationHeader", allowed={"new", "update"}, required=False)
-        _node(request, "OrderReference", base)
-        for i, item in enumerate(_each(request.get("ConfirmationItem")), 1):
-            where = f"{base}/ConfirmationItem[{i}]"
-            _attr(item, "lineNumber", where)
-            _attr(item, "quantity", where)
-            statuses = _each(item.get("ConfirmationStatus") if isinstance(item, Mapping) else None)
-            if not statuses:
-                raise Invalid(f"{where}/ConfirmationStatus", "at least one is required")
-            for j, status in enumerate(statuses, 1):
-                _attr(status, "type", f"{where}/ConfirmationStatus[{j}]", allowed=CONFIRMATION_STATUS_TYPES)
-                _attr(status, "quantity", f"{where}/ConfirmationStatus[{j}]")
-    elif name == "ShipNoticeRequest":
-        head = _node(request, "ShipNoticeHeader", base)
-        _attr(head, "shipmentID", f"{base}/ShipNoticeHeader")
-        _attr(head, "noticeDate", f"{base}/ShipNoticeHeader")
-        _attr(head, "operation", f"{base}/ShipNoticeHeader", allowed=OPERATIONS, required=False)
-        for i, portion in enumerate(_each(request.get("ShipNoticePortion")), 1):
-            where = f"{base}/ShipNoticePortion[{i}]"
-            _node(portion, "OrderReference", where)
-            for j, item in enumerate(_each(portion.get("ShipNoticeItem") if isinstance(portion, Mapping) else None), 1):
-                _attr(item, "lineNumber", f"{where}/ShipNoticeItem[{j}]")
-                _attr(item, "quantity", f"{where}/ShipNoticeItem[{j}]")
-    else:
-        _attr(_node(request, "DocumentReference", base), "payloadID", f"{base}/DocumentReference")
-        status = _node(request, "Status", base)
-        code = _attr(status, "code", f"{base}/Status")
-        if code is None or not code.isdigit():
-            raise Invalid(f"{base}/Status/@code", f"{code!r} is not a numeric status code")
+def check_request(doc: Mapping[str, Any], body: bytes) -> str:
+    """Check an inbound document against our schema of what we use (``schemas/cxml/inbound.xsd``, see
+    :mod:`adapters.cxml.schema`); the request's name when it passes, else :class:`Invalid` naming the element
+    and line."""
+    name, _ = request_of(doc)
+    try:
+        validate(body)
+    except SchemaInvalid as exc:
+        raise Invalid(f"{exc.path} (line {exc.line})", str(exc).split(": ", 1)[-1]) from None
     return name
 
 
@@ -213,7 +161,10 @@ def check_with_dtd(body: bytes, dtd: Any, name: str) -> None:
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-    tree = etree.fromstring(body, parser)
+    try:
+        tree = etree.fromstring(body, parser)
+    except etree.XMLSyntaxError as exc:  # well-formed for expat, not for a namespace-aware reader
+        raise Invalid(f"line {exc.lineno}", str(exc)) from None
     if not dtd.validate(tree):
         errors = dtd.error_log.filter_from_errors()
         first = errors[0] if errors else None

@@ -15,6 +15,7 @@ applied twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -24,8 +25,27 @@ from typing import Any, ClassVar
 
 import structlog
 
-from adapters.b2b import InboundDocument, OutboundDocument, PushTransport, Transport, open_transport
-from adapters.base import Adapter, Call, Health, Outcome, PollResult, WebhookAnswer, WebhookRequest, operation, trigger
+from adapters.b2b import (
+    InboundDocument,
+    OutboundDocument,
+    PushTransport,
+    Transport,
+    carrier_refusal,
+    carrier_request,
+    open_transport,
+)
+from adapters.base import (
+    Adapter,
+    Call,
+    Health,
+    Outcome,
+    PollResult,
+    Refused,
+    WebhookAnswer,
+    WebhookRequest,
+    operation,
+    trigger,
+)
 from adapters.edi.ledger import Awaiting, Ledger
 from adapters.edi.model import Interchange, Problem, Unreadable
 from adapters.edi.segments import LoopSpec, flatten_segments, segment_tree
@@ -163,21 +183,33 @@ class EdiAdapter(Adapter):
         return partner
 
     # -- inbound ---------------------------------------------------------------------------------------
-    def receive(self, body: bytes, partner: str | None = None, reference: str = "") -> list[dict[str, Any]]:
+    def receive(self, body: bytes, partner: str | None = None, reference: str = "", *,
+                trigger: str = "received", again: bool = False) -> list[dict[str, Any]]:
         """Every payload in one received document, whatever carried it (see the module docs).
 
         ``partner`` is the partner the transport knows it came from (None: find it by the sender id);
         ``reference`` identifies the carrier message or file, so reading the same one again is not taken for
-        a duplicate interchange. Sends the acknowledgement the partner expects."""
+        a duplicate interchange. Sends the acknowledgement the partner expects and keeps what it refuses as a
+        dead letter (:meth:`Adapter.refuse`, ``trigger`` names the trigger that read it) — unless ``again``: a
+        dead letter read again (:meth:`reprocess`) sends no second acknowledgement and records nothing."""
+        def rejected(partner: str | None, ic: Interchange | None, reason: str) -> dict[str, Any]:
+            payload = self._rejected(partner, ic, reason, body, reference)
+            if not again:
+                self.refuse(Refused(trigger=trigger, reason=reason, body=body, partner=partner,
+                                    document=f"{self.standard.name} interchange", reference=reference,
+                                    meta={"scope": "interchange"},
+                                    key=f"{partner}:{reference}:{hashlib.sha256(body).hexdigest()}"))
+            return payload
+
         try:
             ic = self.standard.parse(body, self._extra(partner))
         except Unreadable as exc:
             log.warning("edi_unreadable", system=self.system, partner=partner, error=str(exc))
-            return [self._rejected(partner, None, f"unreadable interchange: {exc}", body, reference)]
+            return [rejected(partner, None, f"unreadable interchange: {exc}")]
         found = self._sender(ic, partner)
         if found is None:
-            return [self._rejected(partner, ic, f"sender {ic.sender!r} (qualifier {ic.sender_qualifier!r}) is not "
-                                                "a configured trading partner", body, reference)]
+            return [rejected(partner, ic, f"sender {ic.sender!r} (qualifier {ic.sender_qualifier!r}) is not "
+                                          "a configured trading partner")]
         if found.extra_segments and partner is None:
             ic = self.standard.parse(body, found.extra_segments)
         if ic.receiver != found.our_id:
@@ -185,14 +217,16 @@ class EdiAdapter(Adapter):
             ic.problems.append(Problem(self.standard.wrong_recipient_code, wrong))
         earlier = self.ledger.duplicate_of(found.name, ic.control, body, reference)
         if earlier is not None:
-            self._acknowledge(ic, found, body, duplicate=True)
+            if not again:
+                self._acknowledge(ic, found, body, duplicate=True)
             when = datetime.fromtimestamp(float(earlier.get("at", 0)), UTC).isoformat()
-            return [self._rejected(found.name, ic, f"duplicate interchange {ic.control}: already received {when}; "
-                                                   "not applied again", body, reference)]
-        self._acknowledge(ic, found, body)
+            return [rejected(found.name, ic, f"duplicate interchange {ic.control}: already received {when}; "
+                                             "not applied again")]
+        if not again:
+            self._acknowledge(ic, found, body)
         payloads: list[dict[str, Any]] = []
         if ic.problems:
-            return [self._rejected(found.name, ic, ic.describe(), body, reference)]
+            return [rejected(found.name, ic, ic.describe())]
         if any(g.ok and m.ok for g in ic.groups for m in g.messages):
             # Only an interchange that was (partly) applied is a duplicate when it comes again; a wholly
             # rejected one is usually resent corrected under the same number.
@@ -210,8 +244,17 @@ class EdiAdapter(Adapter):
                               "version": group.version}}
                 problems = group.problems + message.problems
                 if problems:
-                    payloads.append(head | {"status": "rejected", "reason": "; ".join(p.text for p in problems),
+                    reason = "; ".join(p.text for p in problems)
+                    payloads.append(head | {"status": "rejected", "reason": reason,
                                             "raw": body.decode("latin-1")[:RAW_LIMIT]})
+                    if not again:
+                        self.refuse(Refused(
+                            trigger=trigger, reason=reason, body=body, partner=found.name,
+                            document=f"{message.code} {message.control} (interchange {ic.control})",
+                            reference=reference,
+                            meta={"scope": "message", "group": group.control, "message": message.control},
+                            key=f"{found.name}:{reference}:{hashlib.sha256(body).hexdigest()}:{group.control}:"
+                                f"{message.control}"))
                     continue
                 spec = self.standard.loops.get(message.code, LoopSpec())
                 payloads.append(head | {"status": "accepted", "body": segment_tree(message.segments, spec)})
@@ -346,14 +389,44 @@ class EdiAdapter(Adapter):
             transport = self.transport(name)
             if not isinstance(transport, PushTransport):
                 continue
-            doc = transport.unwrap(request)
+            try:
+                doc = transport.unwrap(request)
+            except WebhookRejected as exc:  # a broken signature, MIC, encryption: the negative MDN goes out
+                self.refuse(carrier_refusal(request, name, exc))
+                raise
             if doc is None:
                 continue
             if not doc.body:  # the carrier recognised a resent message: acknowledged again, applied once
                 return []
-            return self.receive(doc.body, name, doc.reference)
+            return self.receive(doc.body, name, doc.reference, trigger="pushed")
         raise WebhookRejected("no partner with a push transport (AS2) accepts this request", status=403,
                               reason="unknown_partner")
+
+    def reprocess(self, refused: Refused) -> list[Any]:
+        """Read a refused document again (``ironbus dlq retry``) with the current partner settings: unwrap it
+        again when its carrier refused it (AS2), then parse it; the payloads of the letter's interchange (or
+        of its one message) when they pass now, else :class:`PermanentError` with the reason. No
+        acknowledgement is sent again."""
+        partner = refused.partner if refused.partner in self.partners else None
+        body, reference = refused.body, refused.reference
+        if refused.meta.get("carrier") is not None:
+            if partner is None:
+                raise PermanentError(f"partner {refused.partner!r} is not configured any more")
+            transport = self.transport(partner)
+            if not isinstance(transport, PushTransport):
+                raise PermanentError(f"partner {partner!r} no longer uses a push transport (AS2)")
+            doc = transport.unwrap(carrier_request(refused))
+            if doc is None or not doc.body:
+                raise PermanentError("the message is not between this partner and us, or was received since")
+            body, reference = doc.body, doc.reference
+        payloads = self.receive(body, partner, reference, trigger=refused.trigger, again=True)
+        if refused.meta.get("scope") == "message":
+            payloads = [p for p in payloads if (p.get("group") or {}).get("control") == refused.meta.get("group")
+                        and p.get("control") == refused.meta.get("message")] or payloads[:1]
+        bad = [str(p.get("reason")) for p in payloads if p.get("status") == "rejected"]
+        if bad:
+            raise PermanentError("; ".join(bad))
+        return payloads
 
     def webhook_answer(self, trigger_name: str, request: WebhookRequest | None, status: int, reason: str,
                        detail: str, accepted: Sequence[str]) -> WebhookAnswer | None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, operation, trigger
-from adapters.tryton import demand, masterdata, procurement, purchases, sales
+from adapters.tryton import confirmation, demand, masterdata, procurement, purchases, sales
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.echo import WriteLog
 from adapters.tryton.inbound import Poller
@@ -209,6 +209,13 @@ class TrytonAdapter(Adapter):
     def update_purchase(self, call: Call) -> Outcome:
         """SRM: move a purchase's delivery date, change quantities, or cancel it."""
         return purchases.update_purchase(self.client, call)
+
+    @operation()
+    def confirm_purchase(self, call: Call) -> Outcome:
+        """SRM: apply a supplier's confirmation: lines down to the confirmed quantities (amended), new dates."""
+        outcome = confirmation.confirm_purchase(self.client, call)
+        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+        return outcome
 
     @operation()
     def upsert_party(self, call: Call) -> Outcome:

@@ -16,6 +16,7 @@ from typing import Any
 from adapters.base import PollResult
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
+from adapters.tryton.confirmation import ordered_quantity
 from adapters.tryton.procurement import parse_note
 from bus.errors import PermanentError
 
@@ -146,7 +147,11 @@ class Poller:
             # purchase's moves were moved to a new requested date.
             if served and served["requested_date"]:
                 requested = served["requested_date"]
-            return {**_line(row), "delivery_date": row.get("delivery_date"), "requested_date": requested,
+            shaped = _line(row)
+            ordered = ordered_quantity(row.get("note"))
+            if ordered is not None:  # the supplier confirmed less: the line was amended, the shortfall stays visible
+                shaped.update(quantity=ordered, confirmed_quantity=row.get("quantity"))
+            return {**shaped, "delivery_date": row.get("delivery_date"), "requested_date": requested,
                     "order_id": served["order"] if served else None,
                     "request_id": served["request"] if served else None}
 

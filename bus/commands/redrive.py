@@ -20,8 +20,9 @@ from bus.journal import Journal
 from bus.journal.stream import EventSelection, LetterSelection, event_chunks, missing_events
 from bus.pipeline import Pipeline
 from bus.queue.open import open_queue
+from bus.refusals import RefusedLetter, Reread, SystemAdapters, reread
 from bus.replay import follow_up_letters, replay_events, retry_dead_letters
-from bus.runtime import broker_url
+from bus.runtime import broker_url, open_adapters
 
 log = structlog.get_logger(__name__)
 
@@ -103,18 +104,40 @@ def _retry(args: argparse.Namespace, journal: Journal) -> int:
     pipeline = current_pipeline(args.routes, journal)
     door = FrontDoor(journal, queue, pipeline)
     redriven: Redriven | None = None
+    reread_: Reread | None = None
     try:
         done = retry_dead_letters(journal, door, selection, keyer=pipeline)
-        if done.count or not done.followups:
+        if done.count or not (done.followups or done.refused):
             print(f"re-queued {done.count} dead letter(s); 'ironbus status' shows them flow, 'ironbus dlq list' what "
                   "fails again")
         if done.followups and pipeline is not None:
             redriven = redrive(done.followups, pipeline, journal, door)
+        if done.refused:
+            reread_ = _reread(args, journal, door, done.refused)
     finally:
         door.close()
         queue.close()
     _report_followups(redriven)
-    return 1 if redriven is not None and redriven.failed else 0
+    return 1 if (redriven is not None and redriven.failed) or (reread_ is not None and reread_.failed) else 0
+
+
+def _reread(args: argparse.Namespace, journal: Journal, door: FrontDoor, letters: list[RefusedLetter]) -> Reread:
+    """Read refused inbound documents again with their systems' adapters as the routes file sets them now."""
+    if not args.routes.is_file():
+        raise ConfigError(f"{args.routes}: not found; dead letter(s) {', '.join(str(r.id) for r in letters)} are "
+                          "refused documents, read again by the systems of the routes file (use --routes)")
+    config = load_config(args.routes)
+    systems = SystemAdapters(config, journal, lambda name: open_adapters(config, {name})[name])
+    try:
+        done = reread(letters, systems, journal, door)
+    finally:
+        systems.close()
+    for letter, events in done.emitted:
+        print(f"dead letter #{letter.id}: the refused document from {letter.refused.partner or 'its sender'} was read "
+              f"again: {len(events)} event(s) " + ", ".join(e.id for e in events))
+    for letter, why in done.failed:
+        print(f"dead letter #{letter.id} stays dead: {why}", file=sys.stderr)
+    return done
 
 
 def _report_followups(done: Redriven | None) -> None:

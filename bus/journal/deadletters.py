@@ -68,6 +68,12 @@ class DeadLetterStore:
         with read(self._engine) as conn:
             return [_row(r) for r in conn.execute(query)]
 
+    def has_dead_letter(self, event_id: str) -> bool:
+        """Whether a letter of ``event_id`` is still ``dead`` (a refused document read again after a crash)."""
+        with read(self._engine) as conn:
+            return conn.execute(sa.select(_D.c.id).where(_D.c.event_id == event_id, _D.c.state == "dead")
+                                .limit(1)).first() is not None
+
     def by_id(self, id: int) -> DeadLetterRow | None:
         with read(self._engine) as conn:
             row = conn.execute(sa.select(_D).where(_D.c.id == id)).first()

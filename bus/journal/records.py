@@ -25,7 +25,7 @@ __all__ = [
     "idempotency_key",
 ]
 
-ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule", "repair"})
+ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule", "repair", "redrive"})
 #: ``mapped``: a route that could not map an event because master data it names was not linked yet (parked
 #: under target ``*``, see bus.worker) mapped it at last and sent it on to its targets.
 #: ``aggregated``: the route's aggregate step gathered the event into a group (bus.aggregate); the group is

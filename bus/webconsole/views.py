@@ -20,6 +20,7 @@ from bus.errors import ConfigError
 from bus.journal import consoledata as data
 from bus.pipeline import Pipeline
 from bus.queue.open import broker_url, open_queue
+from bus.refusals import SystemAdapters
 from bus.systemstate import read_state
 from bus.webconsole.auth import Session
 from bus.webconsole.context import Console
@@ -125,11 +126,19 @@ def _retry(app: Console, ids: list[int], session: Session) -> str:
             config = app.context.config()
             return Pipeline(config, xref=journal.xref) if config is not None else None
 
-        done = retry_dead_letters(journal, rows, queue, pipeline)
+        config = app.context.config()
+        systems = SystemAdapters(config, journal, lambda name: app.context.open_adapters(config)[name]) \
+            if config is not None else None
+        try:
+            done = retry_dead_letters(journal, rows, queue, pipeline, systems)
+        finally:
+            if systems is not None:
+                systems.close()
     finally:
         if own:
             queue.close()
     emitted = [letter.id for letter, _ in done.followups.emitted] if done.followups else []
+    reread = [letter.id for letter, _ in done.reread.emitted] if done.reread else []
     failed = [(letter.id, why) for letter, why in done.failed]
     data.record_audit(journal, session.user, session.role, "dead_letter.retry", ",".join(map(str, ids)),
                       {"requeued": done.requeued, "followups_emitted": emitted, "failed": failed,
@@ -137,6 +146,8 @@ def _retry(app: Console, ids: list[int], session: Session) -> str:
     parts = [f"re-queued {len(done.requeued)} dead letter(s) on the current routes"]
     if emitted:
         parts.append(f"emitted {len(emitted)} follow-up(s)")
+    if reread:
+        parts.append(f"read {len(reread)} refused document(s) again")
     if failed:
         parts.append("still failing: " + "; ".join(f"#{i}: {why}" for i, why in failed))
     if done.skipped:

@@ -286,13 +286,19 @@ XXE = b"""<?xml version="1.0"?><!DOCTYPE cXML [<!ENTITY x SYSTEM "file:///etc/pa
     (XXE, "malformed_xml", "entity declaration 'x' is not allowed"),
     (b"<Order/>", "invalid_document", "expected a cXML document"),
     (CONFIRMATION.replace(b'type="detail"', b'type="maybe"'), "invalid_document",
-     "/cXML/Request/ConfirmationRequest/ConfirmationHeader/@type: 'maybe' is not one of"),
+     "/cXML/Request/ConfirmationRequest/ConfirmationHeader (line 25): Element 'ConfirmationHeader', attribute "
+     "'type': [facet 'enumeration'] The value 'maybe' is not an element of the set"),
     (CONFIRMATION.replace(b"<ConfirmationRequest>", b"<OrderRequest>").replace(b"</ConfirmationRequest>",
                                                                               b"</OrderRequest>"),
      "invalid_document", "expected one of ConfirmationRequest, ShipNoticeRequest, StatusUpdateRequest, got "
                          "OrderRequest"),
     (CONFIRMATION.replace(b'ConfirmationItem quantity="2"', b"ConfirmationItem", 1), "invalid_document",
-     "ConfirmationItem[1]/@quantity"),
+     "/cXML/Request/ConfirmationRequest/ConfirmationItem[1] (line 58): Element 'ConfirmationItem': The attribute "
+     "'quantity' is required but missing"),
+    (CONFIRMATION.replace(b'quantity="2"', b'quantity="two"', 1), "invalid_document",
+     "ConfirmationItem[1] (line 58): Element 'ConfirmationItem', attribute 'quantity'"),
+    (CONFIRMATION.replace(b"<ConfirmationStatus", b"<Status", 1).replace(b"</ConfirmationStatus>", b"</Status>", 1),
+     "invalid_document", "ConfirmationItem[1]/Status (line 60): Element 'Status': This element is not expected"),
 ])
 def test_bad_documents_are_400_with_a_reason(adapter: CxmlAdapter, body: bytes, reason: str, message: str) -> None:
     with pytest.raises(WebhookRejected) as info:

@@ -344,6 +344,32 @@ def test_a_message_signed_with_an_unknown_certificate_is_refused(edge: Edge, sta
     assert edge.events == []
 
 
+def test_a_refused_message_is_kept_for_a_dead_letter_and_read_again_after_the_certificate_is_fixed(
+        edge: Edge, station: As2Station, stranger: Identity, acme: Identity, supplier: Identity,
+        tmp_path: Path) -> None:
+    # Given the partner rolled its signing certificate without telling us: its message is refused
+    message = station.build(DOCUMENT.encode(), signer=stranger)
+    response, _, detail = station.post(edge.url("receive"), message)
+    assert response.status_code == 401 and detail == "authentication-failed"
+    [refused] = edge.adapter.refused  # what the bus's sink keeps as a dead letter
+    assert refused.trigger == "receive" and refused.partner == "SUPPLIER1" and refused.document == "AS2 message"
+    assert "authentication_failed" in refused.reason and refused.meta["carrier"] == "as2"
+    with pytest.raises(PermanentError):
+        edge.adapter.reprocess(refused)  # read again with the same settings: still refused
+    # When the new certificate is configured, the letter's retry reads the message: its document comes out once
+    fixed = As2Adapter("acme", settings_for(acme, supplier, station, tmp_path,
+                                            partner_certificate=stranger.certificate))
+    fixed.bind_store(edge.adapter.store)
+    fixed.open()
+    try:
+        [payload] = fixed.reprocess(refused)
+        assert payload_body(payload) == DOCUMENT.encode()
+        with pytest.raises(PermanentError, match="received since"):
+            fixed.reprocess(refused)
+    finally:
+        fixed.close()
+
+
 def test_an_unsigned_message_is_refused_when_signing_is_agreed(edge: Edge, station: As2Station) -> None:
     station.sign = False
     message = station.build(DOCUMENT.encode())

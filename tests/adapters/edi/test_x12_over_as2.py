@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.b2b import carrier_refusal
+from adapters.base import WebhookRequest
 from adapters.x12 import X12Adapter
 from bus.envelope import Event
+from bus.errors import PermanentError, WebhookRejected
 from bus.testing import make_call
 from bus.webhooks import WebhookApp, WebhookServer, endpoints_for
 from tests.adapters.edi.test_x12 import ACK_855, PO_850, interchange
@@ -97,9 +100,32 @@ def test_a_tampered_message_is_refused_with_a_4xx_and_nothing_is_journaled(
     message = station.build(interchange(ACK_855), filename="855.x12", content_type="application/edi-x12")
     body = message.content
     forged = body[:-40] + bytes(b ^ 1 for b in body[-40:-20]) + body[-20:]
-    response = httpx.post(bus.hook, content=forged, headers={k: str(v) for k, v in message.headers.items()})
+    response = httpx.post(bus.hook, content=forged, headers={**{k: str(v) for k, v in message.headers.items()},
+                                                             "authorization": "Bearer not-for-letters"})
     assert 400 <= response.status_code < 500
     assert bus.events == []
+
+
+def test_a_tampered_message_is_kept_for_a_dead_letter_and_stays_refused_when_read_again(
+        world: tuple[X12Adapter, As2Station, Bus]) -> None:
+    adapter, station, bus = world
+    message = station.build(interchange(ACK_855), filename="855.x12", content_type="application/edi-x12")
+    body = message.content
+    forged = body[:-40] + bytes(b ^ 1 for b in body[-40:-20]) + body[-20:]
+    response = httpx.post(bus.hook, content=forged, headers={**{k: str(v) for k, v in message.headers.items()},
+                                                             "authorization": "Bearer not-for-letters"})
+    assert 400 <= response.status_code < 500 and b"Disposition" in response.content  # the negative MDN
+    [refused] = adapter.refused  # no journal bound here: kept on the adapter, as the bus's sink would get it
+    assert refused.partner == "SUP1" and refused.trigger == "pushed" and refused.body == forged
+    assert refused.meta["carrier"] == "as2" and "authorization" not in refused.meta["headers"]
+    assert refused.meta["headers"]["as2-from"] and refused.reference
+    with pytest.raises(PermanentError):
+        adapter.reprocess(refused)
+    # the untouched message, kept the same way, is read again into its 855
+    kept = carrier_refusal(WebhookRequest("POST", "", {k: str(v) for k, v in message.headers.items()}, body),
+                           "SUP1", WebhookRejected("x"))
+    [payload] = adapter.reprocess(kept)
+    assert payload["status"] == "accepted" and payload["document"] == "855"
 
 
 def test_a_message_for_another_relationship_is_not_taken(world: tuple[X12Adapter, As2Station, Bus],
