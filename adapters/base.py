@@ -96,6 +96,9 @@ class PollResult:
     #: adapter that remembers its own writes): the polled event then continues that transaction instead of
     #: starting one, so ``trace`` shows a change as one tree across the system round trip.
     correlations: Mapping[str, str] = field(default_factory=dict)
+    #: dedup key -> the id of the event whose delivery wrote it: the polled event is that event's child
+    #: (``causationid``), so the round trip through the system reads as one hop deeper in the trace tree.
+    causations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

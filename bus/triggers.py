@@ -226,6 +226,7 @@ class TriggerRunner:
                     events.append(Event(type=plan.name, source=f"ironbus/{plan.system}", data=payload,
                                         id=record_event_id(plan.system, plan.trigger, key),
                                         correlationid=result.correlations.get(key, ""),
+                                        causationid=result.causations.get(key),
                                         extensions={"dedupkey": key}))
             if events:
                 self.emit(events)

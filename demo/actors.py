@@ -88,7 +88,8 @@ class SalesRep:
         """Set the quantity per product (0 removes the line's demand); returns how Tryton let the rep do it.
 
         A quotation goes back to draft (a product it lacks gets a new line); a confirmed sale is changed with a
-        sale amendment (module ``sale_amendment``), which changes existing lines only."""
+        sale amendment (module ``sale_amendment``), which changes existing lines only, and a product it lacks goes
+        on a supplementary sale (:meth:`supplement`)."""
         state = self.client.read("sale.sale", [sale], ["state"])[0]["state"]
         lines = self.client.search_read("sale.line", [["sale", "=", sale], ["type", "=", "line"]],
                                         ["product", "quantity", "unit", "unit_price", "description"])
@@ -108,14 +109,51 @@ class SalesRep:
             self.client.write("sale.sale", [sale], {"lines": commands})
             self.quote(sale)
             return "quotation edited"
-        changes = [{"action": "line", "line": line["id"], "product": line["product"],
-                    "quantity": float(quantities[line["product"]]), "unit": line["unit"],
-                    "unit_price": line["unit_price"], "description": line.get("description")}
-                   for line in lines if line["product"] in quantities]
-        amendment = self.client.create("sale.amendment", [{"sale": sale, "description": "customer change",
-                                                           "lines": [["create", changes]]}])[0]
-        self.client.model("sale.amendment", "validate_amendment", [amendment])
-        return "amended"
+        # The order is this sale and its supplementary sales (origin = this sale): amend the lines they have.
+        members = [sale, *self.client.search("sale.sale", [["origin", "=", f"sale.sale,{sale}"],
+                                                           ["state", "in", ["processing", "confirmed", "done"]]],
+                                             order=[("id", "ASC")])]
+        lines = self.client.search_read("sale.line", [["sale", "in", members], ["type", "=", "line"]],
+                                        ["sale", "product", "quantity", "unit", "unit_price", "description"],
+                                        order=[("sale", "ASC"), ("id", "ASC")])
+        done: list[str] = []
+        for member in members:
+            changes = [{"action": "line", "line": line["id"], "product": line["product"],
+                        "quantity": float(quantities[line["product"]]), "unit": line["unit"],
+                        "unit_price": line["unit_price"], "description": line.get("description")}
+                       for line in lines if line["sale"] == member and line["product"] in quantities
+                       and float(line["quantity"]) != float(quantities[line["product"]])]
+            if changes:
+                amendment = self.client.create("sale.amendment", [{"sale": member, "description": "customer change",
+                                                                   "lines": [["create", changes]]}])[0]
+                self.client.model("sale.amendment", "validate_amendment", [amendment])
+                if "amended" not in done:
+                    done.append("amended")
+        added = {product: qty for product, qty in quantities.items()
+                 if qty > 0 and product not in {line["product"] for line in lines}}
+        if added:
+            self.supplement(sale, added, lines[0]["unit_price"] if lines else Decimal("10.00"))
+            done.append("supplemented")
+        return "+".join(done) or "unchanged"
+
+    def supplement(self, sale: int, quantities: dict[int, float], unit_price: Decimal) -> int:
+        """Products added to a confirmed order: an amendment cannot add a line, so they go on a supplementary sale
+        whose origin is the order's sale (same customer, addresses and date), confirmed at once."""
+        head = self.client.read("sale.sale", [sale], ["party", "invoice_address", "shipment_address",
+                                                      "shipping_date", "reference"])[0]
+        units = {r["id"]: r["default_uom"] for r in self.client.read("product.product", list(quantities),
+                                                                    ["default_uom"])}
+        extra = self.client.create("sale.sale", [{
+            "party": head["party"], "invoice_address": head["invoice_address"],
+            "shipment_address": head["shipment_address"], "shipping_date": head.get("shipping_date"),
+            "reference": head.get("reference"), "origin": f"sale.sale,{sale}",
+            "description": "added to a confirmed order",
+            "lines": [["create", [{"type": "line", "product": product, "quantity": float(quantity),
+                                   "unit": units[product], "unit_price": unit_price}
+                                  for product, quantity in quantities.items()]]]}])[0]
+        self.quote(extra)
+        self.confirm(extra)
+        return int(extra)
 
     def cancel(self, sale: int) -> None:
         """Cancel a quotation (Tryton cancels only sales that are not confirmed)."""
@@ -179,6 +217,12 @@ class Supplier:
     def deliver_less_on_line(self, purchase: int, line: int, quantity: float) -> dict[str, Any]:
         result: dict[str, Any] = self.srm.call("update_purchase", call(
             {"purchase": purchase, "lines": [{"line": line, "quantity": quantity}]})).result
+        return result
+
+    def confirm(self, purchase: int, confirmation_id: str) -> dict[str, Any]:
+        """The supplier confirms the purchase (an 855, an ORDRSP, a cXML ConfirmationRequest): recorded on it."""
+        result: dict[str, Any] = self.srm.call("record_supplier_confirmation", call(
+            {"purchase": purchase, "confirmation_id": confirmation_id})).result
         return result
 
     def receive(self, purchase: int) -> int:

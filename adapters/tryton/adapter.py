@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adapters.base import Adapter, Call, Health, MasterRecord, Outcome, PollResult, operation, trigger
-from adapters.tryton import confirmation, demand, masterdata, procurement, purchases, sales
+from adapters.tryton import confirmation, demand, masterdata, orders, procurement, purchases, sales, supplierterms
 from adapters.tryton.client import TrytonClient
-from adapters.tryton.echo import WriteLog
+from adapters.tryton.echo import WriteGate, WriteLog
 from adapters.tryton.inbound import Poller
 from bus.errors import DeliveryError
 
@@ -67,6 +67,8 @@ class TrytonAdapter(Adapter):
                                    timeout=float(self.settings.get("timeout", 30)),
                                    company=self.settings.get("company"))
         self.poller = Poller(self.client, float(self.settings.get("poll_overlap", 2)))
+        # polls that report the bus's own writes wait for the writing operations of this process (echo.WriteGate)
+        self.gate = WriteGate()
 
     @property
     def writes(self) -> WriteLog:
@@ -118,13 +120,18 @@ class TrytonAdapter(Adapter):
     # -- triggers --------------------------------------------------------------------------------------
     @trigger(kind="poll", interval=5.0)
     def sales_changed(self, watermark: str | None) -> PollResult:
-        """Sales created or changed (with lines, party, dates, state, number, reference)."""
-        return self.writes.correlate("sale.sale", self.poller.poll("sale.sale", Poller.SALE_FIELDS, watermark,
-                                                                    self.poller.sales))
+        """Sales created or changed (with lines, party, dates, state, number, reference); a sale that belongs to an
+        order of several sales (supplementary sales, :mod:`adapters.tryton.orders`) carries the whole ``order``."""
+        self.gate.settled()
+        polled = self.poller.poll("sale.sale", Poller.SALE_FIELDS, watermark, self.poller.sales)
+        polled = orders.with_orders(self.client, polled, self.poller.sales,
+                                    [*Poller.SALE_FIELDS, "create_date", "write_date"])
+        return self.writes.correlate("sale.sale", polled)
 
     @trigger(kind="poll", interval=5.0)
     def purchase_requests_changed(self, watermark: str | None) -> PollResult:
         """Purchase requests created or changed (supply planning's output; origin sale included)."""
+        self.gate.settled()
         return self.writes.correlate("purchase.request", self.poller.poll(
             "purchase.request", Poller.REQUEST_FIELDS, watermark, self.poller.requests))
 
@@ -137,6 +144,7 @@ class TrytonAdapter(Adapter):
     def served_orders_changed(self, watermark: str | None) -> PollResult:
         """Purchases the bus placed, once per customer order they serve (only that order's lines, with what the
         incoming moves still promise): where a supplier issue fans out to every affected order."""
+        self.gate.settled()
         return self.writes.correlate("purchase.purchase", procurement.served_orders(self.purchases_changed(watermark)))
 
     @trigger(kind="poll", interval=5.0)
@@ -164,21 +172,24 @@ class TrytonAdapter(Adapter):
     @operation()
     def update_demand(self, call: Call) -> Outcome:
         """SCM: make the sale(s) for a customer order match its demand and confirm them."""
-        outcome = demand.update_demand(self.client, call)
-        result = outcome.result or {}
-        self.writes.record("sale.sale", result.get("sales") or [], call)
-        self.writes.record("purchase.request", result.get("purchase_requests") or [], call)
-        return outcome
+        with self.gate.writing():
+            outcome = demand.update_demand(self.client, call)
+            result = outcome.result or {}
+            self.writes.record("sale.sale", result.get("sales") or [], call)
+            self.writes.record("purchase.request", result.get("purchase_requests") or [], call)
+            return outcome
 
     @operation()
     def add_sale_note(self, call: Call) -> Outcome:
         """CRM: append a note to a sale's comment (once per idempotency key)."""
-        return self._wrote_sale(sales.add_sale_note(self.client, call), call)
+        with self.gate.writing():
+            return self._wrote_sale(sales.add_sale_note(self.client, call), call)
 
     @operation()
     def update_promised_date(self, call: Call) -> Outcome:
         """CRM: record a new promised date on a sale."""
-        return self._wrote_sale(sales.update_promised_date(self.client, call), call)
+        with self.gate.writing():
+            return self._wrote_sale(sales.update_promised_date(self.client, call), call)
 
     @operation()
     def run_supply_planning(self, call: Call) -> Outcome:
@@ -194,16 +205,24 @@ class TrytonAdapter(Adapter):
     def procure(self, call: Call) -> Outcome:
         """SRM: make the purchase line serving one request of a customer order match it (create, group, amend;
         args ``grouping: order|supplier``, ``window``)."""
-        outcome = procurement.procure(self.client, self.store, call)
-        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
-        return outcome
+        with self.gate.writing():
+            outcome = procurement.procure(self.client, self.store, call)
+            self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+            return outcome
 
     @operation()
     def release_purchase(self, call: Call) -> Outcome:
         """SRM: confirm a grouped purchase whose collection window has passed."""
-        outcome = procurement.release_purchase(self.client, self.store, call)
-        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
-        return outcome
+        with self.gate.writing():
+            outcome = procurement.release_purchase(self.client, self.store, call)
+            self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+            return outcome
+
+    @operation()
+    def record_supplier_confirmation(self, call: Call) -> Outcome:
+        """SRM: record that the supplier confirmed a purchase (on firm terms its lines can then not be reduced)."""
+        with self.gate.writing():
+            return supplierterms.record_supplier_confirmation(self.client, call)
 
     @operation()
     def update_purchase(self, call: Call) -> Outcome:
@@ -213,9 +232,10 @@ class TrytonAdapter(Adapter):
     @operation()
     def confirm_purchase(self, call: Call) -> Outcome:
         """SRM: apply a supplier's confirmation: lines down to the confirmed quantities (amended), new dates."""
-        outcome = confirmation.confirm_purchase(self.client, call)
-        self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
-        return outcome
+        with self.gate.writing():
+            outcome = confirmation.confirm_purchase(self.client, call)
+            self.writes.record("purchase.purchase", [(outcome.result or {}).get("id")], call)
+            return outcome
 
     @operation()
     def upsert_party(self, call: Call) -> Outcome:

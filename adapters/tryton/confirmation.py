@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from adapters.base import Call, Outcome
+from adapters.tryton import supplierterms
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
@@ -158,8 +159,10 @@ def confirm_purchase(client: TrytonClient, call: Call) -> Outcome:
     if delivery is not None:
         _move_dates(client, ["purchase", "=", pid], delivery)
         notes.append(f"delivery date {delivery.isoformat()}")
-    if notes:
-        append_comment(client, "purchase.purchase", pid, call, "supplier confirmation: " + "; ".join(notes))
+    # The comment line carries supplierterms.MARK: on a supplier's firm terms, a later change order may then not
+    # reduce what the supplier confirmed (see adapters/tryton/supplierterms.py).
+    append_comment(client, "purchase.purchase", pid, call,
+                   supplierterms.MARK + (": " + "; ".join(notes) if notes else ""))
     row = client.read("purchase.purchase", [pid], ["number", "reference", "state"])[0]
     return Outcome(result=plain({"id": pid, "number": row.get("number"), "reference": row.get("reference"),
                                  "state": row["state"], "lines": applied}),

@@ -11,8 +11,9 @@ route (target ``args``):
   ``grouped_purchases_due`` poll asks for.
 
 A request that changes converges its line: an open purchase is edited, a confirmed one is amended (module
-``purchase_amendment``). What the supplier already delivered cannot be taken back: such a decrease is refused and
-the quantity bought beyond the demand is reported (``refused``, ``over_procured``).
+``purchase_amendment``). What the supplier already delivered cannot be taken back, nor what a supplier confirmed on
+firm terms (:mod:`adapters.tryton.supplierterms`): such a decrease is refused and the quantity bought beyond the
+demand is reported (``refused``, ``over_procured``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import AdapterStore, Call, Outcome, PollResult
+from adapters.tryton import supplierterms
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
@@ -180,9 +182,11 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
                 client.model("purchase.purchase", "process", [line["purchase"]])
                 state = client.read("purchase.purchase", [line["purchase"]], ["state"])[0]["state"]
             if state == "processing":
-                refused = _amend(client, line, quantity, date, note, order, request)
+                # a supplier who confirmed on firm terms keeps the line: the decrease is refused, the rest applies
+                firm = supplierterms.firm_refusal(client, line, quantity, supplierterms.terms_of(call, p.data))
+                refused = _amend(client, line, firm["kept"] if firm else quantity, date, note, order, request)
                 return _outcome(client, line["purchase"], order, request, quantity, created=False,
-                                refused=refused)
+                                refused=[firm, *refused] if firm else refused)
             refused = [] if quantity >= float(line["quantity"]) else [{
                 "reason": "purchase_done", "wanted": quantity, "kept": float(line["quantity"]),
                 "detail": "the purchase is complete: every line was delivered"}]

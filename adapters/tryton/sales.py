@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from adapters.base import Call, Outcome
+from adapters.tryton import orders
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
@@ -126,18 +127,33 @@ def _result(client: TrytonClient, sale: int, **extra: Any) -> Outcome:
     party = row.get("party.") or {}
     lang = party.get("lang")
     language = client.read("ir.lang", [lang], ["code"])[0]["code"] if lang else None
-    # The order as the customer sees it now (name, quantity, unit per line; total): what a message to them says.
-    lines = [{"product": (r.get("product.") or {}).get("name"), "quantity": r.get("quantity"),
-              "unit": (r.get("unit.") or {}).get("symbol")}
-             for r in client.search_read("sale.line", [["sale", "=", sale], ["type", "=", "line"]],
-                                         ["product.name", "quantity", "unit.symbol"], order=[("sequence", "ASC"),
-                                                                                            ("id", "ASC")])]
+    # The order as the customer sees it now (name, quantity, unit per product; total), with the products added after
+    # confirmation (its supplementary sales, adapters/tryton/orders.py): what a message to them says.
+    members = orders.family(client, orders.root_of(client, sale))
+    lines: list[dict[str, Any]] = []
+    for r in client.search_read("sale.line", [["sale", "in", members], ["type", "=", "line"]],
+                                ["product", "product.name", "quantity", "unit.symbol", "unit.name"],
+                                order=[("sale", "ASC"), ("sequence", "ASC"), ("id", "ASC")]):
+        unit = r.get("unit.") or {}
+        same = next((x for x in lines if x["id"] == (r.get("product"), unit.get("symbol"))), None)
+        if same is not None:
+            same["quantity"] = float(same["quantity"] or 0) + float(r.get("quantity") or 0)
+            continue
+        lines.append({"id": (r.get("product"), unit.get("symbol")), "product": (r.get("product.") or {}).get("name"),
+                      "quantity": r.get("quantity"), "unit": unit.get("symbol"), "unit_name": unit.get("name")})
+    for line in lines:
+        del line["id"]
+    total = row.get("total_amount")
+    if len(members) > 1:
+        total = sum((Decimal(str(r.get("total_amount") or 0)) for r in client.read("sale.sale", members[1:],
+                                                                                 ["total_amount"])),
+                    Decimal(str(total or 0)))
     # party: the customer's id in this database, so an emit_map can resolve it (xref) for a notification; its
     # e-mail and language (the CRM knows how to reach the customer and in which words).
     result = {"id": sale, "number": row.get("number"), "reference": row.get("reference"), "state": row["state"],
               "party": row.get("party"), "party_email": party.get("email") or None,
               "party_language": language, "lines": [x for x in lines if x["quantity"]],
-              "total_amount": row.get("total_amount"), "currency": (row.get("currency.") or {}).get("code"),
+              "total_amount": total, "currency": (row.get("currency.") or {}).get("code"),
               **extra}
     return Outcome(result=plain(result), reference=row.get("number") or str(sale))
 

@@ -50,7 +50,7 @@ def test_a_partial_confirmation_amends_the_purchase_line_and_keeps_the_shortfall
     assert (first["quantity"], first["confirmed_quantity"], first["expected_quantity"]) == (10.0, 6.0, 6.0)
     assert first["delay_days"] == 7
     assert "confirmed_quantity" not in polled["lines"][1] and polled["lines"][1]["expected_quantity"] == 4.0
-    assert "supplier confirmation: line 1: 6 of 10 confirmed" in (polled["comment"] or "")
+    assert "supplier confirmed: line 1: 6 of 10 confirmed" in (polled["comment"] or "")
 
 
 def test_a_confirmation_naming_a_line_the_purchase_does_not_have_is_refused(srm: TrytonAdapter) -> None:
