@@ -26,6 +26,7 @@ import structlog
 from bus import telemetry
 from bus.envelope import Event
 from bus.errors import TransientError
+from bus.handoff import Handoff
 from bus.journal import Journal
 from bus.limits import check_event
 from bus.outbox import Outbox
@@ -119,7 +120,7 @@ class Ingestor:
         self._down_until = 0.0
         self._down_reason = ""
         self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
-        self._submissions: stdqueue.SimpleQueue[_Submission | None] = stdqueue.SimpleQueue()
+        self._submissions: Handoff[_Submission | None] = Handoff()  # not SimpleQueue: see bus.handoff
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
         self._thread.start()
