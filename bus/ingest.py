@@ -3,7 +3,8 @@
 A webhook answers 202 only once its event is durable in both the journal and the queue. Doing one
 transaction per request would cap the bus at the database's commit rate, so concurrent submissions are
 collected by one background thread for up to ``max_wait`` seconds / ``max_batch`` events, written with one
-journal transaction and one queue publish, and then every caller's future is resolved (or failed with the
+journal transaction and one queue publish (with the embedded queue, whose rows live in the journal's database:
+one transaction for both, and no outbox), and then every caller's future is resolved (or failed with the
 same error: nothing was acknowledged, so the source retries).
 
 One caller's bad input must never fail the others: every event is checked (:func:`bus.limits.check_event`)
@@ -26,10 +27,12 @@ import structlog
 from bus import telemetry
 from bus.envelope import Event
 from bus.errors import TransientError
+from bus.handoff import Handoff
 from bus.journal import Journal
 from bus.limits import check_event
 from bus.outbox import Outbox
 from bus.queue.base import Message, Queue
+from bus.queue.embedded import EmbeddedQueue
 
 __all__ = ["Ingestor"]
 
@@ -114,12 +117,15 @@ class Ingestor:
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.outbox = Outbox(journal)
+        # The embedded queue's rows live in the journal's database: events and their messages commit in one
+        # transaction, so no outbox row is needed (nor its insert and delete, nor a second commit per group).
+        self._joint = isinstance(queue, EmbeddedQueue) and queue.shares(journal.engine)
         # After the store failed as a whole (journal or broker down), submissions fail at once for a moment
         # instead of queueing behind attempts that fail one by one: a vendor gets its 503 in milliseconds.
         self._down_until = 0.0
         self._down_reason = ""
         self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
-        self._submissions: stdqueue.SimpleQueue[_Submission | None] = stdqueue.SimpleQueue()
+        self._submissions: Handoff[_Submission | None] = Handoff()  # not SimpleQueue: see bus.handoff
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
         self._thread.start()
@@ -214,6 +220,15 @@ class Ingestor:
                 return
 
     def _store(self, events: list[tuple[Event, str]]) -> BaseException | None:
+        if self._joint:
+            assert isinstance(self.queue, EmbeddedQueue)
+            try:
+                with self.journal.unit() as unit:
+                    self.journal.record_events(events, unit=unit)
+                    self.queue.publish_within(unit, [message_for(event) for event, _ in events])
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting callers: nothing was stored
+                return _typed(exc)
+            return None
         try:
             self.outbox.record(events, self._published)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide

@@ -122,6 +122,11 @@ class ListSelect:
         return found
 
     def execute(self, conn: Connection, **lists: Sequence[Any]) -> sa.CursorResult[Any]:
+        if conn.dialect.name != "postgresql":
+            # One compiled statement per combination of lengths: with a worker's batches of 1 to 128 events that
+            # was a fresh compilation (milliseconds) on many batches. Padded to the next power of two with its
+            # last value (a repeated value changes nothing in an IN list), each list has a handful of lengths.
+            lists = {name: _padded(values) for name, values in lists.items()}
         names = tuple(sorted(lists))
         sql, order, constants = self._for(conn, tuple(len(lists[n]) for n in names), names)
         if order is None:  # named (PostgreSQL): the lists go as arrays
@@ -130,3 +135,11 @@ class ListSelect:
         for name in names:
             values.update((f"{name}__{i}", v) for i, v in enumerate(lists[name]))
         return conn.exec_driver_sql(sql, tuple(values[k] for k in order))
+
+
+def _padded(values: Sequence[Any]) -> Sequence[Any]:
+    """``values`` lengthened to the next power of two by repeating the last one (empty stays empty)."""
+    size = len(values)
+    if size < 2 or size & (size - 1) == 0:
+        return values
+    return [*values, *([values[-1]] * ((1 << size.bit_length()) - size))]

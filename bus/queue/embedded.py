@@ -87,6 +87,10 @@ class EmbeddedQueue:
         self._keeper = LeaseKeeper(self.extend_many, lease_seconds)
         self._renew = renew  # False: leases run out on their own (tests of what a paused process leaves)
 
+    def shares(self, engine: Engine) -> bool:
+        """Whether the rows live on ``engine`` (the journal's): then a unit of work can hold them."""
+        return self._rows.engine is engine
+
     # -- producing -----------------------------------------------------------------------------------------
     def publish(self, messages: Sequence[Message]) -> None:
         """Insert the messages in one transaction; when this returns they survive a killed process."""

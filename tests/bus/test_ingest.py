@@ -13,6 +13,7 @@ from bus.envelope import Event
 from bus.errors import TransientError
 from bus.ingest import Ingestor
 from bus.journal import Journal
+from bus.journal.unit import UnitOfWork
 from bus.queue.base import Message
 from bus.queue.embedded import EmbeddedQueue
 
@@ -85,6 +86,10 @@ class ThreadNotingQueue(EmbeddedQueue):
         self.threads.append(threading.get_ident())
         super().publish(messages)
 
+    def publish_within(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        self.threads.append(threading.get_ident())
+        super().publish_within(unit, messages)
+
 
 def test_async_callers_journal_and_queue_off_the_event_loop(tmp_path: Path) -> None:
     # The webhook server awaits ingest_async on its event loop: a blocking journal insert or queue publish
@@ -133,3 +138,34 @@ def test_a_failed_publish_fails_every_caller_in_the_batch(tmp_path: Path) -> Non
     results = asyncio.run(main())
     assert all(isinstance(r, TransientError) and "broker down" in str(r) for r in results)
     ingestor.close()
+
+
+class CommitCountingJournal(Journal):
+    """Counts the write transactions begun on its engine."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writes = 0
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _count(conn: sa.Connection) -> None:
+            if conn.get_execution_options().get("ironbus_write"):
+                self.writes += 1
+
+
+def test_embedded_groups_commit_events_and_messages_in_one_transaction(tmp_path: Path) -> None:
+    # The embedded queue's rows live in the journal's database: a group's events and their messages commit
+    # together, with no outbox row to insert and delete (one write per group, not three).
+    journal = CommitCountingJournal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = EmbeddedQueue(journal.engine)
+    ingestor = Ingestor(journal, queue)
+    journal.writes = 0
+    for n in range(5):
+        ingestor.ingest([(Event(type="t", source="s", data={"n": n}), "send")])
+    ingestor.close()
+    assert journal.writes == 5
+    assert len(_drain(queue, 5)) == 5
+    with journal.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ib_outbox")).scalar() == 0
+    assert journal.status_counts()["events"] == 5
+    journal.close()

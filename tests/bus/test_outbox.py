@@ -1,9 +1,10 @@
 """Events journaled by a process that died before publishing them are found and published (issue 12, item 9).
 
-A real subprocess journals a group of events and is killed (``os._exit``) before its publish, on each backend
-(embedded SQLite, embedded PostgreSQL, RabbitMQ + PostgreSQL). ``ironbus status`` then shows them as
-unpublished; a bus started afterwards publishes them through its outbox relay and delivers each once. A publish
-that fails is answered to its caller and its events are marked refused, never published later.
+A real subprocess journals a group of events and is killed (``os._exit``) before its publish (RabbitMQ +
+PostgreSQL). ``ironbus status`` then shows them as unpublished; a bus started afterwards publishes them through
+its outbox relay and delivers each once. A publish that fails is answered to its caller and its events are
+marked refused, never published later. With the embedded queue (SQLite or PostgreSQL) events and their
+messages commit in one transaction: a process killed before that commit leaves neither behind.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DIE_BEFORE_PUBLISH = textwrap.dedent("""\
     journal = Journal(sys.argv[1])
     queue = open_queue(sys.argv[2] or None, journal)
     queue.publish = lambda messages: os._exit(9)  # killed between the journal's commit and the publish
+    queue.publish_within = lambda unit, messages: os._exit(9)  # embedded: killed inside the one transaction
     events = [Event(type="crm.order_changed", source="ironbus/test", data={"number": f"SO-{i}", "qty": "1",
                     "rev": 1}) for i in range(int(sys.argv[3]))]
     Ingestor(journal, queue).ingest([(e, "webhook") for e in events])
@@ -56,6 +58,15 @@ def test_events_journaled_by_a_dead_process_are_relayed_and_delivered_once(
     died = subprocess.run([sys.executable, "-c", DIE_BEFORE_PUBLISH, backend.journal, backend.broker or "", "11"],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert died.returncode == 9, died.stderr
+    if backend.broker is None:  # embedded: the events and their messages would have committed together
+        journal = Journal(backend.journal)
+        try:
+            assert journal.status_counts()["events"] == 0
+            assert outbox_counts(journal.engine, grace=0) == {"unpublished": 0, "refused": 0}
+            assert EmbeddedQueue(journal.engine).depth() == {"ready": 0, "leased": 0, "delayed": 0}
+        finally:
+            journal.close()
+        return
 
     def inbound() -> dict[str, int]:
         status = subprocess.run([sys.executable, "-m", "cli", "status", "--json", "--journal", backend.journal,
@@ -86,15 +97,16 @@ def test_events_journaled_by_a_dead_process_are_relayed_and_delivered_once(
         journal.close()
 
 
-class RefusingQueue(EmbeddedQueue):
-    def publish(self, messages: list[Message]) -> None:  # type: ignore[override]
+class RefusingQueue:
+    """A broker that refuses every publish (its messages cannot join the journal's transaction)."""
+
+    def publish(self, messages: list[Message]) -> None:
         raise TransientError("broker down")
 
 
 def test_refused_events_are_never_relayed(tmp_path: Path) -> None:
     journal = Journal(f"sqlite:///{tmp_path}/j.sqlite")
-    refusing = RefusingQueue(journal.engine)
-    ingestor = Ingestor(journal, refusing)
+    ingestor = Ingestor(journal, RefusingQueue())  # type: ignore[arg-type]
     event = Event(type="t", source="s", data={})
     with pytest.raises(TransientError):
         ingestor.ingest([(event, "webhook")])
