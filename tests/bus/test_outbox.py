@@ -62,7 +62,7 @@ def test_events_journaled_by_a_dead_process_are_relayed_and_delivered_once(
         journal = Journal(backend.journal)
         try:
             assert journal.status_counts()["events"] == 0
-            assert outbox_counts(journal.engine, grace=0) == {"unpublished": 0, "refused": 0}
+            assert outbox_counts(journal, grace=0) == {"unpublished": 0, "refused": 0}
             assert EmbeddedQueue(journal.engine).depth() == {"ready": 0, "leased": 0, "delayed": 0}
         finally:
             journal.close()
