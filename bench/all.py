@@ -32,7 +32,7 @@ RUNS: list[tuple[str, list[str], int]] = [
     ("e2e.py", ["--rounds", "2", "--events", "5000", "--seconds", "8"], 300),
     # tracing off vs the same tree with the OpenTelemetry hooks cut out (interleaved pairs; the full
     # measurement is --pairs 30, see docs/operating.md)
-    ("otel_overhead.py", ["--pairs", "6", "--events", "2000"], 300),
+    ("otel_overhead.py", ["--pairs", "4", "--events", "2000"], 360),
 ]
 
 Row = tuple[str, float | None, float | None, str, str]  # label, figure, baseline, unit, target
