@@ -30,6 +30,9 @@ RUNS: list[tuple[str, list[str], int]] = [
     # RSS and rate do not depend on N once replay streams; bench/replay.py alone runs the full million
     ("replay.py", ["--events", "200000", "--letters", "100000"], 240),
     ("e2e.py", ["--rounds", "2", "--events", "5000", "--seconds", "8"], 300),
+    # tracing off vs the same tree with the OpenTelemetry hooks cut out (interleaved pairs; the full
+    # measurement is --pairs 30, see docs/operating.md)
+    ("otel_overhead.py", ["--pairs", "4", "--events", "2000"], 360),
 ]
 
 Row = tuple[str, float | None, float | None, str, str]  # label, figure, baseline, unit, target
@@ -85,6 +88,11 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
          "ev/s", ">= 0.8x"),
         ("drain RabbitMQ + PostgreSQL (vs raw kombu)", _get(d, "rabbitmq_drain", "eps"), d.get("raw_kombu_consume"),
          "ev/s", ">= 0.75x")],
+    "otel_overhead.py": lambda d: [
+        ("tracing off vs no OTel code: events/s (pair median)", _get(d, "eps_ratio", "median"), 1.0, "x",
+         f">= 0.97x; 95% CI {_get(d, 'eps_ratio', 'ci95')}"),
+        ("tracing off vs no OTel code: bus CPU/event (pair median)", _get(d, "cpu_ratio", "median"), 1.0, "x",
+         f"<= 1.03x; 95% CI {_get(d, 'cpu_ratio', 'ci95')}")],
 }
 
 

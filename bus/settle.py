@@ -61,6 +61,8 @@ class Batch:
     received_at: dict[str, float] = field(default_factory=dict)  # of this batch's events, when some key waits
     due: list[Any] = field(default_factory=list)  # the worker's deliveries to make, once the batch is sorted
     links: list[XrefRow] = field(default_factory=list)  # master-data links made by this batch's deliveries
+    # (trace id, span ids) of the attempts, by idempotency key: only with tracing on (bus.telemetry)
+    spans: dict[str, tuple[str, str]] | None = None
 
     def writes(self) -> bool:
         return bool(self.updates or self.letters or self.applied or self.digests or self.followups or self.links)
@@ -89,6 +91,8 @@ class Settler:
         """Turn one delivery's attempt into its rows: delivered (with its marks and follow-up), parked or dead."""
         route, target = dispatch.route.name, dispatch.target.config.name
         seconds = attempted.duration_ms / 1000.0
+        if telemetry.enabled:
+            _note_spans(batch, dispatch.idempotency_key)
         if attempted.status == "delivered":
             outcome = attempted.outcome or Outcome()
             # Per-key marks move only for a delivery that happened (not shadow, not parked, not failed), also when
@@ -152,13 +156,22 @@ class Settler:
         with self.journal.unit() as unit:
             if batch.followups:
                 self.door.submit([event for event, _ in batch.followups], "followup", unit=unit)
-            self.journal.settle(batch.updates, unit=unit)
+            self.journal.settle(batch.updates, unit=unit, spans=batch.spans)
             self.journal.xref.import_rows(batch.links, conn=unit.conn)
             self.journal.dead_letter(batch.letters, unit=unit)
             self.sequences.applied_many(batch.applied, unit=unit)
             self.sequences.remember_digests(batch.digests, unit=unit)
             if leases:
                 self.queue.ack_within(unit, leases)
+
+
+def _note_spans(batch: Batch, idempotency_key: str) -> None:
+    """Keep the ids of the attempt spans a delivery just made, for its attempt-log row."""
+    ids = telemetry.attempt_ids(idempotency_key)
+    if ids is not None:
+        if batch.spans is None:
+            batch.spans = {}
+        batch.spans[idempotency_key] = ids
 
 
 def _event_epoch(event: Event) -> float:

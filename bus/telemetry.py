@@ -34,6 +34,7 @@ from bus.envelope import Event
 __all__ = [
     "TRACEPARENT",
     "attempt",
+    "attempt_ids",
     "begin_grouped",
     "begin_ingest",
     "delivered",
@@ -256,6 +257,8 @@ def route_steps(event: Event, results: Sequence[Any], started_ns: int, ended_ns:
 # as its parent. Plain dicts: one key is only ever touched by the worker thread delivering it.
 _in_flight: dict[str, Any] = {}
 _delivered: dict[str, str] = {}
+# The span ids of a delivery's attempts since its journal row was last recorded (see attempt_ids).
+_attempt_spans: dict[str, list[Any]] = {}
 
 
 def _attempt_span(dispatch: Any, number: int) -> Any:
@@ -278,6 +281,7 @@ def _end_attempt(dispatch: Any, span: Any, error: BaseException | None) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     _in_flight.pop(dispatch.idempotency_key, None)
+    _attempt_spans.setdefault(dispatch.idempotency_key, []).append(span.get_span_context())
     if error is None:
         _delivered[dispatch.idempotency_key] = _traceparent(span)
     else:
@@ -314,6 +318,16 @@ def begin_grouped(dispatches: Sequence[Any]) -> list[Any]:
 def end_grouped(dispatches: Sequence[Any], spans: Sequence[Any], results: Sequence[Any]) -> None:
     for dispatch, span, result in zip(dispatches, spans, results, strict=True):
         _end_attempt(dispatch, span, result if isinstance(result, BaseException) else None)
+
+
+def attempt_ids(idempotency_key: str) -> tuple[str, str] | None:
+    """``(trace_id, span_ids)`` of the attempts a delivery made since the last call, for its attempt-log row:
+    one row per worker pass, whose quick retries are several spans (ids space-separated, in call order, all in
+    the transaction's trace). None when it made no attempt (skipped, shadow)."""
+    spans = _attempt_spans.pop(idempotency_key, None)
+    if not spans:
+        return None
+    return f"{spans[-1].trace_id:032x}", " ".join(f"{c.span_id:016x}" for c in spans)
 
 
 def traceparent_for(idempotency_key: str) -> str | None:

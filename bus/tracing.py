@@ -41,6 +41,9 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
                 "duration_ms": round(sum(a.duration_ms for a in attempts), 1),
                 "first_attempt_at": min((a.started_at for a in attempts), default=None),
                 "delivered_at": d.delivered_at, "next_attempt_at": d.next_attempt_at,
+                # the OpenTelemetry spans of each attempt (journaled with tracing on)
+                "spans": [{"attempt": a.attempt, "status": a.status, "trace_id": a.trace_id,
+                           "span_ids": a.span_ids.split()} for a in attempts if a.trace_id and a.span_ids],
             })
         chains.append({"correlationid": cid, "events": [{
             "id": e.id, "type": e.type, "source": e.source, "key": e.key, "sequence": e.sequence,
@@ -73,6 +76,9 @@ def _walk(children: dict[str | None, list[dict[str, Any]]], parent: str | None, 
             lines.append(f"{inner}• {d['route']} → {d['target']}: {d['status'].upper()} "
                          f"attempts={d['attempts']} {d['duration_ms']}ms "
                          f"at {_fmt_time(d['delivered_at'] or d['first_attempt_at'])}{ref}{err}")
+            for a in d.get("spans", ()):
+                lines.append(f"{inner}    attempt {a['attempt']} {a['status']}: trace {a['trace_id']} "
+                             f"span {' '.join(a['span_ids'])}")
         _walk(children, e["id"], inner, lines)
 
 

@@ -153,7 +153,8 @@ def transaction(journal: Journal, event_id: str) -> dict[str, Any] | None:
             for a in conn.execute(sa.select(_A).where(_A.c.event_id.in_(part)).order_by(_A.c.id)):
                 attempts.setdefault(a.idempotency_key, []).append({
                     "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": a.started_at,
-                    "duration_ms": round(a.duration_ms, 1)})
+                    "duration_ms": round(a.duration_ms, 1), "trace_id": a.trace_id,
+                    "span_ids": a.span_ids.split() if a.span_ids else []})
             for r in conn.execute(sa.select(_E.c.id, _E.c.body, _E.c.received_at, _E.c.origin)
                                   .where(_E.c.id.in_(part))):
                 bodies[r.id] = Event.decode(bytes(r.body))

@@ -9,7 +9,7 @@ batch of deliveries in one transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,6 +54,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_URL = "sqlite:///var/ironbus.sqlite"
 
 _E, _D, _A = tables.events, tables.deliveries, tables.attempts
+_UNTRACED_ATTEMPT = tuple(c.name for c in _A.c if c.name not in ("id", "trace_id", "span_ids"))
 
 
 def _delivery(r: Any) -> DeliveryRow:
@@ -144,7 +145,9 @@ class Journal(DeadLetterStore, Watermarks):
             where=_D.c.status != "delivered")
         self._insert_events_many = ManyRows(insert_events)
         self._upsert_delivery_many = ManyRows(upsert_delivery)
-        self._insert_attempts_many = ManyRows(_A.insert())
+        # without the span columns unless tracing gave ids: the untraced INSERT is the one it always was
+        self._insert_attempts_many = ManyRows(_A.insert(), columns=_UNTRACED_ATTEMPT)
+        self._insert_traced_attempts_many = ManyRows(_A.insert())
         # By primary key alone, the status is checked here: with a status condition in the query, PostgreSQL
         # (statistics not yet gathered on a filling table) led with the (route, target, status) index and read
         # every delivered row of the table on each batch.
@@ -215,10 +218,11 @@ class Journal(DeadLetterStore, Watermarks):
             return [Event.decode(bytes(body)) for body in conn.execute(query).scalars()]
 
     # -- deliveries ----------------------------------------------------------------------------------------
-    def settle(self, outcomes: Sequence[DeliveryUpdate], *, unit: UnitOfWork | None = None) -> None:
+    def settle(self, outcomes: Sequence[DeliveryUpdate], *, unit: UnitOfWork | None = None,
+               spans: Mapping[str, tuple[str, str]] | None = None) -> None:
         """Record delivery outcomes: upsert each delivery's state and append to the attempt log, all in one
         transaction (``unit``'s when given). A delivery already ``delivered`` is never downgraded (its attempt
-        is still logged)."""
+        is still logged). ``spans``: the attempts' ``(trace_id, span_ids)`` by idempotency key (tracing on)."""
         if not outcomes:
             return
         now = time.time()
@@ -232,10 +236,16 @@ class Journal(DeadLetterStore, Watermarks):
                      "next_attempt_at": u.next_attempt_at,
                      "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
                      "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
-            self._insert_attempts_many.execute(conn, [
+            rows: list[dict[str, Any]] = [
                 {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
                  "attempt": u.attempt, "status": u.log_status, "error": u.error, "started_at": u.started_at,
-                 "duration_ms": u.duration_ms} for u in outcomes])
+                 "duration_ms": u.duration_ms} for u in outcomes]
+            if spans:
+                for row, u in zip(rows, outcomes, strict=True):
+                    row["trace_id"], row["span_ids"] = spans.get(u.idempotency_key) or (None, None)
+                self._insert_traced_attempts_many.execute(conn, rows)
+            else:
+                self._insert_attempts_many.execute(conn, rows)
 
     def delivery(self, idempotency_key: str) -> DeliveryRow | None:
         with read(self.engine) as conn:
@@ -296,7 +306,8 @@ class Journal(DeadLetterStore, Watermarks):
         with read(self.engine) as conn:
             return [AttemptRow(id=r.id, idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route,
                                target=r.target, attempt=r.attempt, status=r.status, error=r.error,
-                               started_at=r.started_at, duration_ms=r.duration_ms)
+                               started_at=r.started_at, duration_ms=r.duration_ms, trace_id=r.trace_id,
+                               span_ids=r.span_ids)
                     for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
                                           .order_by(_A.c.id))]
 

@@ -76,8 +76,16 @@ def _v7_hardening_tables(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v8_attempt_spans(conn: Connection) -> None:
+    # the span ids of each attempt (tracing on); step 1 of this version already made the columns
+    present = {c["name"] for c in sa.inspect(conn).get_columns(tables.attempts.name)}
+    for name in ("trace_id", "span_ids"):
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE {tables.attempts.name} ADD COLUMN {name} TEXT"))
+
+
 MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console,
-                          _v6_aggregate_items, _v7_hardening_tables]
+                          _v6_aggregate_items, _v7_hardening_tables, _v8_attempt_spans]
 
 
 def current_version(conn: Connection) -> int:

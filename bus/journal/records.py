@@ -133,6 +133,8 @@ class AttemptRow:
     error: str | None
     started_at: float
     duration_ms: float
+    trace_id: str | None = None  # the attempt's OpenTelemetry trace, when tracing was on
+    span_ids: str | None = None  # its span ids (several: the pass's quick retries), space-separated
 
 
 @dataclass(frozen=True, slots=True)

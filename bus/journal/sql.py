@@ -59,13 +59,14 @@ class ManyRows:
     parameters in Python: on the bus's hottest writes (ingest, queue publish, settle) that cost more than the
     database did. The statements here bind plain columns (text, numbers, bytes) that need no type conversion,
     so the rows go to the driver as they are. Every row carries every column of the statement's table but an
-    autoincrement key.
+    autoincrement key, or every column of ``columns`` when given (the others are left out of the INSERT).
     """
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
         self.statement = statement
         table = statement.table
-        self.columns = tuple(c.name for c in table.c if c is not table.autoincrement_column)
+        self.columns = tuple(columns) if columns is not None else \
+            tuple(c.name for c in table.c if c is not table.autoincrement_column)
         self._compiled: dict[str, Compiled] = {}
 
     def _for(self, conn: Connection) -> Compiled:

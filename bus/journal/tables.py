@@ -89,6 +89,10 @@ attempts = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("started_at", sa.Double, nullable=False),
     sa.Column("duration_ms", sa.Double, nullable=False),
+    # the attempt's OpenTelemetry span(s), only written with tracing on (migration step 7): the trace id, and
+    # the span ids of the calls this row's pass made (quick retries: several, space-separated)
+    sa.Column("trace_id", sa.Text),
+    sa.Column("span_ids", sa.Text),
     sa.Index("ib_attempts_idempotency_key", "idempotency_key"),
     sa.Index("ib_attempts_event_id", "event_id"),
 )

@@ -74,10 +74,25 @@ def transaction(app: Console, request: Request, session: Session) -> Response:
     for e in chain["events"]:
         children.setdefault(e["causationid"] if e["causationid"] in ids else None, []).append(e)
     letters = data.letters_for(app.context.journal, sorted(ids))
-    tracing = app.context.tracing_url.replace("{trace_id}", chain["trace_id"] or "") \
-        if app.context.tracing_url and chain["trace_id"] else ""
+    template = app.context.tracing_url
+    tracing = _trace_link(template, chain["trace_id"]) if template and chain["trace_id"] else ""
+    for e in chain["events"]:
+        for d in e["deliveries"]:
+            for a in d["attempt_log"]:  # each attempt's spans, linked to the tracing tool when configured
+                a["spans"] = [(span, _trace_link(template, a["trace_id"], span) if template else "")
+                              for span in a["span_ids"]]
     return app.render("transaction.html", session, chain=chain, children=children, selected=event_id,
                       letters=letters, tracing=tracing, nav="search")
+
+
+def _trace_link(template: str, trace_id: str, span_id: str = "") -> str:
+    """The tracing tool's address of a trace (and span): ``template`` with ``{trace_id}`` and ``{span_id}``
+    (or ``{{ trace_id }}``, ``{{ span_id }}``) filled in, e.g. ``https://jaeger.example/trace/{trace_id}``."""
+    link = template
+    for name, value in (("trace_id", trace_id), ("span_id", span_id)):
+        link = link.replace("{{ " + name + " }}", value).replace("{{" + name + "}}", value)
+        link = link.replace("{" + name + "}", value)
+    return link
 
 
 # -- dead letters --------------------------------------------------------------------------------------------

@@ -35,6 +35,21 @@ class ConsoleBus:
 
 @pytest.fixture
 def console_bus(tmp_path: Path) -> Iterator[ConsoleBus]:
+    yield from _console_bus(tmp_path)
+
+
+#: the tracing-tool link template of :func:`traced_console_bus`
+TRACING_URL = "https://jaeger.example/trace/{trace_id}?uiFind={{ span_id }}"
+
+
+@pytest.fixture
+def traced_console_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConsoleBus]:
+    """As :func:`console_bus`, with a link template to a tracing tool."""
+    monkeypatch.setenv("IRONBUS_CONSOLE_TRACING_URL", TRACING_URL)
+    yield from _console_bus(tmp_path)
+
+
+def _console_bus(tmp_path: Path) -> Iterator[ConsoleBus]:
     with Sink() as sink:
         routes = write_routes(tmp_path, sink.url, attempts=1)
         # a system with a secret in its settings: the Systems page must never show it

@@ -276,3 +276,36 @@ def test_guessing_logins_is_throttled(console_bus: ConsoleBus) -> None:
     answers = [client.post("/console/login", data={"secret": f"guess-{i:020d}"}).status_code for i in range(12)]
     assert answers[:10] == [401] * 10 and answers[10:] == [429, 429]
     assert client.post("/console/login", data={"secret": OPERATOR_TOKEN}).status_code == 429, "even the right one"
+
+
+def test_each_attempt_shows_its_spans_linked_to_the_tracing_tool(traced_console_bus: ConsoleBus) -> None:
+    """With tracing on, each attempt's span ids are journaled and shown, linked by the configured template;
+    with tracing off nothing is stored."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from bus import telemetry
+    from tests.console.conftest import TRACING_URL
+
+    bus = traced_console_bus
+    untraced = bus.ingest_order("SO-OFF")
+    assert bus.runtime.wait_idle(timeout=30)
+    exporter = InMemorySpanExporter()
+    telemetry.configure([], processor=SimpleSpanProcessor(exporter))
+    try:
+        traced = bus.ingest_order("SO-ON")
+        assert bus.runtime.wait_idle(timeout=30)
+    finally:
+        telemetry.shutdown()
+    delivers = [s for s in exporter.get_finished_spans() if s.name.startswith("deliver ")]
+    assert len(delivers) == 2  # scm, then srm by the follow-up
+    journal = bus.runtime.journal
+    off = [a for d in journal.deliveries_for_events([untraced]) for a in journal.attempts_for(d.idempotency_key)]
+    assert off and all(a.trace_id is None and a.span_ids is None for a in off), "tracing off stores nothing"
+    reader, _ = _client(bus, READONLY_TOKEN)
+    page = reader.get(f"/console/tx/{traced}").text
+    for span in delivers:
+        trace_id, span_id = f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+        link = TRACING_URL.replace("{trace_id}", trace_id).replace("{{ span_id }}", span_id)
+        assert f'<a href="{link}" rel="noopener">{span_id}</a>' in page
+    assert "uiFind" not in reader.get(f"/console/tx/{untraced}").text.split("open in tracing")[-1]

@@ -132,6 +132,32 @@ def test_one_connected_trace_through_three_systems(tmp_path: Path, sink: Sink) -
     assert sent == {f"00-{INBOUND_TRACE}-{deliver_scm.span_id}-01", f"00-{INBOUND_TRACE}-{deliver_srm.span_id}-01"}
     # the structured logs carry the trace id
     assert f'"trace_id": "{INBOUND_TRACE}"' in logs or f'"trace_id":"{INBOUND_TRACE}"' in logs, logs[-2000:]
+    # each attempt's journaled ids are its exported span's, and `ironbus trace` lists them
+    journaled = _journaled_spans(f"sqlite:///{tmp_path}/j.sqlite")
+    assert journaled == {(s.attributes["ironbus.idempotency_key"], INBOUND_TRACE, s.span_id)
+                         for s in (deliver_scm, deliver_srm)}
+    trace = subprocess.run([sys.executable, str(ROOT / "cli.py"), "trace", "--journal",
+                            f"sqlite:///{tmp_path}/j.sqlite", "--key", "SO-77"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    for span in (deliver_scm, deliver_srm):
+        assert f"trace {INBOUND_TRACE} span {span.span_id}" in trace, trace
+
+
+def _journaled_spans(url: str) -> set[tuple[str, str, str]]:
+    """(idempotency key, trace id, span id) of every span id in the journal's attempt log."""
+    from bus.journal import Journal
+
+    journal = Journal(url)
+    try:
+        import sqlalchemy as sa
+
+        from bus.journal import tables
+
+        with journal.engine.connect() as conn:
+            rows = conn.execute(sa.select(tables.attempts)).all()
+    finally:
+        journal.close()
+    return {(r.idempotency_key, r.trace_id, span) for r in rows if r.span_ids for span in r.span_ids.split()}
 
 
 def _ready(port: int) -> bool:
@@ -226,3 +252,44 @@ def test_bulk_calls_get_a_span_per_delivery(tmp_path: Path) -> None:
     for span in spans:
         assert f"{span.context.trace_id:032x}" == telemetry.trace_id_for(
             next(e for e, _ in events if e.id == span.attributes["ironbus.event_id"]))
+
+
+def test_journaled_attempt_ids_are_the_exported_spans(tmp_path: Path) -> None:
+    """Under failures (503, 429, timeouts; quick retries and parks), every delivery attempt's span is journaled
+    with the attempt-log row of its pass (a pass's quick retries: several ids), and only those."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from bus.runtime import Runtime, RuntimeOptions
+    from tests.helpers.routes import orders, write_routes
+
+    exporter = InMemorySpanExporter()
+    url = f"sqlite:///{tmp_path}/j.sqlite"
+    with Sink(mode="random") as sink:
+        telemetry.configure([], processor=SimpleSpanProcessor(exporter))
+        try:
+            runtime = Runtime(write_routes(tmp_path, sink.url), journal=url,
+                              options=RuntimeOptions(workers=2, port=None, triggers=False))
+            runtime.ingest(orders(20))
+            runtime.start()
+            try:
+                assert runtime.wait_idle(timeout=60)
+            finally:
+                runtime.stop()
+        finally:
+            telemetry.shutdown()
+    exported = {(s.attributes["ironbus.idempotency_key"], f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}")
+                for s in exporter.get_finished_spans() if s.name.startswith("deliver ")}
+    assert len(exported) >= 40  # 20 orders x (scm, srm), and the retries
+    assert _journaled_spans(url) == exported
+    import sqlalchemy as sa
+
+    from bus.journal import Journal, tables
+
+    journal = Journal(url)
+    try:
+        with journal.engine.connect() as conn:
+            counts = [len(r.span_ids.split()) for r in conn.execute(sa.select(tables.attempts)) if r.span_ids]
+    finally:
+        journal.close()
+    assert max(counts) > 1, "some pass made quick retries: its row holds each of their spans"

@@ -148,3 +148,32 @@ def test_a_version_6_journal_gains_the_hardening_tables_and_its_outbox_and_lease
         queue.close()
     finally:
         journal.close()
+
+
+def test_a_journal_before_attempt_spans_gains_the_columns_and_keeps_its_attempts(journal_url: str) -> None:
+    # Given a journal at the step before the attempt log had span columns, with one attempt logged
+    from bus.journal.records import DeliveryUpdate
+
+    step = migrations.MIGRATIONS.index(migrations._v8_attempt_spans)
+    old = Journal(journal_url)
+    old.settle([DeliveryUpdate("k1", "e1", "r", "scm.op", "delivered")])
+    old.close()
+    engine = create_engine(journal_url)
+    with engine.begin() as conn:
+        for column in ("trace_id", "span_ids"):
+            conn.execute(sa.text(f"ALTER TABLE ib_attempts DROP COLUMN {column}"))
+        conn.execute(sa.text(f"UPDATE ironbus_schema SET version = {step}"))
+    engine.dispose()
+    # When this version opens it, then the step adds both columns, the old attempt reads without ids, and a
+    # traced attempt stores its ids
+    journal = Journal(journal_url)
+    try:
+        assert journal.version == len(migrations.MIGRATIONS)
+        [before] = journal.attempts_for("k1")
+        assert before.trace_id is None and before.span_ids is None
+        journal.settle([DeliveryUpdate("k2", "e2", "r", "scm.op", "delivered")],
+                       spans={"k2": ("ab" * 16, "cd" * 8)})
+        [after] = journal.attempts_for("k2")
+        assert (after.trace_id, after.span_ids) == ("ab" * 16, "cd" * 8)
+    finally:
+        journal.close()
