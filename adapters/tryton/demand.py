@@ -10,7 +10,8 @@ to the latest version of the order whatever its state.
   line's quantity and date, so the SRM sees the change on its next poll.
 
 What cannot be undone is refused, never dropped: a line cannot go below what was already shipped. The outcome
-lists each refusal (``refused``: product, wanted, kept, reason) so a route can tell the CRM and the customer.
+lists each refusal (``refused``: product, its name and unit, wanted, kept, reason) so a route can tell the CRM and
+the customer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from adapters.base import Call, Outcome
 from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
+from adapters.tryton.refusals import named
 from adapters.tryton.sales import _OPEN, _confirm, _header, _rewrite_open, _wanted_lines
 from bus.errors import PermanentError
 
@@ -214,9 +216,10 @@ def update_demand(client: TrytonClient, call: Call) -> Outcome:
         new.update(quantities)
         if unapplied > 0:
             kept = sum(quantities.values())
-            refused.append({"product": product, "wanted": want.get(product, 0.0), "kept": kept,
-                            "reason": "already_shipped",
-                            "detail": f"{kept:g} already shipped, cannot go down to {want.get(product, 0.0):g}"})
+            refused += named(client, [{
+                "product": product, "wanted": want.get(product, 0.0), "kept": kept, "reason": "already_shipped",
+                "detail": f"{kept:g} already shipped, cannot go down to {want.get(product, 0.0):g}"}],
+                product, of_product[0].get("unit"))
     amended = _amend(client, current, new)
     missing = [dict(line) for line in lines if line["product"] not in {c["product"] for c in current}]
     supplement = None

@@ -30,6 +30,7 @@ from adapters.tryton.client import TrytonClient
 from adapters.tryton.codec import plain
 from adapters.tryton.payload import Payload
 from adapters.tryton.purchases import _lines as purchase_lines
+from adapters.tryton.refusals import named
 from bus.errors import PermanentError
 
 __all__ = ["NOTE", "grouped_purchases_due", "parse_note", "procure", "release_purchase", "served_orders"]
@@ -85,6 +86,8 @@ def _outcome(client: TrytonClient, purchase: int | None, order: str, request: st
         if purchase else {}
     line = _find_line(client, order, request)
     bought = float(line["quantity"]) if line else 0.0
+    if extra.get("refused") and line:  # the product's name and unit, for the CRM note and the customer
+        extra["refused"] = named(client, extra["refused"], line.get("product"), line.get("unit"))
     result = {"id": purchase, "number": row.get("number"), "reference": row.get("reference"),
               "state": row.get("state"), "order_id": order, "request_id": request, "wanted": wanted,
               "quantity": bought, "over_procured": max(bought - wanted, 0.0), "refused": [], **extra}

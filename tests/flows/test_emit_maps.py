@@ -89,7 +89,8 @@ def test_crm_promised_date_result_and_plan_adjusted_make_a_delay_notice() -> Non
 
 REFUSAL = {"refusal_id": "SO-4@srm@PR-7@2026-12-07T02:00:00Z", "source_system": "srm",
            "changed_at": "2026-12-07T02:00:00Z", "order_id": "SO-4",
-           "lines": [{"material_id": "W-100", "wanted": 5, "kept": 9, "unit": "C62", "reason": "already_received"}],
+           "lines": [{"material_id": "W-100", "description": "Widget W-100", "wanted": 5, "kept": 9, "unit": "C62",
+                      "reason": "already_received"}],
            "over_procured": 4, "note": "…"}
 
 
@@ -109,5 +110,6 @@ def test_the_refusal_notice_tells_the_customer_what_stays_in_plain_words() -> No
     result = {"id": 4, "number": "4", "reference": "SO-4", "state": "processing", "party": 2, "note_written": True}
     doc = apply("tryton_crm_refusal_note_to_notice.yaml", result, REFUSAL, "order.change.refused")
     assert doc["kind"] == "order_change_refused" and doc["crm_customer"] == 2
-    assert "W-100 stays at 9 (you asked for 5)" in doc["body"]
+    assert "Widget W-100 stays at 9 (you asked for 5)" in doc["body"]
     assert "PR-7" not in doc["body"] and "srm" not in doc["body"]
+    assert doc["refused"] == REFUSAL["lines"]  # name and unit go on to the customer's message, which words them

@@ -196,7 +196,7 @@ def test_a_decrease_after_the_goods_arrived_is_refused_and_told(stack: Stack) ->
     wait_for("demand of 5", lambda: scm_demand(stack, sale.order_id) == {"W-100": 5} or None, TIMEOUT)
     wait_for("the refusal on the CRM sale", lambda: "bought beyond the order" in crm_comment(stack, sale) or None,
              TIMEOUT)
-    assert "4 C62 bought beyond the order" in crm_comment(stack, sale)
+    assert "4 Unit of Widget W-100 bought beyond the order" in crm_comment(stack, sale)
     [notice] = wait_for("the refusal notice", lambda: notices(stack, sale.order_id, "order_change_refused"), TIMEOUT)
-    assert "W-100 stays at 9 (you asked for 5)" in notice["body"]
+    assert "Widget W-100 stays at 9 pieces (you asked for 5)" in notice["body"]
     assert srm_procured(stack, sale.order_id) == {"W-100": 9}
