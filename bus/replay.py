@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bus.console import Progress
-from bus.envelope import Event
+from bus.envelope import Event, new_event_id
 from bus.errors import DecodeError
 from bus.followups import FollowUpLetter, parse_letter
 from bus.frontdoor import FrontDoor, Pinned
@@ -30,6 +30,7 @@ from bus.journal.stream import (
 )
 from bus.pipeline import Pipeline
 from bus.refusals import RefusedLetter, parse_refused
+from bus.replaymarks import batch_marker
 
 __all__ = ["BATCH", "Requeued", "follow_up_letters", "replay_events", "retry_dead_letters"]
 
@@ -71,7 +72,8 @@ def _paced(batches: Iterable[list[T]], rate: float, size: int) -> Iterator[list[
 def replay_events(journal: Journal, door: FrontDoor, selection: EventSelection, *, route: str | None = None,
                   force: bool = False, rate: float = 0.0, progress: bool = False) -> int:
     """Publish every selected event again (through ``route`` only, when given) and journal an
-    ``ironbus.replayed`` marker for each; returns how many. ``rate`` caps events per second (0: none).
+    ``ironbus.replayed`` marker for each published batch (:mod:`bus.replaymarks`: ``ironbus trace`` shows it
+    under every event of the batch); returns how many. ``rate`` caps events per second (0: none).
 
     Events received after the replay began are left out, the markers among them: the selection is bounded
     by the moment it started.
@@ -80,13 +82,11 @@ def replay_events(journal: Journal, door: FrontDoor, selection: EventSelection, 
     selection = selection._replace(until=now if selection.until is None else min(selection.until, now))
     bar = Progress(count_events(journal.engine, selection), "replaying", force=progress)
     headers = {"force": "1"} if force else {}
+    run = new_event_id()
     done = 0
     for batch in _paced(event_chunks(journal.engine, selection), rate, _batch_size(rate)):
         door.submit([Pinned(e.body, e.key, route, headers=headers) for e in batch], "replay")
-        journal.record_events([
-            (Event(type="ironbus.replayed", source="ironbus/cli", data={"event_id": e.id, "route": route,
-                                                                        "force": force},
-                   correlationid=e.correlationid or "", causationid=e.id, key=e.key), "replay") for e in batch])
+        journal.record_events([(batch_marker(batch, selection, run=run, route=route, force=force), "replay")])
         done += len(batch)
         bar.advance(len(batch))
     return done

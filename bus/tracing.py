@@ -2,7 +2,8 @@
 
 Events of one transaction share a ``correlationid``; each follow-up names its cause in ``causationid``. The
 trace is that tree, with every delivery (route, target, status, attempts, timing, the target's reference)
-hung under the event it delivered.
+hung under the event it delivered. A replay journals one marker per published batch (:mod:`bus.replaymarks`);
+the trace shows it under each event of the batch, as an ``ironbus.replayed`` child.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bus.envelope import Event
 from bus.journal import Journal
+from bus.journal.records import DeliveryRow
+from bus.journal.stream import EventSelection, event_chunks
 from bus.outbox import inbound_states
+from bus.replaymarks import REPLAY_CORRELATION, replays_of
 
 __all__ = ["build_trace", "render_trace"]
 
@@ -28,9 +33,15 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
             if event.correlationid not in correlations:
                 correlations.append(event.correlationid)
     chains = []
+    markers: list[Event] | None = None
     for cid in correlations:
-        events = sorted(journal.events_for(correlationid=cid), key=lambda e: e.time)
+        events = journal.events_for(correlationid=cid)
         deliveries = journal.deliveries_for_events([e.id for e in events])
+        if markers is None:
+            markers = journal.events_for(correlationid=REPLAY_CORRELATION)  # read once per trace
+        if markers and cid != REPLAY_CORRELATION:
+            events += _replay_markers(journal, events, deliveries, markers)
+        events.sort(key=lambda e: e.time)
         inbound = inbound_states(journal, [e.id for e in events])
         by_event: dict[str, list[dict[str, Any]]] = {}
         for d in deliveries:
@@ -51,6 +62,20 @@ def build_trace(journal: Journal, *, event_id: str | None = None, key: str | Non
             "deliveries": sorted(by_event.get(e.id, []), key=lambda d: (d["route"], d["target"])),
         } for e in events]})
     return chains
+
+
+def _replay_markers(journal: Journal, events: list[Event], deliveries: list[DeliveryRow],
+                    markers: list[Event]) -> list[Event]:
+    """The batch markers of the replays that re-published some of ``events`` (see :mod:`bus.replaymarks`), each
+    as a child of the event it replayed."""
+    routes: dict[str, set[str]] = {}
+    for d in deliveries:
+        routes.setdefault(d.event_id, set()).add(d.route)
+    stored = [e for chunk in event_chunks(journal.engine, EventSelection(event_ids=[e.id for e in events]))
+              for e in chunk]
+    found = replays_of(markers, [(e.id, e.received_at, e.key, routes.get(e.id, set())) for e in stored])
+    return [m.with_(causationid=event_id, key=next((e.key for e in stored if e.id == event_id), None))
+            for event_id, hits in found.items() for m in hits]
 
 
 def _fmt_time(epoch: float | None) -> str:

@@ -21,6 +21,7 @@ from bus.journal.stream import (
 )
 from bus.queue.embedded import EmbeddedQueue
 from bus.replay import replay_events, retry_dead_letters
+from bus.tracing import build_trace
 
 
 def _events(journal: Journal, n: int, *, key: str = "SO-1") -> list[Event]:
@@ -54,20 +55,34 @@ def test_event_selection_filters_and_counts(journal: Journal) -> None:
     assert missing_events(journal.engine, [b[0].id, "nope"]) == {"nope"}
 
 
-def test_replay_streams_every_event_once_and_leaves_its_own_markers_out(journal: Journal) -> None:
+def test_replay_streams_every_event_once_and_journals_one_marker_per_batch(journal: Journal) -> None:
     events = _events(journal, 1203)
     door = FrontDoor(journal, EmbeddedQueue(journal.engine))
     assert replay_events(journal, door, EventSelection(since=time.time() - 60), route="r1") == 1203
     door.close()
     with journal.engine.connect() as conn:
         rows = conn.execute(sa.select(tables.queue.c.body, tables.queue.c.route)).all()
-        markers = conn.execute(sa.select(tables.events.c.causationid)
+        markers = conn.execute(sa.select(tables.events.c.body)
                                .where(tables.events.c.type == "ironbus.replayed")).scalars().all()
     assert sorted(Event.decode(bytes(r.body)).id for r in rows) == sorted(e.id for e in events)
     assert {r.route for r in rows} == {"r1"}
-    assert sorted(markers) == sorted(e.id for e in events)
+    assert [Event.decode(bytes(m)).data["count"] for m in markers] == [500, 500, 203]  # not one row per event
 
 
+def test_trace_shows_each_replayed_event_under_its_batch_marker_and_no_other(journal: Journal) -> None:
+    early = _events(journal, 7, key="A")  # one received_at: every batch boundary falls on equal timestamps
+    time.sleep(0.01)
+    later = _events(journal, 5, key="B") + _events(journal, 4, key="A")
+    door = FrontDoor(journal, EmbeddedQueue(journal.engine))
+    assert replay_events(journal, door, EventSelection(key="A"), rate=30.0) == 11  # batches of 3
+    door.close()
+    for event in [*early, *later]:
+        [chain] = build_trace(journal, event_id=event.id)
+        marks = [e for e in chain["events"] if e["type"] == "ironbus.replayed"]
+        if event.key == "A":
+            assert [m["causationid"] for m in marks] == [event.id], event
+        else:
+            assert marks == []  # inside a batch's time range, but not of its selection
 def test_replay_paces_to_the_rate_asked_for(journal: Journal) -> None:
     _events(journal, 30)
     started = time.monotonic()
