@@ -71,7 +71,11 @@ def test_search_transaction_dead_letter_retry_delivered(browser: Any, console_bu
     # Search by business key
     page.fill("input[name=key]", "SO-4711")
     page.click("form.filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('table.events tbody tr a.tx-link').length === 1")
+    # a locator wait, not wait_for_function: a predicate string is eval'd in the page, which the console's
+    # Content-Security-Policy (script-src 'self') refuses once Playwright has to poll for it
+    from playwright.sync_api import expect
+
+    expect(page.locator("table.events tbody tr a.tx-link")).to_have_count(1)
     assert "dead" in page.inner_text("table.events tbody")
     _shot(page, "search")
 
