@@ -16,6 +16,7 @@ which fails them all, quickly).
 from __future__ import annotations
 
 import asyncio
+import os
 import queue as stdqueue
 import threading
 import time
@@ -83,6 +84,12 @@ def _resolve_on_loop(waiters: list[tuple[_Waiter, BaseException | None]]) -> Non
 
 
 _Submission = tuple[Sequence[tuple[Event, str]], _Waiter]
+
+#: The longest a webhook request waits for its group commit before it is answered 503 (its source sends it again).
+#: Vendors give up on a webhook after 5–10 s (HubSpot and Shopify after 5): an answer after that is never read,
+#: and a request held through a store or broker stall would only pile up behind it. The group may still commit
+#: the events afterwards; the resend then has the same event ids (bus.inbound) and nothing is delivered twice.
+ANSWER_WITHIN = float(os.environ.get("IRONBUS_INGEST_ANSWER_WITHIN") or 3.0)
 _DOWN_SECONDS = 0.5  # how long submissions fail at once after the store failed as a whole
 
 
@@ -101,6 +108,25 @@ def _typed(error: Exception) -> BaseException:
         typed.__cause__ = error
         return typed
     return error
+
+
+async def _answered(waiter: _Waiter) -> None:
+    """Await the waiter's group commit, for at most :data:`ANSWER_WITHIN` seconds."""
+    future = waiter.future
+    assert future is not None and waiter.loop is not None
+    # One timer that fails the future, not wait_for (a task and a shield per request, on the hot path); the
+    # group finds the future done when it resolves it (see _resolve_on_loop).
+    timer = waiter.loop.call_later(ANSWER_WITHIN, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TransientError(f"the events were not stored within {ANSWER_WITHIN:g}s "
+                                            "(journal or queue slow); retry later"))
 
 
 def message_for(event: Event) -> Message:
@@ -159,8 +185,7 @@ class Ingestor:
             return
         waiter = _Waiter(asyncio.get_running_loop())
         self._submit(events, waiter)
-        assert waiter.future is not None
-        await waiter.future
+        await _answered(waiter)
 
     def _traced(self, events: Sequence[tuple[Event, str]]) -> None:
         """:meth:`ingest` with an ``ingest`` span per event, open until the event is durable."""
@@ -179,8 +204,7 @@ class Ingestor:
         waiter = _Waiter(asyncio.get_running_loop())
         try:
             self._submit(traced, waiter)
-            assert waiter.future is not None
-            await waiter.future
+            await _answered(waiter)
         except BaseException as exc:
             telemetry.end_ingest(spans, exc)
             raise

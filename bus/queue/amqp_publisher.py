@@ -28,6 +28,10 @@ __all__ = ["CONFIRM_TIMEOUT", "PUBLISH_BACKOFF", "ConfirmedPublisher", "Sender"]
 CONFIRM_TIMEOUT = 30.0
 PUBLISH_BACKOFF = 1.0
 PUBLISH_CONNECT_TIMEOUT = 2.0
+#: Socket read/write timeout of the publishing connection. Without one, a broker that accepts the TCP connection
+#: but stops answering (seen while ``rabbitmqctl stop_app`` shuts a loaded node down) holds the publisher's lock,
+#: and with it the ingest thread and every webhook request behind it, for as long as the socket stays open.
+PUBLISH_SOCKET_TIMEOUT = 3.0
 
 
 class Sender:
@@ -75,14 +79,17 @@ class ConfirmedPublisher:
     def _connect(self) -> None:
         if time.monotonic() < self._down_until:
             raise TransientError(f"RabbitMQ unavailable ({self._down_reason}); retry later")
-        self._conn = kb.Connection(self.url, connect_timeout=PUBLISH_CONNECT_TIMEOUT)
+        self._conn = kb.Connection(self.url, connect_timeout=PUBLISH_CONNECT_TIMEOUT,
+                                   transport_options={"read_timeout": PUBLISH_SOCKET_TIMEOUT,
+                                                      "write_timeout": PUBLISH_SOCKET_TIMEOUT})
         try:
-            self._conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, interval_max=0.2)
+            # One attempt: the caller (a webhook answering 503, a worker's retry) is the one that tries again.
+            self._conn.ensure_connection(max_retries=0)
+            channel = self._conn.channel()
+            channel.confirm_select()
         except BROKER_ERRORS as exc:
             self._down_until, self._down_reason = time.monotonic() + PUBLISH_BACKOFF, str(exc)[:200]
             raise
-        channel = self._conn.channel()
-        channel.confirm_select()
         channel.events["basic_ack"].add(self._confirmed)
         channel.events["basic_nack"].add(self._refused)
         self._unconfirmed, self._nacked, self._seq = set(), 0, 0

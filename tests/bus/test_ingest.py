@@ -169,3 +169,42 @@ def test_embedded_groups_commit_events_and_messages_in_one_transaction(tmp_path:
         assert conn.execute(sa.text("SELECT count(*) FROM ib_outbox")).scalar() == 0
     assert journal.status_counts()["events"] == 5
     journal.close()
+
+
+class StalledQueue:
+    """A broker that takes the messages and never confirms them, until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.published: list[Message] = []
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        assert self.release.wait(30), "the test never released the stalled publish"
+        self.published.extend(messages)
+
+
+def test_a_webhook_caller_is_answered_in_time_while_the_store_stalls(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stalled publish must not hold the vendor's request past ANSWER_WITHIN: it gets a TransientError (503),
+    # and the group, once it goes through, still stores the events (the resend will carry the same ids).
+    monkeypatch.setattr("bus.ingest.ANSWER_WITHIN", 0.3)
+    journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = StalledQueue()
+    ingestor = Ingestor(journal, queue)  # type: ignore[arg-type]
+    event = Event(type="t", source="s")
+
+    async def main() -> BaseException | None:
+        try:
+            await ingestor.ingest_async([(event, "webhook")])
+        except TransientError as exc:
+            return exc
+        return None
+
+    error = asyncio.run(main())
+    assert isinstance(error, TransientError) and "not stored within 0.3s" in str(error)
+    assert not queue.published  # answered while the publish was still held
+    queue.release.set()
+    ingestor.close()
+    assert [Event.decode(m.body).id for m in queue.published] == [event.id]
+    assert journal.get_event(event.id) == event
+    journal.close()
