@@ -18,12 +18,26 @@ to call twice). Adapters are loaded lazily from the entry-point group ``ironbus.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from bus.envelope import Event
+# The value types and the state store live in their own modules; they are re-exported here because
+# adapters.base is the import path third-party adapter plugins use for the whole contract.
+from adapters.adapterstore import AdapterStore, MemoryAdapterStore
+from adapters.contract import (
+    Call,
+    Health,
+    MasterRecord,
+    OperationSpec,
+    Outcome,
+    PollResult,
+    RefusalSink,
+    Refused,
+    SettingsWarning,
+    TriggerSpec,
+    WebhookAnswer,
+    WebhookRequest,
+)
 from bus.errors import PermanentError
 
 __all__ = [
@@ -47,200 +61,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Call:
-    """One delivery of one event to one operation.
-
-    ``payload`` is the event data after the route's (and the target's) mapping. ``idempotency_key`` is
-    stable across retries, redeliveries and replays of the same event to the same route and target: an
-    adapter whose vendor supports it passes it on (e.g. an ``Idempotency-Key`` header).
-    """
-
-    event: Event
-    payload: Any
-    idempotency_key: str
-    route: str = ""
-    attempt: int = 1
-    args: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an operation did. ``result`` becomes the data of a follow-up event when the route asks for one
-    (``emit:``); ``reference`` is the id the target gave the record (a PO number, a note id …)."""
-
-    result: Any = None
-    reference: str | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Health:
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class PollResult:
-    """Records found by a poll, and the watermark to store once they are safely journaled.
-
-    Each record is ``(dedup_key, payload)``: the dedup key (e.g. ``"42@2026-11-24T22:42:56.398358"``,
-    id plus write date) lets the bus drop records seen in the overlap window of the previous poll.
-    """
-
-    records: Sequence[tuple[str, Any]]
-    watermark: str | None
-    #: dedup key -> the correlation id of the bus delivery whose write produced this state of the record (an
-    #: adapter that remembers its own writes): the polled event then continues that transaction instead of
-    #: starting one, so ``trace`` shows a change as one tree across the system round trip.
-    correlations: Mapping[str, str] = field(default_factory=dict)
-    #: dedup key -> the id of the event whose delivery wrote it: the polled event is that event's child
-    #: (``causationid``), so the round trip through the system reads as one hop deeper in the trace tree.
-    causations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WebhookRequest:
-    """An inbound HTTP request as a webhook trigger sees it: raw body, lower-case headers, full URL."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-    query: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WebhookAnswer:
-    """The HTTP answer a vendor protocol dictates for an inbound document (a cXML ``Response``, a SOAP ``Ack``,
-    an AS2 MDN), given by :meth:`Adapter.webhook_answer` in place of the bus's JSON answer."""
-
-    status: int
-    body: bytes
-    content_type: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An inbound document an adapter refused (a broken signature, a truncated interchange, an invalid cXML
-    request): kept by the bus as a dead letter with ``reason``, so an operator sees it in ``ironbus dlq`` and
-    the console and can re-read it (:meth:`Adapter.reprocess`) once a setting or mapping is fixed.
-
-    ``body`` is the document as received (bytes; an adapter removes secrets — a shared secret — before);
-    ``meta`` is what the adapter needs to re-read it (safe carrier headers, which message of an interchange),
-    small JSON values only. ``key`` identifies the refusal, so reading the same file again after a crash
-    keeps one letter."""
-
-    trigger: str
-    reason: str
-    body: bytes
-    partner: str | None = None
-    document: str | None = None
-    reference: str = ""
-    meta: Mapping[str, Any] = field(default_factory=dict)
-    key: str = ""
-
-
-class RefusalSink(Protocol):
-    """Where an adapter's refusals go: the journal's dead letters once the bus binds it
-    (:meth:`Adapter.bind_refusals`)."""
-
-    def __call__(self, system: str, refused: Refused) -> None: ...
-
-
-@dataclass(frozen=True)
-class MasterRecord:
-    """One master-data record as a system holds it, for ``ironbus xref check`` and ``xref match``: the system's
-    own id, its business code (SKU, customer number) and name, and ``attributes`` in the canonical schema's names
-    (``active``, ``vat_id``, ``gtin``, ``email``, ``unit`` …) that ownership compares across systems."""
-
-    id: str
-    code: str | None = None
-    name: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OperationSpec:
-    name: str
-    method: str
-    description: str = ""
-    bulk: bool = False  # the method takes a list of calls (the vendor has a bulk API)
-
-
-@dataclass(frozen=True)
-class TriggerSpec:
-    name: str
-    method: str
-    kind: Literal["poll", "webhook", "schedule"]
-    description: str = ""
-    interval: float | None = None  # default poll interval in seconds
-
-
-@dataclass(frozen=True)
-class SettingsWarning:
-    """Something in a system's settings that works but should change (a deprecated form): ``ironbus lint``
-    reports it as a warning at ``path`` (keys and list indexes under ``settings:``)."""
-
-    path: tuple[str | int, ...]
-    message: str
-
-
-class AdapterStore(Protocol):
-    """Small durable state an adapter keeps per system: EDI control numbers per trading partner, interchanges
-    awaiting their acknowledgement, a session it must resume. The bus gives each system one bound to the
-    journal (:meth:`Adapter.bind_store`), so it survives restarts and is shared by every process of one bus.
-    Names are the adapter's own (``"isa:ACME"``); values are short strings (JSON when structured)."""
-
-    def next_number(self, name: str, *, start: int = 1, wrap: int | None = None) -> int:
-        """Atomically take the next number of counter ``name`` (``start`` first; back to ``start`` after
-        ``wrap``), so two processes never issue the same one."""
-        ...
-
-    def get(self, name: str) -> str | None:
-        """The value stored under ``name``, or None."""
-        ...
-
-    def put(self, name: str, value: str | None) -> None:
-        """Store ``value`` under ``name``; None removes it."""
-        ...
-
-    def items(self, prefix: str = "") -> list[tuple[str, str]]:
-        """Every ``(name, value)`` whose name starts with ``prefix``, by name."""
-        ...
-
-
-class MemoryAdapterStore:
-    """An :class:`AdapterStore` in memory: the default before the bus binds the journal's, and for tests."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def next_number(self, name: str, *, start: int = 1, wrap: int | None = None) -> int:
-        with self._lock:
-            current = self._values.get(name)
-            number = start if current is None else int(current) + 1
-            if wrap is not None and number > wrap:
-                number = start
-            self._values[name] = str(number)
-            return number
-
-    def get(self, name: str) -> str | None:
-        return self._values.get(name)
-
-    def put(self, name: str, value: str | None) -> None:
-        with self._lock:
-            if value is None:
-                self._values.pop(name, None)
-            else:
-                self._values[name] = value
-
-    def items(self, prefix: str = "") -> list[tuple[str, str]]:
-        return sorted((k, v) for k, v in self._values.items() if k.startswith(prefix))
 
 
 def operation(name: str | None = None, *, description: str = "", bulk: bool = False) -> Callable[[F], F]:
