@@ -2,7 +2,7 @@
 
 **The receive seam.** Every document a partner sends — whatever carried it — goes through one function of the
 document adapter: ``EdiAdapter.receive(body: bytes, partner: str | None, reference: str) -> list[payload]``
-(:mod:`adapters.edi.adapter`, used by the ``x12`` and ``edifact`` adapters). ``partner`` is the partner name
+(:mod:`adapters.edi.inbound`, used by the ``x12`` and ``edifact`` adapters). ``partner`` is the partner name
 from the adapter's settings when the carrier knows it (None: found from the interchange's sender id);
 ``reference`` names the carrier message or file (an AS2 Message-ID, a remote path), so that reading the *same*
 message again after a crash is not refused as a duplicate interchange. ``receive`` parses, checks, sends the
