@@ -13,8 +13,9 @@ import jsonschema
 
 from adapters.http.errors import ErrorPolicy
 from adapters.http.poll import POLL_SCHEMA
+from adapters.http.pooled import PooledTransport
 from adapters.http.template import Template, url_template
-from adapters.http.transport import HttpxTransport, PooledTransport, PoolLimits, Timeouts, Transport
+from adapters.http.transport import HttpxTransport, PoolLimits, Timeouts, Transport
 from bus.config import parse_duration
 from bus.errors import ConfigError
 from bus.expr import Expression, compile_expression

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from adapters.http import transport as transport_module
-from adapters.http.transport import PooledTransport
+from adapters.http import pooled as pooled_module
+from adapters.http.pooled import PooledTransport
 
 URLS = [
     "http://127.0.0.1:8080/api/orders/1?x=1",
@@ -61,7 +61,7 @@ def test_each_origin_prefix_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> N
         parsed.append(url)
         return urlsplit(url)
 
-    monkeypatch.setattr(transport_module, "urlsplit", counting)
+    monkeypatch.setattr(pooled_module, "urlsplit", counting)
     transport = PooledTransport()
     # When it resolves each request's URL
     origins = {transport._resolve(f"https://api.example.com/v2/orders/{i}?page={i}")[0] for i in range(5)}

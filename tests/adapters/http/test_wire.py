@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from adapters.http.transport import PooledTransport, Request, Timeouts
+from adapters.http.pooled import PooledTransport
+from adapters.http.transport import Request, Timeouts
 from adapters.http.wire import ConnectionDropped, Http11Connection, ProtocolError, StaticHeaders, encode_request
 from bus.errors import TransientError
 
