@@ -131,8 +131,7 @@ class Pipeline:
             compiled = self._compile(route)
             self.routes[route.name] = compiled
             self._by_type.setdefault(route.source, []).append(compiled)
-        self._dispatch = {t: RouteDispatch(routes, lambda r: RouteResult(r, "filtered"))
-                          for t, routes in self._by_type.items()}
+        self._dispatch = {t: RouteDispatch(routes) for t, routes in self._by_type.items()}
 
     # -- compilation ---------------------------------------------------------------------------------------
     def _expr(self, text: str | None, route: RouteConfig, attr: str) -> Expression | None:
@@ -260,9 +259,10 @@ class Pipeline:
         return RouteResult(route, "dispatch", mapped, dispatches, skipped_targets=skipped)
 
     def process(self, event: Event, *, route: str | None = None, target: str | None = None) -> list[RouteResult]:
-        """Every matching route's result for one event (no I/O). Routes that share the event's type are told
-        apart by one dispatch over their filters (:class:`bus.dispatch.RouteDispatch`), not tried one by one;
-        the "filtered" results of routes it rules out are shared objects, to be read, not changed."""
+        """The result of each route that may take the event (no I/O), in route order. Routes that share the
+        event's type are told apart by one dispatch over their filters (:class:`bus.dispatch.RouteDispatch`),
+        not tried one by one; those it rules out (their leading equality test cannot pass) get no result, like
+        routes of another type, and a candidate whose filter says no is "filtered"."""
         route = route or event.extensions.get("ibaggregate")  # a released group goes back to its own route only
         if route is not None:
             return [self.run_route(r, event, target) for r in self.routes_for(event.type, route)]
