@@ -10,7 +10,8 @@ retries a held write lock by sleeping 1, 2, 5, 10 … ms, so a writer that found
 microseconds waited a millisecond or more (and the ingest thread, the worker and the other processes' met
 there on every group). Threads of a process wait on a lock that wakes them the moment it is free; processes
 meet on an ``flock`` of ``<database>-writer`` polled every 50–1000 µs. It changes nothing of what commits
-or when it is durable: it only orders writers before SQLite would.
+or when it is durable: it only orders writers before SQLite would. A process that writes also checkpoints the
+WAL in a thread of its own instead of inside a commit (:mod:`bus.journal.checkpoints`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from bus.backoff import Backoff
 from bus.errors import ConfigError
+from bus.journal import checkpoints
 
 __all__ = ["WriteLock", "create_engine", "normalise_url", "read", "reading", "write", "writing"]
 
@@ -76,6 +78,7 @@ class WriteLock:
     goes on and SQLite's own busy handler decides, as without this lock."""
 
     def __init__(self, path: str) -> None:
+        self.database = path
         self.path = f"{path}-writer"
         self._guard = threading.Lock()
         self._pid = -1
@@ -90,6 +93,7 @@ class WriteLock:
                 self._lock, self._depth = threading.RLock(), 0
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 self._pid = os.getpid()
+                checkpoints.watch(self.database, self)  # this process writes: it checkpoints too
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -160,6 +164,9 @@ def create_engine(url: str) -> Engine:
         _enable_wal(cursor)
         cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # commits checkpoint only as a backstop: a writing process checkpoints in the background (see
+        # bus.journal.checkpoints)
+        cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoints.BACKSTOP_PAGES}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
