@@ -322,9 +322,11 @@ def test_three_hosts_share_one_bus(tmp_path: Path) -> None:
             figures["rate_limit"] = {"limit_per_s": LIMIT, "events": BURSTS, "max_in_any_1s": peak,
                                      "seconds": round(span, 1), "delivering_hosts": len(spread)}
             assert len(spread) >= 2, f"the deliveries came from one host only ({spread}): the limit was not shared"
-            # a full bucket (LIMIT) plus one second's refill, +1 for the jitter between taking a token and arriving;
-            # three unshared buckets would let through about three times that
-            assert peak <= 2 * LIMIT + 1
+            # Tokens taken in any 3 s: at most a full bucket (LIMIT) plus 3 s of refill. Arrivals are what the sink
+            # sees: a host stalled on the loaded machine delivers calls whose tokens it took up to a second apart
+            # together (13 in one second once, against 10 tokens), so the window allows 1 s of such jitter. Three
+            # unshared buckets would let all BURSTS events through in about a second.
+            assert max_in_window([at for at, _ in limited], 3.0) <= LIMIT + LIMIT * (3 + 1) < BURSTS
             assert span >= (BURSTS - LIMIT) / LIMIT * 0.9
 
             # fail-over when the runner dies
