@@ -29,7 +29,7 @@ from tests.helpers.salesforce import ORDER_FIELDS, ORG_ID, FakeSalesforce, chang
 from tests.helpers.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 30.0
+TIMEOUT = 90.0  # a deadline on a condition, not a sleep: generous for the loaded 2-core CI machine
 
 PO_CREATED = {"po_id": "PO-7", "source_system": "srm", "changed_at": "2026-11-25T00:21:25Z", "status": "processing",
               "supplier": {"id": "S-BOLT", "name": "Bolt & Nut Supplies"},

@@ -25,7 +25,7 @@ from demo.stack import REPO, Stack, wait_for
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
-TIMEOUT = 45.0
+TIMEOUT = 120.0  # a deadline on a condition, not a sleep: generous for the loaded 2-core CI machine
 
 
 def rep(stack: Stack) -> SalesRep:

@@ -28,7 +28,7 @@ from tryton import tryton_env
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
-TIMEOUT = 45.0
+TIMEOUT = 120.0  # a deadline on a condition, not a sleep: generous for the loaded 2-core CI machine
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from tests.helpers.stacks import linked_triangle
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
-TIMEOUT = 60.0
+TIMEOUT = 120.0  # a deadline on a condition, not a sleep: generous for the loaded 2-core CI machine
 
 
 @pytest.fixture(scope="module")
