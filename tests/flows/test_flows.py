@@ -7,9 +7,7 @@ journal tells the story per order.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +20,7 @@ import cli
 from demo.actors import CrmSale, SalesRep, Supplier
 from demo.masterdata import XrefLink, call
 from demo.stack import REPO, Stack, wait_for
+from tests.helpers.inprocess_cli import ironbus
 
 pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
@@ -67,12 +66,9 @@ def notices(stack: Stack, prefix: str, order_id: str) -> list[dict[str, Any]]:
 
 
 def trace_text(order_id: str, stack: Stack) -> str:
-    # Not capsys: cli.main configures logging on the current sys.stderr, and a capsys stream closes after the test
-    # while the bus's threads keep logging.
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.main(["trace", "--key", order_id, "--journal", stack.journal_url]) == 0
-    return out.getvalue()
+    code, text = ironbus("trace", "--key", order_id, "--journal", stack.journal_url)
+    assert code == 0, text
+    return text
 
 
 def test_order_change_flows_from_crm_to_srm_and_back(stack: Stack) -> None:
@@ -239,11 +235,9 @@ def test_a_shadow_route_journals_what_it_would_deliver_and_delivers_nothing(stac
 
 
 def xref_check(stack: Stack, entity: str) -> tuple[int, list[dict[str, Any]]]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(["xref", "check", "--entity", entity, "--json", "--journal", stack.journal_url,
-                         "--routes", str(REPO / "routes.yaml")])
-    return code, json.loads(out.getvalue())["problems"]
+    code, text = ironbus("xref", "check", "--entity", entity, "--json", "--journal", stack.journal_url,
+                         "--routes", str(REPO / "routes.yaml"))
+    return code, json.loads(text)["problems"]
 
 
 def test_xref_check_reads_every_system_and_reports_records_outside_their_owner_and_missing(stack: Stack) -> None:

@@ -9,9 +9,7 @@ and `ironbus xref match` links the same records from a cold start.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +17,9 @@ from typing import Any
 
 import pytest
 
-import cli
 from demo.actors import SalesRep
 from demo.stack import Stack, wait_for
+from tests.helpers.inprocess_cli import ironbus
 from tests.helpers.services import skip_or_fail
 from tests.helpers.stacks import environment
 from tryton import tryton_env
@@ -44,13 +42,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield triangle
         finally:
             triangle.stop()
-
-
-def ironbus(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(list(args))
-    return code, out.getvalue()
 
 
 def party(stack: Stack, system: str, code: str) -> dict[str, Any] | None:
