@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 
 import structlog
@@ -92,8 +93,9 @@ class _Checkpointer:
         try:
             connection = self.connections.get(path)
             if connection is None:
-                connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None,
-                                             check_same_thread=False)
+                # mode=rw: never create a database whose file is gone; quoted, as a URI wants '?', '#', '%'
+                connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=rw", uri=True, timeout=0,
+                                             isolation_level=None, check_same_thread=False)
                 self.connections[path] = connection
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.seen[path] = state
