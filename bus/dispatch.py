@@ -8,7 +8,7 @@ path is evaluated once and looked up; only the routes found, and the routes whos
 their filter run. The routes passed are exactly those evaluating every filter would pass:
 
 * JMESPath's ``&&`` stops at its first false operand, so a route whose leading equality fails would have
-  evaluated nothing after it (and raised nothing) — it is filtered;
+  evaluated nothing after it (and raised nothing) — its filter could only have said no;
 * a path of plain field names evaluates to the same value whichever filter holds it, and cannot fail;
 * literals are indexed by kind as well as value, following JMESPath equality: ``true`` never equals ``1``,
   ``1`` equals ``1.0``, a string only a string; lists and objects are not indexed.
