@@ -18,7 +18,7 @@ from bus import telemetry
 from bus.envelope import Event
 from bus.journal import Journal, tables
 from bus.journal.engine import read, write
-from bus.journal.records import DeadLetterRow
+from bus.journal.records import AttemptRow, DeadLetterRow, with_delivering_attempts
 from bus.journal.sql import chunks, loads
 from bus.tracing import build_trace
 
@@ -144,21 +144,25 @@ def transaction(journal: Journal, event_id: str) -> dict[str, Any] | None:
         return None
     chain = chains[0]
     ids = [e["id"] for e in chain["events"]]
-    rows = {(d.event_id, d.route, d.target): d for d in journal.deliveries_for_events(ids)}
-    attempts: dict[str, list[dict[str, Any]]] = {}
+    deliveries = journal.deliveries_for_events(ids)
+    rows = {(d.event_id, d.route, d.target): d for d in deliveries}
+    logged: list[AttemptRow] = []
     bodies: dict[str, Event] = {}
     received: dict[str, float] = {}
     with read(journal.engine) as conn:
         for part in chunks(ids):
-            for a in conn.execute(sa.select(_A).where(_A.c.event_id.in_(part)).order_by(_A.c.id)):
-                attempts.setdefault(a.idempotency_key, []).append({
-                    "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": a.started_at,
-                    "duration_ms": round(a.duration_ms, 1), "trace_id": a.trace_id,
-                    "span_ids": a.span_ids.split() if a.span_ids else []})
+            logged.extend(AttemptRow(**a._mapping) for a in conn.execute(
+                sa.select(_A).where(_A.c.event_id.in_(part)).order_by(_A.c.id)))
             for r in conn.execute(sa.select(_E.c.id, _E.c.body, _E.c.received_at, _E.c.origin)
                                   .where(_E.c.id.in_(part))):
                 bodies[r.id] = Event.decode(bytes(r.body))
                 received[r.id] = r.received_at
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for a in with_delivering_attempts(logged, deliveries):
+        attempts.setdefault(a.idempotency_key, []).append({
+            "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": a.started_at,
+            "duration_ms": round(a.duration_ms, 1), "trace_id": a.trace_id,
+            "span_ids": a.span_ids.split() if a.span_ids else []})
     start = min(received.values(), default=0.0)
     end = start
     for event in chain["events"]:

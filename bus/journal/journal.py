@@ -41,8 +41,10 @@ from bus.journal.records import (
     DeliveryRow,
     DeliveryUpdate,
     XrefRow,
+    with_delivering_attempts,
 )
-from bus.journal.sql import ListSelect, ManyRows, chunks, dumps, insert_for, loads
+from bus.journal.settling import DeliverySettling
+from bus.journal.sql import ListSelect, ManyRows, chunks, insert_for, loads
 from bus.journal.unit import UnitOfWork, unit_of_work
 from bus.journal.watermarks import Watermarks
 from bus.journal.xref import DurableXref
@@ -54,27 +56,14 @@ log = structlog.get_logger(__name__)
 DEFAULT_URL = "sqlite:///var/ironbus.sqlite"
 
 _E, _D, _A = tables.events, tables.deliveries, tables.attempts
-_UNTRACED_ATTEMPT = tuple(c.name for c in _A.c if c.name not in ("id", "trace_id", "span_ids"))
 
 
 def _delivery(r: Any) -> DeliveryRow:
     return DeliveryRow(idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route, target=r.target,
                        status=r.status, attempts=r.attempts, parks=r.parks, next_attempt_at=r.next_attempt_at,
                        last_error=r.last_error, reference=r.reference, payload=loads(r.payload),
-                       updated_at=r.updated_at, delivered_at=r.delivered_at)
-
-
-def _distinct_runs(updates: Sequence[DeliveryUpdate]) -> list[list[DeliveryUpdate]]:
-    """Split into consecutive runs without a repeated key: one upsert statement must not hit a row twice."""
-    runs: list[list[DeliveryUpdate]] = [[]]
-    keys: set[str] = set()
-    for update in updates:
-        if update.idempotency_key in keys:
-            runs.append([])
-            keys = set()
-        runs[-1].append(update)
-        keys.add(update.idempotency_key)
-    return [run for run in runs if run]
+                       updated_at=r.updated_at, delivered_at=r.delivered_at, started_at=r.started_at,
+                       duration_ms=r.duration_ms, trace_id=r.trace_id, span_ids=r.span_ids)
 
 
 class ParkedAhead(NamedTuple):
@@ -132,22 +121,8 @@ class Journal(DeadLetterStore, Watermarks):
     def _statements(self) -> None:
         """Build the hot-path statements once: constructing them per call costs more than running them."""
         insert_events = insert_for(self.dialect, _E).on_conflict_do_nothing(index_elements=[_E.c.id])
-        stmt = insert_for(self.dialect, _D)
-        ex = stmt.excluded
-        upsert_delivery = stmt.on_conflict_do_update(
-            index_elements=[_D.c.idempotency_key],
-            set_={"status": ex.status,
-                  "attempts": sa.case((ex.attempts > _D.c.attempts, ex.attempts), else_=_D.c.attempts),
-                  "parks": _D.c.parks + ex.parks, "next_attempt_at": ex.next_attempt_at,
-                  "last_error": ex.last_error, "reference": sa.func.coalesce(ex.reference, _D.c.reference),
-                  "payload": sa.func.coalesce(ex.payload, _D.c.payload), "updated_at": ex.updated_at,
-                  "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at)},
-            where=_D.c.status != "delivered")
         self._insert_events_many = ManyRows(insert_events)
-        self._upsert_delivery_many = ManyRows(upsert_delivery)
-        # without the span columns unless tracing gave ids: the untraced INSERT is the one it always was
-        self._insert_attempts_many = ManyRows(_A.insert(), columns=_UNTRACED_ATTEMPT)
-        self._insert_traced_attempts_many = ManyRows(_A.insert())
+        self._settling = DeliverySettling(self.dialect)
         # By primary key alone, the status is checked here: with a status condition in the query, PostgreSQL
         # (statistics not yet gathered on a filling table) led with the (route, target, status) index and read
         # every delivered row of the table on each batch.
@@ -220,32 +195,14 @@ class Journal(DeadLetterStore, Watermarks):
     # -- deliveries ----------------------------------------------------------------------------------------
     def settle(self, outcomes: Sequence[DeliveryUpdate], *, unit: UnitOfWork | None = None,
                spans: Mapping[str, tuple[str, str]] | None = None) -> None:
-        """Record delivery outcomes: upsert each delivery's state and append to the attempt log, all in one
-        transaction (``unit``'s when given). A delivery already ``delivered`` is never downgraded (its attempt
-        is still logged). ``spans``: the attempts' ``(trace_id, span_ids)`` by idempotency key (tracing on)."""
+        """Record delivery outcomes in one transaction (``unit``'s when given): upsert each delivery's state, and
+        log its attempt (the attempt that delivers is kept on the delivery row instead: see
+        :mod:`bus.journal.settling`). A delivery already ``delivered`` is never downgraded. ``spans``: the
+        attempts' ``(trace_id, span_ids)`` by idempotency key (tracing on)."""
         if not outcomes:
             return
-        now = time.time()
         with writing(self.engine, unit.conn if unit is not None else None) as conn:
-            for run in _distinct_runs(outcomes):
-                self._upsert_delivery_many.execute(conn, [
-                    {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route,
-                     "target": u.target, "status": u.status, "attempts": u.attempt,
-                     # a delivery held behind another's park made no attempt: it does not use up max_parks
-                     "parks": 1 if u.status == "parked" and u.attempt_status != "skipped" else 0,
-                     "next_attempt_at": u.next_attempt_at,
-                     "last_error": u.error, "reference": u.reference, "payload": dumps(u.payload),
-                     "updated_at": now, "delivered_at": now if u.status == "delivered" else None} for u in run])
-            rows: list[dict[str, Any]] = [
-                {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
-                 "attempt": u.attempt, "status": u.log_status, "error": u.error, "started_at": u.started_at,
-                 "duration_ms": u.duration_ms} for u in outcomes]
-            if spans:
-                for row, u in zip(rows, outcomes, strict=True):
-                    row["trace_id"], row["span_ids"] = spans.get(u.idempotency_key) or (None, None)
-                self._insert_traced_attempts_many.execute(conn, rows)
-            else:
-                self._insert_attempts_many.execute(conn, rows)
+            self._settling.write(conn, outcomes, spans or {})
 
     def delivery(self, idempotency_key: str) -> DeliveryRow | None:
         with read(self.engine) as conn:
@@ -303,13 +260,17 @@ class Journal(DeadLetterStore, Watermarks):
         return rows
 
     def attempts_for(self, idempotency_key: str) -> list[AttemptRow]:
+        """Every attempt of one delivery in the order they started: the attempt log's rows and the delivering
+        attempt kept on the delivery row (see :meth:`settle`)."""
         with read(self.engine) as conn:
-            return [AttemptRow(id=r.id, idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route,
-                               target=r.target, attempt=r.attempt, status=r.status, error=r.error,
-                               started_at=r.started_at, duration_ms=r.duration_ms, trace_id=r.trace_id,
-                               span_ids=r.span_ids)
-                    for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
-                                          .order_by(_A.c.id))]
+            logged = [AttemptRow(id=r.id, idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route,
+                                 target=r.target, attempt=r.attempt, status=r.status, error=r.error,
+                                 started_at=r.started_at, duration_ms=r.duration_ms, trace_id=r.trace_id,
+                                 span_ids=r.span_ids)
+                      for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
+                                            .order_by(_A.c.id))]
+            row = conn.execute(sa.select(_D).where(_D.c.idempotency_key == idempotency_key)).first()
+        return with_delivering_attempts(logged, [] if row is None else [_delivery(row)])
 
     # -- dead letters (storage in DeadLetterStore) ---------------------------------------------------------
     def dead_letter(self, letters: Sequence[DeadLetter], *, unit: UnitOfWork | None = None) -> None:

@@ -84,8 +84,17 @@ def _v8_attempt_spans(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {tables.attempts.name} ADD COLUMN {name} TEXT"))
 
 
+def _v9_delivering_attempt(conn: Connection) -> None:
+    # the attempt that delivered, on the delivery row (Journal.settle); step 1 of this version made the columns
+    present = {c["name"] for c in sa.inspect(conn).get_columns(tables.deliveries.name)}
+    for name in ("started_at", "duration_ms", "trace_id", "span_ids"):
+        if name not in present:
+            kind = tables.deliveries.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {tables.deliveries.name} ADD COLUMN {name} {kind}"))
+
+
 MIGRATIONS: list[Step] = [_v1_initial, _v2_system_state, _v3_last_payloads, _v4_adapter_state, _v5_console,
-                          _v6_aggregate_items, _v7_hardening_tables, _v8_attempt_spans]
+                          _v6_aggregate_items, _v7_hardening_tables, _v8_attempt_spans, _v9_delivering_attempt]
 
 
 def current_version(conn: Connection) -> int:

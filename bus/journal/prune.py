@@ -39,6 +39,9 @@ def prune(engine: Engine, older_than_days: float) -> dict[str, int]:
             if not ids:
                 break
             counts["attempts"] += conn.execute(_A.delete().where(_A.c.event_id.in_(ids))).rowcount
+            # and the delivering attempts kept on the delivery rows (Journal.settle), which go with them
+            counts["attempts"] += conn.execute(sa.select(sa.func.count()).select_from(_D).where(
+                _D.c.event_id.in_(ids), _D.c.started_at.is_not(None))).scalar() or 0
             counts["deliveries"] += conn.execute(_D.delete().where(_D.c.event_id.in_(ids))).rowcount
             counts["events"] += conn.execute(_E.delete().where(_E.c.id.in_(ids))).rowcount
     with write(engine) as conn:

@@ -6,6 +6,7 @@ They are frozen dataclasses so they can cross threads safely and be compared in 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "DeliveryUpdate",
     "XrefRow",
     "idempotency_key",
+    "with_delivering_attempts",
 ]
 
 ORIGINS = frozenset({"webhook", "poll", "send", "replay", "followup", "schedule", "repair", "redrive"})
@@ -117,11 +119,26 @@ class DeliveryRow:
     payload: Any
     updated_at: float
     delivered_at: float | None
+    # the attempt that delivered it (the attempt log keeps the others: see Journal.settle)
+    started_at: float | None = None
+    duration_ms: float | None = None
+    trace_id: str | None = None
+    span_ids: str | None = None
+
+    def delivering_attempt(self) -> AttemptRow | None:
+        """The successful attempt kept on this row, as a line of the attempt log (``id`` 0), if it has one."""
+        if self.started_at is None:
+            return None
+        return AttemptRow(id=0, idempotency_key=self.idempotency_key, event_id=self.event_id, route=self.route,
+                          target=self.target, attempt=self.attempts, status="ok", error=None,
+                          started_at=self.started_at, duration_ms=self.duration_ms or 0.0, trace_id=self.trace_id,
+                          span_ids=self.span_ids)
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptRow:
-    """One line of the append-only attempt log."""
+    """One line of the attempt log: an attempt that did not deliver, or (``id`` 0) the one that did, read from
+    its delivery row."""
 
     id: int
     idempotency_key: str
@@ -180,3 +197,12 @@ class XrefRow:
     system_id: str
     canonical_id: str
     updated_at: float = 0.0
+
+
+def with_delivering_attempts(logged: Iterable[AttemptRow], deliveries: Iterable[DeliveryRow]) -> list[AttemptRow]:
+    """The attempt log's rows together with the delivering attempts kept on ``deliveries``' rows, ordered by
+    when each started (the log's order among equal times)."""
+    merged = list(logged)
+    merged.extend(a for a in (d.delivering_attempt() for d in deliveries) if a is not None)
+    merged.sort(key=lambda a: a.started_at)  # stable: log rows keep their order
+    return merged

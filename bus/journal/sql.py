@@ -77,15 +77,16 @@ class ManyRows:
                                                        column_keys=list(self.columns))
         return found
 
-    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """Run the statement for ``rows``; returns how many rows it inserted or changed (the driver's sum)."""
         if not rows:
-            return
+            return 0
         sql, order, constants = self._for(conn)
         if order is not None:
             params: Any = [tuple(row[k] if k in row else constants[k] for k in order) for row in rows]
         else:
             params = [{**constants, **row} for row in rows] if constants else list(rows)
-        conn.exec_driver_sql(sql, params)
+        return max(conn.exec_driver_sql(sql, params).rowcount, 0)
 
 
 InFilter = Callable[[str, "sa.ColumnElement[Any]"], "sa.ColumnElement[bool]"]

@@ -73,6 +73,12 @@ deliveries = sa.Table(
     sa.Column("payload", sa.Text),  # JSON
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("delivered_at", sa.Double),
+    # the attempt that delivered it (migration step 9): a successful attempt is kept here instead of as a row
+    # of ib_attempts, which holds the attempts that did not deliver (see Journal.settle)
+    sa.Column("started_at", sa.Double),
+    sa.Column("duration_ms", sa.Double),
+    sa.Column("trace_id", sa.Text),
+    sa.Column("span_ids", sa.Text),
     sa.Index("ib_deliveries_event_id", "event_id"),
     sa.Index("ib_deliveries_route_target_status", "route", "target", "status"),
 )

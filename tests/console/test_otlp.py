@@ -12,6 +12,7 @@ import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,21 +144,25 @@ def test_one_connected_trace_through_three_systems(tmp_path: Path, sink: Sink) -
         assert f"trace {INBOUND_TRACE} span {span.span_id}" in trace, trace
 
 
-def _journaled_spans(url: str) -> set[tuple[str, str, str]]:
-    """(idempotency key, trace id, span id) of every span id in the journal's attempt log."""
-    from bus.journal import Journal
+def _journaled_attempts(url: str) -> list[Any]:
+    """Every attempt the journal holds: its attempt log and the delivering attempts on the delivery rows."""
+    import sqlalchemy as sa
+
+    from bus.journal import Journal, tables
 
     journal = Journal(url)
     try:
-        import sqlalchemy as sa
-
-        from bus.journal import tables
-
         with journal.engine.connect() as conn:
-            rows = conn.execute(sa.select(tables.attempts)).all()
+            keys = list(conn.execute(sa.select(tables.deliveries.c.idempotency_key)).scalars())
+        return [a for key in keys for a in journal.attempts_for(key)]
     finally:
         journal.close()
-    return {(r.idempotency_key, r.trace_id, span) for r in rows if r.span_ids for span in r.span_ids.split()}
+
+
+def _journaled_spans(url: str) -> set[tuple[str, str, str]]:
+    """(idempotency key, trace id, span id) of every span id the journal holds for its attempts."""
+    return {(a.idempotency_key, a.trace_id, span) for a in _journaled_attempts(url) if a.span_ids
+            for span in a.span_ids.split()}
 
 
 def _ready(port: int) -> bool:
@@ -282,14 +287,5 @@ def test_journaled_attempt_ids_are_the_exported_spans(tmp_path: Path) -> None:
                 for s in exporter.get_finished_spans() if s.name.startswith("deliver ")}
     assert len(exported) >= 40  # 20 orders x (scm, srm), and the retries
     assert _journaled_spans(url) == exported
-    import sqlalchemy as sa
-
-    from bus.journal import Journal, tables
-
-    journal = Journal(url)
-    try:
-        with journal.engine.connect() as conn:
-            counts = [len(r.span_ids.split()) for r in conn.execute(sa.select(tables.attempts)) if r.span_ids]
-    finally:
-        journal.close()
+    counts = [len(a.span_ids.split()) for a in _journaled_attempts(url) if a.span_ids]
     assert max(counts) > 1, "some pass made quick retries: its row holds each of their spans"

@@ -57,6 +57,46 @@ def test_settle_upserts_state_and_appends_attempts(journal: Journal) -> None:
                                                                           (3, "transient")]
 
 
+def _logged(journal: Journal) -> list[tuple[str, int, str]]:
+    with write(journal.engine) as conn:
+        return [(r.idempotency_key, r.attempt, r.status) for r in conn.execute(
+            sa.select(tables.attempts).order_by(tables.attempts.c.id))]
+
+
+def test_a_delivering_attempt_is_kept_on_its_delivery_row_not_in_the_attempt_log(journal: Journal) -> None:
+    # Given a delivery that failed once, then deliveries that succeed at once, one of them traced
+    failed, first, traced = _event("SO-1"), _event("SO-2"), _event("SO-3")
+    keys = [idempotency_key(e.id, "r1", "scm.update") for e in (failed, first, traced)]
+    journal.settle([_update(failed, "parked", 1, error="503", error_kind="transient", started_at=1.0)])
+    # When all three succeed in one batch
+    journal.settle([_update(failed, "delivered", 2, started_at=2.0, duration_ms=4.5),
+                    _update(first, "delivered", 1, started_at=3.0, duration_ms=1.5),
+                    _update(traced, "delivered", 1, started_at=4.0)], spans={keys[2]: ("ab" * 16, "cd" * 8)})
+    # Then the log holds only the failure; each delivery's attempts read whole, in the order they started
+    assert _logged(journal) == [(keys[0], 1, "transient")]
+    assert [(a.attempt, a.status, a.started_at) for a in journal.attempts_for(keys[0])] == \
+        [(1, "transient", 1.0), (2, "ok", 2.0)]
+    [only] = journal.attempts_for(keys[1])
+    assert (only.id, only.attempt, only.status, only.error, only.duration_ms) == (0, 1, "ok", None, 1.5)
+    [spanned] = journal.attempts_for(keys[2])
+    assert (spanned.trace_id, spanned.span_ids) == ("ab" * 16, "cd" * 8)
+
+
+def test_a_second_success_of_a_delivered_delivery_is_logged(journal: Journal) -> None:
+    # Given a delivered delivery, and another in the same batch that is new
+    done, fresh = _event("SO-1"), _event("SO-2")
+    done_key, fresh_key = (idempotency_key(e.id, "r1", "scm.update") for e in (done, fresh))
+    journal.settle([_update(done, "delivered", 1, started_at=1.0)])
+    # When both report a success (the first again: its lease ran out while it was being delivered)
+    journal.settle([_update(done, "delivered", 2, started_at=5.0), _update(fresh, "delivered", 1, started_at=6.0)])
+    # Then the first success stays on the row and the second is logged; nothing is lost for the new one either
+    assert [(a.attempt, a.status, a.started_at) for a in journal.attempts_for(done_key)] == \
+        [(1, "ok", 1.0), (2, "ok", 5.0)]
+    assert [(a.attempt, a.started_at) for a in journal.attempts_for(fresh_key)] == [(1, 6.0)]
+    row = journal.delivery(done_key)
+    assert row is not None and (row.attempts, row.started_at) == (1, 1.0)
+
+
 def test_settle_accepts_the_same_delivery_twice_in_one_batch(journal: Journal) -> None:
     event = _event()
     journal.settle([_update(event, "parked", 1, error="x", error_kind="transient"),

@@ -156,7 +156,7 @@ def test_a_journal_before_attempt_spans_gains_the_columns_and_keeps_its_attempts
 
     step = migrations.MIGRATIONS.index(migrations._v8_attempt_spans)
     old = Journal(journal_url)
-    old.settle([DeliveryUpdate("k1", "e1", "r", "scm.op", "delivered")])
+    old.settle([DeliveryUpdate("k1", "e1", "r", "scm.op", "pending", error="503", error_kind="transient")])
     old.close()
     engine = create_engine(journal_url)
     with engine.begin() as conn:
@@ -175,5 +175,37 @@ def test_a_journal_before_attempt_spans_gains_the_columns_and_keeps_its_attempts
                        spans={"k2": ("ab" * 16, "cd" * 8)})
         [after] = journal.attempts_for("k2")
         assert (after.trace_id, after.span_ids) == ("ab" * 16, "cd" * 8)
+    finally:
+        journal.close()
+
+
+def test_a_journal_before_delivering_attempts_on_the_row_reads_its_logged_successes_once(journal_url: str) -> None:
+    # Given a journal at the step before a delivery row kept its delivering attempt: that version logged every
+    # attempt, successes included, in ib_attempts
+    from bus.journal.records import DeliveryUpdate
+
+    step = migrations.MIGRATIONS.index(migrations._v9_delivering_attempt)
+    Journal(journal_url).close()
+    engine = create_engine(journal_url)
+    with engine.begin() as conn:
+        for column in ("started_at", "duration_ms", "trace_id", "span_ids"):
+            conn.execute(sa.text(f"ALTER TABLE ib_deliveries DROP COLUMN {column}"))
+        conn.execute(sa.text("INSERT INTO ib_deliveries (idempotency_key, event_id, route, target, status, attempts, "
+                             "parks, updated_at, delivered_at) VALUES ('k1', 'e1', 'r', 'scm.op', 'delivered', 1, 0, "
+                             "10.0, 10.0)"))
+        conn.execute(sa.text("INSERT INTO ib_attempts (idempotency_key, event_id, route, target, attempt, status, "
+                             "started_at, duration_ms) VALUES ('k1', 'e1', 'r', 'scm.op', 1, 'ok', 9.5, 12.0)"))
+        conn.execute(sa.text(f"UPDATE ironbus_schema SET version = {step}"))
+    engine.dispose()
+    # When this version opens it, then the step adds the columns, the old success is read once from the log,
+    # and a new success is kept on its delivery row
+    journal = Journal(journal_url)
+    try:
+        assert journal.version == len(migrations.MIGRATIONS)
+        assert [(a.attempt, a.status, a.started_at, a.duration_ms) for a in journal.attempts_for("k1")] == \
+            [(1, "ok", 9.5, 12.0)]
+        journal.settle([DeliveryUpdate("k2", "e2", "r", "scm.op", "delivered", started_at=20.0, duration_ms=3.0)])
+        [after] = journal.attempts_for("k2")
+        assert (after.id, after.status, after.started_at, after.duration_ms) == (0, "ok", 20.0, 3.0)
     finally:
         journal.close()
