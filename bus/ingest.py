@@ -249,7 +249,7 @@ class Ingestor:
             try:
                 with self.journal.unit() as unit:
                     self.journal.record_events(events, unit=unit)
-                    self.queue.publish_within(unit, [message_for(event) for event, _ in events])
+                    self.queue.publish_held(unit, [message_for(event) for event, _ in events])
             except Exception as exc:  # noqa: BLE001 - handed to the waiting callers: nothing was stored
                 return _typed(exc)
             return None

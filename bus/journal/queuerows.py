@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from bus.journal import tables
 from bus.journal.engine import read, write, writing
-from bus.journal.sql import ManyRows, chunks
+from bus.journal.sql import ListSelect, ManyRows, chunks
 from bus.journal.unit import UnitOfWork
 from bus.queue.base import Message
 
@@ -75,6 +75,7 @@ class QueueRows:
                     delivery_count=_Q.c.delivery_count + 1)
             .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
                        _Q.c.delivery_count))
+        self._keys_present = ListSelect(lambda in_: sa.select(_Q.c.key).where(in_("keys", _Q.c.key)))
         self._ack_stmt = _Q.delete().where(
             _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
             _Q.c.delivery_count == sa.bindparam("b_count"))
@@ -85,6 +86,35 @@ class QueueRows:
             return
         with writing(self.engine, unit.conn if unit is not None else None) as conn:
             _INSERT.execute(conn, _rows(messages, time.time()))
+
+    def insert_held(self, messages: Sequence[Message], unit: UnitOfWork, owner: str, until: float,
+                    room: int) -> list[ClaimedRow]:
+        """Insert the messages in ``unit``'s transaction, up to ``room`` of them already claimed by ``owner``
+        until ``until``: those a claim would hand out at once (no key, or the first row of a key that has no
+        row yet). Returns the claimed rows; the rest are inserted ready, as :meth:`insert` does. SQLite only
+        (the rows' ids are read back as the insert's consecutive rowids); on PostgreSQL none is claimed."""
+        if not messages:
+            return []
+        if self.postgres or room <= 0:
+            self.insert(messages, unit)
+            return []
+        now = time.time()
+        rows = _rows(messages, now)
+        conn = unit.conn
+        keys = sorted({m.key for m in messages if m.key is not None})
+        taken = {row.key for part in chunks(keys) for row in self._keys_present.execute(conn, keys=part)}
+        held: list[int] = []
+        for i, m in enumerate(messages):
+            if len(held) < room and (m.key is None or m.key not in taken):
+                rows[i].update(lease_owner=owner, lease_until=until, available_at=until, delivery_count=1)
+                held.append(i)
+            if m.key is not None:
+                taken.add(m.key)  # a later row of this key waits behind this one
+        _INSERT.execute(conn, rows)
+        # An INTEGER PRIMARY KEY takes the largest rowid + 1: under the write lock one executemany's rows get
+        # consecutive ids, the last of which this connection knows.
+        first = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()) - len(rows) + 1
+        return [ClaimedRow(first + i, messages[i], 1) for i in held]
 
     def any_ready(self, now: float) -> bool:
         """Whether some row is visible now (a read: an idle poll must not take SQLite's write lock)."""

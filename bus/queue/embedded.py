@@ -17,6 +17,13 @@ never taken (and delivered) a second time; a killed process renews nothing, and 
 
 Waiting: consumers poll with a short exponential backoff (up to ``max_poll_interval``) and are woken at
 once when this process publishes, acks or releases.
+
+Held messages: what the ingestor journals and publishes in one transaction (:meth:`EmbeddedQueue.publish_held`)
+is inserted already claimed by this process when a claim would hand it out at once anyway, and handed to this
+process's consumers from memory: no claim statement (one write transaction per batch) and no second look at
+rows just written. Only while consumers are consuming, and at most two batches ahead of them; a killed process's
+held rows come back when their leases expire, as any claimed row's do, and :meth:`EmbeddedQueue.close` hands
+back those not yet taken.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +49,10 @@ from bus.queue.base import Lease, Message
 __all__ = ["EmbeddedLease", "EmbeddedQueue"]
 
 log = structlog.get_logger(__name__)
+
+# A process whose consumers have not asked for messages for this long holds none for them (they stopped, or
+# this process only receives).
+_CONSUMERS_GONE_AFTER = 1.0
 
 
 @dataclass(eq=False)
@@ -86,6 +98,9 @@ class EmbeddedQueue:
         self._idle = True
         self._keeper = LeaseKeeper(self.extend_many, lease_seconds)
         self._renew = renew  # False: leases run out on their own (tests of what a paused process leaves)
+        self._held: deque[EmbeddedLease] = deque()  # claimed when published, for this process's consumers
+        self._batch = 0  # the largest batch a consumer asked for (0: none has)
+        self._consumed_at = 0.0  # when a consumer last asked (monotonic)
 
     def shares(self, engine: Engine) -> bool:
         """Whether the rows live on ``engine`` (the journal's): then a unit of work can hold them."""
@@ -105,6 +120,31 @@ class EmbeddedQueue:
             self._rows.insert(messages, unit)
             unit.after_commit(self._wake)
 
+    def publish_held(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        """As :meth:`publish_within`, and those a claim would hand out at once are claimed by this process as
+        they are inserted, for its consumers (see the module's text). Nothing is held while no consumer of this
+        process has asked for messages in the last second, nor beyond two of their batches."""
+        if not messages:
+            return
+        consuming = time.monotonic() - self._consumed_at < _CONSUMERS_GONE_AFTER
+        room = 2 * self._batch - len(self._held) if consuming else 0
+        held = self._rows.insert_held(messages, unit, self.owner, time.time() + self.lease_seconds, room)
+        if not held:
+            unit.after_commit(self._wake)
+            return
+
+        def committed() -> None:
+            leases = [EmbeddedLease(message=r.message, delivery_count=r.delivery_count, id=r.id, owner=self.owner,
+                                    _queue=self) for r in held]
+            if self._renew:
+                self._keeper.watch(leases)
+            with self._changed:
+                self._held.extend(leases)
+                self._generation += 1
+                self._changed.notify_all()
+
+        unit.after_commit(committed)
+
     # -- consuming -----------------------------------------------------------------------------------------
     def consume(self, max_messages: int, timeout: float) -> list[Lease]:
         """Up to ``max_messages`` leases, waiting at most ``timeout`` seconds for the first one."""
@@ -113,6 +153,10 @@ class EmbeddedQueue:
         while True:
             with self._changed:
                 generation = self._generation
+                self._consumed_at = time.monotonic()
+                self._batch = max(self._batch, max_messages)
+                if self._held:
+                    return [self._held.popleft() for _ in range(min(max_messages, len(self._held)))]
             leases = self._claim(max_messages)
             remaining = deadline - time.monotonic()
             if leases or remaining <= 0:
@@ -204,7 +248,15 @@ class EmbeddedQueue:
         return self._rows.depth(time.time())
 
     def close(self) -> None:
-        """Nothing to release: leases live in the database (unsettled ones expire); the engine is the
-        journal's."""
+        """Hand back the held messages no consumer took; the other leases live in the database (unsettled ones
+        expire). The engine is the journal's."""
+        with self._changed:
+            held = list(self._held)
+            self._held.clear()
+        if held:
+            try:
+                self.release_many(held)
+            except Exception as exc:  # noqa: BLE001 - they come back when their leases expire
+                log.warning("queue.held_not_released", count=len(held), error=str(exc))
         self._keeper.close()
         self._wake()

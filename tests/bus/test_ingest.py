@@ -90,6 +90,10 @@ class ThreadNotingQueue(EmbeddedQueue):
         self.threads.append(threading.get_ident())
         super().publish_within(unit, messages)
 
+    def publish_held(self, unit: UnitOfWork, messages: Sequence[Message]) -> None:
+        self.threads.append(threading.get_ident())
+        super().publish_held(unit, messages)
+
 
 def test_async_callers_journal_and_queue_off_the_event_loop(tmp_path: Path) -> None:
     # The webhook server awaits ingest_async on its event loop: a blocking journal insert or queue publish

@@ -44,6 +44,7 @@ DIE_BEFORE_PUBLISH = textwrap.dedent("""\
     queue = open_queue(sys.argv[2] or None, journal)
     queue.publish = lambda messages: os._exit(9)  # killed between the journal's commit and the publish
     queue.publish_within = lambda unit, messages: os._exit(9)  # embedded: killed inside the one transaction
+    queue.publish_held = lambda unit, messages: os._exit(9)
     events = [Event(type="crm.order_changed", source="ironbus/test", data={"number": f"SO-{i}", "qty": "1",
                     "rev": 1}) for i in range(int(sys.argv[3]))]
     Ingestor(journal, queue).ingest([(e, "webhook") for e in events])

@@ -1,0 +1,130 @@
+"""Instructions per event of the durable path, this tree against an earlier commit, under callgrind.
+
+On a shared machine the wall-clock and CPU figures of ``bench/e2e.py`` move with other users' load by more than
+one change buys; instructions do not. Each side runs the same driver under ``valgrind --tool=callgrind``: a
+``Runtime`` on the embedded default (SQLite journal and queue, stub adapters, no HTTP), not started; events go
+in through the front door and the ingest thread's group commit (as a webhook's do), 64 at a time, and after
+each group one worker in the main thread consumes and handles what is queued, settles and acks it — the steady
+state of ``ironbus run``. N1 and N2 events per side; the instructions of the N2 - N1 extra events divided by
+their number (start-up cancels). What it leaves out: the webhook server and the HTTP delivery (neither is
+journal or queue work), and I/O waits (instructions, not time).
+
+The baseline is checked out with ``git worktree`` into a temporary folder and removed afterwards; both sides
+run with this tree's virtualenv. Usage: ``python bench/instructions.py [--baseline REV] [--events N1 N2]``
+(default: the commit before HEAD, 200 and 1,000 events). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DRIVER = '''
+import sys, textwrap
+from pathlib import Path
+from bus.envelope import Event
+from bus.logs import configure_logging
+from bus.runtime import Runtime, RuntimeOptions
+configure_logging("warning")  # as `ironbus run` does
+folder, n = Path(sys.argv[1]), int(sys.argv[2])
+(folder / "routes.yaml").write_text(textwrap.dedent("""\\
+    systems:
+      crm: {adapter: stub}
+      scm: {adapter: stub}
+    routes:
+      - name: demand
+        from: crm.order_changed
+        key: number
+        to: [scm.update_demand]
+    """))
+# leases of a day: the lease keeper never wakes, so the count does not depend on how slow valgrind is
+runtime = Runtime(folder / "routes.yaml", journal=f"sqlite:///{folder}/j.sqlite",
+                  options=RuntimeOptions(workers=1, batch_size=64, port=None, triggers=False, lease_seconds=86400))
+for name, adapter in runtime.adapters.items():
+    adapter.bind_store(runtime.journal.adapter_store(name))
+    adapter.open()
+worker = runtime._worker("callgrind")
+runtime.queue.consume(64, timeout=0)  # a consumer is consuming, as in `ironbus run`
+delivered = 0
+for start in range(0, n, 64):
+    runtime.ingest([(Event(type="crm.order_changed", source="ironbus/crm",
+                           data={"number": f"SO-{i}", "qty": i, "lines": [{"sku": "A-1", "qty": 2}] * 4}), "webhook")
+                    for i in range(start, min(n, start + 64))])
+    while leases := runtime.queue.consume(64, timeout=0):
+        worker.handle(leases)
+        delivered += len(leases)
+assert worker.stats.delivered == n, (worker.stats.delivered, n)
+import os
+os._exit(0)  # skip the interpreter's teardown: not the hot path
+'''
+
+
+def _instructions(trees: dict[str, Path], counts: tuple[int, int], folder: Path) -> dict[tuple[str, int], int]:
+    """Instructions of each (side, events) run, all run at once (callgrind is single-threaded)."""
+    (folder / "driver.py").write_text(DRIVER)
+    procs = {}
+    for side, tree in trees.items():
+        for n in counts:
+            work = folder / f"{side}-{n}"
+            work.mkdir()
+            # a fixed hash seed: set and dict orders, hence the instructions, the same from run to run
+            procs[(side, n)] = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'out'}", sys.executable,
+                 str(folder / "driver.py"), str(work), str(n)], cwd=work, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
+    found: dict[tuple[str, int], int] = {}
+    for key, proc in procs.items():
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind run {key} failed (exit code {proc.returncode}): {err.decode()[-2000:]}")
+        out = folder / f"{key[0]}-{key[1]}" / "out"
+        found[key] = next(int(line.split()[1]) for line in out.read_text().splitlines()
+                          if line.startswith("totals:"))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", default="HEAD~1", help="the commit to compare with (default HEAD~1)")
+    parser.add_argument("--events", type=int, nargs=2, default=[200, 1000], metavar=("N1", "N2"))
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
+    small, large = sorted(args.events)
+    if large <= small:
+        sys.exit("--events: N2 must be larger than N1")
+    rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="ironbus-instr-") as tmp:
+        folder = Path(tmp)
+        baseline = folder / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(baseline), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            print(f"instructions per event, this tree vs {rev} ({small} and {large} events each, under callgrind)",
+                  flush=True)
+            ir = _instructions({"this": ROOT, "baseline": baseline}, (small, large), folder)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, capture_output=True)
+    per_event = {side: (ir[(side, large)] - ir[(side, small)]) / (large - small) for side in ("this", "baseline")}
+    for side, value in per_event.items():
+        print(f"  {side:<8} {value:>12,.0f} instructions per event")
+    ratio = per_event["this"] / per_event["baseline"]
+    print(f"  this / baseline: {ratio:.3f}x")
+    figures: dict[str, Any] = {"baseline": rev, "events": [small, large],
+                               "instructions_per_event": {k: round(v) for k, v in per_event.items()},
+                               "ratio": round(ratio, 4)}
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
