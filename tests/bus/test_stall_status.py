@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from bus.envelope import Event
@@ -25,14 +26,16 @@ def status(journal: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_a_worker_stuck_on_a_call_shows_as_stalled(tmp_path: Path) -> None:
-    with Sink("ok", slow=12) as sink:
+    # the call stays in flight until the test has read the status (a fixed delay raced a slow `status` start)
+    gate = threading.Event()
+    with Sink("ok", gate=gate) as sink:
         routes = tmp_path / "routes.yaml"
         routes.write_text(textwrap.dedent(f"""\
             systems:
               crm: {{adapter: stub}}
               stuck:
                 adapter: http
-                settings: {{base_url: {sink.url}, timeout: {{connect: 1, read: 30}},
+                settings: {{base_url: {sink.url}, timeout: {{connect: 1, read: 120}},
                            operations: {{put: {{method: POST, path: /put}}}}}}
             routes:
               - {{name: r, from: crm.changed, to: [stuck.put]}}
@@ -52,6 +55,7 @@ def test_a_worker_stuck_on_a_call_shows_as_stalled(tmp_path: Path) -> None:
                                   capture_output=True, text=True, timeout=60, check=True).stdout
             assert "STALLED" in text and "oldest waiting" in text
         finally:
+            gate.set()
             runtime.stop()
         # once the call returned, the work went on
         assert len(sink.delivered) >= 1

@@ -19,9 +19,12 @@ from typing import Any
 
 class Sink:
     def __init__(self, mode: str = "ok", seed: int = 7, slow: float = 0.0, company: int = 0,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", gate: threading.Event | None = None) -> None:
         self.mode = mode
         self.slow = slow
+        # gate: every request waits (at most 90 s) until the test sets it — a call that stays in flight exactly
+        # as long as the test needs, however slow the machine
+        self.gate = gate
         # company > 0: a request waits (at most 0.1 s, below the routes' read timeout) until that many are in
         # flight at once, so a test sees whether a client sends requests together (max_in_flight), without
         # failing one that does not
@@ -56,6 +59,8 @@ class Sink:
                 status, headers, delay = sink.decide()
                 if delay:
                     time.sleep(delay)  # the client's timeout fires first: a real timeout, on purpose
+                if sink.gate is not None:
+                    sink.gate.wait(timeout=90)
                 if status < 300:
                     with sink.lock:
                         sink.delivered[key] += 1
