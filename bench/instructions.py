@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from callgrind import instructions  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,30 +69,6 @@ os._exit(0)  # skip the interpreter's teardown: not the hot path
 '''
 
 
-def _instructions(trees: dict[str, Path], counts: tuple[int, int], folder: Path) -> dict[tuple[str, int], int]:
-    """Instructions of each (side, events) run, all run at once (callgrind is single-threaded)."""
-    (folder / "driver.py").write_text(DRIVER)
-    procs = {}
-    for side, tree in trees.items():
-        for n in counts:
-            work = folder / f"{side}-{n}"
-            work.mkdir()
-            # a fixed hash seed: set and dict orders, hence the instructions, the same from run to run
-            procs[(side, n)] = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'out'}", sys.executable,
-                 str(folder / "driver.py"), str(work), str(n)], cwd=work, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
-    found: dict[tuple[str, int], int] = {}
-    for key, proc in procs.items():
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"callgrind run {key} failed (exit code {proc.returncode}): {err.decode()[-2000:]}")
-        out = folder / f"{key[0]}-{key[1]}" / "out"
-        found[key] = next(int(line.split()[1]) for line in out.read_text().splitlines()
-                          if line.startswith("totals:"))
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="HEAD~1", help="the commit to compare with (default HEAD~1)")
@@ -112,7 +89,8 @@ def main() -> None:
         try:
             print(f"instructions per event, this tree vs {rev} ({small} and {large} events each, under callgrind)",
                   flush=True)
-            ir = _instructions({"this": ROOT, "baseline": baseline}, (small, large), folder)
+            ir = instructions(DRIVER, {(side, n): tree for side, tree in (("this", ROOT), ("baseline", baseline))
+                                       for n in (small, large)}, folder)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, capture_output=True)
     per_event = {side: (ir[(side, large)] - ir[(side, small)]) / (large - small) for side in ("this", "baseline")}

@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from callgrind import instructions  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -251,30 +253,8 @@ os._exit(0)  # skip the interpreter's teardown: not the hot path
 '''
 
 
-def _instructions(runs: dict[tuple[str, int], Path], folder: Path) -> dict[tuple[str, int], int]:
-    """Instructions of each (side, events) driver run under callgrind, all run at once."""
-    (folder / "driver.py").write_text(DRIVER)
-    procs = {}
-    for (side, n), tree in runs.items():
-        work = folder / f"cg-{side}-{n}"
-        work.mkdir()
-        # a fixed hash seed: set and dict orders, hence the instructions, the same from run to run
-        procs[(side, n)] = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'out'}", sys.executable,
-             str(folder / "driver.py"), str(work), str(n)], cwd=work, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
-    found: dict[tuple[str, int], int] = {}
-    for key, proc in procs.items():
-        if proc.wait() != 0:
-            raise RuntimeError(f"callgrind run {key} failed (exit code {proc.returncode})")
-        out = folder / f"cg-{key[0]}-{key[1]}" / "out"
-        found[key] = next(int(line.split()[1]) for line in out.read_text().splitlines()
-                          if line.startswith("totals:"))
-    return found
-
-
 def run_callgrind(trees: dict[str, Path], folder: Path, small: int, large: int) -> dict[str, Any]:
-    ir = _instructions({(side, n): tree for side, tree in trees.items() for n in (small, large)}, folder)
+    ir = instructions(DRIVER, {(side, n): tree for side, tree in trees.items() for n in (small, large)}, folder)
     per_event: dict[str, float] = {}
     for side in trees:
         per_event[side] = (ir[(side, large)] - ir[(side, small)]) / (large - small)
