@@ -12,7 +12,35 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["instructions"]
+__all__ = ["RUNTIME", "instructions"]
+
+#: The start of a driver: a ``Runtime`` on the embedded default in the work folder (``sys.argv[1]``), one route
+#: from a stub CRM to a stub SCM, not started — with leases of a day the lease keeper never wakes, so no thread
+#: runs on a timer and the count does not depend on how slow valgrind is. ``n`` is ``sys.argv[2]``.
+RUNTIME = '''
+import sys, textwrap
+from pathlib import Path
+from bus.envelope import Event
+from bus.logs import configure_logging
+from bus.runtime import Runtime, RuntimeOptions
+configure_logging("warning")  # as `ironbus run` does
+folder, n = Path(sys.argv[1]), int(sys.argv[2])
+(folder / "routes.yaml").write_text(textwrap.dedent("""\\
+    systems:
+      crm: {adapter: stub}
+      scm: {adapter: stub}
+    routes:
+      - name: demand
+        from: crm.order_changed
+        key: number
+        to: [scm.update_demand]
+    """))
+runtime = Runtime(folder / "routes.yaml", journal=f"sqlite:///{folder}/j.sqlite",
+                  options=RuntimeOptions(workers=1, batch_size=64, port=None, triggers=False, lease_seconds=86400))
+for name, adapter in runtime.adapters.items():
+    adapter.bind_store(runtime.journal.adapter_store(name))
+    adapter.open()
+'''
 
 
 def instructions(driver: str, runs: dict[tuple[str, int], Path], folder: Path) -> dict[tuple[str, int], int]:

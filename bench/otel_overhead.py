@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from callgrind import instructions  # bench/ is the script's folder, first on sys.path
+from callgrind import RUNTIME, instructions  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,32 +211,7 @@ def run_pairs(trees: dict[str, Path], pairs: int, events: int, folder: Path) -> 
 
 
 # -- instructions (callgrind) --------------------------------------------------------------------------------
-DRIVER = '''
-import sys, textwrap
-from pathlib import Path
-from bus.envelope import Event
-from bus.logs import configure_logging
-from bus.runtime import Runtime, RuntimeOptions
-configure_logging("warning")  # as `ironbus run` does (its processor list is one of the hooks)
-folder, n = Path(sys.argv[1]), int(sys.argv[2])
-(folder / "routes.yaml").write_text(textwrap.dedent("""\\
-    systems:
-      crm: {adapter: stub}
-      scm: {adapter: stub}
-    routes:
-      - name: demand
-        from: crm.order_changed
-        key: number
-        to: [scm.update_demand]
-    """))
-# Not started, and leases of a day: no thread wakes on a timer, so the count does not depend on how long
-# valgrind takes; the events are submitted and the worker runs in this thread until the queue is empty.
-runtime = Runtime(folder / "routes.yaml", journal=f"sqlite:///{folder}/j{n}.sqlite",
-                  options=RuntimeOptions(workers=1, batch_size=64, port=None, triggers=False,
-                                         lease_seconds=86400))  # the lease keeper never wakes
-for name, adapter in runtime.adapters.items():
-    adapter.bind_store(runtime.journal.adapter_store(name))
-    adapter.open()
+DRIVER = RUNTIME + '''
 for start in range(0, n, 64):  # in this thread too (the path follow-ups take), not the ingest thread
     with runtime.journal.unit() as unit:
         runtime.door.submit([Event(type="crm.order_changed", source="ironbus/crm", data={"number": f"SO-{i}",
