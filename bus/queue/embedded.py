@@ -242,6 +242,12 @@ class EmbeddedQueue:
             self._changed.notify_all()
 
     # -- operations ----------------------------------------------------------------------------------------
+    def held(self) -> int:
+        """Messages claimed for this process's consumers as they were published and not yet taken (``ironbus
+        status`` shows them as ``held``, as it shows a RabbitMQ consumer's messages waiting for their key)."""
+        with self._changed:
+            return len(self._held)
+
     def depth(self) -> dict[str, int]:
         """``ready`` (visible now, including rows waiting behind an earlier row of their key), ``leased``
         (held by a live lease) and ``delayed`` (released with a delay)."""
