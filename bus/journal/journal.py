@@ -263,12 +263,8 @@ class Journal(DeadLetterStore, Watermarks):
         """Every attempt of one delivery in the order they started: the attempt log's rows and the delivering
         attempt kept on the delivery row (see :meth:`settle`)."""
         with read(self.engine) as conn:
-            logged = [AttemptRow(id=r.id, idempotency_key=r.idempotency_key, event_id=r.event_id, route=r.route,
-                                 target=r.target, attempt=r.attempt, status=r.status, error=r.error,
-                                 started_at=r.started_at, duration_ms=r.duration_ms, trace_id=r.trace_id,
-                                 span_ids=r.span_ids)
-                      for r in conn.execute(sa.select(_A).where(_A.c.idempotency_key == idempotency_key)
-                                            .order_by(_A.c.id))]
+            logged = [AttemptRow(**r._mapping) for r in conn.execute(
+                sa.select(_A).where(_A.c.idempotency_key == idempotency_key).order_by(_A.c.id))]
             row = conn.execute(sa.select(_D).where(_D.c.idempotency_key == idempotency_key)).first()
         return with_delivering_attempts(logged, [] if row is None else [_delivery(row)])
 

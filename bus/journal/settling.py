@@ -75,12 +75,13 @@ class DeliverySettling:
         now = time.time()
         logged: list[DeliveryUpdate] = []
         for run in _distinct_runs(outcomes):
-            if self._upsert.execute(conn, [_state(u, now, spans) for u in run]) == len(run):
-                logged.extend(u for u in run if not _on_row(u))
+            pairs = [(u, _on_row(u)) for u in run]
+            if self._upsert.execute(conn, [_state(u, kept, now, spans) for u, kept in pairs]) == len(run):
+                logged.extend(u for u, kept in pairs if not kept)
             else:
                 # Some row was left unchanged: it was delivered already. A success that did not land on its
                 # row goes to the log.
-                logged.extend(u for u in run if not _on_row(u) or not _on_its_row(conn, u))
+                logged.extend(u for u, kept in pairs if not kept or not _on_its_row(conn, u))
         if not logged:
             return
         attempts: list[dict[str, Any]] = [
@@ -95,9 +96,8 @@ class DeliverySettling:
             self._log.execute(conn, attempts)
 
 
-def _state(u: DeliveryUpdate, now: float, spans: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    """The delivery row ``u`` upserts (with its attempt when that attempt delivered)."""
-    on_row = _on_row(u)
+def _state(u: DeliveryUpdate, on_row: bool, now: float, spans: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """The delivery row ``u`` upserts (with its attempt when ``on_row``: that attempt delivered)."""
     trace_id, span_ids = spans.get(u.idempotency_key, (None, None)) if on_row else (None, None)
     return {"idempotency_key": u.idempotency_key, "event_id": u.event_id, "route": u.route, "target": u.target,
             "status": u.status, "attempts": u.attempt,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,31 +37,28 @@ def _bodies(leases: Sequence[Lease]) -> list[bytes]:
     return [lease.message.body for lease in leases]
 
 
-def _claims(queue: EmbeddedQueue) -> int:
-    """How often ``queue`` ran its claim statement since it was made (counted by wrapping it)."""
-    return getattr(queue, "_test_claims", 0)
+def _count_claims(queue: EmbeddedQueue) -> list[int]:
+    """Wraps ``queue``'s claim statement; the returned list gets one entry per claim it runs."""
+    claim, claims = queue._rows.claim, []
 
+    def counted(*args: Any, **kw: Any) -> Any:
+        claims.append(1)
+        return claim(*args, **kw)
 
-def _count_claims(queue: EmbeddedQueue) -> None:
-    claim = queue._rows.claim
-
-    def counted(*args: object, **kw: object) -> object:
-        queue._test_claims = _claims(queue) + 1  # type: ignore[attr-defined]
-        return claim(*args, **kw)  # type: ignore[arg-type]
-
-    queue._rows.claim = counted  # type: ignore[method-assign, assignment]
+    queue._rows.claim = counted  # type: ignore[method-assign]
+    return claims
 
 
 def test_held_messages_reach_this_process_without_a_claim_and_are_durable(journal: Journal) -> None:
     # Given a process whose consumer is consuming, and another process sharing the journal
     mine, other = EmbeddedQueue(journal.engine), EmbeddedQueue(journal.engine)
     _consuming(mine)
-    _count_claims(mine)
+    claims = _count_claims(mine)
     # When this process publishes three messages of distinct keys
     _publish(journal, mine, [Message(b"a", key="A"), Message(b"b", key="B"), Message(b"n")])
     # Then its consumer gets them from memory, claimed once, and the other process cannot take them
     leases = mine.consume(10, 1.0)
-    assert _bodies(leases) == [b"a", b"b", b"n"] and _claims(mine) == 0
+    assert _bodies(leases) == [b"a", b"b", b"n"] and claims == []
     assert all(isinstance(x, EmbeddedLease) and x.delivery_count == 1 for x in leases)
     assert mine.depth() == {"ready": 0, "leased": 3, "delayed": 0}
     assert other.consume(10, 0.2) == []
