@@ -405,6 +405,56 @@ def stop(proc: Bus) -> None:
         proc.kill()
 
 
+#: The shared services' processes, by the name the kernel gives them: their CPU is part of an event's cost too.
+SERVICES = {"beam.smp": "RabbitMQ", "postgres": "PostgreSQL"}
+
+
+def service_ticks() -> dict[int, tuple[str, int]]:
+    """Clock ticks used so far by each process of :data:`SERVICES` (pid -> (service, ticks))."""
+    found: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if name in SERVICES:
+            found[int(entry.name)] = (SERVICES[name], int(rest[11]) + int(rest[12]))
+    return found
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far (/proc/stat; idle and iowait are not busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])
+    return total - fields[3] - fields[4], total
+
+
+class Usage:
+    """What the whole machine and the shared services spent between :meth:`start` and :meth:`stop`: whether
+    a flow was bound by the cores (the machine busy ~100 %) or waited on something, and what the broker and
+    the database cost per event beside the bus's own processes."""
+
+    def __init__(self) -> None:
+        self.services0 = service_ticks()
+        self.machine0 = machine_ticks()
+
+    def per_event(self, events: int) -> dict[str, float]:
+        busy1, total1 = machine_ticks()
+        busy = (busy1 - self.machine0[0]) / max(total1 - self.machine0[1], 1)
+        spent: dict[str, int] = {}
+        for pid, (service, ticks) in service_ticks().items():
+            before = self.services0.get(pid)
+            spent[service] = spent.get(service, 0) + ticks - (before[1] if before and before[0] == service else 0)
+        tick = os.sysconf("SC_CLK_TCK")
+        figures = {"machine_busy": round(busy, 2)}
+        for service, ticks in sorted(spent.items()):
+            figures[f"{service.lower()}_cpu_us_per_event"] = round(ticks / tick / max(events, 1) * 1e6, 1)
+        return figures
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -417,11 +467,13 @@ def measure(port: int, sink_port: int, pids: list[int], n: int, label: str) -> d
     wait_delivered(sink_port, set(warm), 60)  # drained before the clock starts
     sink_reset(sink_port)
     cpu0 = cpu_seconds(pids)
+    usage = Usage()
     t0 = time.time()
     accepted = asyncio.run(blast(port, n, 32))
     t_accepted = time.time()
     stats, _ = wait_delivered(sink_port, set(accepted), 300)
     cpu = cpu_seconds(pids) - cpu0
+    used = usage.per_event(n)
     delivered = [stats[i] for i in accepted if i in stats]
     t_last = max(delivered) if delivered else time.time()
     lat = [(stats[i] - accepted[i]) * 1000 for i in accepted if i in stats]
@@ -430,8 +482,11 @@ def measure(port: int, sink_port: int, pids: list[int], n: int, label: str) -> d
     print(f"{label:<34} {eps:8.0f} events/s end to end ({len(delivered)}/{n} delivered; accepted at "
           f"{n / (t_accepted - t0):.0f}/s; p99 {pct(lat, .99):.0f} ms under saturation); CPU {cpu_us:.0f} us/event "
           f"in {len(pids)} process(es)")
+    services = ", ".join(f"{k.split('_')[0]} {v:.0f} us/event" for k, v in used.items() if k != "machine_busy")
+    print(f"{'':<34} machine busy {used['machine_busy']:.0%} of its {os.cpu_count()} cores"
+          + (f"; {services}" if services else ""))
     return {"eps": round(eps), "accept_eps": round(n / (t_accepted - t0)), "delivered": len(delivered),
-            "cpu_us_per_event": round(cpu_us, 1)}
+            "cpu_us_per_event": round(cpu_us, 1), **used}
 
 
 def scenario_throughput(folder: Path, sink_port: int, journal: str, broker: str | None, n: int,
@@ -515,8 +570,11 @@ def scenario_drain(folder: Path, sink_port: int, journal: str, broker: str, n: i
     sink_reset(sink_port)
     t0 = time.time()
     bus = start_bus(routes, journal, broker, None)
+    usage = Usage()
     try:
         stats, _ = wait_delivered(sink_port, {e.id for e, _ in events}, 300)
+        used = usage.per_event(n)
+        bus_cpu = cpu_seconds(bus.all_pids()) / n * 1e6
     finally:
         stop(bus)
     delivered = sorted(stats[e.id] for e, _ in events if e.id in stats)
@@ -524,8 +582,11 @@ def scenario_drain(folder: Path, sink_port: int, journal: str, broker: str, n: i
     eps = (len(delivered) - 1) / (delivered[-1] - delivered[0]) if len(delivered) > 1 else 0.0
     started = delivered[0] - t0 if delivered else 0.0
     print(f"{'bus drain (RabbitMQ + PostgreSQL)':<34} {eps:8.0f} events/s (first delivery {started:.1f}s "
-          f"after start)")
-    return {"eps": round(eps), "delivered": len(delivered), "startup_s": round(started, 2)}
+          f"after start); bus CPU {bus_cpu:.0f} us/event, machine busy {used['machine_busy']:.0%}, RabbitMQ "
+          f"{used.get('rabbitmq_cpu_us_per_event', 0):.0f} us/event, PostgreSQL "
+          f"{used.get('postgresql_cpu_us_per_event', 0):.0f} us/event (start-up included)")
+    return {"eps": round(eps), "delivered": len(delivered), "startup_s": round(started, 2),
+            "cpu_us_per_event": round(bus_cpu, 1), **used}
 
 
 def raw_kombu(url: str, n: int) -> float:
@@ -541,6 +602,7 @@ def raw_kombu(url: str, n: int) -> float:
                 producer.publish(body, exchange=queue.exchange, routing_key=name, declare=[queue],
                                  delivery_mode=2, content_type="application/json")
         got = 0
+        usage = Usage()
         t0 = time.perf_counter()
 
         def on_message(_body: Any, message: Any) -> None:
@@ -553,12 +615,14 @@ def raw_kombu(url: str, n: int) -> float:
                 while got < n:
                     conn.drain_events(timeout=10)
             elapsed = time.perf_counter() - t0
+            used = usage.per_event(n)
         finally:
             bound = queue(conn.channel())
             bound.delete()
             bound.exchange.delete()
     rate = n / elapsed
-    print(f"{'raw kombu consume+ack (RabbitMQ)':<34} {rate:8.0f} msg/s")
+    print(f"{'raw kombu consume+ack (RabbitMQ)':<34} {rate:8.0f} msg/s; machine busy {used['machine_busy']:.0%}, "
+          f"RabbitMQ {used.get('rabbitmq_cpu_us_per_event', 0):.0f} us/message")
     return rate
 
 

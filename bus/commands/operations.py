@@ -20,6 +20,7 @@ from bus.console import dump_json, table
 from bus.envelope import Event
 from bus.errors import ConfigError
 from bus.frontdoor import FrontDoor
+from bus.gcsettings import settle_for_serving
 from bus.journal import Journal
 from bus.layout import default_layout
 from bus.lint import refuse_on_errors
@@ -89,6 +90,7 @@ def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runtime.start()
+    settle_for_serving()  # after start-up: see bus.gcsettings
     on_started = getattr(args, "on_started", None)
     if on_started is not None:  # a supervisor (--processes) waits for this before it restarts failures
         on_started()
