@@ -179,6 +179,38 @@ def test_a_grouped_purchase_serves_two_customers_and_a_supplier_issue_reaches_ea
     assert notices(stack, first.order_id, "order_partial") == []
 
 
+def scm_comment(stack: Stack, order_id: str) -> str:
+    client = stack.adapters["scm"].client
+    rows = client.search_read("sale.sale", [["reference", "=", order_id]], ["comment"])
+    return "\n".join(str(r.get("comment") or "") for r in rows)
+
+
+def test_a_supplier_note_after_a_delay_reaches_the_scm_but_the_customer_hears_the_date_once(stack: Stack) -> None:
+    w100, _ = crm_products(stack)
+    customer = ids(stack, "customer", "C-ACME", "crm")
+    sale = rep(stack).create_order(customer, {w100: 7}, dt.date.today() + dt.timedelta(days=9))
+    converged(stack, sale.order_id, {"W-100": 7})
+    supplier = Supplier(stack.adapters["srm"])
+    wait_for("the purchase released", lambda: supplier.purchases_serving(sale.order_id)[0][
+        "purchase."]["state"] == "processing" or None, TIMEOUT)
+    purchase = supplier.purchases_serving(sale.order_id)[0]["purchase"]
+    later = supplier.delivery_date(purchase) + dt.timedelta(days=5)
+    # Given a delay the customer has been told of
+    supplier.delay_purchase(purchase, later)
+    wait_for("the delay notice", lambda: notices(stack, sale.order_id, "order_delayed"), TIMEOUT)
+    # When the supplier then explains it in a note of its own on the purchase (another write, another poll)
+    srm = stack.adapters["srm"].client
+    comment = srm.read("purchase.purchase", [purchase], ["comment"])[0].get("comment") or ""
+    srm.write("purchase.purchase", [purchase], {"comment": f"{comment}\n[supplier] port strike in Rotterdam"})
+    # Then the SCM's plan carries the reason, but the CRM and the customer are not told the same date again
+    wait_for("the reason in the SCM", lambda: "port strike in Rotterdam" in scm_comment(stack, sale.order_id)
+             or None, TIMEOUT)
+    assert stack.runtime is not None and stack.runtime.wait_idle(30)
+    [notice] = notices(stack, sale.order_id, "order_delayed")
+    assert notice["promised_date"] == later.isoformat()
+    assert crm_comment(stack, sale).count(f"promised date {later.isoformat()}") == 1
+
+
 def test_a_decrease_after_the_goods_arrived_is_refused_and_told(stack: Stack) -> None:
     w100, _ = crm_products(stack)
     customer = ids(stack, "customer", "C-ACME", "crm")
