@@ -22,10 +22,11 @@ from typing import Any
 
 from bus import metrics, telemetry
 from bus.envelope import Event
-from bus.ingest import Ingestor, message_for
+from bus.ingest import Ingestor
 from bus.journal import Journal
 from bus.journal.records import ORIGINS
 from bus.journal.unit import UnitOfWork
+from bus.outbox import message_for
 from bus.pipeline import Pipeline
 from bus.queue.base import Message, Queue
 

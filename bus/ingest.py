@@ -31,8 +31,8 @@ from bus.errors import TransientError
 from bus.handoff import Handoff
 from bus.journal import Journal
 from bus.limits import check_event
-from bus.outbox import Outbox
-from bus.queue.base import Message, Queue
+from bus.outbox import Outbox, message_for
+from bus.queue.base import Queue
 from bus.queue.embedded import EmbeddedQueue
 
 __all__ = ["Ingestor"]
@@ -83,7 +83,9 @@ def _resolve_on_loop(waiters: list[tuple[_Waiter, BaseException | None]]) -> Non
                 future.set_exception(error)
 
 
-_Submission = tuple[Sequence[tuple[Event, str]], _Waiter]
+#: One caller's events, each encoded (by the check that admitted it: journal and queue store those bytes), and
+#: the caller waiting for them.
+_Submission = tuple[Sequence[tuple[Event, str]], list[bytes], _Waiter]
 
 #: The longest a webhook request waits for its group commit before it is answered 503 (its source sends it again).
 #: Vendors give up on a webhook after 5–10 s (HubSpot and Shopify after 5): an answer after that is never read,
@@ -129,11 +131,6 @@ def _expire(future: asyncio.Future[None]) -> None:
                                             "(journal or queue slow); retry later"))
 
 
-def message_for(event: Event) -> Message:
-    """The queue message that carries an inbound event."""
-    return Message(body=event.encode(), key=event.key)
-
-
 class Ingestor:
     """Durably accepts inbound events. Thread-safe; use one per process."""
 
@@ -159,11 +156,11 @@ class Ingestor:
     def _submit(self, events: Sequence[tuple[Event, str]], waiter: _Waiter) -> None:
         if self._closed:
             raise RuntimeError("the ingestor is closed")
-        for event, _ in events:
-            check_event(event)  # raises InputRejected in the caller; a bad event never joins a group
+        # raises InputRejected in the caller; a bad event never joins a group
+        bodies = [check_event(event) for event, _ in events]
         if time.monotonic() < self._down_until:
             raise TransientError(f"the bus cannot store events right now ({self._down_reason}); retry later")
-        self._submissions.put((events, waiter))
+        self._submissions.put((events, bodies, waiter))
 
     def ingest(self, events: Sequence[tuple[Event, str]]) -> None:
         """Journal and enqueue the events; returns when both are durable (raises what the store raised)."""
@@ -243,23 +240,25 @@ class Ingestor:
             if stop:
                 return
 
-    def _store(self, events: list[tuple[Event, str]]) -> BaseException | None:
+    def _store(self, events: list[tuple[Event, str]], bodies: list[bytes]) -> BaseException | None:
+        # The journal row and the queue message carry the same bytes, encoded once (by check_event).
         if self._joint:
             assert isinstance(self.queue, EmbeddedQueue)
             try:
                 with self.journal.unit() as unit:
-                    self.journal.record_events(events, unit=unit)
-                    self.queue.publish_held(unit, [message_for(event) for event, _ in events])
+                    self.journal.record_events(events, unit=unit, bodies=bodies)
+                    self.queue.publish_held(unit, [message_for(event, body)
+                                                   for (event, _), body in zip(events, bodies, strict=True)])
             except Exception as exc:  # noqa: BLE001 - handed to the waiting callers: nothing was stored
                 return _typed(exc)
             return None
         try:
-            self.outbox.record(events, self._published)
+            self.outbox.record(events, self._published, bodies)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
             return _typed(exc)
         self._published = []
         try:
-            self.queue.publish([message_for(event) for event, _ in events])
+            self.queue.publish([message_for(event, body) for (event, _), body in zip(events, bodies, strict=True)])
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who decide
             # The callers answer 503 and their sources send again: these must never be published as well.
             try:
@@ -284,12 +283,13 @@ class Ingestor:
                 self._trip(exc)
 
     def _commit(self, batch: list[_Submission]) -> None:
-        events = [pair for submission, _ in batch for pair in submission]
+        events = [pair for submission, _, _ in batch for pair in submission]
+        bodies = [body for _, encoded, _ in batch for body in encoded]
         if time.monotonic() < self._down_until:  # queued before the store went down: no attempt either
             self._resolve(batch, [TransientError(f"the bus cannot store events right now ({self._down_reason}); "
                                                  "retry later")] * len(batch))
             return
-        error = self._store(events)
+        error = self._store(events, bodies)
         errors: list[BaseException | None] = [error] * len(batch)
         if error is not None and len(batch) > 1:
             # One submission may be what failed the group: commit each alone so the others still succeed.
@@ -297,10 +297,10 @@ class Ingestor:
             # When the first two alone fail as well and none succeeded, the store itself is failing: the rest
             # get the same error at once instead of one more slow attempt each.
             succeeded = False
-            for i, (submission, _) in enumerate(batch):
+            for i, (submission, encoded, _) in enumerate(batch):
                 if i >= 2 and not succeeded and errors[0] is not None and errors[1] is not None:
                     break
-                errors[i] = self._store(list(submission))
+                errors[i] = self._store(list(submission), encoded)
                 succeeded = succeeded or errors[i] is None
             log.warning("ingest.failed", events=len(events), error=str(error),
                         failed_alone=sum(1 for e in errors if e is not None), submissions=len(batch))
@@ -319,7 +319,7 @@ class Ingestor:
     @staticmethod
     def _resolve(batch: list[_Submission], errors: Sequence[BaseException | None]) -> None:
         on_loops: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, BaseException | None]]] = {}
-        for (_, waiter), failed in zip(batch, errors, strict=True):
+        for (_, _, waiter), failed in zip(batch, errors, strict=True):
             if waiter.loop is None:
                 waiter.resolve(failed)
             else:

@@ -99,8 +99,9 @@ def _text(name: str, value: Any) -> None:
         raise InputRejected(f"event attribute {name!r} contains a NUL character", reason="bad_attribute")
 
 
-def check_event(event: Event) -> None:
-    """Refuse an event the journal or the queue would fail on (see the module docstring)."""
+def check_event(event: Event) -> bytes:
+    """Refuse an event the journal or the queue would fail on (see the module docstring); returns the event
+    encoded (:meth:`Event.encode`), which the check needs anyway and ingest stores as it is."""
     for name in ("id", "type", "source", "subject", "correlationid", "causationid", "key"):
         _text(name, getattr(event, name))
     if event.key is not None and len(event.key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
@@ -108,7 +109,7 @@ def check_event(event: Event) -> None:
     if event.sequence is not None and not (_INT64[0] <= event.sequence <= _INT64[1]):
         raise InputRejected("sequence does not fit a 64-bit integer", reason="bad_attribute")
     try:
-        event.encode()
+        return event.encode()
     except TypeError as exc:
         if "ecursion" in str(exc):
             raise InputRejected(f"event data is nested deeper than {MAX_DEPTH} levels", reason="too_deep") from None

@@ -34,9 +34,9 @@ log = structlog.get_logger(__name__)
 GRACE_SECONDS = float(os.environ.get("IRONBUS_OUTBOX_GRACE") or 10.0)
 
 
-def message_for(event: Event) -> Message:
-    """The queue message that carries an inbound event."""
-    return Message(body=event.encode(), key=event.key)
+def message_for(event: Event, body: bytes | None = None) -> Message:
+    """The queue message that carries an inbound event (``body``: its :meth:`Event.encode`, when at hand)."""
+    return Message(body=event.encode() if body is None else body, key=event.key)
 
 
 class Outbox:
@@ -45,12 +45,13 @@ class Outbox:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def record(self, events: Sequence[tuple[Event, str]], done: Sequence[str] = ()) -> None:
+    def record(self, events: Sequence[tuple[Event, str]], done: Sequence[str] = (),
+               bodies: Sequence[bytes] | None = None) -> None:
         """Journal the events and their outbox rows in one unit of work (idempotent on the event id); ``done``
         are events published since the last call, whose rows are removed in the same unit (one write per
-        group commit instead of two)."""
+        group commit instead of two). ``bodies``: the events encoded, when the caller has them."""
         with self.journal.unit() as unit:
-            self.journal.record_events(events, unit=unit)
+            self.journal.record_events(events, unit=unit, bodies=bodies)
             self.journal.outbox.add([event.id for event, _ in events], time.time(), unit=unit)
             self.journal.outbox.remove(done, unit=unit)
 

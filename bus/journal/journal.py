@@ -147,20 +147,25 @@ class Journal(DeadLetterStore, Watermarks):
             conn.execute(sa.text("SELECT 1"))
 
     def record_events(self, events: Sequence[tuple[Event, str]], *, unit: UnitOfWork | None = None,
-                      conn: Connection | None = None) -> None:
+                      conn: Connection | None = None, bodies: Sequence[bytes] | None = None) -> None:
         """Journal inbound events with their origin, in one transaction (``unit``'s, or the caller's ``conn``,
-        when given). Idempotent on the event id: a re-sent event keeps its first record."""
+        when given). Idempotent on the event id: a re-sent event keeps its first record. ``bodies``: the events'
+        :meth:`Event.encode` when the caller has them already (ingest sends the same bytes to the queue)."""
         if not events:
             return
+        if bodies is None:
+            bodies = [event.encode() for event, _ in events]
+        elif len(bodies) != len(events):
+            raise ValueError(f"{len(bodies)} bodies for {len(events)} events")
         now = time.time()
         rows = []
-        for event, origin in events:
+        for (event, origin), body in zip(events, bodies, strict=True):
             if origin not in ORIGINS:
                 raise ValueError(f"event origin {origin!r} is not one of {sorted(ORIGINS)}")
             rows.append({"id": event.id, "type": event.type, "source": event.source, "subject": event.subject,
                          "key": event.key, "sequence": event.sequence, "correlationid": event.correlationid,
                          "causationid": event.causationid, "time": event.time, "received_at": now,
-                         "origin": origin, "body": event.encode()})
+                         "origin": origin, "body": body})
         with writing(self.engine, unit.conn if unit is not None else conn) as conn:
             self._insert_events_many.execute(conn, rows)
 

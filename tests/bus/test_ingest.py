@@ -212,3 +212,32 @@ def test_a_webhook_caller_is_answered_in_time_while_the_store_stalls(tmp_path: P
     assert [Event.decode(m.body).id for m in queue.published] == [event.id]
     assert journal.get_event(event.id) == event
     journal.close()
+
+
+def test_each_event_is_encoded_once_and_the_journal_and_queue_hold_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    queue = EmbeddedQueue(journal.engine)
+    ingestor = Ingestor(journal, queue)
+    encoded: list[str] = []
+    original = Event.encode
+    monkeypatch.setattr(Event, "encode", lambda self: encoded.append(self.id) or original(self))
+    events = [Event(type="order.changed", source="crm", data={"n": n, "lines": [{"sku": "A", "qty": n}]},
+                    key=f"SO-{n}") for n in range(20)]
+    ingestor.ingest([(event, "webhook") for event in events])
+    ingestor.close()
+    assert sorted(encoded) == sorted(event.id for event in events)  # once each, not once per store
+    leases = queue.consume(50, 5.0)
+    with journal.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT id, body FROM ib_events")).all())
+    assert {lease.message.body for lease in leases} == {bytes(body) for body in stored.values()}
+    assert sorted((Event.decode(lease.message.body) for lease in leases), key=lambda e: e.id) == \
+        sorted(events, key=lambda e: e.id)
+    queue.ack_many(leases)
+
+
+def test_record_events_refuses_bodies_that_do_not_match_the_events(tmp_path: Path) -> None:
+    journal = Journal(f"sqlite:///{tmp_path}/ironbus.sqlite")
+    event = Event(type="order.changed", source="crm", data={})
+    with pytest.raises(ValueError, match="1 bodies for 2 events"):
+        journal.record_events([(event, "webhook"), (event.with_(id="other"), "webhook")], bodies=[event.encode()])
