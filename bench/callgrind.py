@@ -16,7 +16,8 @@ __all__ = ["RUNTIME", "instructions"]
 
 #: The start of a driver: a ``Runtime`` on the embedded default in the work folder (``sys.argv[1]``), one route
 #: from a stub CRM to a stub SCM, not started — with leases of a day the lease keeper never wakes, so no thread
-#: runs on a timer and the count does not depend on how slow valgrind is. ``n`` is ``sys.argv[2]``.
+#: runs on a timer and the count does not depend on how slow valgrind is. ``n`` is ``sys.argv[2]``. The collector
+#: is set as ``ironbus run`` sets it once started (bus.gcsettings).
 RUNTIME = '''
 import sys, textwrap
 from pathlib import Path
@@ -40,6 +41,11 @@ runtime = Runtime(folder / "routes.yaml", journal=f"sqlite:///{folder}/j.sqlite"
 for name, adapter in runtime.adapters.items():
     adapter.bind_store(runtime.journal.adapter_store(name))
     adapter.open()
+try:  # what `ironbus run` does once started (bus.gcsettings); a baseline from before it has none
+    from bus.gcsettings import settle_for_serving
+except ImportError:
+    settle_for_serving = lambda: False
+settle_for_serving()
 '''
 
 
