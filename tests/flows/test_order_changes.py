@@ -185,15 +185,20 @@ def scm_comment(stack: Stack, order_id: str) -> str:
     return "\n".join(str(r.get("comment") or "") for r in rows)
 
 
-def test_a_supplier_note_after_a_delay_reaches_the_scm_but_the_customer_hears_the_date_once(stack: Stack) -> None:
+def released_order(stack: Stack, widgets: float, days: int) -> tuple[CrmSale, Supplier, int]:
+    """ACME's order for ``widgets`` W-100 in ``days``, converged, with its purchase released to the supplier."""
     w100, _ = crm_products(stack)
     customer = ids(stack, "customer", "C-ACME", "crm")
-    sale = rep(stack).create_order(customer, {w100: 7}, dt.date.today() + dt.timedelta(days=9))
-    converged(stack, sale.order_id, {"W-100": 7})
+    sale = rep(stack).create_order(customer, {w100: widgets}, dt.date.today() + dt.timedelta(days=days))
+    converged(stack, sale.order_id, {"W-100": widgets})
     supplier = Supplier(stack.adapters["srm"])
     wait_for("the purchase released", lambda: supplier.purchases_serving(sale.order_id)[0][
         "purchase."]["state"] == "processing" or None, TIMEOUT)
-    purchase = supplier.purchases_serving(sale.order_id)[0]["purchase"]
+    return sale, supplier, supplier.purchases_serving(sale.order_id)[0]["purchase"]
+
+
+def test_a_supplier_note_after_a_delay_reaches_the_scm_but_the_customer_hears_the_date_once(stack: Stack) -> None:
+    sale, supplier, purchase = released_order(stack, 7, days=9)
     later = supplier.delivery_date(purchase) + dt.timedelta(days=5)
     # Given a delay the customer has been told of
     supplier.delay_purchase(purchase, later)
@@ -213,14 +218,9 @@ def test_a_supplier_note_after_a_delay_reaches_the_scm_but_the_customer_hears_th
 
 def test_a_decrease_after_the_goods_arrived_is_refused_and_told(stack: Stack) -> None:
     w100, _ = crm_products(stack)
-    customer = ids(stack, "customer", "C-ACME", "crm")
-    sale = rep(stack).create_order(customer, {w100: 9}, dt.date.today() + dt.timedelta(days=8))
-    converged(stack, sale.order_id, {"W-100": 9})
-    supplier = Supplier(stack.adapters["srm"])
-    wait_for("the purchase released", lambda: supplier.purchases_serving(sale.order_id)[0][
-        "purchase."]["state"] == "processing" or None, TIMEOUT)
+    sale, supplier, purchase = released_order(stack, 9, days=8)
     # Given the supplier has delivered the goods
-    assert supplier.receive(supplier.purchases_serving(sale.order_id)[0]["purchase"]) > 0
+    assert supplier.receive(purchase) > 0
     rep(stack).confirm(sale.id)
     # When the customer lowers the order to 5
     rep(stack).change_lines(sale.id, {w100: 5})
