@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 #: (script, arguments, time limit in seconds)
 RUNS: list[tuple[str, list[str], int]] = [
     ("pipeline.py", ["--rounds", "3"], 120),
-    ("routes.py", ["--rounds", "3"], 120),
+    ("routes.py", ["--rounds", "5"], 120),
     ("webhooks.py", ["--rounds", "2"], 120),
     ("protection.py", [], 60),
     ("durable.py", ["--events", "5000"], 150),

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bus import dispatch  # noqa: E402
 from bus.config import load_config  # noqa: E402
 from bus.envelope import Event  # noqa: E402
+from bus.gcsettings import settle_for_serving  # noqa: E402
 from bus.pipeline import Pipeline  # noqa: E402
 
 MAPPING = textwrap.dedent("""\
@@ -111,6 +112,7 @@ def main() -> None:
     for p, events in ((one, one_events), (shared, shared_events), (distinct, distinct_events), (naive, shared_events)):
         passed = [r for r in p.process(events[7]) if r.status == "dispatch"]
         assert len(passed) == 1, "each event passes exactly one route"
+    settle_for_serving()  # the collector as `ironbus run` sets it once its routes are built (bus.gcsettings)
     scenarios = {"one": (one, one_events), "shared": (shared, shared_events),
                  "distinct": (distinct, distinct_events), "one_by_one": (naive, shared_events)}
     runs: dict[str, list[float]] = {name: [] for name in scenarios}
