@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import signal
-import textwrap
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bus import gcsettings
+from tests.helpers.routes import write_routes
 
 
 @pytest.fixture
@@ -69,16 +69,7 @@ def test_ironbus_run_settles_the_collector_once_started(tmp_path: Path, monkeypa
 
     calls: list[bool] = []
     monkeypatch.setattr(operations, "settle_for_serving", lambda: calls.append(True) or True)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(textwrap.dedent("""\
-        systems:
-          crm: {adapter: stub}
-          scm: {adapter: stub}
-        routes:
-          - name: demand
-            from: crm.order_changed
-            to: [scm.update_demand]
-        """))
+    routes = write_routes(tmp_path, "http://127.0.0.1:9")  # nothing is sent: the run ends once idle
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = cli.main(["run", "--routes", str(routes), "--journal", f"sqlite:///{tmp_path}/j.sqlite", "--no-http",
