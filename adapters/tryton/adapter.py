@@ -227,7 +227,10 @@ class TrytonAdapter(Adapter):
     @operation()
     def update_purchase(self, call: Call) -> Outcome:
         """SRM: move a purchase's delivery date, change quantities, or cancel it."""
-        return purchases.update_purchase(self.client, call)
+        # Several calls (the incoming moves, then the note): this process's polls wait for the last, so a supplier
+        # issue is reported once, whole, not first with the moves and the old note.
+        with self.gate.writing():
+            return purchases.update_purchase(self.client, call)
 
     @operation()
     def confirm_purchase(self, call: Call) -> Outcome:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from adapters.tryton import TrytonAdapter
+from adapters.tryton import TrytonAdapter, purchases
 from bus.errors import PermanentError, TransientError
 from tests.tryton.tryton_helpers import call, master_data, unique
 from tryton import tryton_env
@@ -113,6 +116,48 @@ def test_update_purchase_delay_moves_the_incoming_date(srm: TrytonAdapter) -> No
     assert line["delivery_date"] == dt.date(2027, 1, 20)
     comment = srm.client.read("purchase.purchase", [created.result["id"]], ["comment"])[0]["comment"]
     assert comment.count("delivery date 2027-01-20") == 1
+
+
+def test_a_poll_reads_a_purchase_only_once_update_purchase_has_written_all_of_it(
+        srm: TrytonAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
+    md = master_data(srm)
+    created = srm.call("create_purchase", call({"reference": unique("PR"), "party": md["supplier"],
+                                                "lines": [{"product": md["product"], "quantity": 2}]}))
+    order: list[str] = []
+    midway, go_on = threading.Event(), threading.Event()
+    noted = purchases.append_comment
+
+    def held_note(*args: Any, **kwargs: Any) -> bool:  # the moves are written; the note is not yet
+        midway.set()
+        go_on.wait(30)
+        written = noted(*args, **kwargs)
+        order.append("note")
+        return written
+
+    read = srm.client.search_read
+
+    def polled(model: str, *args: Any, **kwargs: Any) -> Any:
+        if model == "purchase.purchase" and threading.current_thread().name == "poll":
+            order.append("poll")
+        return read(model, *args, **kwargs)
+
+    monkeypatch.setattr(purchases, "append_comment", held_note)
+    monkeypatch.setattr(srm.client, "search_read", polled)
+    update = threading.Thread(target=srm.call, args=("update_purchase", call(
+        {"purchase": created.result["id"], "delivery_date": "2027-01-20"})))
+    update.start()
+    assert midway.wait(30)
+    poll = threading.Thread(target=srm.served_orders_changed, args=(None,), name="poll")
+    poll.start()
+    # The poll must not read while the update is half done: give it two seconds to do so wrongly, then let the
+    # update finish.
+    deadline = time.monotonic() + 2.0
+    while "poll" not in order and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go_on.set()
+    update.join(30)
+    poll.join(30)
+    assert order == ["note", "poll"]
 
 
 def test_update_purchase_cancels_an_open_purchase(srm: TrytonAdapter) -> None:
