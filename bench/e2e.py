@@ -136,15 +136,20 @@ async def app(scope, receive, send):
 '''
 
 
+def process_ticks(pid: int | str) -> tuple[str, int] | None:
+    """A process's name and the user + system clock ticks it has used so far (/proc/<pid>/stat), or None when
+    it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return text[text.index("(") + 1:text.rindex(")")], int(fields[11]) + int(fields[12])  # stat fields 14, 15
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (/proc/<pid>/stat; gone processes count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    """User + system CPU seconds the processes have used so far (gone processes count 0)."""
+    total = sum(found[1] for found in map(process_ticks, pids) if found is not None)
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -421,15 +426,9 @@ def service_ticks() -> dict[int, tuple[str, int]]:
     """Clock ticks used so far by each process of :data:`SERVICES` (pid -> (service, ticks))."""
     found: dict[int, tuple[str, int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
-        if name in SERVICES:
-            found[int(entry.name)] = (SERVICES[name], int(rest[11]) + int(rest[12]))
+        stat = process_ticks(entry.name) if entry.name.isdigit() else None
+        if stat is not None and stat[0] in SERVICES:
+            found[int(entry.name)] = (SERVICES[stat[0]], stat[1])
     return found
 
 
