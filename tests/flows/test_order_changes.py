@@ -207,11 +207,10 @@ def test_the_same_date_planned_again_is_not_told_again(stack: Stack) -> None:
     # the SCM with what the purchase said then.
     again = adjusted[-1].with_(id=new_event_id(), data={**adjusted[-1].data, "reason": "port strike in Rotterdam"})
     stack.runtime.ingest([(again, "followup")])
-    wait_for("the second re-plan handled", lambda: [d for d in journal.deliveries_for_events([again.id])
-                                                    if d.route == "plan-adjusted-to-crm"] or None, TIMEOUT)
+    [row] = wait_for("the second re-plan handled", lambda: [d for d in journal.deliveries_for_events([again.id])
+                                                          if d.route == "plan-adjusted-to-crm"] or None, TIMEOUT)
     assert stack.runtime.wait_idle(30)
     # Then neither the CRM nor the customer hears the same date again
-    [row] = [d for d in journal.deliveries_for_events([again.id]) if d.route == "plan-adjusted-to-crm"]
     assert row.status == "unchanged"
     [notice] = notices(stack, sale.order_id, "order_delayed")
     assert notice["promised_date"] == later.isoformat()
