@@ -148,7 +148,8 @@ class Ingestor:
         self._down_until = 0.0
         self._down_reason = ""
         self._published: list[str] = []  # outbox rows to remove with the next group (or when idle)
-        self._submissions: Handoff[_Submission | None] = Handoff()  # not SimpleQueue: see bus.handoff
+        # not SimpleQueue: see bus.handoff; a group is weighed in events
+        self._submissions: Handoff[_Submission | None] = Handoff(lambda item: len(item[0]) if item else 1)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ironbus-ingest", daemon=True)
         self._thread.start()
@@ -221,21 +222,12 @@ class Ingestor:
                 self._flush_published()
                 return
             batch = [first]
-            count = len(first[0])
-            deadline = time.monotonic() + self.max_wait
-            stop = False
-            while count < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = self._submissions.get(timeout=remaining) if remaining > 0 else \
-                        self._submissions.get_nowait()
-                except stdqueue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                count += len(item[0])
+            # the rest of the group: what comes within the window, taken in one wake-up (see bus.handoff)
+            more = self._submissions.gather(self.max_batch - len(first[0]), time.monotonic() + self.max_wait)
+            stop = None in more
+            if stop:
+                more = more[:more.index(None)]
+            batch.extend(item for item in more if item is not None)
             self._commit(batch)
             if stop:
                 return
@@ -334,5 +326,5 @@ class Ingestor:
         """Commit what was submitted, then stop the background thread."""
         if not self._closed:
             self._closed = True
-            self._submissions.put(None)
+            self._submissions.put(None, urgent=True)
             self._thread.join(timeout=30)

@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from bus.backoff import Backoff
 from bus.errors import ConfigError
 from bus.journal import checkpoints
+from bus.journal.sql import run_compiled
 
 __all__ = ["WriteLock", "create_engine", "normalise_url", "read", "reading", "write", "writing"]
 
@@ -135,12 +136,15 @@ _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDict
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for ``url`` with the SQLite pragmas above, creating the SQLite file's directory."""
+    """An engine for ``url`` with the SQLite pragmas above, creating the SQLite file's directory.
+
+    A failed statement's error never carries its parameters (``hide_parameters``): they are event bodies,
+    payloads and adapter state, which may hold personal data or secrets, and such errors are logged."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "postgresql":
         # No pre-ping: it costs a round trip on every checkout (one per journal call). A connection the server
         # dropped fails its next statement, SQLAlchemy invalidates the pool, and the caller retries.
-        return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800)
+        return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800, hide_parameters=True)
     synchronous = str(parsed.query.get("synchronous", "normal")).lower()
     if synchronous not in _SYNCHRONOUS:
         raise ConfigError(f"journal URL: synchronous={synchronous!r}; expected one of {sorted(_SYNCHRONOUS)}")
@@ -153,7 +157,7 @@ def create_engine(url: str) -> Engine:
     database = Path(parsed.database).expanduser()
     database.parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-                              pool_size=8, max_overflow=16, poolclass=sa.pool.QueuePool)
+                              pool_size=8, max_overflow=16, poolclass=sa.pool.QueuePool, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -173,8 +177,9 @@ def create_engine(url: str) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # A writer must hold the write lock from its first statement: a deferred transaction that reads and
         # then writes gets SQLITE_BUSY at once (not after busy_timeout) when another writer got there first.
+        # On the driver itself (see bus.journal.sql.run_compiled): every transaction starts here.
         mode = "IMMEDIATE" if conn.get_execution_options().get("ironbus_write") else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        run_compiled(conn, f"BEGIN {mode}", ())
 
     _WRITE_LOCKS[engine] = WriteLock(str(database))
     return engine

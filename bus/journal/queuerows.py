@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from bus.journal import tables
 from bus.journal.engine import read, write, writing
-from bus.journal.sql import ListSelect, ManyRows, chunks
+from bus.journal.sql import ListSelect, ManyRows, Prepared, chunks
 from bus.journal.unit import UnitOfWork
 from bus.queue.base import Message
 
@@ -60,7 +60,7 @@ class QueueRows:
         """Build the hot statements once: compiling them per call costs more than running them."""
         now = sa.bindparam("now", type_=sa.Double)
         ready = _Q.c.available_at <= now
-        self._peek = sa.select(_Q.c.id).where(ready).limit(1)
+        self._peek = Prepared(sa.select(_Q.c.id).where(ready).limit(1), ["now"])
         blocked = sa.select(_P.c.id).where(
             _P.c.key == _Q.c.key, _P.c.id != _Q.c.id,
             sa.or_(_P.c.id < _Q.c.id, sa.and_(_P.c.lease_owner.is_not(None), _P.c.lease_until > now))).exists()
@@ -76,9 +76,10 @@ class QueueRows:
             .returning(_Q.c.id, _Q.c.key, _Q.c.route, _Q.c.target, _Q.c.parks, _Q.c.headers, _Q.c.body,
                        _Q.c.delivery_count))
         self._keys_present = ListSelect(lambda in_: sa.select(_Q.c.key).where(in_("keys", _Q.c.key)))
-        self._ack_stmt = _Q.delete().where(
+        self._ack = Prepared(_Q.delete().where(
             _Q.c.id == sa.bindparam("b_id"), _Q.c.lease_owner == sa.bindparam("b_owner"),
-            _Q.c.delivery_count == sa.bindparam("b_count"))
+            _Q.c.delivery_count == sa.bindparam("b_count")), ["b_id", "b_owner", "b_count"])
+        self._last_rowid = Prepared(sa.select(sa.func.last_insert_rowid()), [])
 
     def insert(self, messages: Sequence[Message], unit: UnitOfWork | None = None) -> None:
         """Insert the messages, visible at once, in one transaction (``unit``'s when given)."""
@@ -113,13 +114,13 @@ class QueueRows:
         _INSERT.execute(conn, rows)
         # An INTEGER PRIMARY KEY takes the largest rowid + 1: under the write lock one executemany's rows get
         # consecutive ids, the last of which this connection knows.
-        first = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()) - len(rows) + 1
+        first = int(self._last_rowid.execute(conn).fetchone()[0]) - len(rows) + 1
         return [ClaimedRow(first + i, messages[i], 1) for i in held]
 
     def any_ready(self, now: float) -> bool:
         """Whether some row is visible now (a read: an idle poll must not take SQLite's write lock)."""
         with read(self.engine) as conn:
-            return conn.execute(self._peek, {"now": now}).first() is not None
+            return self._peek.execute(conn, now=now).fetchone() is not None
 
     def claim(self, limit: int, owner: str, now: float, until: float) -> list[ClaimedRow]:
         """Stamp up to ``limit`` claimable rows with ``owner``'s lease until ``until``, oldest first."""
@@ -135,9 +136,8 @@ class QueueRows:
         lost = 0
         with writing(self.engine, unit.conn if unit is not None else None) as conn:
             for part in chunks(list(leases)):
-                result = conn.execute(self._ack_stmt, [
-                    {"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
-                lost += len(part) - max(result.rowcount, 0)
+                lost += len(part) - self._ack.execute_many(
+                    conn, [{"b_id": x.id, "b_owner": x.owner, "b_count": x.delivery_count} for x in part])
         return lost
 
     def release(self, leases: Sequence[RowLease], delay: float, park: bool) -> None:

@@ -1,8 +1,12 @@
-"""Small SQL helpers shared by the journal's modules: dialect-specific upserts, chunked IN lists, JSON."""
+"""Small SQL helpers shared by the journal's modules: dialect-specific upserts, chunked IN lists, JSON, and
+statements compiled once that run on the driver (:func:`run_compiled`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import orjson
@@ -10,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["Compiled", "InFilter", "ListSelect", "ManyRows", "chunks", "compile_for", "dumps", "insert_for", "loads"]
+__all__ = ["Compiled", "InFilter", "ListSelect", "ManyRows", "Prepared", "chunks", "compile_for", "dumps",
+           "insert_for", "loads", "run_compiled"]
 
 T = TypeVar("T")
 
@@ -52,6 +57,37 @@ def compile_for(statement: Any, dialect: Any, bound: Collection[str], **kw: Any)
     return compiled.string, order, constants
 
 
+def run_compiled(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
+    """Run compiled SQL text inside ``conn``'s transaction; returns a DB-API cursor (SQLite) or a result.
+
+    On SQLite the statement goes to the ``sqlite3`` connection itself: ``exec_driver_sql`` cost about 15 µs of
+    Python per statement around a driver call of one or two, on the statements every group commit and every
+    worker batch runs. The transaction is the caller's (``BEGIN`` is ours on SQLite, see
+    :mod:`bus.journal.engine`), so nothing of SQLAlchemy's state is bypassed; a driver error is raised as
+    SQLAlchemy's wrapper of it, as ``exec_driver_sql`` would (callers classify outages by those types).
+    """
+    if conn.dialect.name != "sqlite":
+        return conn.exec_driver_sql(sql, params)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, sqlite3.Error, hide_parameters=True,
+                                         dialect=conn.dialect) from exc
+    return cursor
+
+
+def _row_getter(order: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row dict's values in ``order``, as a tuple (``itemgetter`` of one name returns the bare value)."""
+    if len(order) == 1:
+        name = order[0]
+        return lambda row: (row[name],)
+    return itemgetter(*order)  # type: ignore[return-value]
+
+
 class ManyRows:
     """An INSERT (or upsert) run for many rows through the driver's ``executemany``, compiled once per dialect.
 
@@ -67,26 +103,68 @@ class ManyRows:
         table = statement.table
         self.columns = tuple(columns) if columns is not None else \
             tuple(c.name for c in table.c if c is not table.autoincrement_column)
-        self._compiled: dict[str, Compiled] = {}
+        self._compiled: dict[str, tuple[Compiled, Callable[[dict[str, Any]], tuple[Any, ...]] | None]] = {}
 
-    def _for(self, conn: Connection) -> Compiled:
+    def _for(self, conn: Connection) -> tuple[Compiled, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
         name = conn.dialect.name
         found = self._compiled.get(name)
         if found is None:
-            found = self._compiled[name] = compile_for(self.statement, conn.dialect, self.columns,
-                                                       column_keys=list(self.columns))
+            compiled = compile_for(self.statement, conn.dialect, self.columns, column_keys=list(self.columns))
+            order = compiled[1]
+            # positional: one C-level getter per row (a generator per row cost more than the insert)
+            getter = _row_getter(order) if order is not None and not compiled[2] else None
+            found = self._compiled[name] = (compiled, getter)
         return found
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         """Run the statement for ``rows``; returns how many rows it inserted or changed (the driver's sum)."""
         if not rows:
             return 0
-        sql, order, constants = self._for(conn)
-        if order is not None:
-            params: Any = [tuple(row[k] if k in row else constants[k] for k in order) for row in rows]
+        (sql, order, constants), getter = self._for(conn)
+        if getter is not None:
+            params: Any = [getter(row) for row in rows]
+        elif order is not None:
+            params = [tuple(row[k] if k in row else constants[k] for k in order) for row in rows]
         else:
             params = [{**constants, **row} for row in rows] if constants else list(rows)
-        return max(conn.exec_driver_sql(sql, params).rowcount, 0)
+        return max(int(run_compiled(conn, sql, params, many=True).rowcount), 0)
+
+
+class Prepared:
+    """Any statement compiled once per dialect and run on the driver, with its parameters by name: a single
+    call (:meth:`execute`) or one call per parameter set (:meth:`execute_many`). For the hot statements that
+    are not plain inserts (the queue's acks, the idle peek); the same rule as :class:`ManyRows` applies: the
+    parameters need no type conversion."""
+
+    def __init__(self, statement: Any, names: Sequence[str]) -> None:
+        self.statement = statement
+        self.names = tuple(names)
+        self._compiled: dict[str, Compiled] = {}
+
+    def _for(self, conn: Connection) -> Compiled:
+        found = self._compiled.get(conn.dialect.name)
+        if found is None:
+            found = self._compiled[conn.dialect.name] = compile_for(self.statement, conn.dialect, self.names)
+        return found
+
+    def _params(self, compiled: Compiled, values: dict[str, Any]) -> Any:
+        _, order, constants = compiled
+        if order is None:
+            return {**constants, **values}
+        return tuple(values[k] if k in values else constants[k] for k in order)
+
+    def execute(self, conn: Connection, **values: Any) -> Any:
+        """Run once; returns the driver's cursor (SQLite) or the result: iterate it, or read ``rowcount``."""
+        compiled = self._for(conn)
+        return run_compiled(conn, compiled[0], self._params(compiled, values))
+
+    def execute_many(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
+        """Run once per parameter set; returns the driver's total ``rowcount``."""
+        compiled = self._for(conn)
+        params = [self._params(compiled, row) for row in rows]
+        if not params:
+            return 0
+        return max(int(run_compiled(conn, compiled[0], params, many=True).rowcount), 0)
 
 
 InFilter = Callable[[str, "sa.ColumnElement[Any]"], "sa.ColumnElement[bool]"]
@@ -105,6 +183,9 @@ class ListSelect:
     def __init__(self, build: Callable[[InFilter], sa.Select[Any]]) -> None:
         self._build = build
         self._compiled: dict[tuple[Any, ...], Compiled] = {}
+        # rows read on the driver come back as plain tuples: named like SQLAlchemy's rows, for the callers
+        names = build(lambda _name, column: column.is_not(None)).selected_columns.keys()
+        self._row: Callable[[Iterable[Any]], Any] = namedtuple("Row", names, rename=True)._make  # type: ignore[misc,attr-defined]
 
     def _for(self, conn: Connection, lengths: tuple[int, ...], names: tuple[str, ...]) -> Compiled:
         postgres = conn.dialect.name == "postgresql"
@@ -123,7 +204,8 @@ class ListSelect:
         found = self._compiled[cache_key] = compile_for(self._build(in_), conn.dialect, bound)
         return found
 
-    def execute(self, conn: Connection, **lists: Sequence[Any]) -> sa.CursorResult[Any]:
+    def execute(self, conn: Connection, **lists: Sequence[Any]) -> list[Any]:
+        """The rows, each with its columns by name (``row.status``)."""
         if conn.dialect.name != "postgresql":
             # One compiled statement per combination of lengths: with a worker's batches of 1 to 128 events that
             # was a fresh compilation (milliseconds) on many batches. Padded to the next power of two with its
@@ -132,11 +214,12 @@ class ListSelect:
         names = tuple(sorted(lists))
         sql, order, constants = self._for(conn, tuple(len(lists[n]) for n in names), names)
         if order is None:  # named (PostgreSQL): the lists go as arrays
-            return conn.exec_driver_sql(sql, {**constants, **{n: list(v) for n, v in lists.items()}})
+            return conn.exec_driver_sql(sql, {**constants, **{n: list(v) for n, v in lists.items()}}).all()  # type: ignore[return-value]
         values = dict(constants)
         for name in names:
             values.update((f"{name}__{i}", v) for i, v in enumerate(lists[name]))
-        return conn.exec_driver_sql(sql, tuple(values[k] for k in order))
+        cursor = run_compiled(conn, sql, tuple(values[k] for k in order))
+        return list(map(self._row, cursor.fetchall()))
 
 
 def _padded(values: Sequence[Any]) -> Sequence[Any]:

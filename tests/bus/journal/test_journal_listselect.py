@@ -22,7 +22,7 @@ def test_lists_of_every_length_find_their_rows_with_a_few_statements(tmp_path: P
     with read(engine) as conn:
         for size in range(1, 130):  # a worker's batches: any size from 1 to 128 (and one more)
             keys = [f"k{n}" for n in range(0, 2 * size, 2)] + ["missing"]
-            rows = lookup.execute(conn, keys=keys).all()
+            rows = lookup.execute(conn, keys=keys)
             assert sorted(row.v for row in rows) == [n for n in range(0, 2 * size, 2) if n < 200]
     # one compiled statement per power of two, not one per length: a batch rarely pays for a compilation
     assert len(lookup._compiled) <= 9
