@@ -112,7 +112,7 @@ class ManyRows:
             compiled = compile_for(self.statement, conn.dialect, self.columns, column_keys=list(self.columns))
             order = compiled[1]
             # positional: one C-level getter per row (a generator per row cost more than the insert)
-            getter = _row_getter(order) if order is not None and not compiled[2] else None
+            getter = _row_getter(order) if order is not None else None
             found = self._compiled[name] = (compiled, getter)
         return found
 
@@ -120,11 +120,10 @@ class ManyRows:
         """Run the statement for ``rows``; returns how many rows it inserted or changed (the driver's sum)."""
         if not rows:
             return 0
-        (sql, order, constants), getter = self._for(conn)
+        (sql, _, constants), getter = self._for(conn)
         if getter is not None:
-            params: Any = [getter(row) for row in rows]
-        elif order is not None:
-            params = [tuple(row[k] if k in row else constants[k] for k in order) for row in rows]
+            params: Any = [getter({**constants, **row}) for row in rows] if constants else \
+                [getter(row) for row in rows]
         else:
             params = [{**constants, **row} for row in rows] if constants else list(rows)
         return max(int(run_compiled(conn, sql, params, many=True).rowcount), 0)
