@@ -683,7 +683,8 @@ def main() -> None:
                         help="run one part: the embedded scenarios (with the baseline), the RabbitMQ + PostgreSQL "
                              "end-to-end scenarios, or the RabbitMQ drain against raw kombu (default: all)")
     parser.add_argument("--drain-events", type=int, default=0,
-                        help="events pre-queued for the drain (default: max(2000, events / 2))")
+                        help="events pre-queued for the drain (default: max(20000, events / 2): a shorter drain ends "
+                             "before it is steady)")
     parser.add_argument("--bus-arg", action="append", default=[],
                         help="extra argument for 'ironbus run', e.g. --bus-arg=--batch=8 (repeatable)")
     args = parser.parse_args()
@@ -744,7 +745,7 @@ def main() -> None:
                     figures["rabbitmq_latency"] = scenario_latency(folder, sink_port, journal, broker, args.rate,
                                                                    args.seconds, "RabbitMQ + PostgreSQL latency")
                 if args.only in (None, "drain"):
-                    drain_n = args.drain_events or max(2000, args.events // 2)
+                    drain_n = args.drain_events or max(20000, args.events // 2)
                     figures["rabbitmq_drain"] = scenario_drain(folder, sink_port, journal, broker, drain_n)
                     raw = raw_kombu(amqp, drain_n)
                     figures["raw_kombu_consume"] = round(raw)
