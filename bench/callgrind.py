@@ -17,7 +17,8 @@ __all__ = ["RUNTIME", "instructions"]
 #: The start of a driver: a ``Runtime`` on the embedded default in the work folder (``sys.argv[1]``), one route
 #: from a stub CRM to a stub SCM, not started — with leases of a day the lease keeper never wakes, so no thread
 #: runs on a timer and the count does not depend on how slow valgrind is. ``n`` is ``sys.argv[2]``. The collector
-#: is set as ``ironbus run`` sets it once started (bus.gcsettings).
+#: is set as ``ironbus run`` sets it once started (bus.gcsettings), and the driving thread keeps its journal
+#: connection as a worker thread does (bus.journal.keptconn).
 RUNTIME = '''
 import sys, textwrap
 from pathlib import Path
@@ -46,6 +47,11 @@ try:  # what `ironbus run` does once started (bus.gcsettings); a baseline from b
 except ImportError:
     settle_for_serving = lambda: False
 settle_for_serving()
+try:  # the worker below runs in this thread: it keeps its connection, as a worker thread of `ironbus run` does
+    from bus.journal.keptconn import kept_connections
+    kept_connections().__enter__()
+except ImportError:
+    pass
 '''
 
 

@@ -30,6 +30,7 @@ from bus.envelope import Event
 from bus.errors import TransientError
 from bus.handoff import Handoff
 from bus.journal import Journal
+from bus.journal.keptconn import kept_connections
 from bus.limits import check_event
 from bus.outbox import Outbox, message_for
 from bus.queue.base import Queue
@@ -209,6 +210,10 @@ class Ingestor:
         telemetry.end_ingest(spans)
 
     def _run(self) -> None:
+        with kept_connections():  # this thread's group commits on one connection (bus.journal.keptconn)
+            self._collect()
+
+    def _collect(self) -> None:
         while True:
             if self._published:
                 try:

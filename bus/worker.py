@@ -29,6 +29,7 @@ from bus.envelope import Event
 from bus.errors import DecodeError, IronbusError, MappingError, TransientError
 from bus.frontdoor import FrontDoor
 from bus.journal import Journal
+from bus.journal.keptconn import kept_connections
 from bus.journal.records import DeadLetter, DeliveryUpdate, idempotency_key
 from bus.linking import WHOLE_ROUTE
 from bus.ordering import SequenceGuard
@@ -71,6 +72,10 @@ class Worker:
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until ``stop`` is set. The batch in hand is finished before returning."""
+        with kept_connections():  # this thread's journal transactions on one connection (bus.journal.keptconn)
+            self._consume()
+
+    def _consume(self) -> None:
         while not self.stop.is_set():
             try:
                 leases = self.queue.consume(self.batch_size, timeout=0.5)

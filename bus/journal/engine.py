@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from bus.backoff import Backoff
 from bus.errors import ConfigError
 from bus.journal import checkpoints
+from bus.journal.keptconn import kept_for, raw_open, raw_transaction
 from bus.journal.sql import run_compiled
 
 __all__ = ["WriteLock", "create_engine", "normalise_url", "read", "reading", "write", "writing"]
@@ -178,6 +179,8 @@ def create_engine(url: str) -> Engine:
         # A writer must hold the write lock from its first statement: a deferred transaction that reads and
         # then writes gets SQLITE_BUSY at once (not after busy_timeout) when another writer got there first.
         # On the driver itself (see bus.journal.sql.run_compiled): every transaction starts here.
+        if raw_open(conn):  # begun on the driver already (bus.journal.keptconn): SQLAlchemy autobegan inside it
+            return
         mode = "IMMEDIATE" if conn.get_execution_options().get("ironbus_write") else "DEFERRED"
         run_compiled(conn, f"BEGIN {mode}", ())
 
@@ -187,7 +190,14 @@ def create_engine(url: str) -> Engine:
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success."""
+    """A connection inside a write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success. SQLite: the
+    thread's kept connection when it has one (:mod:`bus.journal.keptconn`)."""
+    lock = _WRITE_LOCKS.get(engine)
+    kept = kept_for(engine) if lock is not None else None
+    if lock is not None and kept is not None:
+        with lock.held(), raw_transaction(kept, "IMMEDIATE") as conn:
+            yield conn
+        return
     with engine.connect() as conn:
         conn.execution_options(ironbus_write=True)
         lock = _WRITE_LOCKS.get(engine)
@@ -202,6 +212,11 @@ def write(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
     """A connection inside a read-only transaction (one consistent snapshot)."""
+    kept = kept_for(engine) if engine in _WRITE_LOCKS else None
+    if kept is not None:
+        with raw_transaction(kept, "DEFERRED") as conn:
+            yield conn
+        return
     with engine.connect() as conn, conn.begin():
         yield conn
 

@@ -145,16 +145,21 @@ def test_a_failed_publish_fails_every_caller_in_the_batch(tmp_path: Path) -> Non
 
 
 class CommitCountingJournal(Journal):
-    """Counts the write transactions begun on its engine."""
+    """Counts the write transactions begun on its engine, as SQLite sees them (``BEGIN IMMEDIATE`` statements:
+    the ingest thread begins its transactions on the driver, not through SQLAlchemy)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.writes = 0
+        self.engine.dispose()  # connections opened by the migration have no trace callback
 
-        @sa.event.listens_for(self.engine, "begin")
-        def _count(conn: sa.Connection) -> None:
-            if conn.get_execution_options().get("ironbus_write"):
+        def _trace(statement: str) -> None:
+            if statement.startswith("BEGIN IMMEDIATE"):
                 self.writes += 1
+
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(_trace)
 
 
 def test_embedded_groups_commit_events_and_messages_in_one_transaction(tmp_path: Path) -> None:
