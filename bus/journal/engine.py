@@ -178,7 +178,7 @@ def create_engine(url: str) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # A writer must hold the write lock from its first statement: a deferred transaction that reads and
         # then writes gets SQLITE_BUSY at once (not after busy_timeout) when another writer got there first.
-        # On the driver itself (see bus.journal.sql.run_compiled): every transaction starts here.
+        # A pooled connection's transactions begin here, on the driver itself (bus.journal.sql.run_compiled).
         if raw_open(conn):  # begun on the driver already (bus.journal.keptconn): SQLAlchemy autobegan inside it
             return
         mode = "IMMEDIATE" if conn.get_execution_options().get("ironbus_write") else "DEFERRED"
@@ -200,7 +200,6 @@ def write(engine: Engine) -> Iterator[Connection]:
         return
     with engine.connect() as conn:
         conn.execution_options(ironbus_write=True)
-        lock = _WRITE_LOCKS.get(engine)
         if lock is None:  # PostgreSQL: row locks, no single writer
             with conn.begin():
                 yield conn

@@ -85,7 +85,7 @@ def event_chunks(engine: Engine, selection: EventSelection, chunk: int = CHUNK) 
         with read(engine) as conn:
             result = conn.execute(base) if last is None else conn.execute(
                 page, {"after_at": last.received_at, "after_id": last.id})
-            # fetchall and plain tuples: iterating a result fetches (and wraps) one row at a time
+            # all rows at once: iterating a result fetches (and wraps) one row at a time
             rows = [JournaledEvent(i, k, c, at, bytes(b)) for i, k, c, at, b in result.all()]
         if not rows:
             return
