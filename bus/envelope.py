@@ -7,6 +7,8 @@ which is what CloudEvents prescribes for extensions.
 
 from __future__ import annotations
 
+import hashlib
+import time as _time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -16,7 +18,7 @@ import orjson
 
 from bus.errors import DecodeError
 
-__all__ = ["Event", "new_event_id"]
+__all__ = ["Event", "name_based_id", "new_event_id"]
 
 SPECVERSION = "1.0"
 _REQUIRED = ("id", "source", "type")
@@ -31,8 +33,31 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+def name_based_id(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, the same text without building a ``UUID`` object: an inbound
+    webhook's events get their ids this way, one per event (see :mod:`bus.inbound`)."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_last_now: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time to the millisecond, e.g. ``2026-12-07T17:14:29.123Z``: each event's default ``time``.
+    Formatted once per millisecond (a webhook burst makes several events in one)."""
+    global _last_now
+    ms = _time.time_ns() // 1_000_000
+    last = _last_now  # one read: another thread may replace it meanwhile
+    if last[0] == ms:
+        return last[1]
+    seconds, millis = divmod(ms, 1000)
+    text = f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    _last_now = (ms, text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

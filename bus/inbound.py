@@ -20,6 +20,8 @@ import os
 import time
 import uuid
 
+from bus.envelope import name_based_id
+
 __all__ = ["DEDUP_WINDOW", "inbound_event_ids"]
 
 #: Seconds during which a byte-identical request to the same endpoint is taken as a resend.
@@ -33,4 +35,4 @@ def inbound_event_ids(system: str, trigger: str, body: bytes, count: int, *, now
     span = DEDUP_WINDOW if window is None else window
     bucket = int((time.time() if now is None else now) // span) if span > 0 else uuid.uuid4().int
     digest = hashlib.sha256(body).hexdigest()
-    return [str(uuid.uuid5(_NAMESPACE, f"{system}/{trigger}/{digest}/{bucket}/{index}")) for index in range(count)]
+    return [name_based_id(_NAMESPACE, f"{system}/{trigger}/{digest}/{bucket}/{index}") for index in range(count)]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
+import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from bus.envelope import Event, new_event_id
+from bus.envelope import Event, name_based_id, new_event_id
 from bus.errors import DecodeError
 
 
@@ -68,3 +72,26 @@ def test_with_returns_a_changed_copy() -> None:
     event = Event(type="t", source="s", data=1)
     keyed = event.with_(key="K")
     assert (keyed.key, keyed.id, event.key) == ("K", event.id, None)
+
+
+def test_name_based_ids_are_exactly_uuid5() -> None:
+    # inbound webhook events are deduplicated by these ids across versions of the bus: they must never change
+    namespace = uuid.UUID("6f1c7a52-3c1e-4d8e-9a57-1b2f0e7d4c11")
+    rng = random.Random(7)
+    alphabet = string.printable + "éß漢\u2028"
+    for _ in range(2000):
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        assert name_based_id(namespace, name) == str(uuid.uuid5(namespace, name))
+
+
+def test_the_default_time_is_utc_to_the_millisecond_and_never_goes_back() -> None:
+    seen = []
+    for _ in range(5000):
+        before = datetime.now(UTC)
+        text = Event(type="t", source="s").time
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text), text
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert abs((stamp - before).total_seconds()) < 1.0
+        seen.append(text)
+    assert seen == sorted(seen)
+    assert len(set(seen)) > 1  # formatted anew as the milliseconds pass, not once
