@@ -227,12 +227,13 @@ class Ingestor:
                 self._flush_published()
                 return
             batch = [first]
+            stop = False
             # the rest of the group: what comes within the window, taken in one wake-up (see bus.handoff)
-            more = self._submissions.gather(self.max_batch - len(first[0]), time.monotonic() + self.max_wait)
-            stop = None in more
-            if stop:
-                more = more[:more.index(None)]
-            batch.extend(item for item in more if item is not None)
+            for item in self._submissions.gather(self.max_batch - len(first[0]), time.monotonic() + self.max_wait):
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
             self._commit(batch)
             if stop:
                 return

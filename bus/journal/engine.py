@@ -193,8 +193,7 @@ def write(engine: Engine) -> Iterator[Connection]:
     """A connection inside a write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success. SQLite: the
     thread's kept connection when it has one (:mod:`bus.journal.keptconn`)."""
     lock = _WRITE_LOCKS.get(engine)
-    kept = kept_for(engine) if lock is not None else None
-    if lock is not None and kept is not None:
+    if lock is not None and (kept := kept_for(engine)) is not None:
         with lock.held(), raw_transaction(kept, "IMMEDIATE") as conn:
             yield conn
         return

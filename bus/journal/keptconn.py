@@ -104,9 +104,7 @@ def _end(conn: Connection, driver: Any, statement: str) -> None:
 
 def _discard(conn: Connection) -> None:
     kept: dict[Engine, Connection] | None = getattr(_local, "kept", None)
-    if kept is not None:
-        for engine, held in list(kept.items()):
-            if held is conn:
-                del kept[engine]
+    if kept is not None and kept.get(conn.engine) is conn:
+        del kept[conn.engine]
     conn.invalidate()  # the pool closes its sqlite3 connection (and the transaction with it)
     conn.close()

@@ -88,82 +88,68 @@ def _row_getter(order: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, .
     return itemgetter(*order)  # type: ignore[return-value]
 
 
+_Getter = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+class Prepared:
+    """A statement compiled once per dialect and run on the driver, with its parameters by name: a single call
+    (:meth:`execute`) or one call per parameter set (:meth:`execute_many`). The parameters must need no type
+    conversion (text, numbers, bytes): they go to the driver as they are."""
+
+    def __init__(self, statement: Any, names: Sequence[str], **compile_kw: Any) -> None:
+        self.statement = statement
+        self.names = tuple(names)
+        self._compile_kw = compile_kw
+        self._compiled: dict[str, tuple[Compiled, _Getter | None]] = {}
+
+    def _for(self, conn: Connection) -> tuple[Compiled, _Getter | None]:
+        found = self._compiled.get(conn.dialect.name)
+        if found is None:
+            compiled = compile_for(self.statement, conn.dialect, self.names, **self._compile_kw)
+            order = compiled[1]
+            # positional: one C-level getter per parameter set (a generator per row cost more than the insert)
+            found = self._compiled[conn.dialect.name] = (compiled, _row_getter(order) if order is not None else None)
+        return found
+
+    @staticmethod
+    def _params(constants: dict[str, Any], getter: _Getter | None, values: dict[str, Any]) -> Any:
+        merged = {**constants, **values} if constants else values
+        return merged if getter is None else getter(merged)
+
+    def execute(self, conn: Connection, **values: Any) -> Any:
+        """Run once; returns the driver's cursor (SQLite) or the result: iterate it, or read ``rowcount``."""
+        (sql, _, constants), getter = self._for(conn)
+        return run_compiled(conn, sql, self._params(constants, getter, values))
+
+    def execute_many(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
+        """Run once per parameter set; returns the driver's total ``rowcount``."""
+        (sql, _, constants), getter = self._for(conn)
+        params = [self._params(constants, getter, row) for row in rows]
+        if not params:
+            return 0
+        return max(int(run_compiled(conn, sql, params, many=True).rowcount), 0)
+
+
 class ManyRows:
     """An INSERT (or upsert) run for many rows through the driver's ``executemany``, compiled once per dialect.
 
     ``conn.execute(statement, rows)`` has SQLAlchemy look up its compiled cache and build every row's
     parameters in Python: on the bus's hottest writes (ingest, queue publish, settle) that cost more than the
     database did. The statements here bind plain columns (text, numbers, bytes) that need no type conversion,
-    so the rows go to the driver as they are. Every row carries every column of the statement's table but an
-    autoincrement key, or every column of ``columns`` when given (the others are left out of the INSERT).
+    so the rows go to the driver as they are (:class:`Prepared`). Every row carries every column of the
+    statement's table but an autoincrement key, or every column of ``columns`` when given (the others are left
+    out of the INSERT).
     """
 
     def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
-        self.statement = statement
         table = statement.table
         self.columns = tuple(columns) if columns is not None else \
             tuple(c.name for c in table.c if c is not table.autoincrement_column)
-        self._compiled: dict[str, tuple[Compiled, Callable[[dict[str, Any]], tuple[Any, ...]] | None]] = {}
-
-    def _for(self, conn: Connection) -> tuple[Compiled, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
-        name = conn.dialect.name
-        found = self._compiled.get(name)
-        if found is None:
-            compiled = compile_for(self.statement, conn.dialect, self.columns, column_keys=list(self.columns))
-            order = compiled[1]
-            # positional: one C-level getter per row (a generator per row cost more than the insert)
-            getter = _row_getter(order) if order is not None else None
-            found = self._compiled[name] = (compiled, getter)
-        return found
+        self._prepared = Prepared(statement, self.columns, column_keys=list(self.columns))
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         """Run the statement for ``rows``; returns how many rows it inserted or changed (the driver's sum)."""
-        if not rows:
-            return 0
-        (sql, _, constants), getter = self._for(conn)
-        if getter is not None:
-            params: Any = [getter({**constants, **row}) for row in rows] if constants else \
-                [getter(row) for row in rows]
-        else:
-            params = [{**constants, **row} for row in rows] if constants else list(rows)
-        return max(int(run_compiled(conn, sql, params, many=True).rowcount), 0)
-
-
-class Prepared:
-    """Any statement compiled once per dialect and run on the driver, with its parameters by name: a single
-    call (:meth:`execute`) or one call per parameter set (:meth:`execute_many`). For the hot statements that
-    are not plain inserts (the queue's acks, the idle peek); the same rule as :class:`ManyRows` applies: the
-    parameters need no type conversion."""
-
-    def __init__(self, statement: Any, names: Sequence[str]) -> None:
-        self.statement = statement
-        self.names = tuple(names)
-        self._compiled: dict[str, Compiled] = {}
-
-    def _for(self, conn: Connection) -> Compiled:
-        found = self._compiled.get(conn.dialect.name)
-        if found is None:
-            found = self._compiled[conn.dialect.name] = compile_for(self.statement, conn.dialect, self.names)
-        return found
-
-    def _params(self, compiled: Compiled, values: dict[str, Any]) -> Any:
-        _, order, constants = compiled
-        if order is None:
-            return {**constants, **values}
-        return tuple(values[k] if k in values else constants[k] for k in order)
-
-    def execute(self, conn: Connection, **values: Any) -> Any:
-        """Run once; returns the driver's cursor (SQLite) or the result: iterate it, or read ``rowcount``."""
-        compiled = self._for(conn)
-        return run_compiled(conn, compiled[0], self._params(compiled, values))
-
-    def execute_many(self, conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
-        """Run once per parameter set; returns the driver's total ``rowcount``."""
-        compiled = self._for(conn)
-        params = [self._params(compiled, row) for row in rows]
-        if not params:
-            return 0
-        return max(int(run_compiled(conn, compiled[0], params, many=True).rowcount), 0)
+        return self._prepared.execute_many(conn, rows)
 
 
 InFilter = Callable[[str, "sa.ColumnElement[Any]"], "sa.ColumnElement[bool]"]
