@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from bus.journal import tables
 from bus.journal.engine import read, write, writing
-from bus.journal.sql import chunks, insert_for
+from bus.journal.sql import ListWrite, ManyRows, chunks, insert_for
 from bus.journal.unit import UnitOfWork
 
 __all__ = ["OutboxCounts", "OutboxRows"]
@@ -32,26 +32,30 @@ class OutboxRows:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # compiled once and run on the driver: ingest writes and removes rows on every group commit
         stmt = insert_for(engine.dialect.name, _O)
-        self._upsert = stmt.on_conflict_do_update(index_elements=[_O.c.event_id],
-                                                  set_={"state": "pending", "recorded_at": stmt.excluded.recorded_at})
+        self._upsert = ManyRows(stmt.on_conflict_do_update(
+            index_elements=[_O.c.event_id], set_={"state": "pending", "recorded_at": stmt.excluded.recorded_at}))
+        self._remove = ListWrite(lambda in_: _O.delete().where(in_("ids", _O.c.event_id)))
+        self._refuse = ListWrite(lambda in_: _O.update().where(in_("ids", _O.c.event_id)).values(state="refused"))
 
     def add(self, event_ids: Sequence[str], now: float, *, unit: UnitOfWork) -> None:
         """Pending rows for ``event_ids``, in ``unit`` (the one that journals the events); idempotent."""
-        for ids in chunks(list(event_ids)):
-            unit.conn.execute(self._upsert, [{"event_id": i, "state": "pending", "recorded_at": now} for i in ids])
+        self._upsert.execute(unit.conn, [{"event_id": i, "state": "pending", "recorded_at": now} for i in event_ids])
 
     def remove(self, event_ids: Sequence[str], *, unit: UnitOfWork | None = None) -> None:
         """The events are on the queue: their rows go (in ``unit`` when given)."""
+        if not event_ids:
+            return
         with writing(self.engine, unit.conn if unit is not None else None) as conn:
             for ids in chunks(list(event_ids)):
-                conn.execute(_O.delete().where(_O.c.event_id.in_(list(ids))))
+                self._remove.execute(conn, ids=ids)
 
     def refuse(self, event_ids: Sequence[str]) -> None:
         """Mark the rows ``refused``: the relay never publishes them."""
         with write(self.engine) as conn:
             for ids in chunks(list(event_ids)):
-                conn.execute(_O.update().where(_O.c.event_id.in_(list(ids))).values(state="refused"))
+                self._refuse.execute(conn, ids=ids)
 
     def counts(self, cutoff: float) -> OutboxCounts:
         """Pending rows recorded before ``cutoff``, and refused rows."""

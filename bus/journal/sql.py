@@ -3,7 +3,6 @@ statements compiled once that run on the driver (:func:`run_compiled`)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from operator import itemgetter
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["Compiled", "InFilter", "ListSelect", "ManyRows", "Prepared", "chunks", "compile_for", "dumps",
+__all__ = ["Compiled", "InFilter", "ListSelect", "ListWrite", "ManyRows", "Prepared", "chunks", "compile_for", "dumps",
            "insert_for", "loads", "run_compiled"]
 
 T = TypeVar("T")
@@ -58,24 +57,27 @@ def compile_for(statement: Any, dialect: Any, bound: Collection[str], **kw: Any)
 
 
 def run_compiled(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
-    """Run compiled SQL text inside ``conn``'s transaction; returns a DB-API cursor (SQLite) or a result.
+    """Run compiled SQL text inside ``conn``'s transaction on the driver; returns the DB-API cursor.
 
-    On SQLite the statement goes to the ``sqlite3`` connection itself: ``exec_driver_sql`` cost about 15 µs of
-    Python per statement around a driver call of one or two, on the statements every group commit and every
-    worker batch runs. The transaction is the caller's (``BEGIN`` is ours on SQLite, see
-    :mod:`bus.journal.engine`), so nothing of SQLAlchemy's state is bypassed; a driver error is raised as
-    SQLAlchemy's wrapper of it, as ``exec_driver_sql`` would (callers classify outages by those types).
+    ``exec_driver_sql`` cost about 15 µs of Python per statement around a driver call of one or two (SQLite),
+    on the statements every group commit and every worker batch runs; on PostgreSQL its wrapping was a quarter
+    of the time the bus spent in SQL. The transaction is the caller's (on SQLite ``BEGIN`` is ours, see
+    :mod:`bus.journal.engine`; psycopg begins one on the first statement, SQLAlchemy commits it), so nothing of
+    SQLAlchemy's state is bypassed. A driver error is raised as SQLAlchemy's wrapper of it, as
+    ``exec_driver_sql`` would (callers classify outages by those types), without the statement's values; a
+    connection the server dropped is invalidated, so the pool does not hand it out again.
     """
-    if conn.dialect.name != "sqlite":
-        return conn.exec_driver_sql(sql, params)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dbapi_conn = conn.connection.driver_connection
+    cursor = dbapi_conn.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-    except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, params, exc, sqlite3.Error, hide_parameters=True,
+    except conn.dialect.loaded_dbapi.Error as exc:
+        if conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor):
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
                                          dialect=conn.dialect) from exc
     return cursor
 
@@ -117,7 +119,7 @@ class Prepared:
         return merged if getter is None else getter(merged)
 
     def execute(self, conn: Connection, **values: Any) -> Any:
-        """Run once; returns the driver's cursor (SQLite) or the result: iterate it, or read ``rowcount``."""
+        """Run once; returns the driver's cursor: fetch from it, or read ``rowcount``."""
         (sql, _, constants), getter = self._for(conn)
         return run_compiled(conn, sql, self._params(constants, getter, values))
 
@@ -155,22 +157,19 @@ class ManyRows:
 InFilter = Callable[[str, "sa.ColumnElement[Any]"], "sa.ColumnElement[bool]"]
 
 
-class ListSelect:
-    """A SELECT filtered by ``column IN (list)`` conditions, compiled once and run through the driver.
+class _ListStatement:
+    """A statement filtered by ``column IN (list)`` conditions, compiled once and run through the driver.
 
     SQLAlchemy renders an expanding ``IN`` anew on every call, which cost the worker more than the database
     did on its per-batch lookups. Here PostgreSQL binds each list as one array (``column = ANY(%(name)s)``:
     one statement text whatever the lengths, so the server can keep it prepared); SQLite gets one compiled
     statement per combination of list lengths. ``build`` makes the statement, calling ``in_(name, column)``
-    for each list filter; :meth:`execute` takes the lists by those names.
+    for each list filter; the lists are passed by those names.
     """
 
-    def __init__(self, build: Callable[[InFilter], sa.Select[Any]]) -> None:
+    def __init__(self, build: Callable[[InFilter], Any]) -> None:
         self._build = build
         self._compiled: dict[tuple[Any, ...], Compiled] = {}
-        # rows read on the driver come back as plain tuples: named like SQLAlchemy's rows, for the callers
-        names = build(lambda _name, column: column.is_not(None)).selected_columns.keys()
-        self._row: Callable[[Iterable[Any]], Any] = namedtuple("Row", names, rename=True)._make  # type: ignore[misc,attr-defined]
 
     def _for(self, conn: Connection, lengths: tuple[int, ...], names: tuple[str, ...]) -> Compiled:
         postgres = conn.dialect.name == "postgresql"
@@ -189,8 +188,8 @@ class ListSelect:
         found = self._compiled[cache_key] = compile_for(self._build(in_), conn.dialect, bound)
         return found
 
-    def execute(self, conn: Connection, **lists: Sequence[Any]) -> list[Any]:
-        """The rows, each with its columns by name (``row.status``)."""
+    def _run(self, conn: Connection, lists: dict[str, Sequence[Any]]) -> Any:
+        """The driver's cursor."""
         if conn.dialect.name != "postgresql":
             # One compiled statement per combination of lengths: with a worker's batches of 1 to 128 events that
             # was a fresh compilation (milliseconds) on many batches. Padded to the next power of two with its
@@ -199,12 +198,36 @@ class ListSelect:
         names = tuple(sorted(lists))
         sql, order, constants = self._for(conn, tuple(len(lists[n]) for n in names), names)
         if order is None:  # named (PostgreSQL): the lists go as arrays
-            return conn.exec_driver_sql(sql, {**constants, **{n: list(v) for n, v in lists.items()}}).all()  # type: ignore[return-value]
+            return run_compiled(conn, sql, {**constants, **{n: list(v) for n, v in lists.items()}})
         values = dict(constants)
         for name in names:
             values.update((f"{name}__{i}", v) for i, v in enumerate(lists[name]))
-        cursor = run_compiled(conn, sql, tuple(values[k] for k in order))
-        return list(map(self._row, cursor.fetchall()))
+        return run_compiled(conn, sql, tuple(values[k] for k in order))
+
+
+class ListSelect(_ListStatement):
+    """A SELECT filtered by ``column IN (list)`` conditions (see :class:`_ListStatement`); rows by name."""
+
+    def __init__(self, build: Callable[[InFilter], sa.Select[Any]]) -> None:
+        super().__init__(build)
+        # rows read on the driver come back as plain tuples: named like SQLAlchemy's rows, for the callers
+        names = build(lambda _name, column: column.is_not(None)).selected_columns.keys()
+        self._row: Callable[[Iterable[Any]], Any] = namedtuple("Row", names, rename=True)._make  # type: ignore[misc,attr-defined]
+
+    def execute(self, conn: Connection, **lists: Sequence[Any]) -> list[Any]:
+        """The rows, each with its columns by name (``row.status``)."""
+        return list(map(self._row, self._run(conn, lists).fetchall()))
+
+
+class ListWrite(_ListStatement):
+    """An UPDATE or DELETE filtered by ``column IN (list)`` conditions (see :class:`_ListStatement`). Lists
+    longer than :data:`IN_CHUNK` are the caller's to split (SQLite caps bound parameters)."""
+
+    def execute(self, conn: Connection, **lists: Sequence[Any]) -> int:
+        """Run it; returns the driver's ``rowcount``."""
+        if not all(lists.values()):
+            return 0
+        return max(int(self._run(conn, lists).rowcount), 0)
 
 
 def _padded(values: Sequence[Any]) -> Sequence[Any]:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from bus.journal import Journal
 from bus.journal.engine import read, write
-from bus.journal.sql import ListSelect, ManyRows, Prepared
+from bus.journal.sql import ListSelect, ListWrite, ManyRows, Prepared
 
 _metadata = sa.MetaData()
 _T = sa.Table("driver_sql_t", _metadata, sa.Column("k", sa.Text, primary_key=True), sa.Column("v", sa.Integer),
@@ -56,3 +56,63 @@ def test_a_driver_error_is_raised_as_sqlalchemy_s_type_without_the_values(engine
         missing.execute(conn)
     with read(engine) as conn:  # the failed transaction was rolled back: the table holds the first row only
         assert [tuple(r) for r in conn.execute(sa.select(_T.c.k, _T.c.v))] == [("once", 1)]
+
+
+def test_list_writes_change_only_the_listed_rows(engine: sa.Engine) -> None:
+    insert = ManyRows(_T.insert())
+    mark = ListWrite(lambda in_: _T.update().where(in_("keys", _T.c.k)).values(note="marked"))
+    drop = ListWrite(lambda in_: _T.delete().where(in_("keys", _T.c.k), in_("values", _T.c.v)))
+    with write(engine) as conn:
+        insert.execute(conn, [{"k": f"k{n}", "v": n, "note": None} for n in range(12)])
+    with write(engine) as conn:
+        # three keys (padded to four on SQLite by repeating the last), one missing: the two present change
+        assert mark.execute(conn, keys=["k1", "k5", "missing"]) == 2
+        assert mark.execute(conn, keys=[]) == 0
+        # both lists must match: k2 has v 2 (listed), k3 has v 3 (not listed)
+        assert drop.execute(conn, keys=["k2", "k3", "k4", "k6", "k7"], values=[2, 4, 6, 99, 100]) == 3
+    with read(engine) as conn:
+        rows = {r.k: r.note for r in conn.execute(sa.select(_T.c.k, _T.c.note))}
+    assert sorted(rows) == sorted(f"k{n}" for n in (0, 1, 3, 5, 7, 8, 9, 10, 11))
+    assert {k for k, note in rows.items() if note == "marked"} == {"k1", "k5"}
+
+
+def test_outbox_rows_are_added_removed_and_refused_in_chunks(journal: Journal) -> None:
+    ids = [f"ev-{n:04d}" for n in range(1_203)]  # more than one IN chunk (500)
+    with journal.unit() as unit:
+        journal.outbox.add([*ids, ids[0]], 100.0, unit=unit)  # a resend within the group: one row
+    assert journal.outbox.counts(cutoff=200.0) == (1_203, 0)
+    journal.outbox.refuse(ids[:3])
+    with journal.unit() as unit:
+        journal.outbox.remove(ids[3:1_100], unit=unit)
+    journal.outbox.remove([])
+    assert journal.outbox.counts(cutoff=200.0) == (1_203 - 1_100, 3)
+    assert journal.outbox.states(ids[:5] + ids[1_150:1_152], cutoff=200.0) == {
+        ids[0]: "refused", ids[1]: "refused", ids[2]: "refused", ids[1_150]: "unpublished", ids[1_151]: "unpublished"}
+    with journal.unit() as unit:  # an event journaled again is pending again, with its new time
+        journal.outbox.add(ids[:1], 300.0, unit=unit)
+    assert journal.outbox.states(ids[:1], cutoff=250.0) == {}
+
+
+def test_a_connection_the_server_dropped_is_not_handed_out_again(postgres_url: str) -> None:
+    from tests.helpers.pg import pg_schema_url
+
+    for url in pg_schema_url(postgres_url):
+        journal = Journal(url)
+        try:
+            engine = journal.engine
+            _metadata.create_all(engine)
+            count = Prepared(sa.select(sa.func.count()).select_from(_T), [])
+            with read(engine) as conn:
+                pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())  # type: ignore[arg-type]
+            admin = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+            with admin.connect() as other:  # the server ends that session, as a restart or an admin would
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            admin.dispose()
+            # the pool hands the dropped connection out once (it cannot know): the statement fails as an outage …
+            with pytest.raises(sa.exc.OperationalError), read(engine) as conn:
+                count.execute(conn)
+            # … and is invalidated: the next transaction gets a fresh connection
+            with read(engine) as conn:
+                assert count.execute(conn).fetchone()[0] == 0
+        finally:
+            journal.close()

@@ -175,11 +175,13 @@ def test_prune_removes_only_settled_old_events(journal: Journal) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.events)).scalar() == 2
 
 
-def test_delivered_keys_reads_only_the_asked_rows_on_a_table_without_statistics(postgres_url: str) -> None:
+def test_delivered_keys_reads_only_the_asked_rows_on_a_table_without_statistics(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given a PostgreSQL journal filled with delivered rows before any ANALYZE (as at the start of a drain),
     the worker's "already delivered?" lookup must read the rows it asks for, not every delivered row of the
     table: with a status condition in the query the planner once led with the (route, target, status) index
     and read them all on every batch, which cost more than the rest of the journal's work."""
+    from bus.journal import sql as sql_helpers
     from tests.helpers.pg import pg_schema_url
 
     for url in pg_schema_url(postgres_url):
@@ -194,8 +196,14 @@ def test_delivered_keys_reads_only_the_asked_rows_on_a_table_without_statistics(
             journal.settle([_update(e, "parked", error="down", error_kind="transient") for e in parked])
             asked = [idempotency_key(e.id, "r1", "scm.update") for e in events[4000:4020]] + ["missing:r1:t"]
             statements: list[tuple[str, Any]] = []
-            sa.event.listen(journal.engine, "before_cursor_execute",
-                            lambda _conn, _cursor, sql, params, *_, seen=statements: seen.append((sql, params)))
+            run_compiled = sql_helpers.run_compiled
+
+            def seen(conn: Any, sql: str, params: Any, *, _seen: list[tuple[str, Any]] = statements,
+                     _run: Any = run_compiled, **kw: Any) -> Any:  # the lookup runs on the driver
+                _seen.append((sql, params))
+                return _run(conn, sql, params, **kw)
+
+            monkeypatch.setattr(sql_helpers, "run_compiled", seen)
 
             # When: the lookup runs
             found = journal.delivered_keys(asked + [idempotency_key(e.id, "r1", "scm.update") for e in parked])
