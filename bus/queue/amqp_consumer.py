@@ -7,6 +7,9 @@ directly, and reads the socket a buffer at a time: py-amqp reads each frame in t
 delivery is three frames, so a message cost nine system calls, each of them a hand-over of the GIL to a busy
 worker thread and back.
 
+The buffer holds bus messages (*parts*): a pack (:mod:`bus.queue.amqp_pack`) is unpacked by the I/O thread as it
+arrives, into one buffer entry per part, and its delivery tag is acked once the last of its parts is settled.
+
 Per-key order within the process: a message whose key is already leased, or has an earlier message waiting, is
 held back in the buffer until that lease is settled. A broken connection is reconnected with back-off; its
 unacked messages go back to the broker, and leases of it can no longer be acked (their *generation* is old).
@@ -19,18 +22,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import kombu as _kombu
 import structlog
 
 from bus.backoff import Backoff
 from bus.errors import TransientError
-from bus.queue.amqp_topology import H_KEY
+from bus.queue.amqp_pack import PackError, delivery_count, unpack
+from bus.queue.base import Message
 
 kb: Any = _kombu
 
-__all__ = ["AmqpConsumer"]
+__all__ = ["AmqpConsumer", "Part"]
+
+#: A buffered bus message: (key, message, delivery count, the AMQP delivery it came in — one pack's parts share it)
+Part: TypeAlias = tuple[str | None, Message, int, Any]
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +46,9 @@ READ_CHUNK = 1 << 16
 #: How long the I/O thread waits for a frame before it sends the acks handed to it.
 DRAIN_TIMEOUT = 0.01
 
-# Ack state of a delivery tag on the consuming channel (see AmqpConsumer._flush_acks).
-_OUTSTANDING, _SETTLED, _ACKED_ALONE = 0, 1, 2
+# Ack state of a delivery tag on the consuming channel (see AmqpConsumer._flush_acks): a positive state is the
+# number of its parts not settled yet.
+_SETTLED, _ACKED_ALONE = 0, -1
 
 
 def _buffered_reads(connection: Any) -> None:
@@ -71,7 +79,7 @@ class AmqpConsumer:
         #: True once this process also listens (as standby) on the other processes' partitions
         self.standby_subscribed = False
         self.cond = threading.Condition()
-        self.buffer: deque[Any] = deque()
+        self.buffer: deque[Part] = deque()
         self.leased_keys: dict[str, int] = {}
         self.in_flight = 0
         self.generation = 0
@@ -84,7 +92,7 @@ class AmqpConsumer:
         self._io_error: str | None = None
 
     # -- worker side (callers hold no lock) ------------------------------------------------------------------
-    def take(self, limit: int, timeout: float) -> tuple[list[Any], int]:
+    def take(self, limit: int, timeout: float) -> tuple[list[Part], int]:
         """Up to ``limit`` buffered messages whose key is free, waiting at most ``timeout`` seconds for the
         first; with the generation they belong to."""
         self.start()
@@ -99,30 +107,31 @@ class AmqpConsumer:
                     return taken, self.generation
                 self.cond.wait(remaining)
 
-    def _take(self, limit: int) -> list[Any]:
-        taken: list[Any] = []
-        kept: list[Any] = []
+    def _take(self, limit: int) -> list[Part]:
+        taken: list[Part] = []
+        kept: list[Part] = []
         waiting: set[str] = set()
         buffer, leased = self.buffer, self.leased_keys
         # Stop at the limit: what is behind it stays as it is, rather than being walked on every take (the
-        # buffer holds up to partitions x prefetch messages).
+        # buffer holds up to partitions x prefetch x pack messages).
         while buffer and len(taken) < limit:
-            raw = buffer.popleft()
-            key = (raw.headers or {}).get(H_KEY)
+            part = buffer.popleft()
+            key = part[0]
             if key is not None and (key in waiting or key in leased):
-                kept.append(raw)
+                kept.append(part)
                 waiting.add(key)
                 continue
             if key is not None:
                 leased[key] = leased.get(key, 0) + 1
             self.in_flight += 1
-            taken.append(raw)
+            taken.append(part)
         buffer.extendleft(reversed(kept))
         return taken
 
     def settle(self, settled: Sequence[tuple[str | None, int, Any]]) -> None:
         """Free the keys of settled messages ``(key, generation, raw)`` and hand their acks to the I/O thread
-        (a message of a dead channel is not acked: the broker has requeued it already)."""
+        (a message of a dead channel is not acked: the broker has requeued it already). ``raw`` is the delivery
+        the message came in; for a part of a pack, the I/O thread acks it once every part is settled."""
         with self.cond:
             for key, generation, raw in settled:
                 if generation != self.generation:
@@ -209,34 +218,54 @@ class AmqpConsumer:
             self._flush_acks(generation, channel)
 
     def _arrived(self, raw: Any) -> None:
+        try:
+            messages = unpack(raw)
+            count = delivery_count(raw)
+        except (PackError, ValueError, TypeError) as exc:
+            # Not lost, and not a crash of this thread (which would reconnect and get it again, for ever): handed
+            # out whole, as one message without key whose body the worker cannot decode, so it is dead-lettered.
+            log.warning("queue.amqp_unreadable_message", queue=self.name,
+                        partition=raw.delivery_info.get("routing_key"), error=str(exc))
+            body = raw.body  # py-amqp decodes a body whose content_encoding names a text codec
+            messages, count = [Message(body=body if isinstance(body, bytes) else str(body or "").encode())], 1
         tag = raw.delivery_tag
         self._tags.append(tag)
-        self._tag_state[tag] = _OUTSTANDING
+        self._tag_state[tag] = len(messages)
         with self.cond:
-            self.buffer.append(raw)
+            if len(messages) == 1:
+                self.buffer.append((messages[0].key, messages[0], count, raw))
+            else:
+                self.buffer.extend([(m.key, m, count, raw) for m in messages])
             self.cond.notify_all()
 
     def _flush_acks(self, generation: int, channel: Any) -> None:
-        """Send the acks workers handed over. Messages are mostly settled in the order they arrived, so one
-        ``multiple`` ack covers the settled run at the front of the channel's deliveries (one frame per batch
-        instead of one per message); a message settled out of order is acked on its own at once."""
+        """Send the acks workers handed over. A delivery is settled when the last of its parts is (a plain
+        message is one part). Deliveries are mostly settled in the order they arrived, so one ``multiple`` ack
+        covers the settled run at the front of the channel's deliveries (one frame per batch instead of one per
+        message); a delivery settled out of order is acked on its own at once."""
         if not self._acks:
             return
-        settled: list[int] = []
+        handed: list[int] = []
         with self.cond:
             while self._acks:
                 gen, raw = self._acks.popleft()
                 if gen == generation:
-                    settled.append(raw.delivery_tag)
-        if not settled:
+                    handed.append(raw.delivery_tag)
+        if not handed:
             return
         state = self._tag_state
-        for tag in settled:
-            if tag in state:
-                state[tag] = _SETTLED
+        settled: list[int] = []
+        for tag in handed:
+            left = state.get(tag, _SETTLED)
+            if left > 0:
+                state[tag] = left - 1
+                if left == 1:
+                    settled.append(tag)
+        if not settled:
+            return
         tags = self._tags
         upto = None
-        while tags and state[tags[0]] != _OUTSTANDING:
+        while tags and state[tags[0]] <= _SETTLED:
             tag = tags.popleft()
             if state.pop(tag) == _SETTLED:
                 upto = tag  # every delivery up to here is settled, or acked on its own already

@@ -42,10 +42,11 @@ class Sender:
         self.producer = producer
         self.channel = producer.channel
 
-    def send(self, body: bytes, exchange: str, routing_key: str, headers: dict[str, Any]) -> None:
+    def send(self, body: bytes, exchange: str, routing_key: str, headers: dict[str, Any], *,
+             content_type: str = "application/octet-stream") -> None:
         self._publisher.sent()
         self.producer.publish(body, exchange=exchange, routing_key=routing_key, headers=headers, delivery_mode=2,
-                              content_type="application/octet-stream", content_encoding="binary", serializer=None)
+                              content_type=content_type, content_encoding="binary", serializer=None)
 
 
 class ConfirmedPublisher:

@@ -28,6 +28,8 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
       active consumer of every partition and the others only stand by). With ``--processes M`` too, process j
       of host I takes place ``I*M + j`` among ``N*M``. ``heartbeat`` (seconds, default 30): a host cut off
       by the network holds its partitions' messages until the broker gives up on it, about twice this.
+      ``pack`` (1 to 64, default 16): most messages of one publish and one partition carried in one AMQP message;
+      ``pack=1`` publishes every message on its own (any version consumes both).
 
     ``home`` is this process's ``(index, count)`` among the processes of one ``ironbus run --processes``:
     RabbitMQ partitions are spread over them (see :class:`bus.queue.amqp.AmqpQueue`); the embedded queue needs
@@ -43,11 +45,13 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     if parts.scheme not in ("amqp", "amqps", "pyamqp"):
         raise ConfigError(f"broker URL {url!r}: unsupported scheme {parts.scheme!r}; "
                           "expected 'embedded' (default) or amqp://user:password@host:5672/vhost")
+    from bus.queue.amqp_pack import PACK_DEFAULT, PACK_MAX
+
     params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = sorted(set(params) - {"name", "partitions", "prefetch", "home", "heartbeat"})
+    unknown = sorted(set(params) - {"name", "partitions", "prefetch", "home", "heartbeat", "pack"})
     if unknown:
         raise ConfigError(f"broker URL: unknown parameter(s) {', '.join(unknown)}; "
-                          "known: name, partitions, prefetch, home, heartbeat")
+                          "known: name, partitions, prefetch, home, heartbeat, pack")
     if "home" in params:
         index, _, count = params["home"].partition("/")
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
@@ -59,13 +63,16 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
         partitions = int(params.get("partitions", 8))
         prefetch = int(params.get("prefetch", 64))
         heartbeat = int(params.get("heartbeat", 30))
+        pack = int(params.get("pack", PACK_DEFAULT))
     except ValueError as exc:
-        raise ConfigError(f"broker URL: partitions, prefetch and heartbeat must be integers ({exc})") from None
+        raise ConfigError(f"broker URL: partitions, prefetch, heartbeat and pack must be integers ({exc})") from None
+    if not 1 <= pack <= PACK_MAX:
+        raise ConfigError(f"broker URL: pack={pack}: expected 1 (every message on its own) to {PACK_MAX}")
     from bus.queue.amqp import AmqpQueue
 
     return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
                      partitions=partitions, prefetch=prefetch, home=home,
-                     heartbeat=heartbeat)
+                     heartbeat=heartbeat, pack=pack)
 
 
 def broker_url(explicit: str | None) -> str | None:

@@ -84,8 +84,9 @@ def _drain(queue: AmqpQueue, want: int, timeout: float = 10.0) -> list[Any]:
 def test_acks_out_of_order_settle_exactly_the_acked_messages(rabbitmq_url: str, name: str) -> None:
     # The consumer acks the settled run at the front of the channel with one `multiple` ack and anything
     # settled behind an unsettled message on its own: whatever the order, exactly the acked messages leave
-    # the broker, and the one still in work comes back when the consumer goes away.
-    queue = AmqpQueue(rabbitmq_url, name=name, partitions=1)
+    # the broker, and the one still in work comes back when the consumer goes away. Plain messages (pack=1):
+    # one delivery per message (packs: tests/bus/queue/test_queue_amqp_packs.py).
+    queue = AmqpQueue(rabbitmq_url, name=name, partitions=1, pack=1)
     try:
         queue.publish([Message(f"m{i}".encode(), key=f"K{i}") for i in range(12)])
         leases = _drain(queue, 12)
