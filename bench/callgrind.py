@@ -14,11 +14,11 @@ from pathlib import Path
 
 __all__ = ["RUNTIME", "instructions"]
 
-#: The start of a driver: a ``Runtime`` on the embedded default in the work folder (``sys.argv[1]``), one route
-#: from a stub CRM to a stub SCM, not started — with leases of a day the lease keeper never wakes, so no thread
-#: runs on a timer and the count does not depend on how slow valgrind is. ``n`` is ``sys.argv[2]``. The collector
-#: is set as ``ironbus run`` sets it once started (bus.gcsettings), and the driving thread keeps its journal
-#: connection as a worker thread does (bus.journal.keptconn).
+#: The start of a driver: a ``Runtime`` on the embedded default in the work folder (``sys.argv[1]``; the journal
+#: ``$BENCH_JOURNAL`` when set), one route from a stub CRM to a stub SCM, not started — with leases of a day the
+#: lease keeper never wakes, so no thread runs on a timer and the count does not depend on how slow valgrind is.
+#: ``n`` is ``sys.argv[2]``. The collector is set as ``ironbus run`` sets it once started (bus.gcsettings), and
+#: the driving thread keeps its journal connection as a worker thread does (bus.journal.keptconn).
 RUNTIME = '''
 import sys, textwrap
 from pathlib import Path
@@ -37,7 +37,8 @@ folder, n = Path(sys.argv[1]), int(sys.argv[2])
         key: number
         to: [scm.update_demand]
     """))
-runtime = Runtime(folder / "routes.yaml", journal=f"sqlite:///{folder}/j.sqlite",
+import os
+runtime = Runtime(folder / "routes.yaml", journal=os.environ.get("BENCH_JOURNAL") or f"sqlite:///{folder}/j.sqlite",
                   options=RuntimeOptions(workers=1, batch_size=64, port=None, triggers=False, lease_seconds=86400))
 for name, adapter in runtime.adapters.items():
     adapter.bind_store(runtime.journal.adapter_store(name))
@@ -55,10 +56,12 @@ except ImportError:
 '''
 
 
-def instructions(driver: str, runs: dict[tuple[str, int], Path], folder: Path) -> dict[tuple[str, int], int]:
+def instructions(driver: str, runs: dict[tuple[str, int], Path], folder: Path,
+                 env: dict[tuple[str, int], dict[str, str]] | None = None) -> dict[tuple[str, int], int]:
     """Total instructions of ``driver`` (Python source, run as ``driver.py WORKDIR N``) for each ``(side, N)`` of
     ``runs``, with that side's tree first on ``PYTHONPATH``. All run at once (callgrind itself is single-threaded);
-    a fixed hash seed keeps set and dict orders, hence the counts, the same from run to run."""
+    a fixed hash seed keeps set and dict orders, hence the counts, the same from run to run. ``env``: extra
+    environment variables of each run."""
     (folder / "driver.py").write_text(driver)
     procs = {}
     for (side, n), tree in runs.items():
@@ -67,7 +70,8 @@ def instructions(driver: str, runs: dict[tuple[str, int], Path], folder: Path) -
         procs[(side, n)] = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'out'}", sys.executable,
              str(folder / "driver.py"), str(work), str(n)], cwd=work, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
+            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0",
+                                                  **(env or {}).get((side, n), {})})
     found: dict[tuple[str, int], int] = {}
     for key, proc in procs.items():
         _, err = proc.communicate()

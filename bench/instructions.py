@@ -12,18 +12,25 @@ ingest thread's group window and the queue's "is a consumer consuming" test read
 slows; two runs of the same pair of trees agreed within 2 %, so read a ratio to ±0.02.
 
 The baseline is checked out with ``git worktree`` into a temporary folder and removed afterwards; both sides
-run with this tree's virtualenv. Usage: ``python bench/instructions.py [--baseline REV] [--events N1 N2]``
-(default: the commit before HEAD, 200 and 1,000 events). The last line is one JSON object.
+run with this tree's virtualenv. ``--journal postgresql`` puts the journal and its queue in PostgreSQL (a schema
+per run on ``$IRONBUS_TEST_POSTGRES`` or the local server, dropped afterwards): the bus's client side of the same
+path; the server's work is not counted. Usage: ``python bench/instructions.py [--baseline REV] [--events N1 N2]
+[--journal sqlite|postgresql]`` (default: the commit before HEAD, 200 and 1,000 events, SQLite). The last line
+is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +55,35 @@ os._exit(0)  # skip the interpreter's teardown: not the hot path
 '''
 
 
+@contextmanager
+def journals(kind: str, runs: list[tuple[str, int]]) -> Iterator[dict[tuple[str, int], dict[str, str]]]:
+    """Each run's ``BENCH_JOURNAL``: none for SQLite (the driver's folder), else a PostgreSQL schema of its own,
+    dropped at the end."""
+    if kind == "sqlite":
+        yield {}
+        return
+    import sqlalchemy as sa
+
+    server = os.environ.get("IRONBUS_TEST_POSTGRES") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    schemas = {run: f"bench_instr_{uuid.uuid4().hex[:8]}" for run in runs}
+    admin = sa.create_engine(server)
+    try:
+        with admin.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        yield {run: {"BENCH_JOURNAL": f"{server}?options=-csearch_path%3D{schema}"} for run, schema in schemas.items()}
+    finally:
+        with admin.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="HEAD~1", help="the commit to compare with (default HEAD~1)")
     parser.add_argument("--events", type=int, nargs=2, default=[200, 1000], metavar=("N1", "N2"))
+    parser.add_argument("--journal", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -68,8 +100,9 @@ def main() -> None:
         try:
             print(f"instructions per event, this tree vs {rev} ({small} and {large} events each, under callgrind)",
                   flush=True)
-            ir = instructions(DRIVER, {(side, n): tree for side, tree in (("this", ROOT), ("baseline", baseline))
-                                       for n in (small, large)}, folder)
+            runs = {(side, n): tree for side, tree in (("this", ROOT), ("baseline", baseline)) for n in (small, large)}
+            with journals(args.journal, list(runs)) as env:
+                ir = instructions(DRIVER, runs, folder, env)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, capture_output=True)
     per_event = {side: (ir[(side, large)] - ir[(side, small)]) / (large - small) for side in ("this", "baseline")}
@@ -77,7 +110,7 @@ def main() -> None:
         print(f"  {side:<8} {value:>12,.0f} instructions per event")
     ratio = per_event["this"] / per_event["baseline"]
     print(f"  this / baseline: {ratio:.3f}x")
-    figures: dict[str, Any] = {"baseline": rev, "events": [small, large],
+    figures: dict[str, Any] = {"baseline": rev, "events": [small, large], "journal": args.journal,
                                "instructions_per_event": {k: round(v) for k, v in per_event.items()},
                                "ratio": round(ratio, 4)}
     print(json.dumps(figures, sort_keys=True))

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from bus.errors import ConfigError
 from bus.journal import Journal
-from bus.queue.amqp import AmqpLease, AmqpQueue, partition_for
+from bus.queue.amqp import AmqpQueue, partition_for
 from bus.queue.amqp_consumer import AmqpConsumer
 from bus.queue.amqp_pack import CONTENT_TYPE, H_PACK, PACK_BYTES, PackError, encode, groups, unpack
 from bus.queue.amqp_topology import Topology
@@ -258,20 +258,36 @@ def test_a_malformed_pack_is_handed_out_whole_and_the_consumer_goes_on(rabbitmq_
     _nothing_left(queue)
 
 
-def test_a_malformed_pack_is_dead_lettered_by_the_worker(rabbitmq_url: str, name: str,
-                                                        queues: list[AmqpQueue]) -> None:
+def test_a_malformed_pack_is_dead_lettered_by_the_worker_and_the_events_behind_it_flow(
+        rabbitmq_url: str, name: str, tmp_path: Path) -> None:
     from bus.envelope import Event
+    from bus.runtime import Runtime, RuntimeOptions
+    from tests.helpers.routes import write_routes
+    from tests.helpers.sink import Sink
 
-    queue = _open(queues, rabbitmq_url, name, partitions=1)
-    with kombu.Connection(rabbitmq_url) as conn:
-        conn.Producer().publish(b"IBP1\xff", exchange=name, routing_key="p0", headers={H_PACK: 2},
-                                content_type=CONTENT_TYPE, content_encoding="binary", serializer=None)
-    [lease] = _drain(queue, 1, ack=False)
-    assert isinstance(lease, AmqpLease)
-    with pytest.raises(Exception):  # noqa: B017 - the worker's undecodable-message path (bus/worker.py _decode)
-        Event.decode(lease.message.body)
-    lease.ack()
-    _nothing_left(queue)
+    with Sink("ok") as sink:
+        routes = write_routes(tmp_path, sink.url)
+        journal = f"sqlite:///{tmp_path}/journal.sqlite"
+        runtime = Runtime(routes, journal=journal, broker=f"{rabbitmq_url}?name={name}&partitions=1",
+                          options=RuntimeOptions(workers=1, port=None, triggers=False, lease_seconds=5))
+        try:
+            with kombu.Connection(rabbitmq_url) as conn:  # a pack whose framing is broken, ahead of good events
+                conn.Producer().publish(b"IBP1\xff", exchange=name, routing_key="p0", headers={H_PACK: 2},
+                                        content_type=CONTENT_TYPE, content_encoding="binary", serializer=None)
+            runtime.start()
+            runtime.ingest([(Event(type="crm.order_changed", source="t", data={"number": f"SO-{i}", "qty": "1",
+                                                                               "rev": 1}), "send") for i in range(3)])
+            assert runtime.wait_idle(timeout=60)
+        finally:
+            runtime.stop()
+            runtime.queue.delete_topology()  # type: ignore[attr-defined]
+        assert len(sink.keys()) == 6  # 3 demands and their 3 follow-ups
+    found = Journal(journal)
+    try:
+        [letter] = found.dead_letters()
+        assert letter.body == b"IBP1\xff" and letter.reason.startswith("undecodable")
+    finally:
+        found.close()
 
 
 def test_pack_1_in_the_broker_url_publishes_every_message_on_its_own(rabbitmq_url: str, name: str,
