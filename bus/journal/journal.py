@@ -121,7 +121,7 @@ class Journal(DeadLetterStore, Watermarks):
     def _statements(self) -> None:
         """Build the hot-path statements once: constructing them per call costs more than running them."""
         insert_events = insert_for(self.dialect, _E).on_conflict_do_nothing(index_elements=[_E.c.id])
-        self._insert_events_many = ManyRows(insert_events)
+        self._insert_events_many = ManyRows(insert_events, as_arrays=[])
         self._settling = DeliverySettling(self.dialect)
         # By primary key alone, the status is checked here: with a status condition in the query, PostgreSQL
         # (statistics not yet gathered on a filling table) led with the (route, target, status) index and read

@@ -35,7 +35,8 @@ class OutboxRows:
         # compiled once and run on the driver: ingest writes and removes rows on every group commit
         stmt = insert_for(engine.dialect.name, _O)
         self._upsert = ManyRows(stmt.on_conflict_do_update(
-            index_elements=[_O.c.event_id], set_={"state": "pending", "recorded_at": stmt.excluded.recorded_at}))
+            index_elements=[_O.c.event_id], set_={"state": "pending", "recorded_at": stmt.excluded.recorded_at}),
+            as_arrays=["event_id"])
         self._remove = ListWrite(lambda in_: _O.delete().where(in_("ids", _O.c.event_id)))
         self._refuse = ListWrite(lambda in_: _O.update().where(in_("ids", _O.c.event_id)).values(state="refused"))
 

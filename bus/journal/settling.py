@@ -63,7 +63,7 @@ class DeliverySettling:
                   "delivered_at": sa.func.coalesce(ex.delivered_at, _D.c.delivered_at),
                   "started_at": ex.started_at, "duration_ms": ex.duration_ms, "trace_id": ex.trace_id,
                   "span_ids": ex.span_ids},
-            where=_D.c.status != "delivered"))
+            where=_D.c.status != "delivered"), as_arrays=["idempotency_key"])
         # without the span columns unless tracing gave ids: the untraced INSERT is the one it always was
         self._log = ManyRows(_A.insert(), columns=_UNTRACED_ATTEMPT)
         self._log_traced = ManyRows(_A.insert())

@@ -8,11 +8,14 @@ import sqlalchemy as sa
 
 from bus.journal import Journal
 from bus.journal.engine import read, write
-from bus.journal.sql import ListSelect, ListWrite, ManyRows, Prepared
+from bus.journal.sql import ListSelect, ListWrite, ManyRows, Prepared, insert_for
 
 _metadata = sa.MetaData()
 _T = sa.Table("driver_sql_t", _metadata, sa.Column("k", sa.Text, primary_key=True), sa.Column("v", sa.Integer),
               sa.Column("note", sa.Text))
+_U = sa.Table("driver_sql_u", _metadata, sa.Column("k", sa.Text, primary_key=True), sa.Column("at", sa.Double),
+              sa.Column("n", sa.Integer, nullable=False), sa.Column("state", sa.Text, nullable=False),
+              sa.Column("body", sa.LargeBinary))
 
 
 @pytest.fixture
@@ -116,3 +119,49 @@ def test_a_connection_the_server_dropped_is_not_handed_out_again(postgres_url: s
                 assert count.execute(conn).fetchone()[0] == 0
         finally:
             journal.close()
+
+
+def test_many_rows_as_arrays_keep_the_rules_of_row_by_row(engine: sa.Engine) -> None:
+    """On PostgreSQL ``as_arrays`` sends a call's rows as one statement of column arrays: a column NULL in every
+    row, a bound constant in the conflict rule, and a key repeated within one call (which one statement cannot
+    update twice) must come out as row-by-row execution does (and as SQLite, row by row, does)."""
+    stmt = insert_for(engine.dialect.name, _U)
+    upsert = ManyRows(stmt.on_conflict_do_update(
+        index_elements=[_U.c.k], set_={"n": _U.c.n + stmt.excluded.n, "at": stmt.excluded.at},
+        where=_U.c.state != "final"), as_arrays=["k"])
+    count = 150
+    rows = [{"k": f"k{i}", "at": None, "n": 1, "state": "final" if i % 10 == 0 else "open",
+             "body": bytes([i % 256]) * 3} for i in range(count)]
+    with write(engine) as conn:
+        assert upsert.execute(conn, rows) == count
+        assert upsert.execute(conn, []) == 0
+    with write(engine) as conn:  # again, with a time: the final rows (every tenth) stay as they are
+        changed = upsert.execute(conn, [{**row, "at": 1.5} for row in rows])
+    assert changed == count - len(range(0, count, 10))
+    with write(engine) as conn:  # a key twice in one call: both apply, in order
+        assert upsert.execute(conn, [{**rows[1], "n": 5, "at": 2.5}, {**rows[2], "n": 1}, {**rows[1], "n": 7}]) == 3
+    with read(engine) as conn:
+        found = {r.k: (r.at, r.n, r.body) for r in conn.execute(sa.select(_U))}
+    assert len(found) == count
+    assert found["k0"] == (None, 1, b"\x00" * 3)
+    assert found["k1"] == (None, 1 + 1 + 5 + 7, b"\x01" * 3)  # the last upsert set its time back to none
+    assert found["k2"] == (None, 3, b"\x02" * 3)
+    assert found[f"k{count - 1}"] == (1.5, 2, bytes([(count - 1) % 256]) * 3)
+
+
+def test_many_rows_as_arrays_take_mixed_numbers_and_fall_back_on_mixed_types(engine: sa.Engine) -> None:
+    """A binary array holds one type: ints among the floats of a float column are sent as floats, and a column
+    that still mixes types (text and a number) goes row by row; either way the rows land as given."""
+    upsert = ManyRows(insert_for(engine.dialect.name, _U).on_conflict_do_nothing(index_elements=[_U.c.k]),
+                      as_arrays=[])
+    numbers = [{"k": f"n{i}", "at": at, "n": i, "state": "s", "body": None}
+               for i, at in enumerate([1, 2.5, None, True])]
+    mixed = [{"k": "m0", "at": 1.0, "n": 0, "state": "text", "body": b""},
+             {"k": "m1", "at": 2.0, "n": 1, "state": 7, "body": b"x"}]
+    with write(engine) as conn:
+        assert upsert.execute(conn, numbers) == 4
+        assert upsert.execute(conn, mixed) == 2
+    with read(engine) as conn:
+        found = {r.k: (r.at, r.state, r.body) for r in conn.execute(sa.select(_U))}
+    assert found == {"n0": (1.0, "s", None), "n1": (2.5, "s", None), "n2": (None, "s", None), "n3": (1.0, "s", None),
+                     "m0": (1.0, "text", b""), "m1": (2.0, "7", b"x")}
