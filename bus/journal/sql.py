@@ -61,8 +61,8 @@ def run_compiled(conn: Connection, sql: str, params: Any, *, many: bool = False)
     """Run compiled SQL text inside ``conn``'s transaction on the driver; returns the DB-API cursor.
 
     ``exec_driver_sql`` cost about 15 µs of Python per statement around a driver call of one or two (SQLite),
-    on the statements every group commit and every worker batch runs; on PostgreSQL its wrapping was a quarter
-    of the time the bus spent in SQL. The transaction is the caller's (on SQLite ``BEGIN`` is ours, see
+    on the statements every group commit and every worker batch runs (on PostgreSQL, where the driver does more,
+    about 1 % of the bus's instructions per event). The transaction is the caller's (on SQLite ``BEGIN`` is ours, see
     :mod:`bus.journal.engine`; psycopg begins one on the first statement, SQLAlchemy commits it), so nothing of
     SQLAlchemy's state is bypassed. A driver error is raised as SQLAlchemy's wrapper of it, as
     ``exec_driver_sql`` would (callers classify outages by those types), without the statement's values; a
