@@ -45,6 +45,11 @@ log = structlog.get_logger(__name__)
 READ_CHUNK = 1 << 16
 #: How long the I/O thread waits for a frame before it sends the acks handed to it.
 DRAIN_TIMEOUT = 0.01
+#: Connect timeout, and the socket's read and write timeout outside the I/O thread's own short reads: a broker
+#: that accepts the connection but never answers its channel and consume requests (seen once while a loaded node
+#: was starting up again after ``rabbitmqctl stop_app``) would otherwise hold the I/O thread, and with it every
+#: delivery of the process, for good. A timeout raises, and the thread reconnects.
+CONSUMER_TIMEOUT = 10.0
 
 # Ack state of a delivery tag on the consuming channel (see AmqpConsumer._flush_acks): a positive state is the
 # number of its parts not settled yet.
@@ -190,7 +195,9 @@ class AmqpConsumer:
             channel.basic_consume(queue=queue, callback=self._arrived, no_ack=False)
 
     def _consume_connection(self) -> None:
-        with kb.Connection(self.url, heartbeat=self.heartbeat) as conn:
+        with kb.Connection(self.url, heartbeat=self.heartbeat, connect_timeout=CONSUMER_TIMEOUT,
+                           transport_options={"read_timeout": CONSUMER_TIMEOUT,
+                                              "write_timeout": CONSUMER_TIMEOUT}) as conn:
             conn.ensure_connection(max_retries=1)
             _buffered_reads(conn)
             channel = conn.channel()
