@@ -65,19 +65,17 @@ def run_compiled(conn: Connection, sql: str, params: Any, *, many: bool = False)
     about 1 % of the bus's instructions per event). The transaction is the caller's (on SQLite ``BEGIN`` is ours, see
     :mod:`bus.journal.engine`; psycopg begins one on the first statement, SQLAlchemy commits it), so nothing of
     SQLAlchemy's state is bypassed. A driver error is raised as SQLAlchemy's wrapper of it, as
-    ``exec_driver_sql`` would (callers classify outages by those types), without the statement's values; a
-    connection the server dropped is invalidated, so the pool does not hand it out again.
+    ``exec_driver_sql`` would (callers classify outages by those types), without the statement's values. A
+    connection the server dropped is invalidated by the rollback that follows, so the pool does not hand it out
+    again (tests/bus/journal/test_journal_driver_sql.py).
     """
-    dbapi_conn = conn.connection.driver_connection
-    cursor = dbapi_conn.cursor()  # type: ignore[union-attr]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
     except conn.dialect.loaded_dbapi.Error as exc:
-        if conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor):
-            conn.invalidate(exc)
         raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
                                          dialect=conn.dialect) from exc
     return cursor

@@ -104,7 +104,8 @@ class AmqpQueue:
         if home is not None and not 0 <= home[0] < home[1]:
             raise ConfigError(f"queue home {home!r}: expected (index, count) with 0 <= index < count")
         if not 1 <= pack <= PACK_MAX:
-            raise ConfigError(f"queue pack {pack}: expected 1 (no packs) to {PACK_MAX} messages per AMQP message")
+            raise ConfigError(f"queue pack={pack}: expected 1 (every message on its own) to {PACK_MAX} messages "
+                              "per AMQP message")
         self.topology = Topology(name, partitions, delay_tiers)
         self.url, self.name, self.partitions, self.prefetch = url, name, partitions, prefetch
         self.home, self.standby_after, self.heartbeat, self.pack = home, standby_after, heartbeat, pack

@@ -45,7 +45,7 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     if parts.scheme not in ("amqp", "amqps", "pyamqp"):
         raise ConfigError(f"broker URL {url!r}: unsupported scheme {parts.scheme!r}; "
                           "expected 'embedded' (default) or amqp://user:password@host:5672/vhost")
-    from bus.queue.amqp_pack import PACK_DEFAULT, PACK_MAX
+    from bus.queue.amqp_pack import PACK_DEFAULT
 
     params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = sorted(set(params) - {"name", "partitions", "prefetch", "home", "heartbeat", "pack"})
@@ -66,8 +66,6 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
         pack = int(params.get("pack", PACK_DEFAULT))
     except ValueError as exc:
         raise ConfigError(f"broker URL: partitions, prefetch, heartbeat and pack must be integers ({exc})") from None
-    if not 1 <= pack <= PACK_MAX:
-        raise ConfigError(f"broker URL: pack={pack}: expected 1 (every message on its own) to {PACK_MAX}")
     from bus.queue.amqp import AmqpQueue
 
     return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
