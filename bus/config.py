@@ -95,6 +95,7 @@ class TargetConfig:
     map: str | None = None
     emit: str | None = None
     emit_map: str | None = None
+    emit_when: str | None = None
     when: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
 
@@ -276,7 +277,8 @@ def _target(entry: Any, where: Location | None) -> TargetConfig:
     system, operation = entry["operation"].split(".", 1)
     return TargetConfig(
         system, operation, location=getattr(entry, "location", where), map=entry.get("map"), emit=entry.get("emit"),
-        emit_map=entry.get("emit_map"), when=entry.get("when"), args=dict(entry.get("args") or {}),
+        emit_map=entry.get("emit_map"), emit_when=entry.get("emit_when"), when=entry.get("when"),
+        args=dict(entry.get("args") or {}),
     )
 
 

@@ -123,7 +123,9 @@ def rebuild(pipeline: Pipeline, letter: FollowUpLetter, source: Event | None) ->
         raise FollowUpNotBuilt(not_emitted(emit, exc),
                                f"fix emit_map {target.config.emit_map!r} of {where}{at}; try it on the stored "
                                f"result with 'ironbus map {target.config.emit_map} RESULT.json'") from None
-    assert follow is not None  # the target emits (checked above)
+    if follow is None:
+        raise FollowUpNotBuilt(f"follow-up {letter.type!r} not emitted: {where}'s emit_when is now false on the "
+                               "stored result", "purge the letter: the target no longer emits for this result")
     return follow.with_(id=followup_id(letter.delivery, follow.type))
 
 

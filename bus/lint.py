@@ -101,6 +101,9 @@ def _check_route(config: Config, route: RouteConfig, classes: dict[str, type[Ada
                             "payload is compared)", route.locations.get("skip_unchanged", route.location)))
     for target in route.targets:
         where = target.location or route.locations.get("to", route.location)
+        if target.emit_when is not None and target.emit is None:
+            issues.append(Issue("error", f"route {route.name!r} target {target.name}: emit_when needs 'emit' (the "
+                                "follow-up event it lets through)", where))
         if target.system not in config.systems:
             issues.append(Issue("error", UnknownNameError("system", target.system, config.systems).message, where))
             continue

@@ -37,6 +37,7 @@ class CompiledTarget:
     when: Expression | None
     mapping: Mapping | None
     emit_mapping: Mapping | None
+    emit_when: Expression | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,10 @@ class Pipeline:
         return compile_expression(str(target.when), f"route {route.name!r} target {target.name} when",
                                   location=target.location, functions=self.functions)
 
+    def _emit_when(self, target: TargetConfig, route: RouteConfig) -> Expression:
+        return compile_expression(str(target.emit_when), f"route {route.name!r} target {target.name} emit_when",
+                                  location=target.location, functions=self.functions)
+
     def _mapping(self, path: str | None, route: RouteConfig, attr: str,
                  where: TargetConfig | None = None) -> Mapping | None:
         if path is None:
@@ -165,6 +170,7 @@ class Pipeline:
                 when=run(self._when, t, route) if t.when else None,
                 mapping=run(self._mapping, t.map, route, "map", t),
                 emit_mapping=run(self._mapping, t.emit_map, route, "emit_map", t),
+                emit_when=run(self._emit_when, t, route) if t.emit_when else None,
             )
             for t in route.targets
         )
@@ -272,9 +278,13 @@ class Pipeline:
         return dispatch.process(event, target, self.run_route)
 
     def follow_up(self, dispatch: Dispatch, result: Any) -> Event | None:
-        """The follow-up event an operation's result becomes, when the target says ``emit:``."""
+        """The follow-up event an operation's result becomes, when the target says ``emit:`` (and its
+        ``emit_when``, if any, is truthy on the result)."""
         emit = dispatch.target.config.emit
         if emit is None:
+            return None
+        emit_when = dispatch.target.emit_when
+        if emit_when is not None and not _truthy(emit_when.search(result)):
             return None
         data = dispatch.target.emit_mapping.apply(result, event=dispatch.event) if dispatch.target.emit_mapping \
             else result

@@ -227,6 +227,28 @@ def test_retry_with_the_map_still_broken_keeps_the_letter_dead_and_says_what_to_
     assert bus.calls("srm") == [f"{order.id}:order:srm.create_po"] and bus.calls("scm") == []
 
 
+def test_retry_once_emit_when_refuses_the_result_keeps_the_letter_and_says_to_purge(
+        bus: Bus, capsys: pytest.CaptureFixture[str]) -> None:
+    order, letter = dead_followup(bus)
+    # Given the integrator fixed the map and now emits only for results that say the record was created
+    (bus.tmp_path / "emit.yaml").write_text(FIXED)
+    bus.routes.write_text(bus.routes.read_text().replace(
+        "emit: po.created, emit_map: emit.yaml}", "emit: po.created, emit_map: emit.yaml, emit_when: created}"))
+    # When the operator retries
+    code, out, err = bus.cli(capsys, "dlq", "retry", str(letter.id), "--routes", str(bus.routes))
+    # Then nothing is emitted: the stored result (no 'created') no longer makes a follow-up, and the letter says so
+    assert (code, out) == (1, "")
+    first, second = err.splitlines()
+    assert first == (f"dead letter #{letter.id} stays dead: follow-up 'po.created' not emitted: route 'order' target "
+                     "srm.create_po's emit_when is now false on the stored result")
+    assert second.startswith("    next: purge the letter: the target no longer emits for this result")
+    journal = bus.journal()
+    try:
+        assert journal.get_event(followup_id(f"{order.id}:order:srm.create_po", "po.created")) is None
+    finally:
+        journal.close()
+
+
 def test_a_letter_written_before_follow_ups_were_named_is_retried_too(
         bus: Bus, capsys: pytest.CaptureFixture[str]) -> None:
     order, letter = dead_followup(bus)

@@ -182,6 +182,27 @@ def test_expressions_that_do_not_compile(tmp_path: Path) -> None:
     assert issues[2].message.startswith("route 'r' target crm.note when: expression 'status ==' does not compile")
 
 
+def test_emit_when_needs_emit_and_must_compile(tmp_path: Path) -> None:
+    issues = _lint(tmp_path, """
+        systems:
+          crm: {adapter: stub}
+        routes:
+          - name: r
+            from: order.changed
+            to:
+              - operation: crm.note
+                emit_when: created
+              - operation: crm.other
+                emit: note.added
+                emit_when: "created &&"
+    """)
+    assert [(i.severity, i.location.line if i.location else None) for i in issues] == [("error", 7), ("error", 9)]
+    assert issues[0].message == ("route 'r' target crm.note: emit_when needs 'emit' (the follow-up event it lets "
+                                 "through)")
+    assert issues[1].message.startswith("route 'r' target crm.other emit_when: expression 'created &&' does not "
+                                        "compile")
+
+
 def test_unknown_schema(tmp_path: Path) -> None:
     issues = _lint(tmp_path, """
         systems:

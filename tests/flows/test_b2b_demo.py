@@ -60,3 +60,22 @@ def test_supplier_delays_by_edi_and_by_cxml_reach_the_crm_and_the_customer(demo:
         n for n in demo.notices(nuts.order_id) if n.get("kind") == "order_partial"], TIMEOUT)
     assert "only part of the goods" in str(short[0]["body"])
     assert demo.runtime is not None and demo.runtime.journal.dead_letters(limit=5) == []
+    # BOLT's delay moved the CRM sale's date, the SCM re-planned and re-reported the purchase request: the SRM
+    # finds the purchase it placed for it, and no second purchase order goes to BOLT (nor a second notice)
+    bolt = sales["BOLT"].order_id
+    wait_for("BOLT's re-planned request answered by the SRM", lambda: len(_asked(demo, bolt)) >= 2, TIMEOUT)
+    assert _events(demo, bolt, "purchase_order.created") == 1
+
+
+def _events(demo: B2bDemo, order_id: str, type_: str) -> int:
+    assert demo.runtime is not None
+    return sum(1 for e in demo.runtime.journal.events_for(key=order_id) if e.type == type_)
+
+
+def _asked(demo: B2bDemo, order_id: str) -> list[str]:
+    """The deliveries of the order's purchase requests to the SRM (scm-procurement-requested, delivered)."""
+    assert demo.runtime is not None
+    journal = demo.runtime.journal
+    requests = [e.id for e in journal.events_for(key=order_id) if e.type == "scm.purchase_requests_changed"]
+    return [d.idempotency_key for d in journal.deliveries_for_events(requests)
+            if d.route == "scm-procurement-requested" and d.status == "delivered"]
