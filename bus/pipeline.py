@@ -141,12 +141,9 @@ class Pipeline:
         return compile_expression(text, f"route {route.name!r} {attr}", location=route.locations.get(attr),
                                   functions=self.functions)
 
-    def _when(self, target: TargetConfig, route: RouteConfig) -> Expression:
-        return compile_expression(str(target.when), f"route {route.name!r} target {target.name} when",
-                                  location=target.location, functions=self.functions)
-
-    def _emit_when(self, target: TargetConfig, route: RouteConfig) -> Expression:
-        return compile_expression(str(target.emit_when), f"route {route.name!r} target {target.name} emit_when",
+    def _target_expr(self, target: TargetConfig, route: RouteConfig, attr: str) -> Expression:
+        """A target's ``when`` or ``emit_when``, compiled; errors name the route, the target and the key."""
+        return compile_expression(str(getattr(target, attr)), f"route {route.name!r} target {target.name} {attr}",
                                   location=target.location, functions=self.functions)
 
     def _mapping(self, path: str | None, route: RouteConfig, attr: str,
@@ -167,10 +164,10 @@ class Pipeline:
         targets = tuple(
             CompiledTarget(
                 config=t,
-                when=run(self._when, t, route) if t.when else None,
+                when=run(self._target_expr, t, route, "when") if t.when else None,
                 mapping=run(self._mapping, t.map, route, "map", t),
                 emit_mapping=run(self._mapping, t.emit_map, route, "emit_map", t),
-                emit_when=run(self._emit_when, t, route) if t.emit_when else None,
+                emit_when=run(self._target_expr, t, route, "emit_when") if t.emit_when else None,
             )
             for t in route.targets
         )
