@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers.private_services import private_postgres, private_rabbitmq
 from tests.helpers.sink import Sink
@@ -134,6 +135,7 @@ def recovery(fault_ended: float, progress: Callable[[], int]) -> float:
     return time.monotonic() - fault_ended
 
 
+@pytest.mark.slow
 def test_bus_heals_from_database_and_broker_outages(tmp_path: Path) -> None:
     with private_postgres() as pg, private_rabbitmq() as rabbit, Sink("ok") as sink:
         routes = tmp_path / "routes.yaml"

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from tests.helpers.netns import Hosts, namespace_hosts
@@ -287,6 +288,7 @@ def take_over(sink: Sink, source: Source, trigger: str, hosts: Hosts, gone: int,
             "polled_by": sorted(hosts.addresses.index(h) for h in polled)}
 
 
+@pytest.mark.slow
 def test_three_hosts_share_one_bus(tmp_path: Path) -> None:
     figures: dict[str, Any] = {}
     with namespace_hosts(3) as hosts, private_postgres(hosts.gateway, hosts.network) as pg, \
