@@ -179,20 +179,25 @@ def test_follow_up_event_carries_correlation_and_causation(pipeline: Pipeline) -
     assert pipeline.follow_up(dispatches["scm.update"], {"anything": 1}) is None
 
 
-def test_emit_when_lets_a_follow_up_out_only_when_the_result_says_so(tmp_path: Path) -> None:
-    # an operation that found its record already there (created: false) reports nothing new downstream
-    _write(tmp_path / "routes.yaml", """
+def _buying(tmp_path: Path, emit_when: str) -> Path:
+    """A route whose target emits purchase_order.created under ``emit_when``."""
+    _write(tmp_path / "routes.yaml", f"""
         systems:
-          srm: {adapter: stub}
+          srm: {{adapter: stub}}
         routes:
           - name: buy
             from: need.raised
             to:
               - operation: srm.create_purchase
                 emit: purchase_order.created
-                emit_when: "created && state != 'cancelled'"
+                emit_when: "{emit_when}"
         """)
-    pipeline = Pipeline(load_config(tmp_path / "routes.yaml", env={}))
+    return tmp_path / "routes.yaml"
+
+
+def test_emit_when_lets_a_follow_up_out_only_when_the_result_says_so(tmp_path: Path) -> None:
+    # an operation that found its record already there (created: false) reports nothing new downstream
+    pipeline = Pipeline(load_config(_buying(tmp_path, "created && state != 'cancelled'"), env={}))
     [dispatch] = pipeline.process(Event(type="need.raised", source="scm", data={"id": 1}))[0].dispatches
     made = pipeline.follow_up(dispatch, {"id": 7, "created": True, "state": "processing"})
     assert made is not None and made.data == {"id": 7, "created": True, "state": "processing"}
@@ -202,19 +207,8 @@ def test_emit_when_lets_a_follow_up_out_only_when_the_result_says_so(tmp_path: P
 
 
 def test_a_broken_emit_when_is_a_config_error_naming_the_target(tmp_path: Path) -> None:
-    _write(tmp_path / "routes.yaml", """
-        systems:
-          srm: {adapter: stub}
-        routes:
-          - name: buy
-            from: need.raised
-            to:
-              - operation: srm.create_purchase
-                emit: purchase_order.created
-                emit_when: "created &&"
-        """)
     with pytest.raises(ConfigError, match="route 'buy' target srm.create_purchase emit_when"):
-        Pipeline(load_config(tmp_path / "routes.yaml", env={}))
+        Pipeline(load_config(_buying(tmp_path, "created &&"), env={}))
 
 
 def test_follow_up_of_a_follow_up_keeps_the_root_correlation(pipeline: Pipeline) -> None:

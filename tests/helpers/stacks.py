@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from demo.masterdata import Codes, provision
@@ -48,7 +48,7 @@ def journal_at_failure(stack: Stack) -> str:
 
     _, status = ironbus("status", "--journal", stack.journal_url)
     path = stack.journal_url.removeprefix("sqlite:///")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
         rows = db.execute(_UNSETTLED).fetchall()
     unsettled = "\n".join(" | ".join(str(x) for x in row) for row in rows) or "(none)"
     notices = sorted(p.name for p in stack.notifications())
