@@ -98,10 +98,11 @@ class TargetConfig:
     emit_when: str | None = None
     when: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
+    #: ``system.operation``; kept, not derived on each read: the per-event steps ask for it several times
+    name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.system}.{self.operation}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.system}.{self.operation}")
 
 
 @dataclass(frozen=True)

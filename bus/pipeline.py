@@ -38,6 +38,8 @@ class CompiledTarget:
     mapping: Mapping | None
     emit_mapping: Mapping | None
     emit_when: Expression | None = None
+    #: ``"<route>:<system.operation>"``: the key of this target's marks (sequences applied, digests delivered)
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class Pipeline:
                 mapping=run(self._mapping, t.map, route, "map", t),
                 emit_mapping=run(self._mapping, t.emit_map, route, "emit_map", t),
                 emit_when=run(self._target_expr, t, route, "emit_when") if t.emit_when else None,
+                scope=f"{route.name}:{t.name}",
             )
             for t in route.targets
         )

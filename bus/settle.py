@@ -99,9 +99,9 @@ class Settler:
             # a bulk lane delivers it later: the sequence for staleness, the digest for skip_unchanged.
             key = dispatch.event.key
             if key is not None and dispatch.event.sequence is not None:
-                batch.applied.append((f"{route}:{target}", key, dispatch.event.sequence))
+                batch.applied.append((dispatch.target.scope, key, dispatch.event.sequence))
             if dispatch.route.config.skip_unchanged and key is not None:
-                batch.digests[(f"{route}:{target}", key)] = dispatch.payload_digest()
+                batch.digests[(dispatch.target.scope, key)] = dispatch.payload_digest()
             batch.updates.append(DeliveryUpdate(**base, status="delivered", attempt=attempted.attempts,
                                                 duration_ms=attempted.duration_ms, reference=outcome.reference,
                                                 payload=dispatch.payload))

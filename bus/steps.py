@@ -49,7 +49,7 @@ class Due:
     started: float | None = None
 
     def scope(self) -> str:
-        return f"{self.dispatch.route.name}:{self.dispatch.target.config.name}"
+        return self.dispatch.target.scope
 
 
 class Step(Protocol):

@@ -157,11 +157,11 @@ class Worker:
             return set()
         facts = self.journal.batch_facts(
             [d.idempotency_key for d in dispatches],
-            sequences=[(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+            sequences=[(d.target.scope, d.event.key) for d in dispatches
                        if d.event.key is not None and d.event.sequence is not None],
             scopes={(d.route.name, d.target_name, d.event.key) for d in dispatches if d.event.key is not None},
             event_ids=[event.id for _, event, _ in work],
-            digests=[(f"{d.route.name}:{d.target_name}", d.event.key) for d in dispatches
+            digests=[(d.target.scope, d.event.key) for d in dispatches
                      if d.event.key is not None and d.route.config.skip_unchanged])
         batch.last_applied, batch.last_digests = facts.last_applied, facts.last_digests
         batch.parked_ahead, batch.received_at = facts.parked_ahead, facts.received_at
