@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time as _time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,8 +95,18 @@ class Event:
                      causationid=self.id, key=attrs.pop("key", self.key), **attrs)
 
     def with_(self, **changes: Any) -> Event:
-        """A copy with some attributes changed."""
-        return replace(self, **changes)
+        """A copy with some attributes changed.
+
+        Slot by slot rather than ``dataclasses.replace``, which costs twice as much and runs for most events
+        (the ordering key is filled in at the front door)."""
+        new = object.__new__(Event)
+        for name in _FIELD_NAMES:
+            _setattr(new, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"Event has no attribute(s) {', '.join(sorted(changes))}")
+        if not new.correlationid:
+            _setattr(new, "correlationid", new.id)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """The CloudEvents structured-mode dict (attributes that are None are left out)."""
@@ -167,3 +177,7 @@ class Event:
         except orjson.JSONDecodeError as exc:
             raise DecodeError(f"event body is not valid JSON: {exc}") from None
         return cls.from_dict(doc)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
+_setattr = object.__setattr__  # frozen slots: a copy is filled in as __init__ would

@@ -72,6 +72,18 @@ def test_with_returns_a_changed_copy() -> None:
     event = Event(type="t", source="s", data=1)
     keyed = event.with_(key="K")
     assert (keyed.key, keyed.id, event.key) == ("K", event.id, None)
+    # every other attribute is carried over; the copy equals an event built with the same values
+    full = Event(type="t", source="s", data={"a": [1]}, subject="x", correlationid="c", causationid="p", key="k",
+                 sequence=4, dataschema="d", extensions={"e": 1})
+    moved = full.with_(sequence=5, type="u")
+    assert moved == Event(type="u", source="s", data={"a": [1]}, id=full.id, subject="x", time=full.time,
+                          correlationid="c", causationid="p", key="k", sequence=5, dataschema="d",
+                          extensions={"e": 1})
+    # a new id without a correlation makes the copy its own root, as a new event is
+    rooted = full.with_(id="n-1", correlationid="")
+    assert rooted.correlationid == "n-1"
+    with pytest.raises(TypeError, match="Event has no attribute"):
+        event.with_(kee="K")
 
 
 def test_name_based_ids_are_exactly_uuid5() -> None:
