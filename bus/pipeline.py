@@ -37,9 +37,9 @@ class CompiledTarget:
     when: Expression | None
     mapping: Mapping | None
     emit_mapping: Mapping | None
-    emit_when: Expression | None = None
     #: ``"<route>:<system.operation>"``: the key of this target's marks (sequences applied, digests delivered)
-    scope: str = ""
+    scope: str
+    emit_when: Expression | None = None
 
 
 @dataclass(frozen=True)

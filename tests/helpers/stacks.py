@@ -4,9 +4,8 @@ data is provisioned and linked before the bus starts."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from demo.masterdata import Codes, provision
@@ -17,12 +16,7 @@ from tryton import tryton_env
 __all__ = ["environment", "journal_at_failure", "linked_triangle"]
 
 # Deliveries still on their way (or stopped) when a flow test gave up: what it waited for is usually behind one.
-_UNSETTLED = """
-SELECT e.key, e.type, d.route, d.target, d.status, d.attempts, d.parks, d.last_error
-FROM ib_deliveries d JOIN ib_events e ON e.id = d.event_id
-WHERE d.status NOT IN ('delivered', 'filtered', 'unchanged')
-ORDER BY d.updated_at LIMIT 40
-"""
+_UNSETTLED = ("pending", "parked", "dead", "invalid", "stale")
 
 
 @contextmanager
@@ -44,13 +38,20 @@ def environment(names: Sequence[str], set_to: Mapping[str, str] | None = None) -
 def journal_at_failure(stack: Stack) -> str:
     """What a failing flow test's report shows of the stack's journal: ``ironbus status``, the deliveries not
     settled (with their last error) and the notices written, so a failure seen once in CI can be explained."""
+    from bus.journal.consoledata import SearchQuery, search
     from tests.helpers.inprocess_cli import ironbus
 
     _, status = ironbus("status", "--journal", stack.journal_url)
-    path = stack.journal_url.removeprefix("sqlite:///")
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-        rows = db.execute(_UNSETTLED).fetchall()
-    unsettled = "\n".join(" | ".join(str(x) for x in row) for row in rows) or "(none)"
+    lines = []
+    if stack.runtime is not None:
+        journal = stack.runtime.journal
+        events = {row["id"]: row for state in _UNSETTLED for row in search(journal, SearchQuery(status=state)).rows}
+        for d in journal.deliveries_for_events(list(events)):
+            if d.status in _UNSETTLED:
+                event = events[d.event_id]
+                lines.append(f"{event['key']} | {event['type']} | {d.route} | {d.target} | {d.status} | "
+                             f"{d.attempts} | {d.parks} | {d.last_error}")
+    unsettled = "\n".join(lines) or "(none)"
     notices = sorted(p.name for p in stack.notifications())
     return (f"{status}\nunsettled deliveries (key | type | route | target | status | attempts | parks | error):\n"
             f"{unsettled}\nnotices written: {', '.join(notices) or '(none)'}\n")
