@@ -5,6 +5,12 @@ commit survives a killed process; add ``?synchronous=full`` to the URL to also s
 timeout so concurrent processes wait for the write lock instead of failing, and transactions that write
 start with ``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock.
 
+PostgreSQL sessions plan every statement for its parameters (``plan_cache_mode=force_custom_plan``, unless the
+URL's ``options`` set it): psycopg prepares a statement on its fifth run, and PostgreSQL then keeps one generic
+plan. The journal's tables start empty, and a generic plan made then reads the whole table (a sequential scan is
+cheapest on one page) and is kept until autovacuum analyses the table — the worker's per-batch lookups read
+every delivery row while it grew. Planning these short statements costs less than one such scan.
+
 Writers of one SQLite file also take a lock of the bus's own first (:class:`WriteLock`): SQLite's busy handler
 retries a held write lock by sleeping 1, 2, 5, 10 … ms, so a writer that found the lock taken for a hundred
 microseconds waited a millisecond or more (and the ingest thread, the worker and the other processes' met
@@ -136,6 +142,17 @@ class WriteLock:
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
+def custom_plans(parsed: URL) -> URL:
+    """``parsed`` (a PostgreSQL URL) with ``-c plan_cache_mode=force_custom_plan`` added to its ``options``,
+    unless they already set ``plan_cache_mode`` (see the module's docstring)."""
+    options = parsed.query.get("options", "")
+    if isinstance(options, tuple):  # the parameter given twice: leave the user's URL as it is
+        return parsed
+    if "plan_cache_mode" in options:
+        return parsed
+    return parsed.update_query_dict({"options": f"{options} -c plan_cache_mode=force_custom_plan".strip()})
+
+
 def create_engine(url: str) -> Engine:
     """An engine for ``url`` with the SQLite pragmas above, creating the SQLite file's directory.
 
@@ -145,7 +162,8 @@ def create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # No pre-ping: it costs a round trip on every checkout (one per journal call). A connection the server
         # dropped fails its next statement, SQLAlchemy invalidates the pool, and the caller retries.
-        return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800, hide_parameters=True)
+        return sa.create_engine(custom_plans(parsed), pool_size=10, max_overflow=20, pool_recycle=1800,
+                                hide_parameters=True)
     synchronous = str(parsed.query.get("synchronous", "normal")).lower()
     if synchronous not in _SYNCHRONOUS:
         raise ConfigError(f"journal URL: synchronous={synchronous!r}; expected one of {sorted(_SYNCHRONOUS)}")
