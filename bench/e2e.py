@@ -647,10 +647,12 @@ def drop_topology(broker: str) -> None:
     from urllib.parse import parse_qs, urlsplit, urlunsplit
 
     from bus.queue.amqp import AmqpQueue
+    from bus.queue.amqp_partitions import existing_partitions
 
     parts = urlsplit(broker)
     name = parse_qs(parts.query)["name"][-1]
-    queue = AmqpQueue(urlunsplit(parts._replace(query="")), name=name)
+    server = urlunsplit(parts._replace(query=""))
+    queue = AmqpQueue(server, name=name, partitions=max(1, existing_partitions(server, name)))
     try:
         queue.delete_topology()
     finally:

@@ -51,6 +51,16 @@ class JournalAdapterStore:
                 _T.c.system == self.system, _T.c.name == name)).scalar()
             return value
 
+    def put_once(self, name: str, value: str) -> str:
+        """Store ``value`` unless ``name`` has one already; the stored value either way (one for every process,
+        whichever wrote first)."""
+        with write(self._engine) as conn:
+            conn.execute(insert_for(conn, _T).on_conflict_do_nothing(index_elements=[_T.c.system, _T.c.name]),
+                         {"system": self.system, "name": name, "value": value, "updated_at": time.time()})
+            stored: str = conn.execute(sa.select(_T.c.value).where(
+                _T.c.system == self.system, _T.c.name == name)).scalar_one()
+        return stored
+
     def put(self, name: str, value: str | None) -> None:
         with write(self._engine) as conn:
             if value is None:

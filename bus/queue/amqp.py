@@ -9,7 +9,8 @@ Topology (all durable; messages persistent; publisher confirms; manual acks):
 * exchange ``NAME`` (direct) with ``partitions`` queues ``NAME.p0`` … bound by routing key ``p0`` …, each
   declared ``x-single-active-consumer`` — every process consumes every partition, the broker lets exactly one
   consumer at a time receive from each, so a key (hashed to one partition) is processed by one process, in
-  order. Keyless messages are spread round-robin.
+  order. Keyless messages are spread round-robin. How many partitions a topology has is settled once, by
+  :mod:`bus.queue.amqp_partitions` (one per process for a new one, recorded in the journal).
 * spreading partitions over processes: the broker makes the *first* consumer of a partition its active one, so
   a process that knows its place among N (``home=(index, N)``, set by ``ironbus run --processes``) subscribes
   to its own share of the partitions at once and to the others only ``standby_after`` seconds later, as a
@@ -27,7 +28,7 @@ pack's delivery is acked once all its parts are settled, so a crash before that 
 settled parts too: at-least-once, the journal drops the repeats). A released part is republished alone.
 
 Memory: ``prefetch`` counts AMQP messages per partition, so a process buffers up to partitions x prefetch x pack
-messages (8 x 64 x 16 = 8,192 by default, against 512 without packs) and at most partitions x prefetch x
+messages (64 x 16 = 1,024 per partition by default, against 64 without packs) and at most partitions x prefetch x
 :data:`~bus.queue.amqp_pack.PACK_BYTES` of bodies. Packs of 16 take ~94% of the per-message cost off already (64
 would take ~98% for 4x the buffer), and a prefetch lowered to match would starve the single-message traffic
 (webhooks publish one event at a time), so the pack size is kept small rather than the prefetch lowered.
@@ -54,7 +55,7 @@ import structlog
 from bus.errors import ConfigError
 from bus.journal.unit import UnitOfWork
 from bus.queue.amqp_consumer import AmqpConsumer
-from bus.queue.amqp_pack import CONTENT_TYPE, H_PACK, PACK_DEFAULT, PACK_MAX, encode, groups
+from bus.queue.amqp_pack import CONTENT_TYPE, H_PACK, PACK_DEFAULT, check_pack, encode, groups
 from bus.queue.amqp_publisher import ConfirmedPublisher, Sender
 from bus.queue.amqp_topology import (
     DELAY_TIERS,
@@ -103,9 +104,7 @@ class AmqpQueue:
                  standby_after: float = 3.0, heartbeat: int = 30, pack: int = PACK_DEFAULT) -> None:
         if home is not None and not 0 <= home[0] < home[1]:
             raise ConfigError(f"queue home {home!r}: expected (index, count) with 0 <= index < count")
-        if not 1 <= pack <= PACK_MAX:
-            raise ConfigError(f"queue pack={pack}: expected 1 (every message on its own) to {PACK_MAX} messages "
-                              "per AMQP message")
+        check_pack(pack)
         self.topology = Topology(name, partitions, delay_tiers)
         self.url, self.name, self.partitions, self.prefetch = url, name, partitions, prefetch
         self.home, self.standby_after, self.heartbeat, self.pack = home, standby_after, heartbeat, pack

@@ -23,10 +23,12 @@ from typing import Any
 
 import orjson
 
+from bus.errors import ConfigError
 from bus.queue.amqp_topology import H_COUNT, H_KEY, H_PARKS, H_ROUTE, H_TARGET, HEADERS
 from bus.queue.base import Message
 
-__all__ = ["CONTENT_TYPE", "H_PACK", "PACK_BYTES", "PACK_DEFAULT", "PACK_MAX", "PackError", "encode", "groups",
+__all__ = ["CONTENT_TYPE", "H_PACK", "PACK_BYTES", "PACK_DEFAULT", "PACK_MAX", "PackError", "check_pack", "encode",
+           "groups",
            "unpack"]
 
 #: Content type and header (number of parts) that mark a pack.
@@ -47,6 +49,13 @@ _START = len(_MAGIC) + _LEN.size
 
 class PackError(ValueError):
     """A pack whose framing or fields cannot be read."""
+
+
+def check_pack(pack: int) -> None:
+    """Refuse a pack size outside 1 … :data:`PACK_MAX` (:class:`~bus.errors.ConfigError`)."""
+    if not 1 <= pack <= PACK_MAX:
+        raise ConfigError(f"queue pack={pack}: expected 1 (every message on its own) to {PACK_MAX} messages "
+                          "per AMQP message")
 
 
 def encode(messages: Sequence[Message]) -> bytes:

@@ -22,7 +22,9 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     * ``None`` or ``"embedded"`` — the crash-safe lease queue in the journal's own database (SQLite file or
       PostgreSQL), no server needed;
     * ``amqp://user:pass@host:5672/vhost`` (or ``amqps://``) — RabbitMQ. Query parameters ``name``,
-      ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``; ``home=I/N``
+      ``partitions`` and ``prefetch`` tune it, e.g. ``amqp://host//?name=ironbus&partitions=16``; without
+      ``partitions`` a new topology gets one partition per process, and an existing one keeps its count
+      (:mod:`bus.queue.amqp_partitions`); ``home=I/N``
       says this is host I (0-based) of N separate ``ironbus run`` processes (hosts), so the partitions are
       spread over them as ``--processes`` spreads them over its own (without it the first host to start is the
       active consumer of every partition and the others only stand by). With ``--processes M`` too, process j
@@ -45,7 +47,7 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
     if parts.scheme not in ("amqp", "amqps", "pyamqp"):
         raise ConfigError(f"broker URL {url!r}: unsupported scheme {parts.scheme!r}; "
                           "expected 'embedded' (default) or amqp://user:password@host:5672/vhost")
-    from bus.queue.amqp_pack import PACK_DEFAULT
+    from bus.queue.amqp_pack import PACK_DEFAULT, check_pack
 
     params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = sorted(set(params) - {"name", "partitions", "prefetch", "home", "heartbeat", "pack"})
@@ -60,17 +62,21 @@ def open_queue(url: str | None, journal: Journal, *, lease_seconds: float = 30.0
         # process j of M on host i of N is place i*M + j among N*M
         home = (int(index) * home[1] + home[0], int(count) * home[1]) if home else (int(index), int(count))
     try:
-        partitions = int(params.get("partitions", 8))
+        asked = int(params["partitions"]) if "partitions" in params else None
         prefetch = int(params.get("prefetch", 64))
         heartbeat = int(params.get("heartbeat", 30))
         pack = int(params.get("pack", PACK_DEFAULT))
     except ValueError as exc:
         raise ConfigError(f"broker URL: partitions, prefetch, heartbeat and pack must be integers ({exc})") from None
+    check_pack(pack)
+    if asked is not None and asked < 1:
+        raise ConfigError(f"broker URL: partitions={asked}; expected at least 1")
     from bus.queue.amqp import AmqpQueue
+    from bus.queue.amqp_partitions import partitions_for
 
-    return AmqpQueue(urlunsplit(parts._replace(query="")), name=params.get("name", "ironbus"),
-                     partitions=partitions, prefetch=prefetch, home=home,
-                     heartbeat=heartbeat, pack=pack)
+    server, name = urlunsplit(parts._replace(query="")), params.get("name", "ironbus")
+    return AmqpQueue(server, name=name, partitions=partitions_for(journal, server, name, asked, home),
+                     prefetch=prefetch, home=home, heartbeat=heartbeat, pack=pack)
 
 
 def broker_url(explicit: str | None) -> str | None:
