@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import structlog
 
 from bus.backoff import Backoff
+from bus.stopflag import STOP_SIGNALS, StopFlag
 
 __all__ = ["HEALTHY_SECONDS", "Supervisor", "resolve_processes"]
 
@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 HEALTHY_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
 _RESTART_PAUSE = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_STOP_SIGNALS = set(STOP_SIGNALS)
 
 
 def resolve_processes(text: str) -> int:
@@ -75,7 +75,7 @@ class Supervisor:
         self.target = target
         self.args = args
         self.poll = poll
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()  # set by the signal handler: not a threading.Event (see bus.stopflag)
         # fork: the children start from this process's state (configuration parsed, logging set up) and the
         # supervisor has opened nothing yet (no journal, no sockets, no threads) that a fork could break.
         self._context = multiprocessing.get_context("fork")
@@ -111,7 +111,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the processes and watch them; returns the exit code for ``ironbus run``."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        previous = self.stopping.install()
         try:
             self._children = [self._spawn(i) for i in range(self.count)]
             return self._watch()
@@ -119,9 +119,6 @@ class Supervisor:
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.stopping.set()
 
     def _watch(self) -> int:
         codes: dict[int, int] = {}

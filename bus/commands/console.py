@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 from bus.errors import ConfigError
 from bus.journal import Journal
 from bus.queue.open import open_queue
 from bus.runtime import broker_url, journal_url, open_adapters
+from bus.stopflag import StopFlag
 from bus.webconsole import Auth, ConsoleApp, ConsoleContext, hash_password, mount
 from bus.webconsole.http import Receive, Scope, Send, redirect
 from bus.webhooks import WebhookServer
@@ -42,18 +40,14 @@ def console(args: argparse.Namespace) -> int:
     context = ConsoleContext(journal=journal, routes=routes, queue=queue, tracing_url=link, adapters=open_adapters)
     app = mount(_root, ConsoleApp(context, auth))
     server = WebhookServer(app, args.host, args.port)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopFlag()  # not a threading.Event: see bus.stopflag
+    stop.install()
     server.start()
     print(f"ironbus: console on {server.url}/console (journal {journal.url}"
           + (f", routes {routes}" if routes else ", no routes file") + "). Ctrl-C stops.", file=sys.stderr, flush=True)
     try:
-        stop.wait()
+        while not stop.wait(0.2):
+            pass
     finally:
         server.stop()
         queue.close()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -29,6 +27,7 @@ from bus.portlock import claim_port
 from bus.progress import bus_rows, oldest_ready_age, stalled
 from bus.queue.open import open_queue
 from bus.runtime import Runtime, RuntimeOptions, broker_url, check_routes_file, journal_url
+from bus.stopflag import StopFlag
 from bus.supervisor import Supervisor
 from bus.systemstate import read_state
 from bus.tracing import build_trace, render_trace
@@ -82,13 +81,8 @@ def _run(args: argparse.Namespace, port: int | None, processes: int) -> int:
                                              process_slot=getattr(args, "process_slot", None),
                                              console=_console(args)))
     telemetry.configure_from_env()  # OTEL_* variables; off unless they ask for it
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopFlag()  # not a threading.Event: see bus.stopflag
+    stop.install()
     runtime.start()
     settle_for_serving()  # after start-up: see bus.gcsettings
     on_started = getattr(args, "on_started", None)
