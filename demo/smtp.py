@@ -19,6 +19,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bus.stopflag import StopFlag
+
 __all__ = ["MailServer", "Received"]
 
 
@@ -108,12 +110,13 @@ def _main() -> int:
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--dir", type=Path, default=Path("var/mail"))
     args = parser.parse_args()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = StopFlag()  # not a threading.Event set in a handler: see bus.stopflag
+    signal.signal(signal.SIGTERM, stop.request)
     with MailServer(args.dir, args.port) as server:
         print(f"SMTP on 127.0.0.1:{server.port}, mailbox {args.dir}", flush=True)
         try:
-            stop.wait()
+            while not stop.wait(0.2):
+                pass
         except KeyboardInterrupt:
             pass
     return 0
