@@ -14,6 +14,9 @@ A request that changes converges its line: an open purchase is edited, a confirm
 ``purchase_amendment``). What the supplier already delivered cannot be taken back, nor what a supplier confirmed on
 firm terms (:mod:`adapters.tryton.supplierterms`): such a decrease is refused and the quantity bought beyond the
 demand is reported (``refused``, ``over_procured``).
+A completed purchase (``done``: nothing left to receive, e.g. every line amended to 0) cannot be amended either: a
+request that grows past its line there gets a new line for the rest, placed like a new request, and that line is
+the request's from then on; the older line keeps what it holds.
 """
 
 from __future__ import annotations
@@ -65,12 +68,18 @@ def _seconds(value: Any, op: str) -> float:
     return float(found[1]) * _UNITS[found[2]]
 
 
-def _find_line(client: TrytonClient, order: str, request: str) -> dict[str, Any] | None:
-    rows = client.search_read("purchase.line", [["note", "like", f"serves {order}/{request} by %"],
-                                                ["purchase.state", "!=", "cancelled"]],
+def _lines_of(client: TrytonClient, order: str, request: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The live purchase lines serving ``request`` of ``order``, newest first."""
+    return client.search_read("purchase.line", [["note", "like", f"serves {order}/{request} by %"],
+                                                 ["purchase.state", "!=", "cancelled"]],
                               ["purchase", "purchase.state", "product", "product_supplier", "quantity", "unit",
                                "unit_price", "description", "moves", "note", "delivery_date_store"],
-                              order=[("id", "DESC")], limit=1)
+                              order=[("id", "DESC")], limit=limit)
+
+
+def _find_line(client: TrytonClient, order: str, request: str) -> dict[str, Any] | None:
+    """The request's current line: the newest (older ones sit in completed purchases, see :func:`procure`)."""
+    rows = _lines_of(client, order, request, limit=1)
     return rows[0] if rows else None
 
 
@@ -84,8 +93,9 @@ def _outcome(client: TrytonClient, purchase: int | None, order: str, request: st
              **extra: Any) -> Outcome:
     row = client.read("purchase.purchase", [purchase], ["number", "reference", "state", "party"])[0] \
         if purchase else {}
-    line = _find_line(client, order, request)
-    bought = float(line["quantity"]) if line else 0.0
+    lines = _lines_of(client, order, request)
+    line = lines[0] if lines else None
+    bought = sum(float(row["quantity"]) for row in lines)
     if extra.get("refused") and line:  # the product's name and unit, for the CRM note and the customer
         extra["refused"] = named(client, extra["refused"], line.get("product"), line.get("unit"))
     result = {"id": purchase, "number": row.get("number"), "reference": row.get("reference"),
@@ -164,12 +174,17 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
     if grouping not in ("order", "supplier"):
         raise PermanentError(f"tryton.procure: argument 'grouping' must be 'order' or 'supplier', got {grouping!r}")
     with _GROUPING:
-        line = _find_line(client, order, request)
+        lines = _lines_of(client, order, request)
+        line = lines[0] if lines else None
+        # A completed purchase cannot be amended: when the request grows past its line there, the rest is bought on
+        # a new line (below), which is the request's line from then on. The older lines keep what they hold.
+        settled = sum(float(row["quantity"]) for row in lines[1:] if row["purchase."]["state"] == "done")
+        here = max(quantity - settled, 0.0)
         if line is not None:
             state = line["purchase."]["state"]
             if state in _OPEN:
                 try:
-                    _edit_open(client, line, quantity, date, note)
+                    _edit_open(client, line, here, date, note)
                 except PermanentError:
                     # Released (confirmed) by another process between our read and our write: amend it instead.
                     fresh = _find_line(client, order, request)
@@ -186,19 +201,22 @@ def procure(client: TrytonClient, store: AdapterStore, call: Call) -> Outcome:
                 state = client.read("purchase.purchase", [line["purchase"]], ["state"])[0]["state"]
             if state == "processing":
                 # a supplier who confirmed on firm terms keeps the line: the decrease is refused, the rest applies
-                firm = supplierterms.firm_refusal(client, line, quantity, supplierterms.terms_of(call, p.data))
-                refused = _amend(client, line, firm["kept"] if firm else quantity, date, note, order, request)
+                firm = supplierterms.firm_refusal(client, line, here, supplierterms.terms_of(call, p.data))
+                refused = _amend(client, line, firm["kept"] if firm else here, date, note, order, request)
                 return _outcome(client, line["purchase"], order, request, quantity, created=False,
                                 refused=[firm, *refused] if firm else refused)
-            refused = [] if quantity >= float(line["quantity"]) else [{
-                "reason": "purchase_done", "wanted": quantity, "kept": float(line["quantity"]),
-                "detail": "the purchase is complete: every line was delivered"}]
-            return _outcome(client, line["purchase"], order, request, quantity, created=False, refused=refused)
-        if quantity <= 0:
+            if here <= float(line["quantity"]):
+                refused = [] if here >= float(line["quantity"]) else [{
+                    "reason": "purchase_done", "wanted": quantity, "kept": settled + float(line["quantity"]),
+                    "detail": "the purchase is complete: every line was delivered"}]
+                return _outcome(client, line["purchase"], order, request, quantity, created=False, refused=refused)
+            # done with less than the request now needs (lowered to nothing, then raised again): buy the rest
+            here -= float(line["quantity"])
+        if here <= 0:
             return _outcome(client, None, order, request, 0.0, created=False)
         party = p.req_ref("party")
         values = purchase_lines(client, Payload("procure", {"lines": [{
-            "product": p.req_ref("product"), "quantity": quantity,
+            "product": p.req_ref("product"), "quantity": here,
             "delivery_date": date.isoformat() if date else None}]}), party)
         new_line = dict(values[0], note=note)
         if grouping == "order":

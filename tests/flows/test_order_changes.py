@@ -233,3 +233,24 @@ def test_a_decrease_after_the_goods_arrived_is_refused_and_told(stack: Stack) ->
     [notice] = wait_for("the refusal notice", lambda: notices(stack, sale.order_id, "order_change_refused"), TIMEOUT)
     assert "Widget W-100 stays at 9 pieces (you asked for 5)" in notice["body"]
     assert srm_procured(stack, sale.order_id) == {"W-100": 9}
+
+
+def test_a_line_lowered_to_nothing_then_raised_again_is_bought_again(stack: Stack) -> None:
+    w100, _ = crm_products(stack)
+    sale, supplier, purchase = released_order(stack, 4, days=10)
+    rep(stack).confirm(sale.id)
+    # Given the customer lowered the order to nothing: the purchase's only line is amended to 0, and Tryton
+    # completes a purchase with nothing left to receive
+    assert rep(stack).change_lines(sale.id, {w100: 0}) == "amended"
+    srm = stack.adapters["srm"].client
+    wait_for("the emptied purchase completed", lambda: srm.read("purchase.purchase", [purchase], ["state"])[0][
+        "state"] == "done" or None, TIMEOUT)
+    # When the customer raises the line again: a completed purchase cannot be amended, so the SRM buys it anew
+    assert rep(stack).change_lines(sale.id, {w100: 6}) == "amended"
+    converged(stack, sale.order_id, {"W-100": 6})
+    lines = srm.search_read("purchase.line", [["note", "like", f"serves {sale.order_id}/%"]],
+                            ["purchase", "quantity", "purchase.state"])
+    assert sorted((row["purchase"] == purchase, float(row["quantity"])) for row in lines) == [(False, 6.0), (True, 0.0)]
+    # and a later change goes to the new line only
+    assert rep(stack).change_lines(sale.id, {w100: 5}) == "amended"
+    converged(stack, sale.order_id, {"W-100": 5})
