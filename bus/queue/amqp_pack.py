@@ -28,8 +28,7 @@ from bus.queue.amqp_topology import H_COUNT, H_KEY, H_PARKS, H_ROUTE, H_TARGET, 
 from bus.queue.base import Message
 
 __all__ = ["CONTENT_TYPE", "H_PACK", "PACK_BYTES", "PACK_DEFAULT", "PACK_MAX", "PackError", "check_pack", "encode",
-           "groups",
-           "unpack"]
+           "groups", "unpack"]
 
 #: Content type and header (number of parts) that mark a pack.
 CONTENT_TYPE = "application/x-ironbus-pack"
