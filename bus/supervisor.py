@@ -38,7 +38,6 @@ log = structlog.get_logger(__name__)
 HEALTHY_SECONDS = 60.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0
 _RESTART_PAUSE = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
-_STOP_SIGNALS = set(STOP_SIGNALS)
 
 
 def resolve_processes(text: str) -> int:
@@ -100,7 +99,7 @@ class Supervisor:
         # A forked child inherits this process's signal handlers; a SIGTERM arriving before it set its own
         # would only reach the supervisor's handler (in the child's copy) and be lost. Block the signals across
         # the fork: the child unblocks them once its handlers are in place, and then receives what came.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
         finally:
@@ -185,7 +184,7 @@ def _child_main(target: Callable[[argparse.Namespace], int], args: argparse.Name
     from bus.portlock import die_with_parent
 
     die_with_parent(supervisor)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     code = 1
     try:
         code = target(args)
